@@ -1,0 +1,33 @@
+# Every target creates the virtual environment on first use, so a fresh clone needs only
+# `make demo` or `make test`.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.prunekit-installed
+# torch and torchvision are pinned to the CPU-capable builds this machine kind serves from local disk;
+# pip would otherwise fetch a multi-GB CUDA build of a newer torch.
+TORCH   ?= torch==2.14.1 torchvision==0.29.1
+PYTEST_ARGS ?= -n 2
+
+.PHONY: demo test test-slow bench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[all]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/prunekit demo --out runs/demo --force
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS) -m slow
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check prunekit tests bench
+
+clean:
+	rm -rf $(VENV) runs

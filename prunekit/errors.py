@@ -1,0 +1,50 @@
+"""The exceptions prunekit raises.
+
+Every error a user can cause derives from :class:`PrunekitError`, so callers (and the CLI) can
+catch one type. Messages name the bad value, the valid choices and the fix.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PrunekitError",
+    "ConfigError",
+    "RecipeError",
+    "DataError",
+    "ModelLoadError",
+    "PruningError",
+    "UnsupportedOpError",
+    "OutputExistsError",
+]
+
+
+class PrunekitError(Exception):
+    """Base class of every error caused by user input."""
+
+
+class ConfigError(PrunekitError, ValueError):
+    """A bad argument to a public function (unknown name, value out of range)."""
+
+
+class RecipeError(ConfigError):
+    """A recipe that fails validation: unknown key, wrong type or bad value."""
+
+
+class DataError(PrunekitError):
+    """A dataset that cannot be found or read."""
+
+
+class ModelLoadError(PrunekitError):
+    """A model or checkpoint that cannot be built or loaded."""
+
+
+class PruningError(PrunekitError):
+    """A pruning request that cannot be carried out on this model."""
+
+
+class UnsupportedOpError(PruningError):
+    """The model uses an operation that structured pruning cannot follow."""
+
+
+class OutputExistsError(PrunekitError):
+    """The output directory already holds results."""

@@ -1,0 +1,64 @@
+"""Multiply-accumulate counts, dense and non-zero.
+
+Dense MACs come from :class:`torch.utils.flop_counter.FlopCounterMode` (which sees every aten
+matmul/conv/attention op, also inside functional code such as attention) divided by two.
+
+Non-zero MACs subtract the work of zero weights in Linear and Conv layers: each weight of a Linear
+layer is used once per input row, each weight of a conv once per output position, so a layer does
+``positions × numel(W)`` dense MACs and ``positions × nnz(W)`` non-zero MACs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = ["MacCount", "count_macs"]
+
+_WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+@dataclass(frozen=True)
+class MacCount:
+    dense: int
+    nonzero: int
+
+
+def _positions(module: nn.Module, out: torch.Tensor) -> int:
+    """How many times each weight is used in one forward call of ``module``."""
+    if isinstance(module, nn.Linear):
+        return out.numel() // out.shape[-1]
+    # conv output (N, C_out, *spatial): each weight used once per (n, spatial) position
+    return out.numel() // out.shape[1]
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, *inputs, **kwargs) -> MacCount:
+    """Counts the MACs of one forward pass ``model(*inputs, **kwargs)``.
+
+    Returns:
+        The dense MAC count and the MACs left after skipping zero weights of Linear/Conv layers.
+    """
+    saved: list[int] = []
+
+    def hook(module, _args, out):
+        if isinstance(out, torch.Tensor) and out.dim() >= 1:
+            w = module.weight
+            zeros = w.numel() - int(torch.count_nonzero(w))
+            saved.append(_positions(module, out) * zeros)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _WEIGHTED)]
+    was_training = model.training
+    model.eval()
+    try:
+        with FlopCounterMode(display=False) as counter:
+            model(*inputs, **kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    dense = counter.get_total_flops() // 2
+    return MacCount(dense=dense, nonzero=max(dense - sum(saved), 0))
