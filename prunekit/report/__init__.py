@@ -1,0 +1,6 @@
+"""Reports: report.json, report.md and its plots."""
+
+from prunekit.report.markdown import render_markdown
+from prunekit.report.plots import have_matplotlib, plot_layer_sparsity, plot_trajectory
+
+__all__ = ["have_matplotlib", "plot_layer_sparsity", "plot_trajectory", "render_markdown"]

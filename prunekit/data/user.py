@@ -1,0 +1,101 @@
+"""Users' own data: a folder of images (one subfolder per class) or a file of tensors.
+
+Both are loaded into memory — the intended use is the small calibration/fine-tuning sets of a
+pruning job, not ImageNet-scale training.
+
+Tensor files (``.npz`` via NumPy, ``.pt`` via ``torch.load(weights_only=True)``) hold either
+``x_train, y_train, x_val, y_val, x_test, y_test`` or just ``x, y`` (then split 70/10/20%, seed 0).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from prunekit.data.base import DATASETS, DataSplits, split_indices
+from prunekit.errors import DataError
+
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def _from_arrays(name: str, arrays: dict[str, torch.Tensor]) -> DataSplits:
+    keys = set(arrays)
+    full = {"x_train", "y_train", "x_val", "y_val", "x_test", "y_test"}
+    if full <= keys:
+        t = {k: arrays[k] for k in full}
+    elif {"x", "y"} <= keys:
+        tr, va, te = split_indices(len(arrays["x"]), (0.7, 0.1, 0.2), 0)
+        x, y = arrays["x"], arrays["y"]
+        t = {"x_train": x[tr], "y_train": y[tr], "x_val": x[va], "y_val": y[va],
+             "x_test": x[te], "y_test": y[te]}
+    else:
+        raise DataError(
+            f"{name}: expected arrays x, y (or x_train, y_train, x_val, y_val, x_test, y_test); "
+            f"found {sorted(keys)}"
+        )
+    xs = {k: v.float() for k, v in t.items() if k.startswith("x")}
+    ys = {k: v.long() for k, v in t.items() if k.startswith("y")}
+    if any(v.dim() != 1 for v in ys.values()):
+        raise DataError(f"{name}: labels must be 1-D class indices")
+    num_classes = int(max(int(v.max()) for v in ys.values())) + 1
+    return DataSplits(name, xs["x_train"], ys["y_train"], xs["x_val"], ys["y_val"], xs["x_test"],
+                      ys["y_test"], num_classes)
+
+
+@DATASETS.register("tensors")
+def tensor_file(path: str) -> DataSplits:
+    """Tensors from a ``.npz`` or ``.pt`` file (see the module docstring for the keys)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"dataset file {str(p)!r} does not exist")
+    try:
+        if p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                arrays = {k: torch.from_numpy(z[k]) for k in z.files}
+        elif p.suffix in (".pt", ".pth"):
+            loaded = torch.load(p, map_location="cpu", weights_only=True)
+            if not isinstance(loaded, dict):
+                raise DataError(f"{p}: expected a dict of tensors, found {type(loaded).__name__}")
+            arrays = {k: torch.as_tensor(v) for k, v in loaded.items()}
+        else:
+            raise DataError(f"dataset file {str(p)!r}: unknown suffix {p.suffix!r}; use .npz or .pt")
+    except DataError:
+        raise
+    except Exception as e:  # corrupt file, pickled objects, ...
+        raise DataError(f"cannot read dataset file {str(p)!r}: {e}") from e
+    return _from_arrays(p.name, arrays)
+
+
+@DATASETS.register("imagefolder")
+def image_folder(path: str, image_size: int = 28, grayscale: bool = True) -> DataSplits:
+    """Images under ``path/<class>/*.png``: resized to ``image_size`` squares, split 70/10/20%."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise DataError("image folders need Pillow: pip install 'prunekit[data]'") from None
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"image folder {str(root)!r} does not exist")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    if len(classes) < 2:
+        raise DataError(f"image folder {str(root)!r} needs one subfolder per class (found {len(classes)})")
+    xs, ys = [], []
+    for label, cls in enumerate(classes):
+        for f in sorted((root / cls).iterdir()):
+            if f.suffix.lower() not in _IMAGE_SUFFIXES:
+                continue
+            try:
+                img = Image.open(f).convert("L" if grayscale else "RGB")
+            except Exception as e:
+                raise DataError(f"cannot read image {str(f)!r}: {e}") from e
+            img = img.resize((image_size, image_size))
+            arr = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)
+            xs.append(arr.unsqueeze(0) if grayscale else arr.permute(2, 0, 1))
+            ys.append(label)
+    if len(xs) < 10:
+        raise DataError(f"image folder {str(root)!r} holds only {len(xs)} images; need at least 10")
+    x = torch.stack(xs)
+    x = (x - x.mean()) / (x.std() + 1e-8)
+    return _from_arrays(root.name, {"x": x, "y": torch.tensor(ys)})

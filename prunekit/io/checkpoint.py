@@ -1,0 +1,104 @@
+"""Safe reading and atomic writing of weights.
+
+Weights load through safetensors or ``torch.load(weights_only=True)`` — never by unpickling
+arbitrary objects. Every file is written to a temporary name in the target directory and renamed
+into place, so a crash never leaves a half-written file and an existing file is replaced whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from prunekit.errors import ModelLoadError
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "load_state_dict", "save_state_dict",
+           "load_weights_into"]
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Writes ``data`` to ``path`` via a temporary file and an atomic rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def save_state_dict(state: dict[str, torch.Tensor], path: str | os.PathLike,
+                    metadata: dict | None = None) -> None:
+    """Saves tensors as safetensors (atomically); ``metadata`` is stored as JSON in the header."""
+    path = Path(path)
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"prunekit": json.dumps(metadata or {})})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Reads a state dict from ``.safetensors`` or a torch file, without unpickling objects.
+
+    A torch file may hold the state dict itself or a dict with a ``state_dict``/``model`` entry.
+
+    Raises:
+        ModelLoadError: the file is missing, corrupt, or holds something other than tensors.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ModelLoadError(f"checkpoint {str(p)!r} does not exist")
+    try:
+        if p.suffix == ".safetensors":
+            return load_file(str(p))
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ModelLoadError(
+            f"cannot load checkpoint {str(p)!r} safely ({type(e).__name__}: {str(e).splitlines()[0]}); "
+            "save it as .safetensors or as a plain state_dict with torch.save"
+        ) from e
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelLoadError(f"checkpoint {str(p)!r} does not hold a state dict of tensors")
+    return obj
+
+
+def load_weights_into(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Loads the checkpoint at ``path`` into ``model`` (strictly: every key must match)."""
+    state = load_state_dict(path)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    bad_shape = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or bad_shape:
+        detail = "; ".join(
+            f"{what}: {', '.join(keys[:5])}{' …' if len(keys) > 5 else ''}"
+            for what, keys in (("missing", missing), ("unexpected", unexpected),
+                               ("wrong shape", bad_shape)) if keys
+        )
+        raise ModelLoadError(f"checkpoint {str(path)!r} does not fit the model ({detail})")
+    model.load_state_dict(state)
+    return model

@@ -1,0 +1,53 @@
+"""One call that measures everything a report shows about a model."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from prunekit.measure.latency import measure_latency
+from prunekit.measure.macs import count_macs
+from prunekit.measure.params import count_params, layer_sparsity
+from prunekit.measure.size import size_on_disk
+
+__all__ = ["measure_model"]
+
+
+def measure_model(
+    model: nn.Module,
+    x_test: torch.Tensor,
+    y_test: torch.Tensor,
+    latency_batches: list[int] = (1, 256),
+    latency_repeats: int = 20,
+) -> dict:
+    """Accuracy, loss, parameter and MAC counts, sizes and latency of ``model``.
+
+    Returns:
+        A JSON-ready dict with ``accuracy`` (fraction), ``loss``, ``params``, ``nonzero_params``,
+        ``macs``, ``nonzero_macs`` (one sample), ``size_bytes``, ``size_compressed_bytes``,
+        ``latency_ms`` (median, keyed by batch size), ``latency`` (full timing records) and
+        ``layer_sparsity``.
+    """
+    from prunekit.training import evaluate  # training imports measure-free code only
+
+    device = next(model.parameters()).device
+    example = x_test[:1].to(device)
+    ev = evaluate(model, x_test, y_test)
+    params = count_params(model)
+    macs = count_macs(model, example)
+    size = size_on_disk(model)
+    timings = {str(b): measure_latency(model, example, batch=b, repeats=latency_repeats)
+               for b in latency_batches}
+    return {
+        "accuracy": ev.accuracy,
+        "loss": ev.loss,
+        "params": params.total,
+        "nonzero_params": params.nonzero,
+        "macs": macs.dense,
+        "nonzero_macs": macs.nonzero,
+        "size_bytes": size.dense_bytes,
+        "size_compressed_bytes": size.compressed_bytes,
+        "latency_ms": {b: t.median_ms for b, t in timings.items()},
+        "latency": {b: t.to_dict() for b, t in timings.items()},
+        "layer_sparsity": layer_sparsity(model),
+    }

@@ -1,0 +1,31 @@
+"""Sparsity schedules: the sparsity to reach at each pruning step.
+
+- ``one_shot``: the target at once.
+- ``iterative``: n steps that each remove the same fraction of the weights still left,
+  s_k = 1 − (1 − s_f)^{k/n} (Han et al. 2015 prune → retrain cycles).
+- ``gradual``: the cubic schedule of Zhu & Gupta 2017, applied every Δt optimiser steps during
+  training: s_t = s_f + (s_i − s_f)·(1 − (t − t₀)/(n·Δt))³ for t₀ ≤ t ≤ t₀ + n·Δt.
+"""
+
+from __future__ import annotations
+
+from prunekit.registry import Registry
+
+__all__ = ["SCHEDULES", "iterative_sparsity", "cubic_sparsity"]
+
+SCHEDULES: Registry = Registry("schedule")
+for _name in ("one_shot", "iterative", "gradual"):
+    SCHEDULES.register(_name)(_name)
+
+
+def iterative_sparsity(final: float, step: int, steps: int) -> float:
+    """Sparsity after ``step`` of ``steps`` equal-fraction pruning steps (step counts from 1)."""
+    return 1.0 - (1.0 - final) ** (step / steps)
+
+
+def cubic_sparsity(final: float, t: int, t0: int, n: int, dt: int, initial: float = 0.0) -> float:
+    """Zhu & Gupta's cubic schedule at optimiser step ``t`` (n pruning steps every ``dt`` steps)."""
+    if t < t0:
+        return initial
+    progress = min(1.0, (t - t0) / (n * dt))
+    return final + (initial - final) * (1.0 - progress) ** 3

@@ -1,0 +1,99 @@
+"""Scopes: how a sparsity target turns into masks across layers.
+
+- ``layer``: every layer reaches the same sparsity s (its k = round(s·numel) lowest scores go).
+- ``global``: one score threshold across all layers, chosen so that the pooled sparsity is s; each
+  layer keeps at least one weight.
+- ``ratios``: a sparsity per layer, from a dict of parameter-name patterns (fnmatch) to ratios;
+  layers no pattern matches are left dense.
+- ``threshold``: every weight whose score is below a fixed value goes.
+
+Masks only ever shrink: weights already pruned score −∞ and are counted first.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+
+import torch
+
+from prunekit.errors import ConfigError
+from prunekit.registry import Registry
+
+__all__ = ["SCOPES", "ScopeFn", "kth_mask", "ratios_for"]
+
+#: ``scope(scores, current_masks, target, step_fn, ratios, threshold) -> new masks``
+ScopeFn = Callable[..., dict[str, torch.Tensor]]
+SCOPES: Registry = Registry("scope")
+
+
+def kth_mask(scores: torch.Tensor, n_prune: int) -> torch.Tensor:
+    """A 0/1 mask that removes the ``n_prune`` lowest-scoring entries (ties broken by position)."""
+    flat = scores.reshape(-1)
+    n_prune = max(0, min(int(n_prune), flat.numel()))
+    mask = torch.ones_like(flat)
+    if n_prune:
+        mask[torch.argsort(flat, stable=True)[:n_prune]] = 0
+    return mask.reshape(scores.shape)
+
+
+def _masked_scores(scores, current):
+    return {n: torch.where(current[n] > 0, s.float(), torch.full_like(s.float(), -torch.inf))
+            for n, s in scores.items()}
+
+
+@SCOPES.register("layer")
+def layer_scope(scores, current, target, step_fn, **_):
+    s = step_fn(target)
+    return {n: kth_mask(v, round(s * v.numel())) for n, v in _masked_scores(scores, current).items()}
+
+
+def ratios_for(names: list[str], ratios: dict[str, float]) -> dict[str, float]:
+    """Resolves pattern → ratio dicts to one ratio per name (first matching pattern wins)."""
+    out = {}
+    for pattern in ratios:
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+            raise ConfigError(f"ratio pattern {pattern!r} matches no prunable layer; "
+                              f"prunable layers: {', '.join(names)}")
+    for n in names:
+        for pattern, r in ratios.items():
+            if fnmatch.fnmatchcase(n, pattern):
+                out[n] = float(r)
+                break
+    return out
+
+
+@SCOPES.register("ratios")
+def ratios_scope(scores, current, target, step_fn, ratios=None, **_):
+    if not ratios:
+        raise ConfigError("scope 'ratios' needs a dict of layer-name patterns to sparsities")
+    per_layer = ratios_for(list(scores), ratios)
+    out = {}
+    for n, v in _masked_scores(scores, current).items():
+        out[n] = kth_mask(v, round(step_fn(per_layer[n]) * v.numel())) if n in per_layer else current[n]
+    return out
+
+
+@SCOPES.register("global")
+def global_scope(scores, current, target, step_fn, **_):
+    masked = _masked_scores(scores, current)
+    names = list(masked)
+    pooled = torch.cat([masked[n].reshape(-1) for n in names])
+    n_prune = round(step_fn(target) * pooled.numel())
+    keep = kth_mask(pooled, n_prune)
+    out, start = {}, 0
+    for n in names:
+        size = masked[n].numel()
+        m = keep[start : start + size].reshape(masked[n].shape).clone()
+        start += size
+        if m.sum() == 0:  # never delete a whole layer: keep its best weight
+            m.view(-1)[torch.argmax(masked[n].reshape(-1))] = 1
+        out[n] = m
+    return out
+
+
+@SCOPES.register("threshold")
+def threshold_scope(scores, current, target, step_fn, threshold=None, **_):
+    if threshold is None:
+        raise ConfigError("scope 'threshold' needs a threshold value")
+    return {n: current[n] * (scores[n] >= threshold).to(current[n].dtype) for n in scores}
