@@ -60,9 +60,10 @@ def run_schedule(
     if spec.schedule == "gradual":
         return _gradual(model, data, pruner, spec, finetune, seed, progress)
     n = 1 if spec.schedule == "one_shot" else spec.steps
+    start = pruner.sparsity()
     steps = []
     for k in range(1, n + 1):
-        pruner.prune_to(spec.target, lambda s, k=k: iterative_sparsity(s, k, n))
+        pruner.prune_to(spec.target, lambda s, k=k: iterative_sparsity(s, k, n, start))
         before = evaluate(model, data.x_val, data.y_val).accuracy
         if finetune.epochs:
             train(model, data, finetune, seed=seed + k, progress=progress, desc=f"fine-tune {k}/{n}")

@@ -2,7 +2,7 @@
 
 - ``one_shot``: the target at once.
 - ``iterative``: n steps that each remove the same fraction of the weights still left,
-  s_k = 1 − (1 − s_f)^{k/n} (Han et al. 2015 prune → retrain cycles).
+  s_k = 1 − (1 − s_f)^{k/n} (Han et al. 2015's prune → retrain cycles).
 - ``gradual``: the cubic schedule of Zhu & Gupta 2017, applied every Δt optimiser steps during
   training: s_t = s_f + (s_i − s_f)·(1 − (t − t₀)/(n·Δt))³ for t₀ ≤ t ≤ t₀ + n·Δt.
 """
@@ -18,9 +18,14 @@ for _name in ("one_shot", "iterative", "gradual"):
     SCHEDULES.register(_name)(_name)
 
 
-def iterative_sparsity(final: float, step: int, steps: int) -> float:
-    """Sparsity after ``step`` of ``steps`` equal-fraction pruning steps (step counts from 1)."""
-    return 1.0 - (1.0 - final) ** (step / steps)
+def iterative_sparsity(final: float, step: int, steps: int, start: float = 0.0) -> float:
+    """Sparsity after ``step`` of ``steps`` equal-fraction pruning steps (step counts from 1).
+
+    From a model already at sparsity ``start``: s_k = 1 − (1 − start)·((1 − s_f)/(1 − start))^{k/n}.
+    """
+    if final <= start:
+        return final
+    return 1.0 - (1.0 - start) * ((1.0 - final) / (1.0 - start)) ** (step / steps)
 
 
 def cubic_sparsity(final: float, t: int, t0: int, n: int, dt: int, initial: float = 0.0) -> float:

@@ -42,10 +42,16 @@ def _masked_scores(scores, current):
             for n, s in scores.items()}
 
 
+def _shrink(new: dict[str, torch.Tensor], current: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Masks never grow back: a weight pruned earlier stays pruned."""
+    return {n: m * current[n] for n, m in new.items()}
+
+
 @SCOPES.register("layer")
 def layer_scope(scores, current, target, step_fn, **_):
     s = step_fn(target)
-    return {n: kth_mask(v, round(s * v.numel())) for n, v in _masked_scores(scores, current).items()}
+    masks = {n: kth_mask(v, round(s * v.numel())) for n, v in _masked_scores(scores, current).items()}
+    return _shrink(masks, current)
 
 
 def ratios_for(names: list[str], ratios: dict[str, float]) -> dict[str, float]:
@@ -71,7 +77,7 @@ def ratios_scope(scores, current, target, step_fn, ratios=None, **_):
     out = {}
     for n, v in _masked_scores(scores, current).items():
         out[n] = kth_mask(v, round(step_fn(per_layer[n]) * v.numel())) if n in per_layer else current[n]
-    return out
+    return _shrink(out, current)
 
 
 @SCOPES.register("global")
@@ -89,7 +95,7 @@ def global_scope(scores, current, target, step_fn, **_):
         if m.sum() == 0:  # never delete a whole layer: keep its best weight
             m.view(-1)[torch.argmax(masked[n].reshape(-1))] = 1
         out[n] = m
-    return out
+    return _shrink(out, current)
 
 
 @SCOPES.register("threshold")
