@@ -6,6 +6,8 @@ STAMP   := $(VENV)/.prunekit-installed
 # torch and torchvision are pinned to the CPU-capable builds this machine kind serves from local disk;
 # pip would otherwise fetch a multi-GB CUDA build of a newer torch.
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
+# This machine kind keeps those wheels in /opt/wheels; use them when present.
+FIND    := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 PYTEST_ARGS ?= -n 2
 
 .PHONY: demo test test-slow bench lint clean
@@ -13,8 +15,8 @@ PYTEST_ARGS ?= -n 2
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[all]'
+	$(PY) -m pip install -q $(FIND) $(TORCH)
+	$(PY) -m pip install -q $(FIND) -e '.[all]'
 	touch $(STAMP)
 
 demo: $(STAMP)

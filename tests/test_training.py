@@ -35,3 +35,22 @@ def test_on_step_sees_every_step_and_masks_survive_training(digits):
     for name, mask in pruner.current_masks().items():
         w = dict(model.named_parameters())[name]
         assert torch.all(w[mask == 0] == 0)
+
+
+def test_random_shift_translates_each_sample_within_bounds():
+    import pytest
+
+    from prunekit.errors import ConfigError
+    from prunekit.training.loop import random_shift
+
+    x = torch.zeros(64, 1, 9, 9)
+    x[:, 0, 4, 4] = 1.0  # one bright pixel in the centre, background 0
+    out = random_shift(x, 2, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and torch.all(out.sum((1, 2, 3)) == 1)  # nothing lost within 2 px
+    pos = out[:, 0].flatten(1).argmax(1)
+    rows, cols = pos // 9, pos % 9
+    assert rows.min() >= 2 and rows.max() <= 6 and cols.min() >= 2 and cols.max() <= 6
+    assert len(set(zip(rows.tolist(), cols.tolist(), strict=True))) > 10  # offsets vary per sample
+    assert torch.equal(random_shift(x, 0, torch.Generator()), x)
+    with pytest.raises(ConfigError, match="unknown augment 'flip'"):
+        TrainConfig(augment="flip")

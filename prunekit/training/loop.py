@@ -34,6 +34,9 @@ class TrainConfig:
         momentum: SGD momentum.
         weight_decay: L2 penalty coefficient.
         schedule: ``cosine`` (to zero over the run), ``constant`` or ``step`` (×0.1 at 50%, 75%).
+        augment: ``none``, or ``shift``: translate each training input by up to ``shift_pixels``
+            along each spatial axis (filled with the input's minimum, i.e. the background).
+        shift_pixels: the largest translation of ``shift``.
     """
 
     epochs: int = 10
@@ -43,6 +46,8 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     schedule: str = "cosine"
+    augment: str = "none"
+    shift_pixels: int = 2
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or not self.lr > 0:
@@ -52,6 +57,10 @@ class TrainConfig:
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of: adam, sgd")
         if self.schedule not in ("cosine", "constant", "step"):
             raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of: constant, cosine, step")
+        if self.augment not in ("none", "shift"):
+            raise ConfigError(f"unknown augment {self.augment!r}; choose one of: none, shift")
+        if self.shift_pixels < 0:
+            raise ConfigError(f"shift_pixels must be ≥ 0, got {self.shift_pixels}")
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,22 @@ def default_device() -> torch.device:
 
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
+
+
+def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Translates each sample of ``x`` (N, C, *spatial) by a random integer offset per spatial axis."""
+    spatial = x.dim() - 2
+    if max_shift == 0 or spatial < 1:
+        return x
+    pad = [max_shift] * (2 * spatial)
+    padded = F.pad(x, pad, value=float(x.min()))
+    offsets = torch.randint(0, 2 * max_shift + 1, (len(x), spatial), generator=gen)
+    out = torch.empty_like(x)
+    for combo in offsets.unique(dim=0):
+        idx = (offsets == combo).all(1).nonzero().squeeze(1)
+        slices = tuple(slice(int(o), int(o) + n) for o, n in zip(combo, x.shape[2:], strict=True))
+        out[idx] = padded[(idx, slice(None), *slices)]
+    return out
 
 
 def _lr_factor(schedule: str, progress: float) -> float:
@@ -137,6 +162,8 @@ def train(
     for _ in range(cfg.epochs):
         running = 0.0
         for xb, yb in iterate_batches(data.x_train, data.y_train, cfg.batch_size, True, gen):
+            if cfg.augment == "shift":
+                xb = random_shift(xb, cfg.shift_pixels, gen)
             xb, yb = xb.to(device), yb.to(device)
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * _lr_factor(cfg.schedule, step / max(total, 1))
