@@ -1,0 +1,110 @@
+"""Coverage of structured pruning over the model lists of issue 3 (bench/results/coverage.{json,md}).
+
+Every model runs ``prunekit check MODEL --ratio R --json --no-latency --small-images`` in its own
+process (a crash or a hang costs one row, not the run), one thread, with a time limit.
+
+    .venv/bin/python bench/coverage.py                     # all lists
+    .venv/bin/python bench/coverage.py --lists timm hf     # some lists
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TIMM = ["resnet50", "efficientnet_b0", "mobilenetv3_large_100", "convnext_tiny", "vit_small_patch16_224",
+        "deit_small_patch16_224", "swin_tiny_patch4_window7_224", "regnety_016", "densenet121", "ghostnet_100",
+        "levit_128", "mixer_b16_224", "poolformer_s12", "edgenext_small", "repvgg_a2", "dla34", "cspdarknet53",
+        "tf_efficientnetv2_s", "coatnet_0_rw_224", "maxvit_tiny_tf_224"]
+HF = ["bert", "gpt2", "llama", "vit", "clip", "t5"]
+DETSEG = ["fasterrcnn_mobilenet_v3_large_fpn", "retinanet_resnet50_fpn", "deeplabv3_mobilenet_v3_large",
+          "lraspp_mobilenet_v3_large"]
+RESULTS = Path(__file__).parent / "results"
+
+
+def model_lists() -> dict[str, list[str]]:
+    import torchvision
+
+    return {
+        "torchvision": [f"torchvision:{n}" for n in torchvision.models.list_models(module=torchvision.models)],
+        "timm": [f"timm:{n}" for n in TIMM],
+        "hf": [f"hf:{n}" for n in HF],
+        "detseg": [f"torchvision:{n}" for n in DETSEG],
+    }
+
+
+def run_one(spec: str, ratio: float, timeout: int) -> dict:
+    cmd = [sys.executable, "-m", "prunekit.cli.main", "check", spec, "--ratio", str(ratio), "--json",
+           "--no-latency", "--small-images"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"model": spec, "ok": False, "error": f"timeout after {timeout}s", "wall": timeout}
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    if lines:
+        rec = json.loads(lines[-1])
+    else:
+        err = (p.stderr.strip().splitlines() or ["no output"])[-1]
+        rec = {"model": spec, "ok": False, "error": err[:300]}
+    rec["wall"] = round(time.perf_counter() - t0, 1)
+    return rec
+
+
+def _fmt(n: int | None) -> str:
+    return "-" if not n else f"{n / 1e6:.2f}M"
+
+
+def write_markdown(results: dict[str, list[dict]], ratio: float, path: Path) -> None:
+    lines = ["# Structured pruning coverage", "",
+             f"`prunekit check MODEL --ratio {ratio} --small-images` on each model (L2 criterion, uniform ratio, "
+             "exactly-prunable groups). ok = pruned, forward runs, output shapes kept, and the pruned output "
+             "equals the unpruned model with the same structures zeroed (max relative difference <= 1e-5). "
+             "seconds = graph capture + pruning. Produced by `bench/coverage.py`.", ""]
+    for name, rows in results.items():
+        ok = sum(1 for r in rows if r.get("ok"))
+        lines += [f"## {name}: {ok} / {len(rows)} ok", "",
+                  "| model | ok | equivalent | params | MACs | max rel diff | seconds | error |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            macs = (f"{r['macs_after'] / r['macs_before']:.2f}x" if r.get("macs_before") else "-")
+            diff = "-" if r.get("max_rel_diff") is None else f"{r['max_rel_diff']:.1e}"
+            err = (r.get("error") or "").replace("|", "/")[:160]
+            lines.append(f"| {r['model']} | {'yes' if r.get('ok') else 'NO'} | {r.get('equivalent', '-')} | "
+                         f"{_fmt(r.get('params_before'))} -> {_fmt(r.get('params_after'))} | {macs} | {diff} | "
+                         f"{r.get('seconds', 0):.2f} | {err} |")
+        lines.append("")
+    path.write_text("\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lists", nargs="*", default=["torchvision", "timm", "hf", "detseg"])
+    ap.add_argument("--ratio", type=float, default=0.5)
+    ap.add_argument("--timeout", type=int, default=600)
+    ap.add_argument("--only", nargs="*", default=None, help="run just these model specs")
+    ap.add_argument("--out", default="coverage")
+    args = ap.parse_args()
+    lists = model_lists()
+    results: dict[str, list[dict]] = {}
+    out_json = RESULTS / f"{args.out}.json"
+    for name in args.lists:
+        for spec in lists[name]:
+            if args.only and spec not in args.only:
+                continue
+            rec = run_one(spec, args.ratio, args.timeout)
+            results.setdefault(name, []).append(rec)
+            print(f"{spec}: ok={rec.get('ok')} {rec.get('error') or ''} ({rec['wall']}s)", flush=True)
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            out_json.write_text(json.dumps({"ratio": args.ratio, "results": results}, indent=1))
+            write_markdown(results, args.ratio, RESULTS / f"{args.out}.md")
+
+
+if __name__ == "__main__":
+    main()

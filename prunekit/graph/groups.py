@@ -1,0 +1,249 @@
+"""The dependency graph: groups of coupled channels found from one recorded forward.
+
+A *group* is a set of parameter slices that must be pruned together. It has *units*: unit k of a
+group is everything that disappears when one structure is removed.
+
+Example (conv -> BN -> ReLU -> conv)::
+
+    group "conv1" has 8 units; unit 3 = conv1.weight[3], conv1.bias[3], bn.weight[3], bn.bias[3],
+    bn.running_mean[3], bn.running_var[3], conv2.weight[:, 3]
+
+An attention block gives a group whose units are heads (q, k, v rows and output-projection columns of
+one head); a residual stream gives one group shared by every block that reads and writes it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from prunekit.errors import ConfigError, PruningError
+from prunekit.graph._labels import LabelStore, _components
+from prunekit.graph._trace import Trace, iter_tensors, record
+
+__all__ = ["DependencyGraph", "Group", "Member", "split_inputs"]
+
+
+@dataclass
+class Member:
+    """One dim of one parameter or buffer inside a group: ``unit[i]`` is the unit of position i."""
+
+    name: str
+    dim: int
+    unit: np.ndarray
+
+
+@dataclass(eq=False)
+class Group:
+    """Coupled structures pruned together; see the module docstring."""
+
+    name: str
+    members: list[Member]
+    units: np.ndarray  # root id of every unit, in the order of the leader member
+    pinned: np.ndarray  # bool per unit: may not be removed
+    exact: bool  # removing an all-zero unit leaves outputs unchanged (no norm or mean over it)
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return len(self.units)
+
+    @property
+    def prunable(self) -> int:
+        return int((~self.pinned).sum())
+
+    def __repr__(self) -> str:
+        kind = "exact" if self.exact else "inexact"
+        return f"Group({self.name!r}, units={self.size}, prunable={self.prunable}, {kind}, members={len(self.members)})"
+
+
+def split_inputs(example_inputs: Any) -> tuple[tuple, dict]:
+    """A tensor -> ``(t,)``; a tuple/list -> positional args; a dict -> keyword args."""
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,), {}
+    if isinstance(example_inputs, Mapping):
+        return (), dict(example_inputs)
+    if isinstance(example_inputs, (tuple, list)):
+        return tuple(example_inputs), {}
+    raise ConfigError(
+        f"example_inputs must be a tensor, a tuple of positional inputs or a dict of keyword inputs, "
+        f"not {type(example_inputs).__name__}"
+    )
+
+
+class DependencyGraph:
+    """Groups of coupled channels of ``model``; build it with :meth:`build`."""
+
+    def __init__(self, model: nn.Module, args: tuple, kwargs: dict) -> None:
+        self.model, self.args, self.kwargs = model, args, kwargs
+        self.groups: list[Group] = []
+        self.tensors: dict[str, torch.Tensor] = {}
+        self.owners: dict[str, list[tuple[nn.Module, str]]] = {}
+        self.attr_hints: list[tuple[str, np.ndarray]] = []
+        self.splits: list[tuple[str, np.ndarray, int]] = []
+        self.buffers: set[str] = set()
+        self.pin_reasons: dict[str, int] = {}
+        self.output_shapes: list[tuple[int, ...]] = []
+        self.seconds = 0.0
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def build(cls, model: nn.Module, example_inputs: Any, *, exclude: Iterable[str | type] = ()) -> DependencyGraph:
+        """Records one forward of ``model`` on ``example_inputs`` and finds the groups.
+
+        Args:
+            model: any ``nn.Module``; it is run once in eval mode under ``torch.no_grad``.
+            example_inputs: a tensor, a tuple of positional inputs or a dict of keyword inputs.
+            exclude: module names (dotted paths, as in ``named_modules``) or module types whose
+                parameters must not change; every group touching them is pinned.
+
+        Raises:
+            ConfigError: bad inputs (wrong shape: the message names the module that failed) or an
+                excluded name that is not a module of the model.
+        """
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+        args, kwargs = split_inputs(example_inputs)
+        t0 = time.perf_counter()
+        graph = cls(model, args, kwargs)
+        excluded = _excluded_modules(model, exclude)
+        was_training = model.training
+        model.eval()
+        trace = Trace(model)
+        try:
+            out = record(model, args, kwargs, trace)
+        except Exception as e:  # the user's model failed on the user's inputs
+            raise ConfigError(
+                f"running the model on the example inputs failed in {trace.where()}: "
+                f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}; pass inputs of the shape "
+                f"and type the model expects"
+            ) from e
+        finally:
+            model.train(was_training)
+        graph.output_shapes = [tuple(t.shape) for t in iter_tensors(out)]
+        graph._solve(trace, excluded)
+        graph.seconds = time.perf_counter() - t0
+        return graph
+
+    def _solve(self, trace: Trace, excluded: set[int]) -> None:
+        store: LabelStore = trace.store
+        roots = store.resolve()
+        pinned = store.final_pins(roots)
+        inexact = np.zeros(store.n, dtype=bool)
+        for ids in store.inexact:
+            inexact[ids] = True
+        inexact = np.isin(roots, roots[inexact])
+        self.pin_reasons = dict(store.pin_reasons)
+        members: list[tuple[str, int, np.ndarray]] = []
+        for (tid, dim), ids in trace.param_dims.items():
+            ref = trace.params[tid]
+            r = roots[ids]
+            if any(id(m) in excluded for m, _ in ref.owners) or len(np.unique(r)) == 1:
+                pinned[np.isin(roots, r)] = True
+            members.append((ref.name, dim, r))
+            self.tensors[ref.name] = ref.tensor
+            self.owners[ref.name] = ref.owners
+            if not ref.is_param:
+                self.buffers.add(ref.name)
+        self.attr_hints = [(m, roots[ids].ravel()) for m, _, ids in store.attr_hints if ids.ndim == 1]
+        self.splits = [(sc.module, roots[sc.ids], sc.shrink_axis) for sc in store.splits if sc.shrink_axis >= 0]
+        self._make_groups(members, roots, pinned, inexact, trace)
+
+    def _make_groups(self, members, roots, pinned, inexact, trace: Trace) -> None:
+        if not members:
+            return
+        a = np.concatenate([np.full(len(r), r[0]) for _, _, r in members])
+        b = np.concatenate([r for _, _, r in members])
+        comp = _components(len(roots), a, b)
+        by_group: dict[int, list[tuple[str, int, np.ndarray]]] = {}
+        for m in members:
+            by_group.setdefault(int(comp[m[2][0]]), []).append(m)
+        names: set[str] = set()
+        for ms in by_group.values():
+            leader = _leader(ms)
+            units = list(dict.fromkeys(leader[2].tolist()))
+            seen = set(units)
+            for _, _, r in ms:
+                for u in dict.fromkeys(r.tolist()):
+                    if u not in seen:
+                        seen.add(u)
+                        units.append(u)
+            units_arr = np.array(units, dtype=np.int64)
+            index = {u: k for k, u in enumerate(units)}
+            group_members = [Member(n, d, np.array([index[u] for u in r.tolist()])) for n, d, r in ms]
+            name = _unique(_readable(leader[0], leader[1]), names)
+            self.groups.append(Group(name, group_members, units_arr, pinned[units_arr],
+                                     not bool(inexact[units_arr].any())))
+        order = {ref.name: k for k, ref in enumerate(trace.params.values())}
+        self.groups.sort(key=lambda g: _order(g, order))
+
+    # ------------------------------------------------------------------ queries
+    def group(self, name: str) -> Group:
+        for g in self.groups:
+            if g.name == name:
+                return g
+        raise ConfigError(f"no group named {name!r}; groups are: {', '.join(g.name for g in self.groups[:20])}"
+                          + (" ..." if len(self.groups) > 20 else ""))
+
+    def prunable_groups(self, exact_only: bool = True) -> list[Group]:
+        return [g for g in self.groups if g.prunable and (g.exact or not exact_only)]
+
+    def summary(self) -> str:
+        lines = [f"{len(self.groups)} groups, {len(self.prunable_groups())} prunable exactly, "
+                 f"{len(self.prunable_groups(False))} prunable"]
+        for g in self.groups:
+            lines.append(f"  {g.name}: {g.size} units ({g.prunable} prunable, {'exact' if g.exact else 'inexact'}),"
+                         f" {len(g.members)} members")
+        return "\n".join(lines)
+
+
+def _leader(ms: Sequence[tuple[str, int, np.ndarray]]) -> tuple[str, int, np.ndarray]:
+    for n, d, r in ms:
+        if d == 0 and n.endswith("weight"):
+            return (n, d, r)
+    return ms[0]
+
+
+def _readable(name: str, dim: int) -> str:
+    base = name[: -len(".weight")] if name.endswith(".weight") else name
+    return base if dim == 0 else f"{base}[dim{dim}]"
+
+
+def _unique(name: str, seen: set[str]) -> str:
+    out, k = name, 1
+    while out in seen:
+        k += 1
+        out = f"{name}#{k}"
+    seen.add(out)
+    return out
+
+
+def _order(g: Group, order: dict[str, int]) -> int:
+    return min(order.get(m.name, 0) for m in g.members)
+
+
+def _excluded_modules(model: nn.Module, exclude: Iterable[str | type]) -> set[int]:
+    modules = dict(model.named_modules())
+    out: set[int] = set()
+    for e in exclude:
+        if isinstance(e, type):
+            out.update(id(m) for m in modules.values() if isinstance(m, e))
+        elif e in modules:
+            out.update(id(m) for m in modules[e].modules())
+        else:
+            close = [n for n in modules if e.split(".")[-1] in n][:5]
+            raise ConfigError(f"exclude: model has no module named {e!r}"
+                              + (f"; did you mean one of {close}?" if close else ""))
+    return out
+
+
+def raise_no_groups(graph: DependencyGraph) -> None:
+    reasons = sorted(graph.pin_reasons.items(), key=lambda kv: -kv[1])[:5]
+    raise PruningError("nothing in this model can be pruned; pinned by: "
+                       + "; ".join(r for r, _ in reasons) + " (exclude or replace those modules)")

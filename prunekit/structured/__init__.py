@@ -1,0 +1,23 @@
+"""Structured pruning: remove channels, neurons and attention heads for real.
+
+Build a :class:`~prunekit.graph.DependencyGraph` once, score its groups with a criterion from
+:data:`GROUP_CRITERIA`, and remove units with :func:`prune_groups` (or do all of it with
+:func:`prune`). The result is a smaller dense model.
+"""
+
+from prunekit.graph import DependencyGraph, Group
+from prunekit.structured.criteria import GROUP_CRITERIA
+from prunekit.structured.equivalence import zero_units
+from prunekit.structured.pruner import StructuredConfig, StructuredResult, prune, prune_groups, select_units
+
+__all__ = [
+    "GROUP_CRITERIA",
+    "DependencyGraph",
+    "Group",
+    "StructuredConfig",
+    "StructuredResult",
+    "prune",
+    "prune_groups",
+    "select_units",
+    "zero_units",
+]

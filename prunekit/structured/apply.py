@@ -1,0 +1,175 @@
+"""Physically removing units: slice every member tensor, fix layer attributes, verify, or roll back.
+
+All changes go through a :class:`_Transaction`; if the pruned model cannot run on the example
+inputs (a shape baked into the code, an attribute no adapter knows), every change is undone and a
+:class:`~prunekit.errors.PruningError` names the module that failed: never a half-pruned model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from prunekit.errors import PruningError
+from prunekit.graph import DependencyGraph, Group
+from prunekit.graph._trace import iter_tensors
+from prunekit.structured.adapters import HEAD_ATTRS, INNER_ATTRS, adapter_for, snapshot
+
+
+class _Transaction:
+    def __init__(self) -> None:
+        self.log: list[tuple[Any, str, Any, bool]] = []
+
+    def set_item(self, d: dict, key: str, value: Any) -> None:
+        self.log.append((d, key, d[key], True))
+        d[key] = value
+
+    def set_attr(self, obj: Any, name: str, value: Any) -> None:
+        self.log.append((obj, name, getattr(obj, name), False))
+        setattr(obj, name, value)
+
+    def rollback(self) -> None:
+        for obj, key, old, is_item in reversed(self.log):
+            if is_item:
+                obj[key] = old
+            else:
+                setattr(obj, key, old)
+
+
+def remove_units(graph: DependencyGraph, removal: Mapping[Group, np.ndarray], verify: bool = True) -> None:
+    """Removes units (indices into ``group.units``) from the model of ``graph``, in place."""
+    removed = np.concatenate([g.units[np.asarray(idx, dtype=np.int64)] for g, idx in removal.items()] or
+                             [np.zeros(0, dtype=np.int64)])
+    if removed.size == 0:
+        return
+    keeps: dict[str, list[tuple[int, np.ndarray]]] = {}
+    for g in removal:
+        gone = np.isin(g.units, removed)
+        for m in g.members:
+            keep = ~gone[m.unit]
+            if not keep.any():
+                raise PruningError(f"pruning would remove every entry of dim {m.dim} of {m.name}; keep at least one")
+            keeps.setdefault(m.name, []).append((m.dim, keep))
+    tx = _Transaction()
+    try:
+        _slice_tensors(graph, keeps, tx)
+        _rewrite_head_attrs(graph, removed, tx)
+        if verify:
+            _verify(graph)
+    except Exception as e:
+        tx.rollback()
+        if isinstance(e, PruningError):
+            raise
+        raise PruningError(
+            f"the pruned model failed to run in {_failing_module(e, graph.model)}: {type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}; the model was left unchanged. Exclude that module "
+            f"(exclude=[...]) or the layers feeding it"
+        ) from e
+    _update_graph(graph, removed, keeps)
+
+
+def _slice_tensors(graph: DependencyGraph, keeps: dict, tx: _Transaction) -> None:
+    touched: dict[int, tuple[nn.Module, dict]] = {}
+    for name, dims in keeps.items():
+        old = graph.tensors[name]
+        new = old.detach()
+        for dim, keep in dims:
+            new = new.index_select(dim, torch.from_numpy(np.flatnonzero(keep)).to(new.device))
+        new = new.clone()
+        if isinstance(old, nn.Parameter):
+            new = nn.Parameter(new, requires_grad=old.requires_grad)
+        for module, attr in graph.owners[name]:
+            touched.setdefault(id(module), (module, snapshot(module)))
+            store = module._parameters if attr in module._parameters else module._buffers
+            tx.set_item(store, attr, new)
+        graph.tensors[name] = new
+    for module, old_attrs in touched.values():
+        adapter = adapter_for(module)
+        if adapter is None:
+            continue
+        before = snapshot(module)
+        adapter(module, old_attrs)
+        for k, v in snapshot(module).items():
+            if before.get(k) != v:
+                tx.log.append((module, k, before[k], False))
+
+
+def _rewrite_head_attrs(graph: DependencyGraph, removed: np.ndarray, tx: _Transaction) -> None:
+    modules = dict(graph.model.named_modules())
+    for mname, ids, axis in graph.splits:
+        kept = ~np.isin(ids, removed)
+        if kept.all():
+            continue
+        others = tuple(a for a in range(ids.ndim) if a != axis)
+        along = kept.any(axis=others) if others else kept
+        old = list(ids.shape)
+        new = list(old)
+        new[axis] = int(along.sum())
+        module = modules.get(mname)
+        if module is None or axis == ids.ndim - 1:
+            continue
+        _rewrite(module, HEAD_ATTRS, {old[axis]: new[axis]}, tx)
+        _rewrite(module, INNER_ATTRS, {int(np.prod(old[axis:])): int(np.prod(new[axis:])),
+                                       int(np.prod(old)): int(np.prod(new))}, tx)
+    for mname, ids in graph.attr_hints:
+        module = modules.get(mname)
+        n_new = int((~np.isin(ids, removed)).sum())
+        if module is not None and n_new != len(ids):
+            _rewrite(module, INNER_ATTRS, {len(ids): n_new}, tx)
+
+
+def _rewrite(module: nn.Module, names: frozenset, mapping: dict[int, int], tx: _Transaction) -> None:
+    for k, v in list(vars(module).items()):
+        if k in names and isinstance(v, int) and not isinstance(v, bool) and v in mapping and mapping[v] != v:
+            tx.set_attr(module, k, mapping[v])
+
+
+def _verify(graph: DependencyGraph) -> None:
+    model = graph.model
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(*graph.args, **graph.kwargs)
+    finally:
+        model.train(was_training)
+    shapes = [tuple(t.shape) for t in iter_tensors(out)]
+    if len(shapes) == len(graph.output_shapes):
+        for got, want in zip(shapes, graph.output_shapes, strict=True):
+            if got[1:] != want[1:]:
+                raise PruningError(f"pruning changed an output shape from {want} to {got}; the model was left "
+                                   f"unchanged (its outputs are pinned, so a layer bakes a shape: exclude it)")
+
+
+def _failing_module(e: BaseException, model: nn.Module) -> str:
+    names = {id(m): n for n, m in model.named_modules()}
+    tb, where = e.__traceback__, "the forward"
+    while tb is not None:
+        obj = tb.tb_frame.f_locals.get("self")
+        if isinstance(obj, nn.Module) and id(obj) in names:
+            where = f"module {names[id(obj)] or '<model>'!r} ({type(obj).__name__})"
+        tb = tb.tb_next
+    return where
+
+
+def _update_graph(graph: DependencyGraph, removed: np.ndarray, keeps: dict) -> None:
+    for g in graph.groups:
+        gone = np.isin(g.units, removed)
+        if not gone.any():
+            continue
+        remap = np.cumsum(~gone) - 1
+        for m in g.members:
+            m.unit = remap[m.unit[~gone[m.unit]]]
+        g.units, g.pinned = g.units[~gone], g.pinned[~gone]
+    new_splits = []
+    for mname, ids, axis in graph.splits:
+        kept = ~np.isin(ids, removed)
+        others = tuple(a for a in range(ids.ndim) if a != axis)
+        along = kept.any(axis=others) if others else kept
+        new_splits.append((mname, np.take(ids, np.flatnonzero(along), axis=axis), axis))
+    graph.splits = new_splits
+    graph.attr_hints = [(m, ids[~np.isin(ids, removed)]) for m, ids in graph.attr_hints]

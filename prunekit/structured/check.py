@@ -1,0 +1,138 @@
+"""``check``: prune a model once and prove the result (forward, shapes, equivalence, size, speed).
+
+Used by ``prunekit check`` and by the coverage benchmark, so both report the same things.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunekit.errors import PrunekitError
+from prunekit.graph import DependencyGraph, split_inputs
+from prunekit.graph._trace import iter_tensors
+from prunekit.graph.groups import raise_no_groups
+from prunekit.measure import count_macs, count_params
+from prunekit.structured.equivalence import zero_units
+from prunekit.structured.pruner import StructuredConfig, prune_groups, select_units
+
+TOLERANCE = 1e-5  # on max |a - b| / max(1, max |a|)
+
+
+@dataclass
+class CheckReport:
+    """Everything ``prunekit check --json`` prints."""
+
+    model: str
+    ok: bool = False
+    error: str | None = None
+    ratio: float = 0.5
+    params_before: int = 0
+    params_after: int = 0
+    macs_before: int = 0
+    macs_after: int = 0
+    equivalent: bool = False
+    max_rel_diff: float | None = None
+    seconds: float = 0.0
+    capture_seconds: float = 0.0
+    groups: int = 0
+    groups_pruned: int = 0
+    units_removed: int = 0
+    latency_before_ms: float | None = None
+    latency_after_ms: float | None = None
+    pinned_by: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_forward(model: nn.Module, example_inputs: Any) -> Any:
+    args, kwargs = split_inputs(example_inputs)
+    with torch.no_grad():
+        return model(*args, **kwargs)
+
+
+def compare(a: Any, b: Any) -> float:
+    """Largest relative difference between two nested outputs; inf if their structure differs."""
+    ta, tb = list(iter_tensors(a)), list(iter_tensors(b))
+    if len(ta) != len(tb):
+        return float("inf")
+    worst = 0.0
+    for x, y in zip(ta, tb, strict=True):
+        if x.shape != y.shape:
+            return float("inf")
+        if x.numel() == 0:
+            continue
+        if not x.is_floating_point():
+            if not torch.equal(x, y):
+                return float("inf")
+            continue
+        scale = max(1.0, float(x.abs().max()))
+        worst = max(worst, float((x - y).abs().max()) / scale)
+    return worst
+
+
+def time_forward(model: nn.Module, example_inputs: Any, repeats: int = 10, warmup: int = 2) -> float:
+    """Median CPU latency of one forward, in ms."""
+    for _ in range(warmup):
+        run_forward(model, example_inputs)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run_forward(model, example_inputs)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def _macs(model: nn.Module, example_inputs: Any) -> int:
+    args, kwargs = split_inputs(example_inputs)
+    return int(count_macs(model, *args, **kwargs).dense)
+
+
+def check_model(name: str, model: nn.Module, example_inputs: Any, config: StructuredConfig | None = None,
+                latency: bool = True, repeats: int = 10) -> CheckReport:
+    """Prunes ``model`` in place with ``config`` and checks it; errors end up in the report."""
+    config = config or StructuredConfig()
+    rep = CheckReport(model=name, ratio=config.ratio)
+    try:
+        config.validate()
+        model.eval()
+        rep.params_before = count_params(model).total
+        rep.macs_before = _macs(model, example_inputs)
+        if latency:
+            rep.latency_before_ms = time_forward(model, example_inputs, repeats)
+        reference = copy.deepcopy(model)
+        t0 = time.perf_counter()
+        graph = DependencyGraph.build(model, example_inputs, exclude=config.exclude)
+        rep.capture_seconds = time.perf_counter() - t0
+        rep.groups = len(graph.groups)
+        rep.pinned_by = [r for r, _ in sorted(graph.pin_reasons.items(), key=lambda kv: -kv[1])[:5]]
+        if not graph.prunable_groups(config.exact_only):
+            raise_no_groups(graph)
+        plan = select_units(graph, config)
+        t1 = time.perf_counter()
+        zero_units(graph, plan, reference)  # the reference, not timed
+        t2 = time.perf_counter()
+        prune_groups(graph, plan)
+        rep.seconds = (t1 - t0) + (time.perf_counter() - t2)
+        rep.groups_pruned = len(plan)
+        rep.units_removed = int(sum(len(v) for v in plan.values()))
+        diff = compare(run_forward(reference, example_inputs), run_forward(model, example_inputs))
+        rep.max_rel_diff = diff
+        rep.equivalent = diff <= TOLERANCE
+        rep.params_after = count_params(model).total
+        rep.macs_after = _macs(model, example_inputs)
+        if latency:
+            rep.latency_after_ms = time_forward(model, example_inputs, repeats)
+        rep.ok = rep.equivalent and rep.units_removed > 0
+        if not rep.equivalent:
+            rep.error = f"pruned output differs from the zeroed reference by {diff:.3g} (relative)"
+    except PrunekitError as e:
+        rep.error = f"{type(e).__name__}: {e}"
+    return rep

@@ -1,0 +1,191 @@
+"""Model strings for ``prunekit check`` and the coverage benchmark, with example inputs.
+
+``torchvision:NAME``  ``torchvision.models.get_model(NAME, weights=None)``
+``timm:NAME``         ``timm.create_model(NAME, pretrained=False)``
+``hf:MODEL_TYPE``     a transformers model from ``AutoConfig.for_model(MODEL_TYPE)`` shrunk to a tiny
+                      size (any model type: the size fields are found by name, not from a list of models)
+``pkg.module:factory`` ``factory()`` from an importable module
+
+Image sizes come from the model's own config where it has one (timm ``pretrained_cfg``, a
+torchvision weights entry's ``min_size``/crop size, an HF ``image_size``); text models get token ids.
+No weights are ever downloaded.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunekit.errors import ConfigError, ModelLoadError
+
+__all__ = ["ZooModel", "load", "shrink_config"]
+
+
+@dataclass
+class ZooModel:
+    """A built model and inputs that run it."""
+
+    spec: str
+    model: nn.Module
+    example_inputs: Any  # tuple of positional inputs or dict of keyword inputs
+    kind: str  # "image", "detection", "text", "multimodal", "custom"
+
+
+def load(spec: str, image_size: int | None = None, batch: int = 1, small: bool = False) -> ZooModel:
+    """Builds the model named by ``spec`` (see the module docstring) with example inputs.
+
+    Args:
+        image_size: overrides the image size from the model's config.
+        batch: batch size of the example inputs.
+        small: use the smallest image size the model accepts (fast coverage runs).
+    """
+    source, sep, name = spec.partition(":")
+    if not sep or not name:
+        raise ConfigError(f"model {spec!r} must look like torchvision:NAME, timm:NAME, hf:MODEL_TYPE or "
+                          f"package.module:factory")
+    torch.manual_seed(0)
+    if source == "torchvision":
+        return _torchvision(spec, name, image_size, batch, small)
+    if source == "timm":
+        return _timm(spec, name, image_size, batch, small)
+    if source == "hf":
+        return _hf(spec, name, batch)
+    return _factory(spec, source, name, image_size or 224, batch)
+
+
+def _need(module: str, extra: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ModelLoadError(f"{module} is not installed; install prunekit[{extra}]") from e
+
+
+def _torchvision(spec: str, name: str, size: int | None, batch: int, small: bool) -> ZooModel:
+    tv = _need("torchvision", "vision")
+    if name not in tv.models.list_models():
+        close = [n for n in tv.models.list_models() if name[:4] in n][:8]
+        raise ConfigError(f"torchvision has no model {name!r}" + (f"; similar: {', '.join(close)}" if close else ""))
+    detection = name in tv.models.list_models(module=tv.models.detection)
+    kwargs: dict[str, Any] = {}
+    if detection or name in tv.models.list_models(module=tv.models.segmentation):
+        kwargs["weights_backbone"] = None
+    if detection:
+        kwargs.update(min_size=size or 320, max_size=size or 320)
+    model = tv.models.get_model(name, weights=None, **kwargs).eval()
+    if detection:
+        s = size or 320
+        return ZooModel(spec, model, ([torch.rand(3, s, s) for _ in range(batch)],), "detection")
+    s = size or getattr(model, "image_size", None) or _tv_size(tv, name, small)
+    return ZooModel(spec, model, (torch.randn(batch, 3, s, s),), "image")
+
+
+def _tv_size(tv: Any, name: str, small: bool) -> int:
+    try:
+        entry = next(iter(tv.models.get_model_weights(name)))
+        if small:
+            return max(int(entry.meta.get("min_size", (32, 32))[0]), 64 if "inception" not in name else 75)
+        return int(entry.transforms().crop_size[0])
+    except (ValueError, StopIteration, AttributeError, KeyError):
+        return 64 if small else 224
+
+
+def _timm(spec: str, name: str, size: int | None, batch: int, small: bool) -> ZooModel:
+    timm = _need("timm", "vision")
+    try:
+        model = timm.create_model(name, pretrained=False).eval()
+    except RuntimeError as e:
+        raise ConfigError(f"timm has no model {name!r}: {e}") from e
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    c, h, w = cfg.get("input_size", (3, 224, 224))
+    if size is None and small and not cfg.get("fixed_input_size", False) and not _needs_fixed_size(model):
+        h = w = 128
+    if size is not None:
+        h = w = size
+    return ZooModel(spec, model, (torch.randn(batch, c, h, w),), "image")
+
+
+def _needs_fixed_size(model: nn.Module) -> bool:
+    return any(hasattr(model, a) for a in ("pos_embed", "patch_embed", "stem")) and hasattr(model, "patch_embed")
+
+
+_SIZES = {
+    "hidden_size": 64, "d_model": 64, "n_embd": 64, "embed_dim": 64, "projection_dim": 32,
+    "intermediate_size": 128, "d_ff": 128, "n_inner": 128, "ffn_dim": 128, "encoder_ffn_dim": 128,
+    "decoder_ffn_dim": 128, "num_hidden_layers": 2, "num_layers": 2, "n_layer": 2, "num_decoder_layers": 2,
+    "encoder_layers": 2, "decoder_layers": 2, "num_attention_heads": 4, "n_head": 4, "num_heads": 4,
+    "encoder_attention_heads": 4, "decoder_attention_heads": 4, "head_dim": 16, "d_kv": 16,
+    "image_size": 32, "patch_size": 8, "vocab_size": 1000, "max_position_embeddings": 128,
+    "n_positions": 128, "type_vocab_size": 2,
+}
+
+
+def shrink_config(config: Any) -> Any:
+    """Shrinks every size field of a transformers config (and its sub-configs) in place.
+
+    Key/value heads become half the heads where the config has the field, so a LLaMA-style
+    config exercises grouped-query attention.
+    """
+    for key, value in list(vars(config).items()):
+        if hasattr(value, "to_dict") and hasattr(value, "model_type"):
+            shrink_config(value)
+        elif key in _SIZES and isinstance(value, int) and not isinstance(value, bool):
+            setattr(config, key, min(value, _SIZES[key]) if key != "head_dim" else _SIZES[key])
+    if isinstance(getattr(config, "num_key_value_heads", None), int):
+        config.num_key_value_heads = 2
+    layers = getattr(config, "num_hidden_layers", None)
+    if isinstance(getattr(config, "layer_types", None), list) and isinstance(layers, int):
+        config.layer_types = config.layer_types[:layers]
+    return config
+
+
+def _hf(spec: str, model_type: str, batch: int) -> ZooModel:
+    tr = _need("transformers", "hf")
+    try:
+        config = tr.AutoConfig.for_model(model_type)
+    except ValueError as e:
+        raise ConfigError(f"transformers has no model type {model_type!r}") from e
+    shrink_config(config)
+    try:
+        model = tr.AutoModel.from_config(config).eval()
+    except Exception as e:
+        raise ModelLoadError(f"cannot build a transformers {model_type!r} model from its config: {e}") from e
+    return ZooModel(spec, model, hf_inputs(model, batch), "text")
+
+
+def hf_inputs(model: nn.Module, batch: int = 1, seq: int = 16) -> dict:
+    """Keyword inputs for a transformers model, chosen from its forward signature and config."""
+    params = inspect.signature(model.forward).parameters
+    config = model.config
+    text = getattr(config, "text_config", None) or config
+    vision = getattr(config, "vision_config", None) or config
+    inputs: dict[str, torch.Tensor] = {}
+    if "input_ids" in params and getattr(text, "vocab_size", None):
+        inputs["input_ids"] = torch.randint(0, text.vocab_size, (batch, seq))
+    if "pixel_values" in params and getattr(vision, "image_size", None):
+        s = vision.image_size if isinstance(vision.image_size, int) else vision.image_size[0]
+        inputs["pixel_values"] = torch.randn(batch, getattr(vision, "num_channels", 3), s, s)
+    if "decoder_input_ids" in params and getattr(config, "is_encoder_decoder", False):
+        inputs["decoder_input_ids"] = torch.randint(0, text.vocab_size, (batch, seq // 2))
+    if not inputs:
+        raise ModelLoadError(f"cannot choose inputs for {type(model).__name__}: it takes neither input_ids nor "
+                             f"pixel_values; build the model yourself and use the Python API")
+    return inputs
+
+
+def _factory(spec: str, module: str, factory: str, size: int, batch: int) -> ZooModel:
+    try:
+        fn = getattr(importlib.import_module(module), factory)
+    except (ImportError, AttributeError) as e:
+        raise ModelLoadError(f"cannot import {factory!r} from {module!r}: {e}") from e
+    try:
+        model = fn()
+    except Exception as e:
+        raise ModelLoadError(f"{spec}() failed: {type(e).__name__}: {e}") from e
+    if not isinstance(model, nn.Module):
+        raise ModelLoadError(f"{spec}() returned {type(model).__name__}, not a torch.nn.Module")
+    return ZooModel(spec, model.eval(), (torch.randn(batch, 3, size, size),), "custom")

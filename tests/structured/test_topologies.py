@@ -1,0 +1,150 @@
+"""Correctness of structured pruning on small topologies (issue 3, part 4)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from prunekit.graph import DependencyGraph
+from prunekit.structured import GROUP_CRITERIA, StructuredConfig, prune_groups, select_units, zero_units
+from tests.structured.topologies import TOPOLOGIES
+
+TOL = 1e-5
+
+
+def _build(name: str, batch: int = 2):
+    factory, make_input, _ = TOPOLOGIES[name]
+    model = factory().eval()
+    x = make_input(batch)
+    return model, x, DependencyGraph.build(model, x)
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / max(1.0, float(a.abs().max())))
+
+
+def _predicted_params(graph: DependencyGraph, plan) -> int:
+    """Parameter count predicted from the plan: every member dim loses its removed positions."""
+    kept = {name: list(t.shape) for name, t in graph.tensors.items() if name not in graph.buffers}
+    for gname, idx in plan.items():
+        g = graph.group(gname)
+        for m in g.members:
+            if m.name in kept:
+                kept[m.name][m.dim] -= int(np.isin(m.unit, idx).sum())
+    return sum(int(np.prod(s)) for s in kept.values())
+
+
+@pytest.mark.parametrize("criterion", GROUP_CRITERIA.names())
+@pytest.mark.parametrize("name", list(TOPOLOGIES))
+def test_pruned_equals_zeroed(name: str, criterion: str) -> None:
+    model, x, graph = _build(name)
+    assert graph.prunable_groups(), graph.summary()
+    reference = copy.deepcopy(model)
+    plan = select_units(graph, StructuredConfig(ratio=0.5, criterion=criterion))
+    assert plan
+    zero_units(graph, plan, reference)
+    predicted = _predicted_params(graph, plan)
+    before = sum(p.numel() for p in model.parameters())
+    prune_groups(graph, plan)
+    after = sum(p.numel() for p in model.parameters())
+    assert after == predicted < before
+    with torch.no_grad():
+        assert _rel(reference(x), model(x)) <= TOL
+
+
+@pytest.mark.parametrize("name", list(TOPOLOGIES))
+def test_zero_groups_leave_output_unchanged(name: str) -> None:
+    """(a): units whose weights are all zero can be removed without changing the output."""
+    model, x, graph = _build(name)
+    plan = select_units(graph, StructuredConfig(ratio=0.4, criterion="random"))
+    zero_units(graph, plan)  # zero them in the model itself
+    with torch.no_grad():
+        before = model(x)
+    prune_groups(graph, plan)
+    with torch.no_grad():
+        assert _rel(before, model(x)) <= TOL
+
+
+@pytest.mark.parametrize("name", list(TOPOLOGIES))
+def test_train_step_batches_and_twice(name: str) -> None:
+    """(c) forward/backward/step, (d) pruning twice, (e) train mode and other batch sizes."""
+    model, x, graph = _build(name)
+    prune_groups(graph, select_units(graph, StructuredConfig(ratio=0.5)))
+    reference = copy.deepcopy(model)
+    plan2 = select_units(graph, StructuredConfig(ratio=0.3, criterion="l1"))
+    zero_units(graph, plan2, reference)
+    prune_groups(graph, plan2)
+    with torch.no_grad():
+        assert _rel(reference(x), model(x)) <= TOL
+    _, make_input, _ = TOPOLOGIES[name]
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for batch in (1, 5):
+        out = model(make_input(batch))
+        assert out.shape[0] == batch
+        loss = out.float().pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        before = [p.detach().clone() for p in model.parameters()]
+        opt.step()
+        assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
+
+
+def test_heads_are_pruned_whole_and_attribute_rewritten() -> None:
+    model, x, graph = _build("vit_free_params")
+    heads = [g for g in graph.groups if g.name == "attn.qkv"]
+    assert len(heads) == 1 and heads[0].size == 4  # 4 heads, 8 features each
+    prune_groups(graph, {"attn.qkv": [1, 2]})
+    assert model.attn.num_heads == 2 and model.attn.attn_dim == 16
+    assert model.attn.qkv.weight.shape == (3 * 16, 32) and model.attn.proj.weight.shape == (32, 16)
+
+
+def test_gqa_prunes_key_value_groups() -> None:
+    model, x, graph = _build("gqa")
+    g = graph.group("q")
+    assert g.size == 2  # one unit per key/value head, carrying its 2 query heads
+    prune_groups(graph, {"q": [0]})
+    assert model.q.weight.shape[0] == 16 and model.k.weight.shape[0] == 8 and model.o.weight.shape[1] == 16
+
+
+def test_tied_weight_sliced_once() -> None:
+    model, x, graph = _build("tied_weights")
+    hidden = [g for g in graph.groups if any(m.name == "emb.weight" and m.dim == 1 for m in g.members)]
+    assert len(hidden) == 1 and hidden[0].prunable == 24
+    prune_groups(graph, {hidden[0].name: list(range(10))})
+    assert model.out.weight is model.emb.weight and model.emb.weight.shape == (40, 14)
+    assert model.fc1.in_features == 14 and model.fc2.out_features == 14
+
+
+def test_mha_embed_dim_is_pinned_but_mlp_prunes() -> None:
+    model, x, graph = _build("mha")
+    assert all(g.prunable == 0 for g in graph.groups if any("mha" in m.name for m in g.members))
+    assert graph.group("fc1").prunable == 48
+
+
+def test_group_conv_keeps_groups_equal() -> None:
+    model, x, graph = _build("group_conv")
+    prune_groups(graph, select_units(graph, StructuredConfig(ratio=0.5)))
+    conv = model.g[0]
+    assert conv.groups == 4 and conv.in_channels % 4 == 0 and conv.out_channels % 4 == 0
+    assert conv.in_channels == 8 and conv.out_channels == 12
+
+
+def test_round_to_keeps_multiples() -> None:
+    model, x, graph = _build("residual")
+    plan = select_units(graph, StructuredConfig(ratio=0.3, round_to=8))
+    prune_groups(graph, plan)
+    assert model.a[0].out_channels % 8 == 0 and model.stem[0].out_channels % 8 == 0
+
+
+def test_outputs_never_change_shape() -> None:
+    for name in TOPOLOGIES:
+        model, x, graph = _build(name)
+        with torch.no_grad():
+            shape = model(x).shape
+        prune_groups(graph, select_units(graph, StructuredConfig(ratio=0.9)))
+        with torch.no_grad():
+            assert model(x).shape == shape, name
