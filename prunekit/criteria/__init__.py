@@ -1,5 +1,7 @@
-"""Importance criteria (see :mod:`prunekit.criteria.weight`)."""
+"""Importance criteria: per weight (:mod:`.weight`) and model-level saliency (:mod:`.saliency`)."""
 
+from prunekit.criteria.saliency import GRADIENTS, SALIENCY_CRITERIA, criterion_names, get_criterion
 from prunekit.criteria.weight import WEIGHT_CRITERIA, Criterion, ScoreContext
 
-__all__ = ["WEIGHT_CRITERIA", "Criterion", "ScoreContext"]
+__all__ = ["GRADIENTS", "SALIENCY_CRITERIA", "WEIGHT_CRITERIA", "Criterion", "ScoreContext",
+           "criterion_names", "get_criterion"]

@@ -10,6 +10,7 @@ Each recorded step holds the sparsity reached and the validation and test accura
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import nn
@@ -51,14 +52,18 @@ def run_schedule(
     finetune: TrainConfig,
     seed: int = 0,
     progress: bool = True,
+    loss_fn: Callable | None = None,
 ) -> list[dict]:
     """Prunes ``model`` to ``spec.target`` on the schedule, fine-tuning as it goes.
+
+    ``loss_fn`` is the fine-tuning loss (``None``: cross-entropy); distillation passes its own
+    (see :func:`prunekit.recovery.recovery_loss`).
 
     Returns:
         The trajectory: one record per pruning step (gradual: one per fine-tuning epoch).
     """
     if spec.schedule == "gradual":
-        return _gradual(model, data, pruner, spec, finetune, seed, progress)
+        return _gradual(model, data, pruner, spec, finetune, seed, progress, loss_fn)
     n = 1 if spec.schedule == "one_shot" else spec.steps
     start = pruner.sparsity()
     steps = []
@@ -66,12 +71,13 @@ def run_schedule(
         pruner.prune_to(spec.target, lambda s, k=k: iterative_sparsity(s, k, n, start))
         before = evaluate(model, data.x_val, data.y_val).accuracy
         if finetune.epochs:
-            train(model, data, finetune, seed=seed + k, progress=progress, desc=f"fine-tune {k}/{n}")
+            train(model, data, finetune, seed=seed + k, progress=progress, desc=f"fine-tune {k}/{n}",
+                  loss_fn=loss_fn)
         steps.append(_record(model, data, pruner, k, before))
     return steps
 
 
-def _gradual(model, data, pruner, spec, finetune, seed, progress) -> list[dict]:
+def _gradual(model, data, pruner, spec, finetune, seed, progress, loss_fn=None) -> list[dict]:
     if finetune.epochs < 1:
         raise ConfigError("the gradual schedule prunes during fine-tuning: set finetune.epochs ≥ 1")
     steps_per_epoch = -(-len(data.x_train) // finetune.batch_size)
@@ -88,7 +94,8 @@ def _gradual(model, data, pruner, spec, finetune, seed, progress) -> list[dict]:
         if step % steps_per_epoch == 0:
             records.append(_record(model, data, pruner, step // steps_per_epoch, None))
 
-    train(model, data, finetune, seed=seed + 1, on_step=on_step, progress=progress, desc="gradual")
+    train(model, data, finetune, seed=seed + 1, on_step=on_step, progress=progress, desc="gradual",
+          loss_fn=loss_fn)
     if abs(pruner.sparsity() - spec.target) > 1e-3 and pruner.config.scope != "ratios":
         pruner.prune_to(spec.target)  # the last event fell after the run's final step
         records.append(_record(model, data, pruner, len(records) + 1, None))

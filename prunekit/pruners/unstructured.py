@@ -1,4 +1,4 @@
-"""Unstructured (weight-level) pruning of Linear and Conv layers with masks.
+"""Mask-based pruning of Linear and Conv layers at any granularity (element, vector, kernel, filter, N:M).
 
 Example:
     >>> pruner = UnstructuredPruner(model, UnstructuredConfig(criterion="l1", scope="global"))
@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from prunekit.criteria import WEIGHT_CRITERIA, ScoreContext
+from prunekit.criteria import GRADIENTS, ScoreContext, get_criterion
 from prunekit.errors import ConfigError
 from prunekit.masks import MaskSet
+from prunekit.pruners.granularity import GRANULARITIES, check_nm, nm_mask
 from prunekit.pruners.scopes import SCOPES
 
 __all__ = ["UnstructuredConfig", "UnstructuredPruner", "PRUNABLE_TYPES"]
@@ -33,13 +34,17 @@ class UnstructuredConfig:
     """What to prune and how.
 
     Attributes:
-        criterion: name in ``WEIGHT_CRITERIA`` (``l1``, ``l2``, ``random``).
+        criterion: name in ``WEIGHT_CRITERIA`` (``l1``, ``l2``, ``random``) or ``SALIENCY_CRITERIA``
+            (``snip``, ``synflow``: these need a calibration batch, see :class:`UnstructuredPruner`).
         scope: name in ``SCOPES`` (``layer``, ``global``, ``ratios``, ``threshold``).
         ratios: for scope ``ratios``: parameter-name pattern → sparsity.
         threshold: for scope ``threshold``: weights scoring below it are pruned.
         exclude: parameter-name or module-name patterns (fnmatch) left dense, e.g. ``["fc.*"]``.
         include_bias: also prune biases (scored like weights); by default biases stay dense.
         seed: seeds the ``random`` criterion.
+        granularity: name in ``GRANULARITIES`` (``element``, ``vector``, ``kernel``, ``filter``, ``nm``);
+            for group granularities the target counts groups (equal to weights within a layer).
+        nm: (N, M) of the ``nm`` granularity, e.g. (2, 4): sparsity 1 − N/M whatever the target.
     """
 
     criterion: str = "l1"
@@ -49,10 +54,13 @@ class UnstructuredConfig:
     exclude: tuple[str, ...] = ()
     include_bias: bool = False
     seed: int = 0
+    granularity: str = "element"
+    nm: tuple[int, int] = (2, 4)
 
     def __post_init__(self) -> None:
-        WEIGHT_CRITERIA.get(self.criterion)
+        get_criterion(self.criterion)
         SCOPES.get(self.scope)
+        GRANULARITIES.get(self.granularity)
         for name, r in self.ratios.items():
             check_sparsity(r, f"ratios[{name!r}]")
 
@@ -64,17 +72,30 @@ def check_sparsity(value: float, what: str = "sparsity") -> float:
 
 
 class UnstructuredPruner:
-    """Holds the masks of one model and moves them towards a sparsity target."""
+    """Holds the masks of one model and moves them towards a sparsity target.
 
-    def __init__(self, model: nn.Module, config: UnstructuredConfig | None = None) -> None:
+    Args:
+        model: the model; masks are installed on it.
+        config: what to prune and how.
+        calibration: an ``(x, y)`` batch for criteria that need gradients (``snip`` uses the loss on
+            it, ``synflow`` only its input shape); may also be set later as ``pruner.calibration``.
+    """
+
+    def __init__(self, model: nn.Module, config: UnstructuredConfig | None = None,
+                 calibration: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         self.model = model
         self.config = config or UnstructuredConfig()
-        self.criterion = WEIGHT_CRITERIA.get(self.config.criterion)
+        self.criterion = get_criterion(self.config.criterion)
+        self.granularity = GRANULARITIES.get(self.config.granularity)
+        self.calibration = calibration
         self.masks = MaskSet(model)
         self.generator = torch.Generator().manual_seed(self.config.seed)
         self.names = self._select()
         if not self.names:
             raise ConfigError("no prunable layer left: every Linear/Conv layer is excluded")
+        if self.granularity.fixed_pattern:
+            for n, p in self.parameters().items():
+                check_nm(n, p.shape, self.config.nm)
 
     def _select(self) -> list[str]:
         """Names of the parameters to prune, in model order."""
@@ -106,10 +127,20 @@ class UnstructuredPruner:
         return {n: have[n] if n in have else torch.ones_like(p, dtype=torch.float32)
                 for n, p in self.parameters().items()}
 
+    def _gradients(self) -> dict[str, torch.Tensor | None]:
+        params = self.parameters()
+        if "gradients" not in self.criterion.needs:
+            return {n: p.grad for n, p in params.items()}
+        if self.calibration is None:
+            raise ConfigError(f"criterion {self.criterion.name!r} needs a calibration batch (it scores "
+                              "with gradients): pass calibration=(x, y) to UnstructuredPruner")
+        return GRADIENTS[self.criterion.name](self.model, list(params), self.calibration)
+
     def scores(self) -> dict[str, torch.Tensor]:
         out = {}
+        grads = self._gradients()
         for n, p in self.parameters().items():
-            ctx = ScoreContext(name=n, param=p, generator=self.generator, grad=p.grad)
+            ctx = ScoreContext(name=n, param=p, generator=self.generator, grad=grads[n])
             out[n] = self.criterion.score(ctx).detach().float().cpu()
         return out
 
@@ -122,13 +153,35 @@ class UnstructuredPruner:
         """
         if self.config.scope != "threshold":
             check_sparsity(target)
-        scope = SCOPES.get(self.config.scope)
         current = {n: m.float().cpu() for n, m in self.current_masks().items()}
-        new = scope(self.scores(), current, target, step_fn or (lambda s: s),
-                    ratios=self.config.ratios, threshold=self.config.threshold)
+        scores = self.scores()
+        g = self.granularity
+        if g.fixed_pattern:  # N:M: the pattern, not a scope, sets the mask
+            masked = {n: torch.where(current[n] > 0, s, torch.full_like(s, -torch.inf))
+                      for n, s in scores.items()}
+            new = {n: nm_mask(s, self.config.nm) * current[n] for n, s in masked.items()}
+        else:
+            scope = SCOPES.get(self.config.scope)
+            group_new = scope({n: g.group_scores(s) for n, s in scores.items()},
+                              {n: g.group_mask(m) for n, m in current.items()},
+                              target, step_fn or (lambda s: s),
+                              ratios=self.config.ratios, threshold=self.config.threshold)
+            new = {n: g.expand(m, current[n].shape) * current[n] for n, m in group_new.items()}
         for n, m in new.items():
             self.masks.set(n, m)
+        if g.name == "filter":
+            self._mask_filter_biases(new)
         return self.sparsity()
+
+    def _mask_filter_biases(self, masks: dict[str, torch.Tensor]) -> None:
+        """A pruned filter takes its bias with it, so its output channel is exactly zero."""
+        for n, m in masks.items():
+            module_name, _, attr = n.rpartition(".")
+            module = self.model.get_submodule(module_name)
+            if attr == "weight" and getattr(module, "bias", None) is not None and \
+                    f"{module_name}.bias" not in masks:
+                alive = m.reshape(m.shape[0], -1).amax(1)
+                self.masks.set(f"{module_name}.bias" if module_name else "bias", alive)
 
     def sparsity(self) -> float:
         """Sparsity over the prunable set: S = 1 − Σ‖M‖₀ / Σ numel."""

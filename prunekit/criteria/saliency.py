@@ -1,0 +1,101 @@
+"""Saliency criteria that need the model, not only the weight: pruning at initialisation.
+
+Both score a weight by |θ ⊙ ∂R/∂θ| but differ in the objective R:
+
+- ``snip`` (Lee et al. 2019, "SNIP: single-shot network pruning based on connection sensitivity"):
+  R = the loss on a calibration batch, so S(θ) = |θ ⊙ ∂L/∂θ| (normalisation by ΣS does not change the
+  ranking). Needs labelled data.
+- ``synflow`` (Tanaka et al. 2020, "Pruning neural networks without any data by iteratively
+  conserving synaptic flow"): R = 1ᵀ(∏_l |θ_l|)1, the network's output summed for an all-ones input
+  with every parameter replaced by its absolute value (computed in float64, eval mode), so
+  S(θ) = |θ ⊙ ∂R/∂θ|. Data-free (only the input shape), and meant to be applied iteratively
+  (100 rounds with an exponential schedule) to avoid layer collapse.
+
+Each criterion is a :class:`~prunekit.criteria.Criterion` in ``SALIENCY_CRITERIA`` whose
+``gradients`` computes ∂R/∂θ for the pruned parameters; the pruner then calls ``score`` with the
+gradient in the :class:`~prunekit.criteria.ScoreContext`.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prunekit.criteria.weight import WEIGHT_CRITERIA, Criterion, ScoreContext
+from prunekit.errors import ConfigError
+from prunekit.registry import Registry
+
+__all__ = ["SALIENCY_CRITERIA", "get_criterion", "criterion_names", "snip_gradients", "synflow_gradients"]
+
+SALIENCY_CRITERIA: Registry = Registry("criterion")
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def _grad_times_weight(ctx: ScoreContext) -> torch.Tensor:
+    if ctx.grad is None:
+        raise ConfigError(f"criterion needs the gradient of {ctx.name!r}; the pruner computes it from "
+                          "a calibration batch: pass calibration=(x, y) to the pruner")
+    return (ctx.grad.detach() * ctx.param.detach()).abs()
+
+
+def snip_gradients(model: nn.Module, names: list[str], batch: Batch) -> dict[str, torch.Tensor]:
+    """∂L/∂θ of the cross-entropy on ``batch`` for the parameters ``names`` (the model is unchanged)."""
+    x, y = batch
+    params = dict(model.named_parameters())
+    was = model.training
+    model.train()
+    try:
+        model.zero_grad(set_to_none=True)
+        device = params[names[0]].device
+        loss = F.cross_entropy(model(x.to(device)), y.to(device))
+        grads = torch.autograd.grad(loss, [params[n] for n in names])
+    finally:
+        model.train(was)
+    return {n: g.detach() for n, g in zip(names, grads, strict=True)}
+
+
+def synflow_gradients(model: nn.Module, names: list[str], batch: Batch) -> dict[str, torch.Tensor]:
+    """∂R/∂θ of the synaptic-flow objective on a float64 copy with |θ| (the model is unchanged).
+
+    Masked (zero) weights stay zero in the copy, so earlier pruning rounds are respected.
+    """
+    x, _ = batch
+    twin = copy.deepcopy(model).double().eval()
+    with torch.no_grad():
+        for t in list(twin.parameters()) + list(twin.buffers()):
+            if t.is_floating_point():
+                t.abs_()
+    params = dict(twin.named_parameters())
+    ones = torch.ones((1, *x.shape[1:]), dtype=torch.float64, device=params[names[0]].device)
+    out = twin(ones).sum()
+    grads = torch.autograd.grad(out, [params[n] for n in names])
+    return {n: g.detach().float() for n, g in zip(names, grads, strict=True)}
+
+
+SALIENCY_CRITERIA.register("snip")(Criterion(
+    "snip", _grad_times_weight, frozenset({"gradients", "data"}),
+    "Connection sensitivity |θ ⊙ ∂L/∂θ| on a calibration batch (Lee et al. 2019)."))
+SALIENCY_CRITERIA.register("synflow")(Criterion(
+    "synflow", _grad_times_weight, frozenset({"gradients", "input_shape"}),
+    "Synaptic flow |θ ⊙ ∂R/∂θ|, R = 1ᵀ∏|θ_l|1, data-free (Tanaka et al. 2020)."))
+
+#: The gradient each saliency criterion scores with.
+GRADIENTS = {"snip": snip_gradients, "synflow": synflow_gradients}
+
+
+def criterion_names() -> list[str]:
+    """Every criterion name a pruner accepts, sorted."""
+    return sorted([*WEIGHT_CRITERIA.names(), *SALIENCY_CRITERIA.names()])
+
+
+def get_criterion(name: str) -> Criterion:
+    """Looks ``name`` up in ``WEIGHT_CRITERIA`` and ``SALIENCY_CRITERIA``."""
+    if name in SALIENCY_CRITERIA:
+        return SALIENCY_CRITERIA.get(name)
+    if name in WEIGHT_CRITERIA:
+        return WEIGHT_CRITERIA.get(name)
+    raise ConfigError(f"unknown criterion {name!r}; choose one of: {', '.join(criterion_names())}")

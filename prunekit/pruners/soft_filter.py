@@ -1,0 +1,114 @@
+"""Soft filter pruning (He et al. 2018, "Soft filter pruning for accelerating deep CNNs").
+
+After every epoch, in each pruned layer the fraction ``ratio`` of filters with the smallest L2 norm
+‖W_o‖₂ is set to zero — but not masked: the zeroed filters keep receiving gradients and may grow back
+and be chosen again later. At the end the lowest-norm filters are zeroed a last time and masked for
+good (hard), so they can be removed physically.
+
+Hard filter pruning, the comparison: mask the same fraction of filters once (by ‖W_o‖₂) and
+fine-tune with the mask fixed.
+
+Example:
+    >>> pruner = soft_filter_train(model, data, TrainConfig(epochs=5), SoftFilterConfig(ratio=0.5))
+    >>> pruner.layer_sparsity()            # every pruned layer: half of its filters masked
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from prunekit.data import DataSplits
+from prunekit.errors import ConfigError
+from prunekit.pruners.unstructured import UnstructuredConfig, UnstructuredPruner, check_sparsity
+from prunekit.training import TrainConfig, evaluate, train
+
+__all__ = ["SoftFilterConfig", "soft_filter_train", "zero_lowest_filters", "hard_filter_pruner"]
+
+
+@dataclass(frozen=True)
+class SoftFilterConfig:
+    """``ratio``: fraction of filters per layer zeroed each epoch (and removed at the end);
+    ``exclude``: layer-name patterns left alone (e.g. the classifier)."""
+
+    ratio: float = 0.5
+    exclude: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_sparsity(self.ratio, "soft_filter ratio")
+
+
+def _filter_pruner(model: nn.Module, ratio: float, exclude: tuple[str, ...]) -> UnstructuredPruner:
+    cfg = UnstructuredConfig(criterion="l2", scope="layer", granularity="filter", exclude=tuple(exclude))
+    pruner = UnstructuredPruner(model, cfg)
+    if ratio <= 0:
+        raise ConfigError(f"filter ratio must be > 0, got {ratio}")
+    return pruner
+
+
+@torch.no_grad()
+def zero_lowest_filters(model: nn.Module, names: list[str], ratio: float) -> int:
+    """Sets the round(ratio·C_out) lowest-L2 filters (and their biases) of each weight in ``names`` to zero.
+
+    Returns:
+        How many filters were zeroed in total.
+    """
+    params = dict(model.named_parameters())
+    zeroed = 0
+    for n in names:
+        w = params[n]
+        k = round(ratio * w.shape[0])  # as the layer scope counts, so the final mask fixes the same filters
+        if k == 0:
+            continue
+        idx = torch.argsort(w.reshape(w.shape[0], -1).norm(dim=1), stable=True)[:k]
+        w[idx] = 0
+        bias = params.get(n.rsplit(".", 1)[0] + ".bias") if "." in n else params.get("bias")
+        if bias is not None:
+            bias[idx] = 0
+        zeroed += k
+    return zeroed
+
+
+def soft_filter_train(
+    model: nn.Module,
+    data: DataSplits,
+    train_cfg: TrainConfig,
+    cfg: SoftFilterConfig,
+    seed: int = 0,
+    progress: bool = True,
+    loss_fn: Callable | None = None,
+) -> tuple[UnstructuredPruner, list[dict]]:
+    """Trains with soft filter pruning after every epoch, then masks the zero filters (hard).
+
+    Returns:
+        The pruner holding the final filter masks, and one record per epoch.
+    """
+    if train_cfg.epochs < 1:
+        raise ConfigError("soft filter pruning zeroes filters after each epoch: set finetune.epochs ≥ 1")
+    pruner = _filter_pruner(model, cfg.ratio, cfg.exclude)
+    names = list(pruner.names)
+    steps_per_epoch = -(-len(data.x_train) // train_cfg.batch_size)
+    records: list[dict] = []
+
+    def on_step(step: int, _total: int) -> None:
+        if step % steps_per_epoch == 0:
+            zero_lowest_filters(model, names, cfg.ratio)
+            records.append({"step": step // steps_per_epoch, "sparsity": cfg.ratio, "val_accuracy_pruned": None,
+                            "val_accuracy": evaluate(model, data.x_val, data.y_val).accuracy,
+                            "test_accuracy": evaluate(model, data.x_test, data.y_test).accuracy})
+
+    zero_lowest_filters(model, names, cfg.ratio)
+    train(model, data, train_cfg, seed=seed, on_step=on_step, progress=progress, desc="soft filter",
+          loss_fn=loss_fn)
+    pruner.prune_to(cfg.ratio)  # the zero filters score lowest: the mask fixes exactly them
+    return pruner, records
+
+
+def hard_filter_pruner(model: nn.Module, ratio: float, exclude: tuple[str, ...] = ()) -> UnstructuredPruner:
+    """Masks the ``ratio`` lowest-L2 filters of every prunable layer once (Li et al. 2017)."""
+    pruner = _filter_pruner(model, ratio, exclude)
+    pruner.prune_to(ratio)
+    return pruner
