@@ -79,6 +79,8 @@ class Trace:
         self.module_stack: list[nn.Module] = []
         self.op = ""
         self.op_count = 0
+        self.tainted: set[int] = set()  # tensors computed from labelled ones
+        self.branch_sites: list[str] = []  # where such a tensor became a Python value (a branch)
         for mname, module in model.named_modules(remove_duplicate=False):
             self.module_names.setdefault(id(module), mname)
             for attr, p in list(module._parameters.items()) + list(module._buffers.items()):
@@ -120,6 +122,8 @@ class Trace:
 
     def _label_param(self, t: torch.Tensor, ref: ParamRef) -> list[Block]:
         owner = ref.owners[0][0]
+        if not ref.is_param and not isinstance(owner, nn.modules.batchnorm._NormBase):
+            return []  # constant buffers (rotary inv_freq, position ids) adapt to nothing: unlabelled
         if isinstance(owner, _TWO_DIM_WEIGHTS) and ref.owners[0][1] == "weight":
             dims = [d for d in (0, 1) if d < t.ndim]
         elif t.ndim == 1:
@@ -162,12 +166,20 @@ class Trace:
         self.op = name
         self.op_count += 1
         inputs = list(iter_tensors((args, kwargs)))
-        if not any(self.labelled(t) for t in inputs):
+        derived = any(id(t) in self.tainted for t in inputs)
+        if not derived and not any(self.labelled(t) for t in inputs):
             return
-        if not any(True for _ in iter_tensors(out)):
+        outs = list(iter_tensors(out))
+        if not outs:
+            if name in ("bool", "item", "tolist", "int", "float", "index", "nonzero"):
+                self.branch_sites.append(f"{self.module}: {name}")
             if name in ("iter", "tolist", "numpy"):
                 self.pin_all(inputs, f"{self.module}: {name}")
             return
+        for o in outs:
+            if id(o) not in self.tainted:
+                self.tainted.add(id(o))
+                self.alive.append(o)
         fn = RULES.get(name)
         if fn is None:
             self.pin_all(inputs, f"{self.module}: unsupported op {name!r}")

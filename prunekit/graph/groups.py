@@ -127,6 +127,7 @@ class DependencyGraph:
         finally:
             model.train(was_training)
         graph.output_shapes = [tuple(t.shape) for t in iter_tensors(out)]
+        _check_branches(model, trace)
         graph._solve(trace, excluded)
         graph.seconds = time.perf_counter() - t0
         return graph
@@ -241,6 +242,22 @@ def _excluded_modules(model: nn.Module, exclude: Iterable[str | type]) -> set[in
             raise ConfigError(f"exclude: model has no module named {e!r}"
                               + (f"; did you mean one of {close}?" if close else ""))
     return out
+
+
+def _check_branches(model: nn.Module, trace: Trace) -> None:
+    """Refuses a model whose forward branched on data and skipped layers: their channels are unknown."""
+    if not trace.branch_sites:
+        return
+    used = {tid for tid, _ in trace.param_dims}
+    skipped = [name for name, m in model.named_modules()
+               if any(p is not None for p in m._parameters.values())
+               and not any(id(p) in used for p in m._parameters.values() if p is not None)]
+    if skipped:
+        raise PruningError(
+            f"data-dependent control flow at {trace.branch_sites[0]} (a tensor's value decided a Python branch) "
+            f"and layers that never ran on the example inputs: {', '.join(skipped[:5])}; pass example inputs that "
+            f"take every branch, or exclude those layers and the layers feeding them"
+        )
 
 
 def raise_no_groups(graph: DependencyGraph) -> None:

@@ -220,20 +220,22 @@ def cat(tr: Trace, args: tuple, kwargs: dict, out) -> None:
     other = [b for _, bl in per for b in bl if dim not in b.dims]
     blocks = couple_blocks(tr, other)
     if any(along):
-        parts = []
+        parts, dims = [], {dim}
         for t, bl in zip(tensors, along, strict=True):
             if bl:
                 ids = bl[0].ids
+                dims.update(bl[0].dims)
                 for extra in bl[1:]:
                     tr.store.couple(ids, extra.ids)
             else:
                 shape = [1] * out.ndim
-                shape[dim] = t.shape[dim]
+                shape[dim] = t.shape[dim - (out.ndim - t.ndim)]
                 ids = tr.store.fresh(tuple(shape))
                 tr.store.pin(ids, f"{tr.module}: cat with an unlabelled tensor")
-            parts.append(ids.reshape([s if k == dim else 1 for k, s in enumerate(ids.shape)]) if ids.ndim == 1
-                         else _squash_except(ids, dim))
-        blocks.append(Block((dim,), np.concatenate(parts, axis=dim)))
+            parts.append(ids)
+        common = [max(p.shape[d] for p in parts) if d != dim else 0 for d in range(out.ndim)]
+        parts = [np.broadcast_to(p, [c if d != dim else p.shape[d] for d, c in enumerate(common)]) for p in parts]
+        blocks.append(Block(tuple(sorted(dims)), np.concatenate(parts, axis=dim)))
     tr.set(out, blocks)
 
 
@@ -241,13 +243,6 @@ def _cat_shape(t, out, dim: int) -> tuple[int, ...]:
     s = list(out.shape)
     s[dim] = t.shape[dim - (out.ndim - t.ndim)]
     return tuple(s)
-
-
-def _squash_except(ids: np.ndarray, dim: int) -> np.ndarray:
-    for d in range(ids.ndim):
-        if d != dim and ids.shape[d] > 1:
-            ids = ids.take([0], axis=d)
-    return ids
 
 
 @rule("stack")

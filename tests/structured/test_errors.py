@@ -1,0 +1,133 @@
+"""Bad input gives one clear error naming the value, module or op, and never a half-pruned model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prunekit.cli.main import main
+from prunekit.errors import ConfigError, PruningError
+from prunekit.graph import DependencyGraph
+from prunekit.structured import prune, prune_groups, select_units
+from tests.structured.topologies import FlattenLinear, Residual, image
+
+
+class BakedShape(nn.Module):
+    """Reshapes with a literal size: pruning conv channels cannot be followed by the code."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 4 * 4, 5)
+
+    def forward(self, x):
+        x = F.adaptive_avg_pool2d(self.conv(x), 4)
+        return self.fc(x.reshape(-1, 128))
+
+
+class Branchy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.a, self.b = nn.Conv2d(8, 4, 1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return (self.a(y) if y.mean() > -1e9 else self.b(y)).mean((2, 3))
+
+
+class FFTOnly(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+
+    def forward(self, x):
+        return torch.fft.rfft(self.conv(x), dim=1).abs().mean((2, 3))
+
+
+@pytest.mark.parametrize("ratio", [-0.1, 1.0, 1.5, "half"])
+def test_ratio_out_of_range(ratio) -> None:
+    with pytest.raises(ConfigError, match=r"ratio must be in \[0, 1\)"):
+        prune(Residual().eval(), image(), ratio=ratio)
+
+
+def test_unknown_criterion_lists_choices() -> None:
+    with pytest.raises(ConfigError, match="l1, l2, random"):
+        prune(Residual().eval(), image(), criterion="taylor2")
+
+
+def test_unknown_exclude_name() -> None:
+    with pytest.raises(ConfigError, match="no module named 'a.9'"):
+        DependencyGraph.build(Residual().eval(), image(), exclude=["a.9"])
+
+
+def test_exclude_pins_layer() -> None:
+    m = Residual().eval()
+    g = DependencyGraph.build(m, image(), exclude=["a"])
+    assert g.group("stem.0").prunable == 0 and g.group("a.0").prunable == 0
+    prune_groups(g, select_units(g))
+    assert m.a[0].weight.shape == (24, 16, 3, 3)
+
+
+def test_wrong_input_shape_names_module() -> None:
+    with pytest.raises(ConfigError, match=r"module 'stem.0'.*inputs of the shape"):
+        DependencyGraph.build(Residual().eval(), torch.randn(2, 5, 16, 16))
+
+
+def test_baked_shape_rolls_back() -> None:
+    m = BakedShape().eval()
+    x = torch.randn(2, 3, 8, 8)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    g = DependencyGraph.build(m, x)
+    with pytest.raises(PruningError, match="model was left unchanged"):
+        prune_groups(g, {"conv": [0, 1, 2]})
+    after = m.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert m.conv.out_channels == 8 and m.fc.in_features == 128
+    assert m(x).shape == (2, 5)
+
+
+def test_pinned_unit_refused() -> None:
+    g = DependencyGraph.build(Residual().eval(), image())
+    with pytest.raises(ConfigError, match="pinned"):
+        prune_groups(g, {"head": [0]})
+
+
+def test_cannot_remove_all_units() -> None:
+    g = DependencyGraph.build(FlattenLinear().eval(), image())
+    with pytest.raises(ConfigError, match="keep at least one"):
+        prune_groups(g, {"fc1": list(range(32))})
+
+
+def test_data_dependent_branch_refused() -> None:
+    with pytest.raises(PruningError, match=r"data-dependent control flow at <model>: bool.*never ran.*: b;"):
+        DependencyGraph.build(Branchy().eval(), torch.randn(1, 3, 8, 8))
+
+
+def test_unsupported_op_named() -> None:
+    with pytest.raises(PruningError, match="unsupported op 'fft_rfft'"):
+        prune(FFTOnly().eval(), torch.randn(1, 3, 8, 8))
+
+
+def test_cli_check_json(capsys) -> None:
+    rc = main(["check", "torchvision:resnet18", "--ratio", "0.25", "--image-size", "64", "--json", "--no-latency"])
+    rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rc == 0 and rec["ok"] and rec["equivalent"] and rec["error"] is None
+    for key in ("model", "params_before", "params_after", "macs_before", "macs_after", "seconds"):
+        assert key in rec
+    assert rec["params_after"] < rec["params_before"] and 0 < rec["seconds"] < 30
+
+
+def test_cli_bad_ratio_one_line(capsys) -> None:
+    assert main(["check", "torchvision:resnet18", "--ratio", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ratio must be in [0, 1)" in err[0]
+
+
+def test_cli_unknown_model(capsys) -> None:
+    assert main(["check", "torchvision:resnet19"]) == 2
+    assert "torchvision has no model 'resnet19'" in capsys.readouterr().err

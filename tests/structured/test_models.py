@@ -1,0 +1,48 @@
+"""Real models: a fast subset by default, the full coverage matrix of issue 3 under ``-m slow``."""
+
+from __future__ import annotations
+
+import pytest
+
+from prunekit.structured import StructuredConfig
+from prunekit.structured.check import check_model
+from prunekit.zoo import load
+
+FAST = ["torchvision:resnet18", "torchvision:mobilenet_v2", "hf:bert", "hf:llama", "hf:vit"]
+
+
+def _check(spec: str, small: bool = True):
+    zm = load(spec, small=small)
+    rep = check_model(spec, zm.model, zm.example_inputs, StructuredConfig(ratio=0.5), latency=False)
+    assert rep.error is None, rep.error
+    assert rep.ok and rep.equivalent and rep.max_rel_diff <= 1e-5
+    assert rep.params_after < rep.params_before and rep.macs_after < rep.macs_before
+    return zm, rep
+
+
+@pytest.mark.parametrize("spec", FAST)
+def test_fast_models(spec: str) -> None:
+    _check(spec)
+
+
+def test_llama_gqa_heads_pruned() -> None:
+    zm, rep = _check("hf:llama")
+    attn = zm.model.layers[0].self_attn
+    q, k = attn.q_proj.weight.shape[0], attn.k_proj.weight.shape[0]
+    assert (q, k) == (32, 16)  # 4 query heads / 2 kv heads of 16 -> one kv group (2 q heads + 1 kv) left
+    assert attn.num_key_value_groups == 2
+
+
+def _matrix() -> list[str]:
+    import torchvision
+
+    from bench.coverage import DETSEG, HF, TIMM
+
+    return ([f"torchvision:{n}" for n in torchvision.models.list_models(module=torchvision.models)]
+            + [f"timm:{n}" for n in TIMM] + [f"hf:{n}" for n in HF] + [f"torchvision:{n}" for n in DETSEG])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", _matrix())
+def test_coverage_matrix(spec: str) -> None:
+    _check(spec)
