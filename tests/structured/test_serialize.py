@@ -1,0 +1,79 @@
+"""Pruned models round-trip: versioned spec + safetensors, torch.save, transformers save_pretrained."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from prunekit.errors import ModelLoadError, PruningError
+from prunekit.graph import DependencyGraph
+from prunekit.structured import StructuredConfig, prune, prune_groups, select_units
+from prunekit.structured.serialize import VERSION, hf_config_for, load_pruned, save_pretrained_pruned, save_pruned
+from prunekit.zoo import load
+from tests.structured.topologies import TOPOLOGIES
+
+
+@pytest.mark.parametrize("name", ["residual", "depthwise", "vit_free_params", "tied_weights", "gqa"])
+def test_spec_round_trip(tmp_path, name: str) -> None:
+    factory, make_input, _ = TOPOLOGIES[name]
+    model, x = factory().eval(), make_input(2)
+    g = DependencyGraph.build(model, x)
+    prune_groups(g, select_units(g, StructuredConfig(ratio=0.5)))
+    save_pruned(model, tmp_path / "m")
+    spec = json.loads((tmp_path / "m" / "spec.json").read_text())
+    assert spec["version"] == VERSION and not list(tmp_path.glob("m/*.pt"))
+    fresh = load_pruned(tmp_path / "m", factory().eval())
+    with torch.no_grad():
+        assert torch.equal(fresh(x), model(x))
+    assert sum(p.numel() for p in fresh.parameters()) == sum(p.numel() for p in model.parameters())
+
+
+def test_constructor_string_and_torch_save(tmp_path) -> None:
+    zm = load("torchvision:resnet18")
+    x = torch.randn(1, 3, 64, 64)
+    prune(zm.model, x, ratio=0.5, measure=False)
+    save_pruned(zm.model, tmp_path / "r", constructor="torchvision:resnet18")
+    again = load_pruned(tmp_path / "r").eval()
+    torch.save(zm.model, tmp_path / "whole.pt")
+    whole = torch.load(tmp_path / "whole.pt", weights_only=False).eval()
+    with torch.no_grad():
+        ref = zm.model(x)
+        assert torch.equal(again(x), ref) and torch.equal(whole(x), ref)
+
+
+def test_wrong_model_or_version(tmp_path) -> None:
+    factory, make_input, _ = TOPOLOGIES["residual"]
+    m = factory().eval()
+    prune(m, make_input(2), ratio=0.5, measure=False)
+    save_pruned(m, tmp_path / "m")
+    with pytest.raises(ModelLoadError, match="not in the model given"):
+        load_pruned(tmp_path / "m", TOPOLOGIES["concat"][0]())
+    spec = json.loads((tmp_path / "m" / "spec.json").read_text())
+    spec["version"] = 99
+    (tmp_path / "m" / "spec.json").write_text(json.dumps(spec))
+    with pytest.raises(ModelLoadError, match="v99"):
+        load_pruned(tmp_path / "m", factory())
+
+
+def test_hf_save_pretrained_round_trip(tmp_path) -> None:
+    from transformers import AutoModel
+
+    zm = load("hf:llama")
+    prune(zm.model, zm.example_inputs, ratio=0.5, measure=False)
+    save_pretrained_pruned(zm.model, tmp_path / "hf")
+    again = AutoModel.from_pretrained(tmp_path / "hf").eval()
+    assert again.config.num_key_value_heads == 1 and again.config.intermediate_size == 64
+    with torch.no_grad():
+        a = zm.model(**zm.example_inputs).last_hidden_state
+        b = again(**zm.example_inputs).last_hidden_state
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_hf_uneven_pruning_refused() -> None:
+    zm = load("hf:llama")
+    g = DependencyGraph.build(zm.model, zm.example_inputs)
+    prune_groups(g, {"layers.0.mlp.gate_proj": [0, 1, 2]})
+    with pytest.raises(PruningError, match="cannot express"):
+        hf_config_for(zm.model)
