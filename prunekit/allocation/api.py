@@ -1,0 +1,134 @@
+"""Allocation to a budget: choose how many units every group loses, then (optionally) prune.
+
+Example:
+    >>> graph = DependencyGraph.build(model, x[:1])
+    >>> alloc = allocate(graph, Budget(macs=0.5), AllocationConfig("global"), ImportanceConfig("taylor"),
+    ...                  calibration=Calibration(x[:256], y[:256]))
+    >>> prune_groups(graph, alloc.plan)      # 2× fewer MACs (±2%)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from prunekit.allocation import search as _search  # noqa: F401  (registers "search")
+from prunekit.allocation.budget import AllocationConfig, Budget
+from prunekit.allocation.cost import CostModel
+from prunekit.allocation.strategies import ALLOCATORS, Counts, Problem, check_reachable
+from prunekit.errors import ConfigError
+from prunekit.graph import DependencyGraph
+from prunekit.importance import Calibration, ImportanceConfig, score_groups, zeroed
+from prunekit.training import evaluate
+
+__all__ = ["Allocation", "allocate", "proxy_evaluator", "normalised_scores"]
+
+
+@dataclass
+class Allocation:
+    """Per-group removals chosen for a budget, with the predicted cost."""
+
+    strategy: str
+    metric: str
+    target: float  # fraction of the dense cost
+    plan: dict[str, np.ndarray]  # group name -> removed unit indices
+    ratios: dict[str, float]  # group name -> fraction of its units removed
+    dense: dict[str, int] = field(default_factory=dict)  # macs, params
+    predicted: dict[str, int] = field(default_factory=dict)  # macs, params after pruning
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"strategy": self.strategy, "metric": self.metric, "target": self.target,
+                "ratios": {k: round(v, 4) for k, v in self.ratios.items()},
+                "removed": {k: len(v) for k, v in self.plan.items()},
+                "dense": self.dense, "predicted": self.predicted}
+
+
+def normalised_scores(graph: DependencyGraph, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each group's scores divided by their mean (per-layer normalisation); pinned units → +inf."""
+    out = {}
+    for g in graph.prunable_groups():
+        s = np.asarray(raw[g.name], dtype=np.float64)
+        free = s[~g.pinned]
+        mean = np.abs(free).mean() if free.size else 1.0
+        s = s / (mean if mean > 0 else 1.0)
+        out[g.name] = np.where(g.pinned, np.inf, s)
+    return out
+
+
+def proxy_evaluator(graph: DependencyGraph, x: torch.Tensor, y: torch.Tensor,
+                    cost: CostModel) -> Callable[[Counts], float]:
+    """Fast accuracy proxy: accuracy − 0.001·loss of the model with the planned units zeroed."""
+    def proxy(counts: Counts) -> float:
+        with zeroed(graph, cost.removed_units(counts)):
+            r = evaluate(graph.model, x, y)
+        return r.accuracy - 1e-3 * r.loss
+
+    return proxy
+
+
+def _sensitivity_penalty(graph: DependencyGraph, sensitivity) -> Callable[[str, int], float]:
+    curves = sensitivity.curves
+    missing = [g.name for g in graph.prunable_groups() if g.name not in curves]
+    if missing:
+        raise ConfigError(f"the sensitivity curves have no entry for group(s) {missing[:5]}; run the analysis on "
+                          f"the same model (groups: {', '.join(curves)[:200]})")
+    sizes = {g.name: g.size for g in graph.prunable_groups()}
+
+    def penalty(g: str, n: int) -> float:
+        c = curves[g]
+        rise = np.maximum.accumulate(np.maximum(np.asarray(c.loss) - sensitivity.dense_loss, 0.0))
+        return float(np.interp(n / sizes[g], [0.0, *c.ratios], [0.0, *rise]))
+
+    return penalty
+
+
+def allocate(graph: DependencyGraph, budget: Budget, config: AllocationConfig | None = None,
+             importance: ImportanceConfig | str = "lp", calibration: Calibration | None = None,
+             sensitivity=None, proxy_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+             scores: dict[str, np.ndarray] | None = None) -> Allocation:
+    """Chooses the units to remove so that the pruned model meets a MACs or params ``budget``.
+
+    Args:
+        sensitivity: a :class:`prunekit.sensitivity.Sensitivity` (needed by ``strategy="sensitivity"``).
+        proxy_data: ``(x, y)`` held-out batch for the ``search`` proxy.
+        scores: precomputed unit scores (default: computed with ``importance``).
+
+    Raises:
+        ConfigError: latency budget (use :func:`prunekit.allocation.prune_to_budget`), missing curves or
+            proxy data, a criterion's missing calibration data, or an unreachable budget (the message
+            gives the largest reachable reduction).
+    """
+    config = config or AllocationConfig()
+    if budget.metric == "latency_ms":
+        raise ConfigError("allocate() takes MACs or params budgets; for latency_ms use prune_to_budget()")
+    if config.strategy == "sensitivity" and sensitivity is None:
+        raise ConfigError("strategy 'sensitivity' needs sensitivity curves: run prunekit.sensitivity.analyze first "
+                          "(in a recipe it runs automatically)")
+    if config.strategy == "search" and proxy_data is None:
+        raise ConfigError("strategy 'search' needs proxy_data=(x_val, y_val) to score candidates")
+    groups = graph.prunable_groups()
+    if not groups:
+        raise ConfigError("the model has no prunable group (see DependencyGraph.summary())")
+    if scores is None:
+        scores = score_groups(graph, importance, calibration)
+    cost = CostModel.build(graph)
+    dense = cost.dense(budget.metric)
+    problem = Problem(groups, cost, budget.metric, budget.value * dense, budget.tol, config,
+                      normalised_scores(graph, scores))
+    check_reachable(problem, dense, budget.describe())
+    if sensitivity is not None:
+        if config.strategy == "sensitivity":
+            problem.penalty = _sensitivity_penalty(graph, sensitivity)
+        problem.has_curves = config.strategy == "sensitivity"
+    if proxy_data is not None:
+        problem.proxy = proxy_evaluator(graph, proxy_data[0], proxy_data[1], cost)
+    counts = ALLOCATORS.get(config.strategy)(problem)
+    plan = cost.removed_units(counts)
+    return Allocation(config.strategy, budget.metric, budget.value, plan,
+                      {g.name: counts[g.name] / g.size for g in groups},
+                      {"macs": cost.dense_macs, "params": cost.dense_params},
+                      {"macs": cost.macs(counts), "params": cost.params(counts)})

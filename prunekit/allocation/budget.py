@@ -1,0 +1,116 @@
+"""Budgets (what the pruned model may cost) and the allocation settings.
+
+A budget keeps a fraction of the dense model's MACs or parameters, or asks for a measured latency
+on this machine at a stated batch size:
+
+    Budget(macs=0.5)                    # 2× fewer MACs, met within ±2%
+    Budget(params=0.25)                 # 4× fewer parameters, ±2%
+    Budget(latency_ms=20, batch=1)      # 20 ms per batch of 1 on this CPU, ±10%
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from prunekit.errors import ConfigError
+
+__all__ = ["Budget", "AllocationConfig", "STRATEGY_NAMES"]
+
+STRATEGY_NAMES = ("uniform", "global", "sensitivity", "search")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Exactly one of ``macs``, ``params`` (fractions of the dense model kept, in (0, 1)) or
+    ``latency_ms`` (measured median at ``batch``) is set.
+
+    Attributes:
+        tolerance: allowed relative deviation from the target; default 0.02 (MACs, params) or
+            0.10 (latency).
+    """
+
+    macs: float | None = None
+    params: float | None = None
+    latency_ms: float | None = None
+    batch: int = 1
+    tolerance: float | None = None
+
+    def __post_init__(self) -> None:
+        set_ = [k for k in ("macs", "params", "latency_ms") if getattr(self, k) is not None]
+        if len(set_) != 1:
+            raise ConfigError(f"a budget sets exactly one of macs, params, latency_ms (e.g. {{macs: 0.5}} for "
+                              f"2× fewer MACs, {{latency_ms: 20, batch: 1}}); got {set_ or 'none'}")
+        value = getattr(self, set_[0])
+        if set_[0] != "latency_ms" and not (isinstance(value, (int, float)) and 0 < value < 1):
+            raise ConfigError(f"budget {set_[0]}={value!r}: give the fraction of the dense model to keep, in "
+                              f"(0, 1): 0.5 means 2× fewer {set_[0]}")
+        if set_[0] == "latency_ms" and not (isinstance(value, (int, float)) and value > 0):
+            raise ConfigError(f"budget latency_ms={value!r} must be a positive number of milliseconds")
+        if self.batch < 1:
+            raise ConfigError(f"budget batch must be ≥ 1, got {self.batch}")
+        if self.tolerance is not None and not 0 < self.tolerance < 1:
+            raise ConfigError(f"budget tolerance must be in (0, 1), got {self.tolerance}")
+
+    @property
+    def metric(self) -> str:
+        return "macs" if self.macs is not None else "params" if self.params is not None else "latency_ms"
+
+    @property
+    def value(self) -> float:
+        return float(getattr(self, self.metric))
+
+    @property
+    def tol(self) -> float:
+        if self.tolerance is not None:
+            return self.tolerance
+        return 0.10 if self.metric == "latency_ms" else 0.02
+
+    def describe(self) -> str:
+        if self.metric == "latency_ms":
+            return f"latency_ms={self.value:g} at batch {self.batch}"
+        return f"{self.metric}={self.value:g} ({1 / self.value:.2f}× fewer {self.metric})"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Budget:
+        unknown = set(d) - {"macs", "params", "latency_ms", "batch", "tolerance"}
+        if unknown:
+            raise ConfigError(f"unknown budget key(s) {sorted(unknown)}; valid: macs, params, latency_ms, batch, "
+                              f"tolerance")
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class AllocationConfig:
+    """How per-group ratios are chosen.
+
+    Attributes:
+        strategy: ``uniform`` (one ratio for all groups), ``global`` (rank all units together after
+            per-group normalisation), ``sensitivity`` (greedy on measured sensitivity curves: cheapest
+            loss rise per MAC saved) or ``search`` (evolutionary search over per-group ratios scored by
+            a fast accuracy proxy, in the spirit of AMC, He et al. 2018).
+        min_channels: every group keeps at least this many units.
+        max_ratio: no group loses more than this fraction of its units.
+        round_to: kept units per group are a multiple of this (or the whole group).
+        population, generations: size of the ``search``.
+        seed: seeds the search.
+    """
+
+    strategy: str = "global"
+    min_channels: int = 1
+    max_ratio: float = 0.9
+    round_to: int = 1
+    population: int = 12
+    generations: int = 6
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGY_NAMES:
+            raise ConfigError(f"unknown allocation strategy {self.strategy!r}; choose one of: "
+                              f"{', '.join(STRATEGY_NAMES)}")
+        if self.min_channels < 1 or self.round_to < 1:
+            raise ConfigError(f"min_channels and round_to must be ≥ 1, got {self.min_channels}, {self.round_to}")
+        if not 0 < self.max_ratio < 1:
+            raise ConfigError(f"max_ratio must be in (0, 1), got {self.max_ratio}")
+        if self.population < 2 or self.generations < 1:
+            raise ConfigError("search needs population ≥ 2 and generations ≥ 1")

@@ -1,0 +1,174 @@
+"""Allocation strategies: how many units each group loses so that the model meets a MAC/param budget.
+
+Every strategy works on a :class:`Problem` (groups, their allowed removal counts, the cost model and
+a penalty for removing the first n units of a group) and returns removal counts; units go lowest
+score first. A shared final pass (:meth:`Problem.settle`) moves single steps until the predicted
+cost lies within the budget's tolerance, so every strategy meets it the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from prunekit.allocation.budget import AllocationConfig
+from prunekit.allocation.cost import CostModel
+from prunekit.errors import ConfigError
+from prunekit.graph import Group
+from prunekit.registry import Registry
+
+__all__ = ["ALLOCATORS", "Problem"]
+
+Penalty = Callable[[str, int], float]
+Counts = dict[str, int]
+ALLOCATORS: Registry[Callable[[Problem], Counts]] = Registry("allocation strategy")
+
+
+@dataclass
+class Problem:
+    """One allocation: remove units from ``groups`` until ``cost`` of ``metric`` is ``target``."""
+
+    groups: list[Group]
+    cost: CostModel
+    metric: str
+    target: float  # absolute MACs or params
+    tol: float
+    config: AllocationConfig
+    scores: dict[str, np.ndarray]  # per-group normalised scores, higher = keep
+    penalty: Penalty | None = None  # penalty(group, n removed), monotone; default: summed scores
+    proxy: Callable[[Counts], float] | None = None  # higher = better (search)
+    has_curves: bool = False  # the search seeds one candidate from the sensitivity strategy
+    steps: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.cost.set_order(self.scores)
+        self._cum = {g: np.concatenate([[0.0], np.cumsum(np.sort(s))]) for g, s in self.scores.items()}
+        for g in self.groups:
+            self.steps[g.name] = _allowed(g, self.config)
+        self.penalty = self.penalty or (lambda g, n: float(self._cum[g][n]))
+
+    def at(self, counts: Mapping[str, int]) -> float:
+        return float(self.cost.cost(self.metric, counts))
+
+    def snap(self, g: str, n: float) -> int:
+        s = self.steps[g]
+        return int(s[np.argmin(np.abs(s - n))])
+
+    def floor_cost(self) -> float:
+        return self.at({g: int(s[-1]) for g, s in self.steps.items()})
+
+    def next_step(self, g: str, n: int, up: bool) -> int | None:
+        s = self.steps[g]
+        k = int(np.searchsorted(s, n))
+        k = k + 1 if up else k - 1
+        return int(s[k]) if 0 <= k < len(s) else None
+
+    def greedy_down(self, counts: Counts, until: float, by_cost: bool = True) -> Counts:
+        """Removes one step at a time, cheapest penalty (per unit of cost saved) first, until ≤ ``until``."""
+        counts = dict(counts)
+        cur = self.at(counts)
+        while cur > until:
+            best, best_key = None, np.inf
+            for g in counts:
+                n2 = self.next_step(g, counts[g], True)
+                if n2 is None:
+                    continue
+                c2 = self.at({**counts, g: n2})
+                saved = cur - c2
+                if saved <= 0:
+                    continue
+                dp = self.penalty(g, n2) - self.penalty(g, counts[g])
+                key = dp / saved if by_cost else dp
+                if key < best_key:
+                    best, best_key = (g, n2, c2), key
+            if best is None:
+                break
+            counts[best[0]], cur = best[1], best[2]
+        return counts
+
+    def settle(self, counts: Counts) -> Counts:
+        """Final single-step moves into [target·(1 − tol/2), target]: remove while above, restore while
+        far below (the most important step whose restoration stays within the budget)."""
+        counts = self.greedy_down(counts, self.target)
+        cur = self.at(counts)
+        low = self.target * (1 - self.tol / 2)
+        while cur < low:
+            best, best_gain = None, -np.inf
+            for g in counts:
+                n2 = self.next_step(g, counts[g], False)
+                if n2 is None:
+                    continue
+                c2 = self.at({**counts, g: n2})
+                if c2 > self.target:
+                    continue
+                gain = self.penalty(g, counts[g]) - self.penalty(g, n2)
+                if gain > best_gain:
+                    best, best_gain = (g, n2, c2), gain
+            if best is None:
+                break
+            counts[best[0]], cur = best[1], best[2]
+        return counts
+
+    def project(self, ratios: Mapping[str, float]) -> Counts:
+        """Scales a ratio profile by one factor so that the cost meets the target, then settles."""
+        lo, hi = 0.0, 1.0 / max(max(ratios.values()), 1e-9)
+        for _ in range(30):
+            mid = (lo + hi) / 2
+            if self.at(self._scaled(ratios, mid)) > self.target:
+                lo = mid
+            else:
+                hi = mid
+        return self.settle(self._scaled(ratios, hi))
+
+    def _scaled(self, ratios: Mapping[str, float], a: float) -> Counts:
+        return {g.name: self.snap(g.name, min(a * ratios[g.name], 1.0) * g.size) for g in self.groups}
+
+
+def _allowed(g: Group, cfg: AllocationConfig) -> np.ndarray:
+    """Allowed numbers of removed units: keep ≥ min_channels, ≥ (1 − max_ratio)·size, a multiple of
+    round_to (or everything), never a pinned unit."""
+    most = min(g.prunable, g.size - cfg.min_channels, int(np.floor(cfg.max_ratio * g.size)))
+    counts = [n for n in range(0, max(most, 0) + 1) if n == 0 or (g.size - n) % cfg.round_to == 0]
+    return np.array(counts, dtype=np.int64)
+
+
+@ALLOCATORS.register("uniform")
+def uniform(p: Problem) -> Counts:
+    """The same ratio in every group (the baseline), found by bisection."""
+    return p.project({g.name: 1.0 for g in p.groups})
+
+
+@ALLOCATORS.register("global")
+def global_ranking(p: Problem) -> Counts:
+    """All units ranked together by their per-group-normalised scores; the lowest go first."""
+    pooled = sorted((float(v), g.name) for g in p.groups for v in np.sort(p.scores[g.name]))
+    counts = {g.name: 0 for g in p.groups}
+    cur = p.at(counts)
+    for _, name in pooled:
+        if cur <= p.target:
+            break
+        n2 = p.next_step(name, counts[name], True)
+        if n2 is None:
+            continue
+        counts[name] = n2
+        cur = p.at(counts)
+    return p.settle(counts)
+
+
+@ALLOCATORS.register("sensitivity")
+def sensitivity(p: Problem) -> Counts:
+    """Greedy on the sensitivity curves: each step removes from the group whose measured loss rise per
+    MAC (or parameter) saved is smallest (``penalty`` comes from the curves)."""
+    return p.settle(p.greedy_down({g.name: 0 for g in p.groups}, p.target))
+
+
+def check_reachable(p: Problem, dense: float, what: str) -> None:
+    floor = p.floor_cost()
+    if floor > p.target * (1 + p.tol):
+        raise ConfigError(
+            f"the budget {what} is unreachable: with min_channels={p.config.min_channels}, "
+            f"max_ratio={p.config.max_ratio} and round_to={p.config.round_to} the smallest model keeps "
+            f"{floor / dense:.3f} of the dense {p.metric} (at most a {dense / floor:.2f}× reduction); ask for "
+            f"{p.metric} ≥ {floor / dense:.3f}, or lower min_channels / raise max_ratio")

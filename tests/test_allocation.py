@@ -1,0 +1,124 @@
+"""Allocation to a budget: every strategy meets MACs/params within ±2%, errors say what is possible."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from prunekit.allocation import STRATEGY_NAMES, AllocationConfig, Budget, CostModel, allocate, prune_to_budget
+from prunekit.errors import ConfigError
+from prunekit.graph import DependencyGraph
+from prunekit.measure import count_macs, count_params
+from prunekit.models import build_model
+from prunekit.sensitivity import Curve, Sensitivity
+from prunekit.structured import prune_groups
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the CI box has 2 shared cores
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def net(digits):
+    torch.manual_seed(0)
+    return build_model("resnet_mini", digits.input_shape, digits.num_classes).eval()
+
+
+def _fake_sensitivity(graph, fragile: str) -> Sensitivity:
+    ratios = [0.25, 0.5, 0.75]
+    curves = {g.name: Curve(g.name, g.size, ratios, [0.9, 0.9, 0.9],
+                            [1.0 + (5 * r if g.name == fragile else 0.01 * r) for r in ratios])
+              for g in graph.prunable_groups()}
+    return Sensitivity("lp", 0.9, 1.0, curves)
+
+
+def test_cost_model_predicts_the_pruned_counts_exactly(net, digits):
+    x = digits.x_train[:1]
+    graph = DependencyGraph.build(net, x)
+    cost = CostModel.build(graph)
+    assert cost.dense_macs == count_macs(net, x).dense and cost.dense_params == count_params(net).total
+    rng = np.random.default_rng(0)
+    plan = {g.name: rng.choice(g.size, g.size // 3, replace=False) for g in graph.prunable_groups()}
+    predicted = (cost.macs(plan), cost.params(plan))
+    prune_groups(graph, plan)
+    assert predicted == (count_macs(net, x).dense, count_params(net).total)
+
+
+@pytest.mark.parametrize("strategy", STRATEGY_NAMES)
+@pytest.mark.parametrize("metric,value", [("macs", 0.5), ("params", 0.33)])
+def test_every_strategy_meets_the_budget_within_2_percent(net, digits, strategy, metric, value):
+    x = digits.x_train[:4]
+    graph = DependencyGraph.build(net, x[:1])
+    sens = _fake_sensitivity(graph, "layers.3.conv2")
+    result = prune_to_budget(net, x, Budget(**{metric: value}),
+                             AllocationConfig(strategy, population=4, generations=1), "lp",
+                             sensitivity=sens, proxy_data=(digits.x_val[:64], digits.y_val[:64]))
+    measured = {"macs": count_macs(net, x[:1]).dense, "params": count_params(net).total}[metric]
+    assert measured == result.pruned[metric]
+    assert abs(measured / result.dense[metric] / value - 1) <= 0.02
+    assert result.achieved == pytest.approx(measured / result.dense[metric])
+
+
+def test_sensitivity_strategy_spares_the_fragile_group(net, digits):
+    graph = DependencyGraph.build(net, digits.x_train[:1])
+    alloc = allocate(graph, Budget(macs=0.5), AllocationConfig("sensitivity"), "lp",
+                     sensitivity=_fake_sensitivity(graph, "layers.3.conv2"))
+    assert alloc.ratios["layers.3.conv2"] == 0.0
+    assert max(alloc.ratios.values()) > 0.5
+    assert abs(alloc.predicted["macs"] / alloc.dense["macs"] - 0.5) <= 0.01
+
+
+def test_min_channels_and_round_to_are_respected(net, digits):
+    graph = DependencyGraph.build(net, digits.x_train[:1])
+    cfg = AllocationConfig("global", min_channels=8, round_to=4)
+    alloc = allocate(graph, Budget(params=0.4), cfg, "lp")
+    for g in graph.prunable_groups():
+        kept = g.size - len(alloc.plan.get(g.name, []))
+        assert kept >= 8 and (kept % 4 == 0 or kept == g.size), (g.name, kept)
+    assert abs(alloc.predicted["params"] / alloc.dense["params"] / 0.4 - 1) <= 0.02
+
+
+def test_unreachable_budget_says_the_largest_reduction_and_prunes_nothing(net, digits):
+    before = count_params(net).total
+    with pytest.raises(ConfigError, match=r"macs=0.01 \(100.00× fewer macs\) is unreachable: with min_channels=4.*"
+                                          r"at most a \d+\.\d+× reduction\); ask for macs ≥ 0\.\d+"):
+        prune_to_budget(net, digits.x_train[:2], Budget(macs=0.01), AllocationConfig(min_channels=4))
+    assert count_params(net).total == before
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"macs": 2.0}, r"macs=2.0: give the fraction of the dense model to keep, in \(0, 1\)"),
+    ({"macs": 0.5, "params": 0.5}, "exactly one of macs, params, latency_ms"),
+    ({}, "exactly one of"),
+    ({"latency_ms": -3}, "positive number of milliseconds"),
+])
+def test_bad_budgets(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        Budget(**kwargs)
+
+
+def test_bad_strategy_and_missing_inputs(net, digits):
+    with pytest.raises(ConfigError, match="unknown allocation strategy 'amc'; choose one of: uniform, global, "
+                                          "sensitivity, search"):
+        AllocationConfig("amc")
+    graph = DependencyGraph.build(net, digits.x_train[:1])
+    with pytest.raises(ConfigError, match="needs sensitivity curves"):
+        allocate(graph, Budget(macs=0.5), AllocationConfig("sensitivity"))
+    with pytest.raises(ConfigError, match="criterion 'taylor' needs calibration data"):
+        allocate(graph, Budget(macs=0.5), AllocationConfig("global"), "taylor")
+
+
+@pytest.mark.slow
+def test_latency_budget_is_met_within_10_percent(digits):
+    torch.set_num_threads(1)
+    net = build_model("resnet_mini", digits.input_shape, digits.num_classes).eval()
+    from prunekit.measure import measure_latency
+
+    dense = measure_latency(net, digits.x_train[:1], batch=64, repeats=10).median_ms
+    res = prune_to_budget(net, digits.x_train[:4], Budget(latency_ms=0.6 * dense, batch=64), AllocationConfig())
+    assert abs(res.pruned["latency_ms"] / (0.6 * dense) - 1) <= 0.15  # ±10% target, margin for shared CPUs

@@ -1,0 +1,65 @@
+"""Sensitivity analysis: curves leave the model unchanged, round-trip, and drive allocations."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from prunekit.graph import DependencyGraph
+from prunekit.importance import score_groups, score_weights
+from prunekit.models import build_model
+from prunekit.sensitivity import Curve, Sensitivity, SensitivityConfig, allocate_sparsity, analyze, analyze_weights
+from prunekit.training import evaluate
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the CI box has 2 shared cores
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def net(digits):
+    torch.manual_seed(0)
+    return build_model("resnet_mini", digits.input_shape, digits.num_classes).eval()
+
+
+def test_curves_cover_every_group_and_leave_the_model_unchanged(net, digits):
+    graph = DependencyGraph.build(net, digits.x_train[:1])
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    cfg = SensitivityConfig(ratios=(0.25, 0.5, 0.9), max_samples=60)
+    sens = analyze(graph, digits.x_val[:60], digits.y_val[:60], score_groups(graph, "lp"), cfg)
+    assert set(sens.curves) == {g.name for g in graph.prunable_groups()}
+    for c in sens.curves.values():
+        assert c.ratios == [0.25, 0.5, 0.9] and len(c.accuracy) == 3 and len(c.loss) == 3
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    base = evaluate(net, digits.x_val[:60], digits.y_val[:60])
+    assert sens.dense_loss == pytest.approx(base.loss)
+    again = Sensitivity.from_dict(json.loads(json.dumps(sens.to_dict())))
+    assert again.to_dict() == sens.to_dict()
+    table = sens.to_markdown()
+    assert table.count("\n| ") == len(sens.curves) + 1 and "| stem.0 | 16 |" in table
+
+
+def test_weight_curves_and_sparsity_allocation(net, digits):
+    names = ["layers.0.conv1.weight", "layers.6.conv1.weight"]
+    scores = score_weights(net, names, "lp", example_inputs=digits.x_train[:1])
+    sens = analyze_weights(net, digits.x_val, digits.y_val, scores, SensitivityConfig(ratios=(0.5, 0.9),
+                                                                                        max_samples=60))
+    assert set(sens.curves) == set(names) and sens.kind == "weights"
+    fake = Sensitivity("lp", 0.9, 1.0, {
+        "a": Curve("a", 100, [0.5, 0.9], [0.8, 0.5], [1.5, 3.0]),  # fragile
+        "b": Curve("b", 300, [0.5, 0.9], [0.9, 0.9], [1.0, 1.01]),
+    })
+    ratios = allocate_sparsity(fake, 0.7)
+    assert ratios["b"] == pytest.approx(0.9) and ratios["a"] == pytest.approx(0.1)
+    assert (100 * ratios["a"] + 300 * ratios["b"]) / 400 == pytest.approx(0.7)
+    with pytest.raises(Exception, match="unreachable: the curves go up to 0.900"):
+        allocate_sparsity(fake, 0.95)
+    assert np.isfinite(list(ratios.values())).all()
