@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from prunekit.graph._fake import ShapeOnly
 from prunekit.graph._labels import Block, LabelStore
 
 Rule = Callable[["Trace", tuple, dict, Any], None]
@@ -188,13 +189,17 @@ class Trace:
 
 
 class _Recorder(TorchFunctionMode):
-    def __init__(self, trace: Trace) -> None:
+    def __init__(self, trace: Trace, shape_only: bool) -> None:
         super().__init__()
         self.trace = trace
+        self.shapes = ShapeOnly() if shape_only else None
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
+        if self.shapes is not None:
+            out = self.shapes.call(op_name(func), func, args, kwargs)
+        else:
+            out = func(*args, **kwargs)
         self.trace.handle(func, args, kwargs, out)
         return out
 
@@ -220,8 +225,12 @@ def arg(args: tuple, kwargs: dict, i: int, name: str, default: Any = None) -> An
     return kwargs.get(name, default)
 
 
-def record(model: nn.Module, args: tuple, kwargs: dict, trace: Trace) -> Any:
-    """Runs ``model(*args, **kwargs)`` once under the recorder, filling ``trace``; returns the output."""
+def record(model: nn.Module, args: tuple, kwargs: dict, trace: Trace, shape_only: bool = True) -> Any:
+    """Runs ``model(*args, **kwargs)`` once under the recorder, filling ``trace``; returns the output.
+
+    With ``shape_only`` heavy ops skip their arithmetic (see :mod:`prunekit.graph._fake`); the caller
+    repeats the recording for real on :class:`NeedsRealForward`.
+    """
     import prunekit.graph._rules  # noqa: F401  (registers the op rules)
 
     def enter(module: nn.Module, inputs: Any) -> None:
@@ -239,7 +248,7 @@ def record(model: nn.Module, args: tuple, kwargs: dict, trace: Trace) -> Any:
     for m in inplace:
         m.inplace = False  # in-place ops on views hide data flow from the recorder
     try:
-        with torch.no_grad(), _Recorder(trace):
+        with torch.no_grad(), _Recorder(trace, shape_only):
             out = model(*args, **kwargs)
     finally:
         for h in hooks:

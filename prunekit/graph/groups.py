@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from prunekit.errors import ConfigError, PruningError
+from prunekit.graph._fake import NeedsRealForward
 from prunekit.graph._labels import LabelStore, _components
 from prunekit.graph._trace import Trace, iter_tensors, record
 
@@ -87,6 +88,7 @@ class DependencyGraph:
         self.owners: dict[str, list[tuple[nn.Module, str]]] = {}
         self.attr_hints: list[tuple[str, np.ndarray]] = []
         self.splits: list[tuple[str, np.ndarray, int]] = []
+        self.n_ids = 0
         self.buffers: set[str] = set()
         self.pin_reasons: dict[str, int] = {}
         self.output_shapes: list[tuple[int, ...]] = []
@@ -115,12 +117,17 @@ class DependencyGraph:
         excluded = _excluded_modules(model, exclude)
         was_training = model.training
         model.eval()
-        trace = Trace(model)
+        holder = [Trace(model)]
         try:
-            out = record(model, args, kwargs, trace)
+            try:
+                out = record(model, args, kwargs, holder[0], shape_only=True)
+            except NeedsRealForward:
+                holder[0] = Trace(model)
+                out = record(model, args, kwargs, holder[0], shape_only=False)
+            trace = holder[0]
         except Exception as e:  # the user's model failed on the user's inputs
             raise ConfigError(
-                f"running the model on the example inputs failed in {trace.where()}: "
+                f"running the model on the example inputs failed in {holder[0].where()}: "
                 f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}; pass inputs of the shape "
                 f"and type the model expects"
             ) from e
@@ -142,16 +149,19 @@ class DependencyGraph:
         inexact = np.isin(roots, roots[inexact])
         self.pin_reasons = dict(store.pin_reasons)
         members: list[tuple[str, int, np.ndarray]] = []
+        pinned_root = np.zeros(store.n, dtype=bool)
         for (tid, dim), ids in trace.param_dims.items():
             ref = trace.params[tid]
             r = roots[ids]
-            if any(id(m) in excluded for m, _ in ref.owners) or len(np.unique(r)) == 1:
-                pinned[np.isin(roots, r)] = True
+            if any(id(m) in excluded for m, _ in ref.owners) or (r == r[0]).all():
+                pinned_root[r] = True
             members.append((ref.name, dim, r))
             self.tensors[ref.name] = ref.tensor
             self.owners[ref.name] = ref.owners
             if not ref.is_param:
                 self.buffers.add(ref.name)
+        pinned |= pinned_root[roots]
+        self.n_ids = store.n
         self.attr_hints = [(m, roots[ids].ravel()) for m, _, ids in store.attr_hints if ids.ndim == 1]
         self.splits = [(sc.module, roots[sc.ids], sc.shrink_axis) for sc in store.splits if sc.shrink_axis >= 0]
         self._make_groups(members, roots, pinned, inexact, trace)
@@ -166,18 +176,14 @@ class DependencyGraph:
         for m in members:
             by_group.setdefault(int(comp[m[2][0]]), []).append(m)
         names: set[str] = set()
+        lut = np.full(len(roots), -1, dtype=np.int64)
         for ms in by_group.values():
             leader = _leader(ms)
-            units = list(dict.fromkeys(leader[2].tolist()))
-            seen = set(units)
-            for _, _, r in ms:
-                for u in dict.fromkeys(r.tolist()):
-                    if u not in seen:
-                        seen.add(u)
-                        units.append(u)
-            units_arr = np.array(units, dtype=np.int64)
-            index = {u: k for k, u in enumerate(units)}
-            group_members = [Member(n, d, np.array([index[u] for u in r.tolist()])) for n, d, r in ms]
+            allr = np.concatenate([leader[2]] + [r for _, _, r in ms])
+            _, first = np.unique(allr, return_index=True)
+            units_arr = allr[np.sort(first)]  # in order of first appearance, leader first
+            lut[units_arr] = np.arange(len(units_arr))
+            group_members = [Member(n, d, lut[r]) for n, d, r in ms]
             name = _unique(_readable(leader[0], leader[1]), names)
             self.groups.append(Group(name, group_members, units_arr, pinned[units_arr],
                                      not bool(inexact[units_arr].any())))

@@ -16,6 +16,7 @@ from torch import nn
 
 from prunekit.errors import PruningError
 from prunekit.graph import DependencyGraph, Group
+from prunekit.graph._fake import shape_only_forward
 from prunekit.graph._trace import iter_tensors
 from prunekit.structured.adapters import HEAD_ATTRS, INNER_ATTRS, adapter_for, snapshot
 
@@ -46,9 +47,11 @@ def remove_units(graph: DependencyGraph, removal: Mapping[Group, np.ndarray], ve
                              [np.zeros(0, dtype=np.int64)])
     if removed.size == 0:
         return
+    removed_mask = np.zeros(graph.n_ids, dtype=bool)
+    removed_mask[removed] = True
     keeps: dict[str, list[tuple[int, np.ndarray]]] = {}
     for g in removal:
-        gone = np.isin(g.units, removed)
+        gone = removed_mask[g.units]
         for m in g.members:
             keep = ~gone[m.unit]
             if not keep.any():
@@ -57,7 +60,7 @@ def remove_units(graph: DependencyGraph, removal: Mapping[Group, np.ndarray], ve
     tx = _Transaction()
     try:
         _slice_tensors(graph, keeps, tx)
-        _rewrite_head_attrs(graph, removed, tx)
+        _rewrite_head_attrs(graph, removed_mask, tx)
         if verify:
             _verify(graph)
     except Exception as e:
@@ -69,7 +72,7 @@ def remove_units(graph: DependencyGraph, removal: Mapping[Group, np.ndarray], ve
             f"{str(e).splitlines()[0] if str(e) else ''}; the model was left unchanged. Exclude that module "
             f"(exclude=[...]) or the layers feeding it"
         ) from e
-    _update_graph(graph, removed, keeps)
+    _update_graph(graph, removed_mask)
 
 
 def _slice_tensors(graph: DependencyGraph, keeps: dict, tx: _Transaction) -> None:
@@ -101,7 +104,7 @@ def _slice_tensors(graph: DependencyGraph, keeps: dict, tx: _Transaction) -> Non
 def _rewrite_head_attrs(graph: DependencyGraph, removed: np.ndarray, tx: _Transaction) -> None:
     modules = dict(graph.model.named_modules())
     for mname, ids, axis in graph.splits:
-        kept = ~np.isin(ids, removed)
+        kept = ~removed[ids]
         if kept.all():
             continue
         others = tuple(a for a in range(ids.ndim) if a != axis)
@@ -117,7 +120,7 @@ def _rewrite_head_attrs(graph: DependencyGraph, removed: np.ndarray, tx: _Transa
                                        int(np.prod(old)): int(np.prod(new))}, tx)
     for mname, ids in graph.attr_hints:
         module = modules.get(mname)
-        n_new = int((~np.isin(ids, removed)).sum())
+        n_new = int((~removed[ids]).sum())
         if module is not None and n_new != len(ids):
             _rewrite(module, INNER_ATTRS, {len(ids): n_new}, tx)
 
@@ -133,8 +136,7 @@ def _verify(graph: DependencyGraph) -> None:
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            out = model(*graph.args, **graph.kwargs)
+        out = shape_only_forward(model, graph.args, graph.kwargs)
     finally:
         model.train(was_training)
     shapes = [tuple(t.shape) for t in iter_tensors(out)]
@@ -156,9 +158,9 @@ def _failing_module(e: BaseException, model: nn.Module) -> str:
     return where
 
 
-def _update_graph(graph: DependencyGraph, removed: np.ndarray, keeps: dict) -> None:
+def _update_graph(graph: DependencyGraph, removed: np.ndarray) -> None:
     for g in graph.groups:
-        gone = np.isin(g.units, removed)
+        gone = removed[g.units]
         if not gone.any():
             continue
         remap = np.cumsum(~gone) - 1
@@ -167,9 +169,9 @@ def _update_graph(graph: DependencyGraph, removed: np.ndarray, keeps: dict) -> N
         g.units, g.pinned = g.units[~gone], g.pinned[~gone]
     new_splits = []
     for mname, ids, axis in graph.splits:
-        kept = ~np.isin(ids, removed)
+        kept = ~removed[ids]
         others = tuple(a for a in range(ids.ndim) if a != axis)
         along = kept.any(axis=others) if others else kept
         new_splits.append((mname, np.take(ids, np.flatnonzero(along), axis=axis), axis))
     graph.splits = new_splits
-    graph.attr_hints = [(m, ids[~np.isin(ids, removed)]) for m, ids in graph.attr_hints]
+    graph.attr_hints = [(m, ids[~removed[ids]]) for m, ids in graph.attr_hints]

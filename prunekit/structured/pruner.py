@@ -92,7 +92,7 @@ def _keep_one_per_member(g: Group, idx: np.ndarray, scores: np.ndarray) -> np.nd
     gone[idx] = True
     for m in g.members:
         if gone[m.unit].all():
-            units = np.unique(m.unit)
+            units = m.unit
             gone[units[np.argmax(scores[units])]] = False
     return np.flatnonzero(gone)
 

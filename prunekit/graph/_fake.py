@@ -1,0 +1,103 @@
+"""Shape-only forwards: skip the arithmetic of heavy ops when only shapes matter.
+
+
+The recorder only needs shapes, and so does the check that a pruned model still runs. In
+shape-only mode, convolutions, linear layers and matmuls are evaluated on the ``meta`` device (shape
+inference, no arithmetic) and return uninitialised tensors; every other op runs normally. As soon as a value
+computed from such zeros would reach Python (``bool``, ``item``...) or decide a shape (``nonzero``),
+the run is abandoned and repeated for real, so data-dependent models (detection) stay correct.
+(``FakeTensorMode`` was measured first: 7x slower than a real forward of MobileNetV2 here.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+HEAVY = frozenset({"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
+                   "linear", "matmul", "mm", "bmm", "addmm", "baddbmm", "einsum", "scaled_dot_product_attention"})
+_METADATA = frozenset({"size", "dim", "ndimension", "numel", "stride", "is_contiguous", "is_floating_point",
+                       "is_complex", "element_size", "get_device", "len", "storage_offset", "data_ptr",
+                       "requires_grad", "is_leaf", "has_names", "is_sparse"})
+_DATA_SHAPED = frozenset({"nonzero", "unique", "unique_consecutive", "masked_select", "argwhere", "bincount",
+                          "histc", "where_single"})
+
+
+class NeedsRealForward(Exception):
+    """A shape-only run reached a value that depends on the skipped arithmetic."""
+
+
+class ShapeOnly:
+    """Bookkeeping of one shape-only run: which tensors hold made-up values."""
+
+    def __init__(self) -> None:
+        self.made_up: set[int] = set()
+        self.keep: list[torch.Tensor] = []
+
+    def call(self, name: str, func: Any, args: tuple, kwargs: dict) -> Any:
+        from prunekit.graph._trace import iter_tensors
+
+        derived = any(id(t) in self.made_up for t in iter_tensors((args, kwargs)))
+        if derived and (name in _DATA_SHAPED or (name == "where" and len(args) == 1)
+                        or (name == "getitem" and any(True for _ in iter_tensors(args[1:])))):
+            raise NeedsRealForward(name)
+        if name in HEAVY:  # elementwise ops stay real: their meta kernels cost more than the arithmetic
+            out = _meta_call(func, args, kwargs)
+            derived = True
+        else:
+            out = func(*args, **kwargs)
+        if derived:
+            outs = list(iter_tensors(out))
+            if not outs and not name.startswith("get.") and name not in _METADATA:
+                raise NeedsRealForward(name)
+            for o in outs:
+                self.made_up.add(id(o))
+                self.keep.append(o)
+        return out
+
+
+def _meta_call(func: Any, args: tuple, kwargs: dict) -> Any:
+    def to_meta(v: Any) -> Any:
+        if isinstance(v, torch.Tensor):
+            return v if v.is_meta else v.to("meta")
+        if isinstance(v, (list, tuple)):
+            return type(v)(to_meta(i) for i in v)
+        return v
+
+    out = func(*to_meta(args), **{k: to_meta(v) for k, v in kwargs.items()})
+    device = next((a.device for a in args if isinstance(a, torch.Tensor)), torch.device("cpu"))
+    if isinstance(out, torch.Tensor) and out.requires_grad:
+        out = out.detach()
+
+    def back(v: Any) -> Any:
+        if isinstance(v, torch.Tensor):
+            return torch.empty(v.shape, dtype=v.dtype, device=device)  # values never matter
+        if isinstance(v, (list, tuple)):
+            return type(v)(back(i) for i in v)
+        return v
+
+    return back(out)
+
+
+class ShapeOnlyMode(torch.overrides.TorchFunctionMode):
+    """A forward with heavy ops on the meta device; see the module docstring."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.state = ShapeOnly()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        from prunekit.graph._trace import op_name
+
+        return self.state.call(op_name(func), func, args, kwargs or {})
+
+
+def shape_only_forward(model: torch.nn.Module, args: tuple, kwargs: dict) -> Any:
+    """Runs ``model`` shape-only; falls back to a real forward when values matter."""
+    try:
+        with torch.no_grad(), ShapeOnlyMode():
+            return model(*args, **kwargs)
+    except NeedsRealForward:
+        with torch.no_grad():
+            return model(*args, **kwargs)
