@@ -29,7 +29,8 @@ from prunekit.pruners.pipeline import ScheduleSpec, run_schedule
 from prunekit.training import TrainConfig, evaluate, train
 
 RESULTS = Path(__file__).parent / "results"
-DENSE = {"lenet300": TrainConfig(epochs=15, lr=0.05), "lenet5": TrainConfig(epochs=12, lr=0.05)}
+DENSE = {"lenet300": TrainConfig(epochs=15, lr=0.05, weight_decay=5e-4),
+         "lenet5": TrainConfig(epochs=12, lr=0.05, weight_decay=5e-4)}
 
 
 def sparsity_for(model, compression: float) -> float:
@@ -42,7 +43,7 @@ def sparsity_for(model, compression: float) -> float:
 
 def trajectory(model, data, criterion, points, args, seed):
     pruner = UnstructuredPruner(model, UnstructuredConfig(criterion=criterion, scope="global", seed=seed))
-    ft = TrainConfig(epochs=args.ft_epochs, lr=args.ft_lr, weight_decay=args.ft_wd)
+    ft = TrainConfig(epochs=args.ft_epochs, lr=args.ft_lr, weight_decay=args.ft_wd, augment=args.augment)
     out = []
     for c in points:
         target = sparsity_for(model, c)
@@ -65,7 +66,7 @@ def run(args) -> dict:
             torch.manual_seed(seed)
             dense = build_model(name, data.input_shape, data.num_classes)
             cfg = DENSE[name]
-            cfg = TrainConfig(epochs=args.dense_epochs or cfg.epochs, lr=cfg.lr,
+            cfg = TrainConfig(epochs=args.dense_epochs or cfg.epochs, lr=cfg.lr, augment=args.augment,
                               weight_decay=args.dense_wd if args.dense_wd is not None else cfg.weight_decay)
             train(dense, data, cfg, seed=seed, progress=False)
             dense_acc = evaluate(dense, data.x_test, data.y_test).accuracy
@@ -117,17 +118,26 @@ def main() -> None:
     ap.add_argument("--points", nargs="+", type=float, default=[4, 8, 12, 20, 50, 100])
     ap.add_argument("--criteria", nargs="+", default=["l1", "random"])
     ap.add_argument("--steps", type=int, default=3, help="prune → fine-tune rounds between points")
-    ap.add_argument("--ft-epochs", type=int, default=3)
-    ap.add_argument("--ft-lr", type=float, default=0.02)
-    ap.add_argument("--ft-wd", type=float, default=1e-4)
+    ap.add_argument("--ft-epochs", type=int, default=4)
+    ap.add_argument("--ft-lr", type=float, default=0.05)
+    ap.add_argument("--ft-wd", type=float, default=5e-4)
     ap.add_argument("--dense-epochs", type=int, default=None)
     ap.add_argument("--dense-wd", type=float, default=None)
+    ap.add_argument("--augment", default="none", choices=["none", "shift"])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids oversubscription)")
+    ap.add_argument("--merge", nargs="+", metavar="JSON", help="only merge earlier result files")
     ap.add_argument("--out", default="han")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     if args.quick:
         args.models, args.seeds = ["lenet300"], [0]
-    result = run(args)
+    if args.merge:
+        parts = [json.loads(Path(f).read_text()) for f in args.merge]
+        result = {"settings": {**parts[0]["settings"], "models": [m for p in parts for m in p["settings"]["models"]]},
+                  "rows": [r for p in parts for r in p["rows"]], "threads": parts[0]["threads"]}
+    else:
+        result = run(args)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=1))
     (RESULTS / f"{args.out}.md").write_text(summarise(result))
