@@ -101,3 +101,22 @@ def test_nm_masks_survive_training_and_export_round_trips(digits):
     values, idx = pack_nm(w, (2, 4))
     assert values.shape == (300, 32) and idx.dtype == torch.uint8
     assert torch.equal(unpack_nm(values, idx, (2, 4), w.shape), w)
+
+
+def test_dead_filters_are_removed_physically_with_equal_outputs():
+    from prunekit.measure import count_macs
+    from prunekit.pruners.channels import remove_dead_channels, structural_macs
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 6, 3), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(6 * 4 * 4, 5))
+    pruner = UnstructuredPruner(model, UnstructuredConfig(scope="layer", granularity="filter", exclude=("5",)))
+    pruner.prune_to(0.5)
+    x = torch.randn(2, 3, 8, 8)
+    s = structural_macs(model, x[:1])
+    pruner.make_permanent()
+    before = model(x)
+    assert remove_dead_channels(model, x[:1]) == {"0": 4, "2": 3}
+    assert (model[0].out_channels, model[2].in_channels, model[2].out_channels, model[5].in_features) == (4, 4, 3, 48)
+    assert torch.allclose(model(x), before, atol=1e-6)
+    assert s["macs"] == count_macs(model, x[:1]).dense == 4 * 27 * 36 + 3 * 36 * 16 + 48 * 5

@@ -60,3 +60,15 @@ def test_soft_filter_zeroes_but_keeps_updating_then_masks(digits):
     assert pruner.layer_sparsity() == {"1.weight": 0.5, "3.weight": 0.5}
     dead = (model[1].weight.detach().abs().sum(1) == 0)
     assert int(dead.sum()) == 150 and torch.all(model[1].bias.detach()[dead] == 0)
+
+
+def test_soft_filters_grow_back_and_differ_from_hard_pruning(digits):
+    """Zeroed filters are not masked: they receive gradients and grow back (unlike hard pruning)."""
+    torch.manual_seed(0)
+    model = build_model("lenet300", digits.input_shape, digits.num_classes)
+    train(model, digits, TrainConfig(epochs=1), progress=False)
+    zero_lowest_filters(model, ["1.weight"], 0.5)
+    dead = model[1].weight.detach().abs().sum(1) == 0
+    train(model, digits, TrainConfig(epochs=1, lr=0.01), progress=False)
+    regrown = model[1].weight.detach()[dead].abs().sum(1) > 0
+    assert int(regrown.sum()) > 30  # of 150 zeroed filters (measured: 72, those whose ReLU stays open)

@@ -3,7 +3,11 @@
 After every epoch, in each pruned layer the fraction ``ratio`` of filters with the smallest L2 norm
 ‖W_o‖₂ is set to zero — but not masked: the zeroed filters keep receiving gradients and may grow back
 and be chosen again later. At the end the lowest-norm filters are zeroed a last time and masked for
-good (hard), so they can be removed physically.
+good (hard), bias included, so they can be removed physically.
+
+Only the filter weights are zeroed during training, not the biases: with a zero bias a ReLU unit
+without BatchNorm outputs exactly 0 and has zero gradient, so it could never grow back and soft
+pruning would degenerate into hard pruning (in the paper's BN networks the BN shift keeps it alive).
 
 Hard filter pruning, the comparison: mask the same fraction of filters once (by ‖W_o‖₂) and
 fine-tune with the mask fixed.
@@ -50,8 +54,9 @@ def _filter_pruner(model: nn.Module, ratio: float, exclude: tuple[str, ...]) -> 
 
 
 @torch.no_grad()
-def zero_lowest_filters(model: nn.Module, names: list[str], ratio: float) -> int:
-    """Sets the round(ratio·C_out) lowest-L2 filters (and their biases) of each weight in ``names`` to zero.
+def zero_lowest_filters(model: nn.Module, names: list[str], ratio: float, biases: bool = False) -> int:
+    """Sets the round(ratio·C_out) lowest-L2 filters of each weight in ``names`` to zero (their biases
+    too if ``biases``).
 
     Returns:
         How many filters were zeroed in total.
@@ -66,7 +71,7 @@ def zero_lowest_filters(model: nn.Module, names: list[str], ratio: float) -> int
         idx = torch.argsort(w.reshape(w.shape[0], -1).norm(dim=1), stable=True)[:k]
         w[idx] = 0
         bias = params.get(n.rsplit(".", 1)[0] + ".bias") if "." in n else params.get("bias")
-        if bias is not None:
+        if biases and bias is not None:
             bias[idx] = 0
         zeroed += k
     return zeroed

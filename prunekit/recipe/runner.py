@@ -1,4 +1,4 @@
-"""Runs a recipe: train dense → measure → prune on a schedule with fine-tuning → measure → report.
+"""Runs a recipe: train dense → measure → prune on a schedule with recovery → measure → report.
 
 The output directory (written whole or not at all) holds ``report.json``, ``report.md`` with PNG
 plots, the pruned model (``model.safetensors`` + ``model.json``) and ``recipe.yaml`` as run.
@@ -6,6 +6,7 @@ plots, the pruned model (``model.safetensors`` + ``model.json``) and ``recipe.ya
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from pathlib import Path
@@ -15,13 +16,18 @@ import yaml
 
 from prunekit._version import __version__
 from prunekit.data import load_dataset
+from prunekit.errors import ConfigError
 from prunekit.io.checkpoint import atomic_write_text, save_state_dict
 from prunekit.io.outdir import check_output_dir, staged_output
 from prunekit.measure.summary import measure_model
 from prunekit.models import build_model
 from prunekit.pruners import UnstructuredConfig, UnstructuredPruner
-from prunekit.pruners.pipeline import ScheduleSpec, run_schedule
+from prunekit.pruners.channels import structural_macs
+from prunekit.pruners.lottery import WeightSnapshot, capture_at_step
+from prunekit.pruners.regularizers import RegularizerConfig, regularized_loss
+from prunekit.recipe.regimes import REGIMES, RegimeContext
 from prunekit.recipe.schema import Recipe
+from prunekit.recovery import recovery_loss
 from prunekit.report import have_matplotlib, plot_layer_sparsity, plot_trajectory, render_markdown
 from prunekit.training import default_device, train
 
@@ -45,33 +51,76 @@ def run_recipe(recipe: Recipe, out: str | Path, force: bool = False, progress: b
     torch.manual_seed(recipe.seed)
     model = build_model(recipe.model.name, data.input_shape, data.num_classes, recipe.model.kwargs,
                         recipe.model.checkpoint).to(default_device())
+    p = recipe.prune
+    pruner = UnstructuredPruner(model, UnstructuredConfig(  # built now: bad layers fail before training
+        criterion=p.criterion, scope=p.scope, ratios=p.ratios, threshold=p.threshold,
+        exclude=tuple(p.exclude), include_bias=p.include_bias, seed=recipe.seed,
+        granularity=p.granularity, nm=tuple(p.nm)))
     timings["load"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    if recipe.train.epochs:
-        _log(f"training {recipe.model.name} on {recipe.data.name} for {recipe.train.epochs} epochs", quiet)
-        train(model, data, recipe.train, seed=recipe.seed, progress=progress, desc="dense")
+    snapshot = _train_dense(recipe, model, data, pruner, progress, quiet)
     timings["train"] = time.perf_counter() - t
     m = recipe.measure
     dense = measure_model(model, data.x_test, data.y_test, m.latency_batches, m.latency_repeats)
     _log(f"dense: test accuracy {dense['accuracy']:.2%}, {dense['params']:,} parameters", quiet)
 
     t = time.perf_counter()
-    p = recipe.prune
-    pruner = UnstructuredPruner(model, UnstructuredConfig(
-        criterion=p.criterion, scope=p.scope, ratios=p.ratios, threshold=p.threshold,
-        exclude=tuple(p.exclude), include_bias=p.include_bias, seed=recipe.seed))
-    spec = ScheduleSpec(p.target, p.schedule, p.steps, p.gradual_start, p.gradual_end)
-    _log(f"pruning to {p.target:.0%} sparsity ({p.schedule}, {p.criterion}, {p.scope})", quiet)
-    steps = run_schedule(model, data, pruner, spec, recipe.finetune, recipe.seed, progress)
-    for r in steps:
+    teacher = copy.deepcopy(model).eval() if recipe.recovery.method == "distill" else None
+    _log(f"pruning to {p.target:.0%} sparsity ({p.schedule}, {p.criterion}, {p.scope}, {p.granularity})", quiet)
+    with recovery_loss(model, recipe.recovery, teacher) as loss_fn:
+        ctx = RegimeContext(recipe, model, data, pruner, snapshot, _control_factory(recipe, data), loss_fn, progress)
+        result = REGIMES.get(p.schedule)(ctx)
+    for r in result.steps:
         _log(f"  step {r['step']}: sparsity {r['sparsity']:.2%}, val accuracy {r['val_accuracy']:.2%}",
              quiet)
-    sparsity = pruner.sparsity()
-    pruner.make_permanent()
+    holder = result.pruner or result.masks
+    sparsity = holder.sparsity() if result.pruner else holder.global_sparsity()
+    holder.make_permanent()
     timings["prune_and_finetune"] = time.perf_counter() - t
     pruned = measure_model(model, data.x_test, data.y_test, m.latency_batches, m.latency_repeats)
+    if p.remove_channels:
+        result.extra["structural"] = structural_macs(model, data.x_test[:1].to(default_device()))
+    report = _report(recipe, model, dense, pruned, sparsity, result, timings)
+    _write_outputs(recipe, model, data, report, out, force)
+    _log(f"pruned: sparsity {sparsity:.2%}, compression {report['compression']:.1f}×, test accuracy "
+         f"{pruned['accuracy']:.2%} ({-report['accuracy_drop_pt']:+.2f} pt); report in {out}", quiet)
+    if "control" in report:
+        _log(f"control (same mask, random re-init): test accuracy {report['control']['accuracy']:.2%}", quiet)
+    return report
 
+
+def _control_factory(recipe: Recipe, data):
+    """Builds a fresh, randomly initialised model (never the checkpoint): the lottery control."""
+    return lambda: build_model(recipe.model.name, data.input_shape, data.num_classes, recipe.model.kwargs)
+
+
+def _train_dense(recipe: Recipe, model, data, pruner, progress: bool, quiet: bool) -> WeightSnapshot | None:
+    """Dense training (with the sparsity penalty if any); returns θ₀, or θ_k for lottery rewinding."""
+    snapshot = WeightSnapshot.capture(model) if recipe.train.epochs else None
+    lot = recipe.prune.lottery
+    box: dict = {}
+    on_step = None
+    if recipe.prune.schedule == "lottery" and lot.rewind == "iteration":
+        on_step = capture_at_step(lot.rewind_step, model, box)
+    loss_fn = None
+    if recipe.regularize.kind != "none":
+        reg = RegularizerConfig(recipe.regularize.kind, recipe.regularize.strength)
+        loss_fn = regularized_loss(model, reg, pruner.names)
+    if recipe.train.epochs:
+        _log(f"training {recipe.model.name} on {recipe.data.name} for {recipe.train.epochs} epochs", quiet)
+        train(model, data, recipe.train, seed=recipe.seed, progress=progress, desc="dense", on_step=on_step,
+              loss_fn=loss_fn)
+    if on_step is not None:
+        if "snapshot" not in box:
+            raise ConfigError(f"prune.lottery.rewind_step {lot.rewind_step} is beyond the dense run; choose a "
+                              "step within train.epochs × steps per epoch")
+        snapshot = box["snapshot"]
+    return snapshot
+
+
+def _report(recipe: Recipe, model, dense: dict, pruned: dict, sparsity: float, result, timings) -> dict:
+    p, m = recipe.prune, recipe.measure
     report = {
         "format_version": 1,
         "prunekit_version": __version__,
@@ -80,21 +129,41 @@ def run_recipe(recipe: Recipe, out: str | Path, force: bool = False, progress: b
         "dataset": recipe.data.name,
         "seed": recipe.seed,
         "prune": {"criterion": p.criterion, "scope": p.scope, "schedule": p.schedule,
-                  "target": p.target, "steps": p.steps},
+                  "target": p.target, "steps": p.steps, "granularity": p.granularity},
+        "recovery": recipe.recovery.method,
+        "regularize": {"kind": recipe.regularize.kind, "strength": recipe.regularize.strength},
         "measure": {"latency_repeats": m.latency_repeats},
         "dense": dense,
         "pruned": pruned,
         "sparsity": sparsity,
         "compression": pruned["params"] / max(pruned["nonzero_params"], 1),
         "accuracy_drop_pt": 100 * (dense["accuracy"] - pruned["accuracy"]),
-        "steps": steps,
+        "steps": result.steps,
         "layer_shapes": {n: list(p_.shape) for n, p_ in model.named_parameters() if p_.dim() >= 2},
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
     }
-    _write_outputs(recipe, model, data, report, out, force)
-    _log(f"pruned: sparsity {sparsity:.2%}, compression {report['compression']:.1f}×, test accuracy "
-         f"{pruned['accuracy']:.2%} ({-report['accuracy_drop_pt']:+.2f} pt); report in {out}", quiet)
+    if p.granularity == "nm":
+        report["prune"]["nm"] = list(p.nm)
+    report.update(result.extra)
     return report
+
+
+def _extra_markdown(report: dict) -> str:
+    lines = []
+    if "control" in report:
+        c = report["control"]
+        lines += ["", "## Lottery ticket vs control", "",
+                  "| | test accuracy |", "|---|---|",
+                  f"| dense | {report['dense']['accuracy']:.2%} |",
+                  f"| ticket (rewound to {report['lottery']['rewind']}, retrained) | "
+                  f"{report['pruned']['accuracy']:.2%} |",
+                  f"| control (same mask, random re-initialisation, same training) | {c['accuracy']:.2%} |", ""]
+    if "structural" in report:
+        s = report["structural"]
+        lines += ["", "## With dead channels removed", "",
+                  f"MACs / sample {s['macs']:,} (dense {report['dense']['macs']:,}), parameters {s['params']:,}; "
+                  f"units removed per group: {s['removed']}.", ""]
+    return "\n".join(lines)
 
 
 def _write_outputs(recipe: Recipe, model, data, report: dict, out, force: bool) -> None:
@@ -118,7 +187,7 @@ def _write_outputs(recipe: Recipe, model, data, report: dict, out, force: bool) 
         atomic_write_text(stage / "model.json", json.dumps(meta, indent=2))
         atomic_write_text(stage / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
         atomic_write_text(stage / "report.json", json.dumps(report, indent=2))
-        atomic_write_text(stage / "report.md", render_markdown(report, plots))
+        atomic_write_text(stage / "report.md", render_markdown(report, plots) + _extra_markdown(report))
 
 
 def load_pruned(directory: str | Path) -> torch.nn.Module:
