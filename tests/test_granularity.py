@@ -120,3 +120,18 @@ def test_dead_filters_are_removed_physically_with_equal_outputs():
     assert (model[0].out_channels, model[2].in_channels, model[2].out_channels, model[5].in_features) == (4, 4, 3, 48)
     assert torch.allclose(model(x), before, atol=1e-6)
     assert s["macs"] == count_macs(model, x[:1]).dense == 4 * 27 * 36 + 3 * 36 * 16 + 48 * 5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="semi-structured 2:4 tensors need a CUDA GPU")
+def test_semi_structured_2_4_matches_the_masked_dense_layer():
+    from prunekit.pruners.nm import to_semi_structured
+
+    model = nn.Sequential(nn.Linear(128, 64, bias=False))
+    pruner = UnstructuredPruner(model, UnstructuredConfig(granularity="nm", nm=(2, 4)))
+    pruner.prune_to(0.5)
+    pruner.make_permanent()
+    model = model.half().cuda()
+    x = torch.randn(64, 128, dtype=torch.float16, device="cuda")
+    dense = model(x)
+    assert to_semi_structured(model) == ["0"]
+    assert torch.allclose(model(x), dense, atol=1e-2, rtol=1e-2)
