@@ -10,7 +10,7 @@ import yaml
 from prunekit.cli.main import main
 from prunekit.cli.run import shipped_recipe, shipped_recipe_names
 from prunekit.errors import RecipeError
-from prunekit.recipe import load_recipe, parse_recipe
+from prunekit.recipe import parse_recipe
 from prunekit.recipe.runner import load_pruned
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,7 +30,9 @@ def _write(tmp_path, recipe, name="r.yaml"):
 
 @pytest.mark.parametrize("name", shipped_recipe_names())
 def test_every_shipped_recipe_loads(name):
-    recipe = load_recipe(shipped_recipe(name))
+    from prunekit.recipe.structured import load_any_recipe  # unstructured or structured (``structured:`` key)
+
+    recipe = load_any_recipe(shipped_recipe(name))
     assert recipe.version == 1 and recipe.model.name and recipe.data.name
     assert (REPO / "recipes" / f"{name}.yaml").is_file()  # the repo's recipes/ shows them too
     assert len(shipped_recipe_names()) >= 3

@@ -6,7 +6,6 @@ import argparse
 from importlib import resources
 from pathlib import Path
 
-from prunekit.recipe import load_recipe
 from prunekit.recipe.runner import run_recipe
 
 
@@ -29,11 +28,16 @@ def add_run_options(p: argparse.ArgumentParser, default_out: str | None) -> None
 
 
 def execute(recipe_path: Path, args: argparse.Namespace) -> int:
-    recipe = load_recipe(recipe_path)
+    from prunekit.recipe.structured import StructuredRecipe, load_any_recipe, run_structured_recipe
+
+    recipe = load_any_recipe(recipe_path)  # a top-level ``structured:`` key selects the structured runner
     if args.seed is not None:
         from dataclasses import replace
 
         recipe = replace(recipe, seed=args.seed)
+    if isinstance(recipe, StructuredRecipe):
+        run_structured_recipe(recipe, args.out, force=args.force, progress=not args.no_progress)
+        return 0
     run_recipe(recipe, args.out, force=args.force, progress=not args.no_progress)
     return 0
 

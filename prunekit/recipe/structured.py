@@ -1,0 +1,242 @@
+"""Structured recipes: train → score → (sensitivity) → allocate to a budget → prune → fine-tune → report.
+
+A recipe with a top-level ``structured:`` key (``recipes/structured-resnet-mnist.yaml``)::
+
+    model: resnet_mini
+    data: mnist
+    train: {epochs: 4, lr: 0.05}
+    structured: {criterion: taylor, strategy: sensitivity, target: {macs: 0.5}}
+    finetune: {epochs: 3, lr: 0.005}
+
+``target`` is a :class:`~prunekit.allocation.Budget`: ``{macs: 0.5}``, ``{params: 0.25}`` or
+``{latency_ms: 20, batch: 1}``. :func:`load_any_recipe` reads either kind of recipe.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from prunekit._version import __version__
+from prunekit.allocation import STRATEGY_NAMES, AllocationConfig, Budget, prune_to_budget
+from prunekit.data import load_dataset
+from prunekit.errors import ConfigError, RecipeError
+from prunekit.importance import IMPORTANCE, Calibration, ImportanceConfig, score_groups
+from prunekit.io.checkpoint import atomic_write_text
+from prunekit.io.outdir import check_output_dir, staged_output
+from prunekit.measure.summary import measure_model
+from prunekit.models import build_model
+from prunekit.recipe.schema import RECIPE_VERSION, DataSpec, MeasureSpec, ModelSpec, Recipe, load_recipe
+from prunekit.recipe.validate import from_dict, to_dict
+from prunekit.sensitivity import DEFAULT_RATIOS, SensitivityConfig, analyze
+from prunekit.training import TrainConfig, default_device, evaluate, train
+
+__all__ = ["StructuredSpec", "StructuredRecipe", "parse_structured_recipe", "load_any_recipe",
+           "run_structured_recipe"]
+
+
+@dataclass(frozen=True)
+class StructuredSpec:
+    """What to remove and how much (see :mod:`prunekit.importance` and :mod:`prunekit.allocation`).
+
+    Attributes:
+        criterion: importance criterion (lp, random, gradient, taylor, hessian, apoz, mean_activation,
+            bn_scale, fpgm, mi, loss_change).
+        strategy: allocation strategy (uniform, global, sensitivity, search).
+        target: the budget: ``{macs: 0.5}``, ``{params: 0.25}`` or ``{latency_ms: 20, batch: 1}``.
+        calibration_samples: training examples used by data-driven criteria.
+        sensitivity_ratios: ratios of the sensitivity analysis (strategy ``sensitivity``).
+        sensitivity_samples: validation examples per sensitivity evaluation (and search proxy).
+        min_channels, max_ratio, round_to: limits per group (see AllocationConfig).
+        reduction, normalize: how member scores combine (see ImportanceConfig).
+        exclude: module names whose parameters must not change.
+    """
+
+    criterion: str = "taylor"
+    strategy: str = "sensitivity"
+    target: dict[str, float] = field(default_factory=lambda: {"macs": 0.5})
+    calibration_samples: int = 512
+    sensitivity_ratios: list[float] = field(default_factory=lambda: list(DEFAULT_RATIOS))
+    sensitivity_samples: int = 500
+    min_channels: int = 4
+    max_ratio: float = 0.9
+    round_to: int = 1
+    reduction: str = "mean"
+    normalize: str = "mean"
+    exclude: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        IMPORTANCE.get(self.criterion)
+        if self.strategy not in STRATEGY_NAMES:
+            raise ConfigError(f"unknown allocation strategy {self.strategy!r}; choose one of: "
+                              f"{', '.join(STRATEGY_NAMES)}")
+        self.budget()
+        self.importance()
+        self.allocation()
+        SensitivityConfig(tuple(self.sensitivity_ratios), max(self.sensitivity_samples, 1))
+        if IMPORTANCE.get(self.criterion).needs and self.calibration_samples < 1:
+            raise ConfigError(f"criterion {self.criterion!r} needs calibration data "
+                              f"({', '.join(sorted(IMPORTANCE.get(self.criterion).needs))}): set "
+                              f"calibration_samples ≥ 1, or choose lp, fpgm, bn_scale or random")
+
+    def budget(self) -> Budget:
+        t = dict(self.target)
+        if "batch" in t:
+            t["batch"] = int(t["batch"])
+        return Budget.from_dict(t)
+
+    def importance(self) -> ImportanceConfig:
+        return ImportanceConfig(self.criterion, self.reduction, self.normalize)
+
+    def allocation(self, seed: int = 0) -> AllocationConfig:
+        return AllocationConfig(self.strategy, self.min_channels, self.max_ratio, self.round_to, seed=seed)
+
+
+@dataclass(frozen=True)
+class StructuredRecipe:
+    """A structured-pruning job; ``finetune`` usually uses a 10× lower LR than ``train``."""
+
+    model: ModelSpec
+    data: DataSpec
+    structured: StructuredSpec
+    version: int = RECIPE_VERSION
+    name: str = "structured"
+    seed: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, lr=0.005))
+    measure: MeasureSpec = field(default_factory=MeasureSpec)
+
+    def __post_init__(self) -> None:
+        if self.version != RECIPE_VERSION:
+            raise ConfigError(f"version {self.version} is not supported; this prunekit reads version "
+                              f"{RECIPE_VERSION}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
+def parse_structured_recipe(raw: Any, source: str = "recipe") -> StructuredRecipe:
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    raw = dict(raw)
+    for key in ("model", "data"):
+        if isinstance(raw.get(key), str):
+            raw[key] = {"name": raw[key]}
+    return from_dict(StructuredRecipe, raw, source)
+
+
+def load_any_recipe(path: str | Path) -> Recipe | StructuredRecipe:
+    """Reads a recipe file of either kind: a top-level ``structured:`` key makes it structured."""
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text()) if p.is_file() else None
+    except yaml.YAMLError:
+        raw = None  # load_recipe reports the YAML error with its position
+    if isinstance(raw, dict) and "structured" in raw:
+        return parse_structured_recipe(raw, p.name)
+    return load_recipe(p)
+
+
+def _log(msg: str, quiet: bool) -> None:
+    if not quiet:
+        print(msg, flush=True)
+
+
+def _prune(recipe: StructuredRecipe, model, data, quiet: bool) -> tuple[Any, dict]:
+    s = recipe.structured
+    cal = None
+    if s.calibration_samples and IMPORTANCE.get(s.criterion).needs:
+        cal = Calibration.from_data(data.x_train, data.y_train, s.calibration_samples, recipe.seed)
+    sens = None
+    x_val, y_val = data.x_val[: s.sensitivity_samples], data.y_val[: s.sensitivity_samples]
+    if s.strategy == "sensitivity":
+        from prunekit.graph import DependencyGraph
+
+        graph = DependencyGraph.build(model, data.x_train[:1], exclude=tuple(s.exclude))
+        scores = score_groups(graph, s.importance(), cal)
+        sens = analyze(graph, data.x_val, data.y_val, scores,
+                       SensitivityConfig(tuple(s.sensitivity_ratios), s.sensitivity_samples, recipe.seed), s.criterion)
+        _log(f"sensitivity of {len(sens.curves)} groups measured at {len(s.sensitivity_ratios)} ratios", quiet)
+    res = prune_to_budget(model, data.x_train[:4], s.budget(), s.allocation(recipe.seed), s.importance(), cal,
+                          sens, (x_val, y_val), tuple(s.exclude), recipe.measure.latency_repeats)
+    return sens, res.to_dict()
+
+
+def run_structured_recipe(recipe: StructuredRecipe, out: str | Path, force: bool = False, progress: bool = True,
+                          quiet: bool = False) -> dict:
+    """Carries out ``recipe``; writes report.json, report.md, sensitivity.json and recipe.yaml to ``out``."""
+    check_output_dir(out, force)
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    data = load_dataset(recipe.data.name, **recipe.data.options)
+    torch.manual_seed(recipe.seed)
+    model = build_model(recipe.model.name, data.input_shape, data.num_classes, recipe.model.kwargs,
+                        recipe.model.checkpoint).to(default_device())
+    if recipe.train.epochs:
+        _log(f"training {recipe.model.name} on {recipe.data.name} for {recipe.train.epochs} epochs", quiet)
+        train(model, data, recipe.train, seed=recipe.seed, progress=progress, desc="dense")
+    timings["train"] = time.perf_counter() - t
+    m = recipe.measure
+    dense = measure_model(model.eval(), data.x_test, data.y_test, m.latency_batches, m.latency_repeats)
+    _log(f"dense: test accuracy {dense['accuracy']:.2%}, {dense['macs']:,} MACs", quiet)
+    t = time.perf_counter()
+    sens, pruning = _prune(recipe, model, data, quiet)
+    timings["score_allocate_prune"] = time.perf_counter() - t
+    after_prune = evaluate(model, data.x_test, data.y_test).accuracy
+    t = time.perf_counter()
+    hist = train(model, data, recipe.finetune, seed=recipe.seed, progress=progress, desc="fine-tune")
+    timings["finetune"] = time.perf_counter() - t
+    pruned = measure_model(model.eval(), data.x_test, data.y_test, m.latency_batches, m.latency_repeats)
+    report = _report(recipe, dense, pruned, pruning, after_prune, hist, timings)
+    with staged_output(out, force) as stage:
+        atomic_write_text(stage / "report.json", json.dumps(report, indent=2))
+        atomic_write_text(stage / "report.md", _markdown(report))
+        atomic_write_text(stage / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+        if sens is not None:
+            atomic_write_text(stage / "sensitivity.json", json.dumps(sens.to_dict(), indent=2))
+    _log(f"pruned: {report['macs_reduction']:.2f}× fewer MACs, {report['speedup'].get('256', 0) or 0:.2f}× faster "
+         f"at batch 256, test accuracy {pruned['accuracy']:.2%} ({-report['accuracy_drop_pt']:+.2f} pt); "
+         f"report in {out}", quiet)
+    return report
+
+
+def _report(recipe, dense, pruned, pruning, after_prune, hist, timings) -> dict:
+    drop = lambda d: {k: v for k, v in d.items() if k not in ("layer_sparsity",)}
+    return {
+        "format_version": 1, "prunekit_version": __version__, "kind": "structured", "name": recipe.name,
+        "model": recipe.model.name, "dataset": recipe.data.name, "seed": recipe.seed,
+        "structured": to_dict(recipe.structured), "dense": drop(dense), "pruned": drop(pruned),
+        "sparsity": 1.0 - pruned["params"] / dense["params"],
+        "compression": dense["params"] / pruned["params"],
+        "macs_reduction": dense["macs"] / pruned["macs"],
+        "speedup": {b: dense["latency_ms"][b] / pruned["latency_ms"][b] for b in dense["latency_ms"]},
+        "accuracy_drop_pt": 100 * (dense["accuracy"] - pruned["accuracy"]),
+        "accuracy_after_pruning": after_prune,
+        "steps": [{"step": i + 1, "phase": "finetune", "val_accuracy": a, "train_loss": loss}
+                  for i, (a, loss) in enumerate(zip(hist.val_accuracy, hist.epoch_loss, strict=True))],
+        "allocation": pruning, "timings_s": {k: round(v, 2) for k, v in timings.items()},
+    }
+
+
+def _markdown(r: dict) -> str:
+    d, p = r["dense"], r["pruned"]
+    lines = [f"# {r['name']}: {r['model']} on {r['dataset']} (seed {r['seed']})", "",
+             f"Criterion `{r['structured']['criterion']}`, strategy `{r['structured']['strategy']}`, target "
+             f"`{r['structured']['target']}`.", "", "| | dense | pruned |", "|---|---|---|",
+             f"| test accuracy | {d['accuracy']:.2%} | {p['accuracy']:.2%} |",
+             f"| parameters | {d['params']:,} | {p['params']:,} |", f"| MACs | {d['macs']:,} | {p['macs']:,} |",
+             f"| size (bytes) | {d['size_bytes']:,} | {p['size_bytes']:,} |"]
+    for b in d["latency_ms"]:
+        lines.append(f"| latency, batch {b} (ms) | {d['latency_ms'][b]:.2f} | {p['latency_ms'][b]:.2f} "
+                     f"({r['speedup'][b]:.2f}×) |")
+    lines += ["", f"{r['macs_reduction']:.2f}× fewer MACs, {r['compression']:.2f}× fewer parameters, accuracy "
+              f"{-r['accuracy_drop_pt']:+.2f} pt ({r['accuracy_after_pruning']:.2%} before fine-tuning).", "",
+              "Per-group ratios removed: " + ", ".join(f"{k} {v:.0%}" for k, v in
+                                                      r["allocation"]["allocation"]["ratios"].items()), ""]
+    return "\n".join(lines)
