@@ -99,3 +99,21 @@ def test_sensitivity_cli_refuses_a_data_criterion_without_data(tmp_path, capsys)
     assert main(["sensitivity", "--criterion", "taylor", "--samples", "0", "--out", str(out)]) == 2
     assert "criterion 'taylor' needs calibration data" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_cli_flags_override_the_structured_fields(tmp_path, capsys):
+    from prunekit.cli.main import build_parser
+    from prunekit.cli.run import apply_structured_flags
+
+    args = build_parser().parse_args(["run", "x.yaml", "--out", "o", "--criterion", "fpgm", "--strategy", "global",
+                                      "--target", "latency_ms=20,batch=1"])
+    r = apply_structured_flags(parse_structured_recipe(TINY), args)
+    assert (r.structured.criterion, r.structured.strategy) == ("fpgm", "global")
+    assert r.structured.budget().latency_ms == 20 and r.structured.budget().batch == 1
+    bad = build_parser().parse_args(["run", "x.yaml", "--out", "o", "--strategy", "amc"])
+    with pytest.raises(RecipeError, match="unknown allocation strategy 'amc'"):
+        apply_structured_flags(parse_structured_recipe(TINY), bad)
+    _unstructured = {k: v for k, v in TINY.items() if k != "structured"}
+    _unstructured["prune"] = {"target": 0.5}
+    code = main(["run", str(_write(tmp_path, _unstructured)), "--out", str(tmp_path / "o"), "--target", "macs=0.5"])
+    assert code == 2 and "apply to structured recipes" in capsys.readouterr().err

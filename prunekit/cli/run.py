@@ -6,6 +6,7 @@ import argparse
 from importlib import resources
 from pathlib import Path
 
+from prunekit.errors import ConfigError
 from prunekit.recipe.runner import run_recipe
 
 
@@ -36,10 +37,43 @@ def execute(recipe_path: Path, args: argparse.Namespace) -> int:
 
         recipe = replace(recipe, seed=args.seed)
     if isinstance(recipe, StructuredRecipe):
+        recipe = apply_structured_flags(recipe, args)
         run_structured_recipe(recipe, args.out, force=args.force, progress=not args.no_progress)
         return 0
+    if any(getattr(args, k, None) is not None for k in ("criterion", "strategy", "target")):
+        raise ConfigError("--criterion, --strategy and --target apply to structured recipes (a top-level "
+                          "'structured:' key); this recipe is unstructured: edit its prune: section instead")
     run_recipe(recipe, args.out, force=args.force, progress=not args.no_progress)
     return 0
+
+
+def _target(text: str) -> dict[str, float]:
+    """``macs=0.5`` or ``latency_ms=20,batch=1`` → a budget mapping."""
+    out = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        try:
+            out[key.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise argparse.ArgumentTypeError(f"--target: expected KEY=VALUE[,KEY=VALUE] such as macs=0.5 or "
+                                             f"latency_ms=20,batch=1, got {text!r}")
+    return out
+
+
+def apply_structured_flags(recipe, args: argparse.Namespace):
+    """Overrides the structured fields given as flags; the result is validated like a recipe."""
+    from prunekit.recipe.structured import parse_structured_recipe
+
+    patch = {k: v for k, v in (("criterion", getattr(args, "criterion", None)),
+                               ("strategy", getattr(args, "strategy", None)),
+                               ("target", getattr(args, "target", None))) if v is not None}
+    if not patch:
+        return recipe
+    raw = recipe.to_dict()
+    raw["structured"] = {**raw["structured"], **patch}
+    return parse_structured_recipe(raw, "command line")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -55,4 +89,9 @@ def register(sub) -> None:
                        f"YAML file or a shipped recipe name ({', '.join(shipped_recipe_names())}).")
     p.add_argument("recipe", metavar="RECIPE")
     add_run_options(p, default_out=None)
+    p.add_argument("--criterion", help="structured recipes: importance criterion (e.g. taylor, lp, fpgm)")
+    p.add_argument("--strategy", help="structured recipes: allocation strategy (uniform, global, sensitivity, "
+                   "search)")
+    p.add_argument("--target", type=_target, help="structured recipes: budget, e.g. macs=0.5, params=0.25 or "
+                   "latency_ms=20,batch=1")
     p.set_defaults(func=_run)

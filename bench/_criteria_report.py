@@ -1,0 +1,135 @@
+"""Summarises bench/criteria.py runs: criteria.md, criteria.json and criteria.png (accuracy vs MACs)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+
+def _ms(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarise(run: dict) -> list[dict]:
+    dense = run["dense"]
+    dense_macs = dense[0]["macs"]
+    dense_acc = {d["seed"]: d["accuracy"] for d in dense}
+    lat0 = dense[0].get("latency_ms", {})
+    by = defaultdict(list)
+    for p in run["points"]:
+        by[(p["criterion"], p["strategy"], p["reduction_target"])].append(p)
+    rows = []
+    for (crit, strat, red), ps in sorted(by.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0])):
+        acc_m, acc_s = _ms([p["accuracy"] for p in ps])
+        drop_m, drop_s = _ms([100 * (dense_acc[p["seed"]] - p["accuracy"]) for p in ps])
+        lat = next((p["latency_ms"] for p in ps if "latency_ms" in p), {})
+        rows.append({"criterion": crit, "strategy": strat, "reduction_target": red, "seeds": len(ps),
+                     "accuracy_mean": acc_m, "accuracy_std": acc_s, "drop_pt_mean": drop_m, "drop_pt_std": drop_s,
+                     "macs_fraction": statistics.mean(p["macs"] / dense_macs for p in ps),
+                     "params_fraction": statistics.mean(p["params"] / dense[0]["params"] for p in ps),
+                     "latency_ms": lat, "speedup": {b: lat0[b] / v for b, v in lat.items() if b in lat0}})
+    return rows
+
+
+def pareto(rows: list[dict]) -> list[dict]:
+    """Points not beaten by another with fewer (or equal) MACs and higher mean accuracy."""
+    front = [r for r in rows if not any(o["macs_fraction"] <= r["macs_fraction"] and
+                                        o["accuracy_mean"] > r["accuracy_mean"] for o in rows if o is not r)]
+    return sorted(front, key=lambda r: r["macs_fraction"])
+
+
+def _comparisons(rows: list[dict]) -> list[str]:
+    idx = {(r["criterion"], r["strategy"], r["reduction_target"]): r for r in rows}
+    out = []
+    reds = sorted({r["reduction_target"] for r in rows if r["reduction_target"] >= 2})
+    for red in reds:
+        base = idx.get(("lp", "uniform", red))
+        if base is None:
+            continue
+        for key in [k for k in idx if k[2] == red and k[1] in ("sensitivity", "search")]:
+            r = idx[key]
+            diff = 100 * (r["accuracy_mean"] - base["accuracy_mean"])
+            spread = 100 * max(r["accuracy_std"], base["accuracy_std"])
+            verdict = "beats" if diff > spread else "does not beat"
+            out.append(f"- {red:g}×: {key[0]}/{key[1]} {verdict} lp/uniform by more than the seed spread "
+                       f"({diff:+.2f} pt vs spread {spread:.2f} pt)")
+    return out
+
+
+def _table(run: dict, rows: list[dict]) -> list[str]:
+    batches = list(run["dense"][0].get("latency_ms", {}))
+    head = ("| MACs target | criterion | strategy | test acc. (mean ± std) | drop (pt) | MACs kept | params kept | "
+            + " | ".join(f"latency b{b} ms (speed-up)" for b in batches) + " |")
+    lines = [head, "|" + "---|" * (7 + len(batches))]
+    for r in rows:
+        lat = " | ".join(f"{r['latency_ms'].get(b, float('nan')):.2f} ({r['speedup'].get(b, float('nan')):.2f}×)"
+                         for b in batches)
+        lines.append(f"| {r['reduction_target']:g}× | {r['criterion']} | {r['strategy']} | "
+                     f"{100 * r['accuracy_mean']:.2f} ± {100 * r['accuracy_std']:.2f} | "
+                     f"{r['drop_pt_mean']:+.2f} ± {r['drop_pt_std']:.2f} | {r['macs_fraction']:.3f} | "
+                     f"{r['params_fraction']:.3f} | {lat} |")
+    return lines
+
+
+def _plot(runs: list[tuple[dict, list[dict]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(runs), figsize=(6.5 * len(runs), 4.8), squeeze=False)
+    for ax, (run, rows) in zip(axes[0], runs, strict=True):
+        strategies = sorted({r["strategy"] for r in rows})
+        markers = dict(zip(strategies, "osD^v", strict=False))
+        for crit in sorted({r["criterion"] for r in rows}):
+            for s in strategies:
+                pts = [r for r in rows if r["criterion"] == crit and r["strategy"] == s]
+                if pts:
+                    ax.errorbar([p["macs_fraction"] for p in pts], [100 * p["accuracy_mean"] for p in pts],
+                                yerr=[100 * p["accuracy_std"] for p in pts], fmt=markers[s], ms=4, alpha=0.6,
+                                label=f"{crit}/{s}", capsize=2)
+        front = pareto(rows)
+        ax.plot([r["macs_fraction"] for r in front], [100 * r["accuracy_mean"] for r in front], "k-", lw=1.5,
+                label="Pareto front")
+        dense = statistics.mean(d["accuracy"] for d in run["dense"])
+        ax.axhline(100 * dense, color="grey", ls=":", label="dense")
+        ax.set_xlabel("MACs kept (fraction of dense)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{run['model']} / {run['data']}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=5, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(results: Path, files: list[Path]) -> None:
+    runs = [json.loads(f.read_text()) for f in files if f.exists()]
+    summary, md, plotted = {}, ["# Criteria × allocation strategies at MAC budgets", "",
+                                "Generated by `bench/criteria.py` (see its docstring); raw per-seed points in "
+                                "`criteria_<config>.json`. Accuracy is on the test split after the same "
+                                "fine-tuning budget for every point.", ""], []
+    for run in runs:
+        rows = summarise(run)
+        plotted.append((run, rows))
+        dense = run["dense"]
+        acc_m, acc_s = _ms([d["accuracy"] for d in dense])
+        summary[run["config"]] = {"model": run["model"], "data": run["data"], "dense_accuracy_mean": acc_m,
+                                  "dense_accuracy_std": acc_s, "dense": dense, "rows": rows,
+                                  "pareto": pareto(rows)}
+        md += [f"## {run['model']} on {run['data']}", "",
+               f"Dense: {100 * acc_m:.2f} ± {100 * acc_s:.2f}% over seeds {[d['seed'] for d in dense]} "
+               f"({dense[0]['macs']:,} MACs, {dense[0]['params']:,} params, latency {dense[0].get('latency_ms')} ms "
+               f"at batch sizes). Training {run['train']['epochs']} epochs at LR {run['train']['lr']}; fine-tune "
+               f"{run['finetune']['epochs']} epoch at LR {run['finetune']['lr']} (10× lower) on "
+               f"{run['ft_subset'] or 'all'} training images; calibration {run['calibration']} images; "
+               f"sensitivity ratios {run['sensitivity_ratios']}. Latency: seed 0 only, median of 5, 1 thread.",
+               "", *_table(run, rows), "", "Pareto front (mean accuracy vs MACs): " +
+               ", ".join(f"{r['criterion']}/{r['strategy']}@{r['reduction_target']:g}×" for r in pareto(rows)), "",
+               "Allocation vs uniform at ≥ 2×:", "", *_comparisons(rows), ""]
+    (results / "criteria.json").write_text(json.dumps(summary, indent=1))
+    (results / "criteria.md").write_text("\n".join(md) + "\n![accuracy vs MACs](criteria.png)\n")
+    if plotted:
+        _plot(plotted, results / "criteria.png")
