@@ -90,7 +90,18 @@ def main() -> None:
     ap.add_argument("--timeout", type=int, default=600)
     ap.add_argument("--only", nargs="*", default=None, help="run just these model specs")
     ap.add_argument("--out", default="coverage")
+    ap.add_argument("--render", nargs="*", default=None,
+                    help="merge these earlier result files (names under bench/results) into --out; no runs")
     args = ap.parse_args()
+    if args.render:
+        merged: dict[str, list[dict]] = {}
+        for name in args.render:
+            data = json.loads((RESULTS / f"{name}.json").read_text())
+            for k, rows in data["results"].items():
+                merged.setdefault(k, []).extend(rows)
+        (RESULTS / f"{args.out}.json").write_text(json.dumps({"ratio": args.ratio, "results": merged}, indent=1))
+        write_markdown(merged, args.ratio, RESULTS / f"{args.out}.md")
+        return
     lists = model_lists()
     results: dict[str, list[dict]] = {}
     out_json = RESULTS / f"{args.out}.json"

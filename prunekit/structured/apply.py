@@ -67,11 +67,14 @@ def remove_units(graph: DependencyGraph, removal: Mapping[Group, np.ndarray], ve
         tx.rollback()
         if isinstance(e, PruningError):
             raise
-        raise PruningError(
-            f"the pruned model failed to run in {_failing_module(e, graph.model)}: {type(e).__name__}: "
+        where, name = _failing_module(e, graph.model)
+        err = PruningError(
+            f"the pruned model failed to run in {where}: {type(e).__name__}: "
             f"{str(e).splitlines()[0] if str(e) else ''}; the model was left unchanged. Exclude that module "
             f"(exclude=[...]) or the layers feeding it"
-        ) from e
+        )
+        err.module_name = name  # type: ignore[attr-defined]  (lets prune() skip the groups it touches)
+        raise err from e
     _update_graph(graph, removed_mask)
 
 
@@ -89,7 +92,7 @@ def _slice_tensors(graph: DependencyGraph, keeps: dict, tx: _Transaction) -> Non
             touched.setdefault(id(module), (module, snapshot(module)))
             store = module._parameters if attr in module._parameters else module._buffers
             tx.set_item(store, attr, new)
-        graph.tensors[name] = new
+        tx.set_item(graph.tensors, name, new)
     for module, old_attrs in touched.values():
         adapter = adapter_for(module)
         if adapter is None:
@@ -147,15 +150,17 @@ def _verify(graph: DependencyGraph) -> None:
                                    f"unchanged (its outputs are pinned, so a layer bakes a shape: exclude it)")
 
 
-def _failing_module(e: BaseException, model: nn.Module) -> str:
+def _failing_module(e: BaseException, model: nn.Module) -> tuple[str, str | None]:
+    """The innermost module of the traceback, as (message text, dotted name)."""
     names = {id(m): n for n, m in model.named_modules()}
-    tb, where = e.__traceback__, "the forward"
+    tb, where, name = e.__traceback__, "the forward", None
     while tb is not None:
         obj = tb.tb_frame.f_locals.get("self")
         if isinstance(obj, nn.Module) and id(obj) in names:
-            where = f"module {names[id(obj)] or '<model>'!r} ({type(obj).__name__})"
+            name = names[id(obj)]
+            where = f"module {name or '<model>'!r} ({type(obj).__name__})"
         tb = tb.tb_next
-    return where
+    return where, name
 
 
 def _update_graph(graph: DependencyGraph, removed: np.ndarray) -> None:

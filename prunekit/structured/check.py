@@ -19,8 +19,8 @@ from prunekit.graph import DependencyGraph, split_inputs
 from prunekit.graph._trace import iter_tensors
 from prunekit.graph.groups import raise_no_groups
 from prunekit.measure import count_macs, count_params
-from prunekit.structured.equivalence import zero_units
-from prunekit.structured.pruner import StructuredConfig, prune_groups, select_units
+from prunekit.structured.equivalence import snapshot_members, zero_members
+from prunekit.structured.pruner import StructuredConfig, prune_with_fallback, select_units
 
 TOLERANCE = 1e-5  # on max |a - b| / max(1, max |a|)
 
@@ -47,6 +47,7 @@ class CheckReport:
     latency_before_ms: float | None = None
     latency_after_ms: float | None = None
     pinned_by: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -117,10 +118,12 @@ def check_model(name: str, model: nn.Module, example_inputs: Any, config: Struct
             raise_no_groups(graph)
         plan = select_units(graph, config)
         t1 = time.perf_counter()
-        zero_units(graph, plan, reference)  # the reference, not timed
+        members = snapshot_members(graph, plan)  # for the reference, not timed
         t2 = time.perf_counter()
-        prune_groups(graph, plan)
+        rep.skipped = prune_with_fallback(graph, plan)
         rep.seconds = (t1 - t0) + (time.perf_counter() - t2)
+        plan = {k: v for k, v in plan.items() if k not in rep.skipped}
+        zero_members(members, plan, reference)
         rep.groups_pruned = len(plan)
         rep.units_removed = int(sum(len(v) for v in plan.values()))
         diff = compare(run_forward(reference, example_inputs), run_forward(model, example_inputs))

@@ -15,25 +15,33 @@ from torch import nn
 
 from prunekit.graph import DependencyGraph
 
+Members = dict[str, list[tuple[str, int, np.ndarray]]]
 
-@torch.no_grad()
+
+def snapshot_members(graph: DependencyGraph, plan: Mapping[str, Sequence[int]]) -> Members:
+    """The planned groups' members as they are now (pruning renumbers the graph's units)."""
+    return {name: [(m.name, m.dim, m.unit.copy()) for m in graph.group(name).members] for name in plan}
+
+
 def zero_units(graph: DependencyGraph, plan: Mapping[str, Sequence[int]], model: nn.Module | None = None) -> None:
     """Sets every slice of the planned units to zero, in ``model`` (default: the graph's model).
 
     ``model`` may be a deep copy of the graph's model taken before pruning: tensors are found by
     qualified name, so the copy's own tensors are zeroed.
     """
-    target = dict(model.named_parameters(remove_duplicate=False)) if model is not None else {}
-    target.update(dict(model.named_buffers(remove_duplicate=False)) if model is not None else {})
+    zero_members(snapshot_members(graph, plan), plan, model if model is not None else graph.model)
+
+
+@torch.no_grad()
+def zero_members(members: Members, plan: Mapping[str, Sequence[int]], model: nn.Module) -> None:
+    """:func:`zero_units` from a :func:`snapshot_members` taken before pruning."""
+    target = dict(model.named_parameters(remove_duplicate=False))
+    target.update(dict(model.named_buffers(remove_duplicate=False)))
     for name, idx in plan.items():
-        g = graph.group(name)
         idx = np.asarray(idx, dtype=np.int64)
-        for m in g.members:
-            t = target.get(m.name) if model is not None else graph.tensors[m.name]
+        for tname, dim, unit in members[name]:
+            t = target.get(tname)
             if t is None:
                 continue
-            pos = torch.from_numpy(np.flatnonzero(np.isin(m.unit, idx))).to(t.device)
-            if m.name.endswith("running_var"):
-                t.index_fill_(m.dim, pos, 1.0)
-            else:
-                t.index_fill_(m.dim, pos, 0.0)
+            pos = torch.from_numpy(np.flatnonzero(np.isin(unit, idx))).to(t.device)
+            t.index_fill_(dim, pos, 1.0 if tname.endswith("running_var") else 0.0)

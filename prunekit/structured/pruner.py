@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from prunekit.errors import ConfigError
+from prunekit.errors import ConfigError, PruningError
 from prunekit.graph import DependencyGraph, Group
 from prunekit.graph.groups import raise_no_groups
 from prunekit.structured.apply import remove_units
@@ -112,6 +112,45 @@ def _global_counts(groups: list[Group], scores: dict[str, np.ndarray], config: S
     return {g.name: g.size - _n_keep(g.size, raw.get(g.name, 0), g.prunable, config.round_to) for g in groups}
 
 
+def prune_with_fallback(graph: DependencyGraph, plan: dict[str, np.ndarray], max_tries: int = 8) -> list[str]:
+    """:func:`prune_groups`, but a group whose removal breaks a module's code is left out and retried.
+
+    Some code bakes a size (``reshape(B, N, 3, heads, C // heads)`` with ``C`` the input width). The
+    failing module is known from the rolled-back attempt; groups with parameters in any module of
+    its type are dropped from the plan and the rest is pruned. Returns the names of the groups left out.
+    """
+    skipped: list[str] = []
+    for _ in range(max_tries):
+        try:
+            prune_groups(graph, plan)
+            return skipped
+        except PruningError as e:
+            mod = getattr(e, "module_name", None)
+            if mod is None:
+                raise
+            modules = dict(graph.model.named_modules())
+            kind = type(modules[mod])  # the same code fails the same way in every instance
+            bad = _groups_in(graph, plan, modules, kind)
+            if not bad or len(bad) == len(plan):
+                raise
+            skipped += bad
+            plan = {k: v for k, v in plan.items() if k not in bad}
+    raise PruningError(f"gave up after leaving out {len(skipped)} groups ({', '.join(skipped[:5])}...)")
+
+
+def _groups_in(graph: DependencyGraph, plan: Mapping, modules: dict, kind: type) -> list[str]:
+    """Planned groups reshaped into heads inside modules of type ``kind``; else all with params there."""
+    mask = np.zeros(graph.n_ids, dtype=bool)
+    for mname, ids, _ in graph.splits:
+        if type(modules.get(mname)) is kind:
+            mask[ids.ravel()] = True
+    bad = [n for n in plan if mask[graph.group(n).units].any()]
+    if bad:
+        return bad
+    prefixes = tuple(f"{n}." if n else "" for n, m in modules.items() if type(m) is kind)
+    return [n for n in plan if any(m.name.startswith(prefixes) for m in graph.group(n).members)]
+
+
 def prune_groups(graph: DependencyGraph, plan: Mapping[str, Sequence[int]], verify: bool = True) -> int:
     """Removes the given units of the given groups from the model, in place; returns units removed.
 
@@ -143,6 +182,7 @@ class StructuredResult:
 
     graph: DependencyGraph
     removed: dict[str, int] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
     params_before: int = 0
     params_after: int = 0
     macs_before: int = 0
@@ -171,10 +211,10 @@ def prune(model: nn.Module, example_inputs: Any, config: StructuredConfig | None
     if not graph.prunable_groups(config.exact_only):
         raise_no_groups(graph)
     plan = select_units(graph, config)
-    prune_groups(graph, plan)
+    res.skipped = prune_with_fallback(graph, plan)
     res.seconds = time.perf_counter() - t0
     res.graph = graph
-    res.removed = {k: len(v) for k, v in plan.items()}
+    res.removed = {k: len(v) for k, v in plan.items() if k not in res.skipped}
     if measure:
         res.params_after = count_params(model).total
         res.macs_after = _macs(count_macs, model, graph_args)

@@ -131,3 +131,29 @@ def test_cli_bad_ratio_one_line(capsys) -> None:
 def test_cli_unknown_model(capsys) -> None:
     assert main(["check", "torchvision:resnet19"]) == 2
     assert "torchvision has no model 'resnet19'" in capsys.readouterr().err
+
+
+class InputWidthAttention(nn.Module):
+    """Like torchvision's Swin: head_dim = C // num_heads with C the *input* width."""
+
+    def __init__(self, dim: int = 16, heads: int = 4) -> None:
+        super().__init__()
+        self.num_heads = heads
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.fc1, self.fc2 = nn.Linear(dim, 32), nn.Linear(32, dim)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, -1)
+        x = x + self.proj(y)
+        return x + self.fc2(F.relu(self.fc1(x)))
+
+
+def test_prune_skips_groups_whose_code_bakes_a_size() -> None:
+    model = nn.Sequential(InputWidthAttention(), InputWidthAttention()).eval()
+    x = torch.randn(2, 5, 16)
+    res = prune(model, x, ratio=0.5, measure=False)
+    assert sorted(res.skipped) == ["0.qkv", "1.qkv"]
+    assert model[0].qkv.out_features == 48 and model[0].fc1.out_features == 16
+    assert model(x).shape == (2, 5, 16)

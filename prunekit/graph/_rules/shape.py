@@ -158,6 +158,8 @@ def getitem(tr: Trace, args: tuple, kwargs: dict, out) -> None:
     for t in iter_tensors(idx):
         tr.pin_tensor(t, f"{tr.module}: tensor used as an index")
     idx = idx if isinstance(idx, tuple) else (idx,)
+    if len(idx) == 1 and isinstance(idx[0], torch.Tensor) and idx[0].dtype != torch.bool and out.ndim:
+        return _gather_rows(tr, blocks, idx[0], out)  # table[index]: a relative-position bias lookup
     if any(isinstance(i, (torch.Tensor, list)) for i in idx) or not isinstance(out, torch.Tensor):
         for b in blocks:
             tr.store.pin(b.ids, f"{tr.module}: advanced indexing of a labelled tensor")
@@ -196,6 +198,18 @@ def getitem(tr: Trace, args: tuple, kwargs: dict, out) -> None:
         dims = [k for k in dims if arr.shape[k] == out.shape[k]]
         if dims:
             res.append(Block(tuple(dims), arr))
+    tr.set(out, res)
+
+
+def _gather_rows(tr: Trace, blocks: list[Block], index: torch.Tensor, out) -> None:
+    """``x[index]`` with an integer tensor: rows are looked up, other dims keep their labels."""
+    res = []
+    for b in blocks:
+        if 0 in b.dims:
+            tr.store.pin(b.ids, f"{tr.module}: rows looked up by an index tensor")
+            continue
+        ids = b.ids.reshape((1,) * index.ndim + b.ids.shape[1:])
+        res.append(Block(tuple(d + index.ndim - 1 for d in b.dims), ids))
     tr.set(out, res)
 
 

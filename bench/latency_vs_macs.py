@@ -1,0 +1,97 @@
+"""Does removing MACs remove latency? MACs ratio vs measured CPU latency ratio at 50% channels.
+
+For resnet18, resnet50, mobilenet_v2 and vit_b_16 (torchvision, weights=None, 224x224): prune 50% of
+the units of every exactly-prunable group (L2, uniform), then time the dense and the pruned model
+at batch 1 and 32 under ``torch.no_grad``, alternating dense/pruned runs so that load on the machine
+hits both alike. Writes bench/results/latency_vs_macs.{json,md}.
+
+    .venv/bin/python bench/latency_vs_macs.py --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _time(model, x) -> float:
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        model(x)
+    return (time.perf_counter() - t0) * 1e3
+
+
+def measure(name: str, batches: list[int], repeats: dict[int, int]) -> list[dict]:
+    import torchvision
+
+    from prunekit.measure import count_macs
+    from prunekit.structured import prune
+
+    torch.manual_seed(0)
+    dense = torchvision.models.get_model(name, weights=None).eval()
+    pruned = copy.deepcopy(dense)
+    x1 = torch.randn(1, 3, 224, 224)
+    res = prune(pruned, x1, ratio=0.5, criterion="l2", measure=False)
+    macs = {}
+    for tag, m in (("dense", dense), ("pruned", pruned)):
+        with torch.no_grad():
+            macs[tag] = count_macs(m, x1).dense
+    rows = []
+    for b in batches:
+        x = torch.randn(b, 3, 224, 224)
+        _time(dense, x), _time(pruned, x)  # warm-up
+        td, tp = [], []
+        for _ in range(repeats.get(b, 3)):
+            td.append(_time(dense, x))
+            tp.append(_time(pruned, x))
+        lat_d, lat_p = statistics.median(td), statistics.median(tp)
+        speed_macs, speed_lat = macs["dense"] / macs["pruned"], lat_d / lat_p
+        rows.append({"model": name, "batch": b, "macs_dense": macs["dense"], "macs_pruned": macs["pruned"],
+                     "macs_speedup": speed_macs, "latency_dense_ms": lat_d, "latency_pruned_ms": lat_p,
+                     "latency_speedup": speed_lat, "latency_over_macs": speed_lat / speed_macs,
+                     "repeats": len(td), "engine_seconds": res.seconds, "threads": torch.get_num_threads()})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="*", default=["resnet18", "resnet50", "mobilenet_v2", "vit_b_16"])
+    ap.add_argument("--batches", nargs="*", type=int, default=[1, 32])
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
+    ap.add_argument("--repeats-b1", type=int, default=10)
+    ap.add_argument("--repeats-b32", type=int, default=3)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    for name in args.models:
+        rows += measure(name, args.batches, {1: args.repeats_b1, 32: args.repeats_b32})
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    load = os.getloadavg()
+    (RESULTS / "latency_vs_macs.json").write_text(json.dumps({"threads": args.threads, "loadavg": load,
+                                                             "rows": rows}, indent=1))
+    md = ["# MACs vs measured CPU latency at 50% channels", "",
+          f"torchvision models, weights=None, 224x224, L2 uniform 50% of every exactly-prunable group, "
+          f"`torch.no_grad`, {args.threads} CPU thread(s), dense and pruned runs alternated; median of the "
+          f"repeats. Load average at the end: {load[0]:.1f} (the machine was shared). "
+          "speed-up = dense / pruned. Produced by `bench/latency_vs_macs.py`.", "",
+          "| model | batch | MACs dense | MACs pruned | MACs speed-up | latency dense ms | latency pruned ms | "
+          "latency speed-up | latency / MACs speed-up |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        md.append(f"| {r['model']} | {r['batch']} | {r['macs_dense'] / 1e9:.2f}G | {r['macs_pruned'] / 1e9:.2f}G | "
+                  f"{r['macs_speedup']:.2f}x | {r['latency_dense_ms']:.1f} | {r['latency_pruned_ms']:.1f} | "
+                  f"{r['latency_speedup']:.2f}x | {r['latency_over_macs']:.2f} |")
+    (RESULTS / "latency_vs_macs.md").write_text("\n".join(md) + "\n")
+
+
+if __name__ == "__main__":
+    main()
