@@ -32,16 +32,20 @@ def _per_unit(graph: DependencyGraph, group: Group, reduce: Callable[[torch.Tens
     return total / np.maximum(count, 1)
 
 
+def _other_dims(t: torch.Tensor, d: int) -> tuple[int, ...]:
+    return tuple(i for i in range(t.ndim) if i != d)
+
+
 @GROUP_CRITERIA.register("l1")
 def l1(graph: DependencyGraph, group: Group) -> np.ndarray:
     """Mean absolute weight of the unit's slices (Li et al. 2017, "Pruning Filters for Efficient ConvNets")."""
-    return _per_unit(graph, group, lambda t, d: t.abs().transpose(0, d).reshape(t.shape[d], -1).sum(1))
+    return _per_unit(graph, group, lambda t, d: t.abs().sum(_other_dims(t, d)) if t.ndim > 1 else t.abs())
 
 
 @GROUP_CRITERIA.register("l2")
 def l2(graph: DependencyGraph, group: Group) -> np.ndarray:
     """Root-mean-square weight of the unit's slices: sqrt(sum w^2 / n) over all its members."""
-    return np.sqrt(_per_unit(graph, group, lambda t, d: t.pow(2).transpose(0, d).reshape(t.shape[d], -1).sum(1)))
+    return np.sqrt(_per_unit(graph, group, lambda t, d: t.pow(2).sum(_other_dims(t, d)) if t.ndim > 1 else t.pow(2)))
 
 
 @GROUP_CRITERIA.register("random")
