@@ -88,7 +88,7 @@ def test_run_writes_complete_report_and_loadable_model(tmp_path, capsys):
     assert nz == report["pruned"]["nonzero_params"]
 
 
-def _fails(argv, capsys, match):
+def _expect_failure(argv, capsys, match):
     code = main(argv)
     err = capsys.readouterr().err.strip()
     assert code == 2
@@ -101,7 +101,7 @@ def test_output_dir_with_results_is_refused_unless_force(tmp_path, capsys):
     out.mkdir()
     (out / "report.json").write_text("{}")
     recipe = _write(tmp_path, TINY)
-    _fails(["run", str(recipe), "--out", str(out)], capsys, "already holds results; pass --force")
+    _expect_failure(["run", str(recipe), "--out", str(out)], capsys, "already holds results; pass --force")
     assert (out / "report.json").read_text() == "{}"  # untouched
     assert main(["run", str(recipe), "--out", str(out), "--force", "--no-progress"]) == 0
     assert json.loads((out / "report.json").read_text())["model"] == "lenet300"
@@ -116,7 +116,7 @@ def test_output_dir_with_results_is_refused_unless_force(tmp_path, capsys):
 ])
 def test_cli_bad_names_fail_in_one_line_and_write_nothing(tmp_path, capsys, patch, match):
     out = tmp_path / "out"
-    _fails(["run", str(_write(tmp_path, {**TINY, **patch})), "--out", str(out)], capsys, match)
+    _expect_failure(["run", str(_write(tmp_path, {**TINY, **patch})), "--out", str(out)], capsys, match)
     assert not out.exists()
 
 
@@ -124,14 +124,14 @@ def test_model_file_that_does_not_load(tmp_path, capsys):
     (tmp_path / "broken.safetensors").write_bytes(b"garbage")
     recipe = {**TINY, "model": {"name": "lenet300", "checkpoint": str(tmp_path / "broken.safetensors")}}
     out = tmp_path / "out"
-    _fails(["run", str(_write(tmp_path, recipe)), "--out", str(out)], capsys, "cannot load checkpoint")
+    _expect_failure(["run", str(_write(tmp_path, recipe)), "--out", str(out)], capsys, "cannot load checkpoint")
     assert not out.exists()
 
 
 def test_missing_and_invalid_recipe_files(tmp_path, capsys):
-    _fails(["run", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o")], capsys, "does not exist")
+    _expect_failure(["run", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o")], capsys, "does not exist")
     (tmp_path / "bad.yaml").write_text("model: [unclosed")
-    _fails(["run", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "o")], capsys, "not valid YAML")
+    _expect_failure(["run", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "o")], capsys, "not valid YAML")
 
 
 def test_gradual_schedule_reaches_target_during_training(tmp_path):
