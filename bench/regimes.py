@@ -36,7 +36,7 @@ from prunekit.pruners.init_pruning import prune_at_init
 from prunekit.pruners.lottery import LotteryConfig, WeightSnapshot, run_lottery
 from prunekit.pruners.pipeline import ScheduleSpec, run_schedule
 from prunekit.pruners.soft_filter import SoftFilterConfig, hard_filter_pruner, soft_filter_train
-from prunekit.recovery import RecoveryConfig, recovery_loss
+from prunekit.recovery import DistillConfig, RecoveryConfig, recovery_loss
 from prunekit.training import TrainConfig, evaluate, train
 
 RESULTS = Path(__file__).parent / "results"
@@ -70,13 +70,17 @@ def weight_regimes(data, dense, init, args, seed) -> dict:
         prune_at_init(pruner, args.sparsity, iters)
         train(model, data, args.dense_cfg, seed=seed, progress=False)
         out[crit] = {"accuracy": _acc(model, data), "sparsity": pruner.sparsity()}
+    return {**out, **lottery_regime(data, dense, init, args, seed)}
+
+
+def lottery_regime(data, dense, init, args, seed) -> dict:
+    """The lottery ticket (rewind to θ₀) and its random re-initialisation control."""
     model = copy.deepcopy(dense)
-    pruner = UnstructuredPruner(model, cfg)
+    pruner = UnstructuredPruner(model, UnstructuredConfig(criterion="l1", scope="global"))
     res = run_lottery(model, data, pruner, args.dense_cfg, LotteryConfig(args.sparsity, args.rounds),
                       init, lambda: build_model("lenet300", data.input_shape, data.num_classes), seed, False)
-    out["lottery_ticket"] = {"accuracy": _acc(model, data), "sparsity": pruner.sparsity()}
-    out["lottery_random_reinit"] = {"accuracy": res.control["accuracy"], "sparsity": res.control["sparsity"]}
-    return out
+    return {"lottery_ticket": {"accuracy": _acc(model, data), "sparsity": pruner.sparsity()},
+            "lottery_random_reinit": {"accuracy": res.control["accuracy"], "sparsity": res.control["sparsity"]}}
 
 
 def neuron_regimes(data, dense, args, seed) -> dict:
@@ -87,7 +91,8 @@ def neuron_regimes(data, dense, args, seed) -> dict:
     for name, method in (("hard_finetune", "finetune"), ("hard_distill", "distill")):
         model = copy.deepcopy(dense)
         pruner = hard_filter_pruner(model, args.ratio, exclude=("5",))
-        with recovery_loss(model, RecoveryConfig(method), copy.deepcopy(dense).eval()) as loss_fn:
+        rc = RecoveryConfig(method, DistillConfig(args.kd_temperature, args.kd_alpha))
+        with recovery_loss(model, rc, copy.deepcopy(dense).eval()) as loss_fn:
             train(model, data, ft, seed=seed, progress=False, loss_fn=loss_fn)
         out[name] = _structural(model, pruner, data, example)
     model = copy.deepcopy(dense)
@@ -114,8 +119,12 @@ def run_seed(data, args, seed) -> dict:
     dense_macs = structural_macs(model, data.x_test[:1])["macs"]
     rec = {"seed": seed, "dense": {"accuracy": _acc(model, data), "macs": dense_macs}}
     t = time.perf_counter()
-    rec["weights"] = weight_regimes(data, model, init, args, seed)
-    rec["neurons"] = neuron_regimes(data, model, args, seed)
+    if "weights" in args.parts:
+        rec["weights"] = weight_regimes(data, model, init, args, seed)
+    elif "lottery" in args.parts:
+        rec["weights"] = lottery_regime(data, model, init, args, seed)
+    if "neurons" in args.parts:
+        rec["neurons"] = neuron_regimes(data, model, args, seed)
     rec["seconds"] = round(time.perf_counter() - t, 1)
     print(json.dumps(rec), flush=True)
     return rec
@@ -129,7 +138,7 @@ def _stats(values: list[float]) -> dict:
 def summarise(runs: list[dict]) -> dict:
     out = {"dense": _stats([r["dense"]["accuracy"] for r in runs]), "weights": {}, "neurons": {}}
     for part in ("weights", "neurons"):
-        for method in runs[0][part]:
+        for method in runs[0].get(part, {}):
             rows = [r[part][method] for r in runs]
             out[part][method] = {"accuracy": _stats([x["accuracy"] for x in rows])}
             for k in ("sparsity", "macs", "params"):
@@ -143,21 +152,30 @@ def _pm(st: dict) -> str:
     return f"{100 * st['mean']:.2f} ± {100 * st['std']:.2f}"
 
 
+def _ok(c: bool) -> str:
+    return "**met**" if c else "**not met**"
+
+
 def _verdicts(s: dict) -> list[str]:
+    out = []
     w, n, dense = s["weights"], s["neurons"], s["dense"]
-    ticket, ctrl = w["lottery_ticket"]["accuracy"], w["lottery_random_reinit"]["accuracy"]
-    gap_dense = 100 * (dense["mean"] - ticket["mean"])
-    gap_ctrl = 100 * (ticket["mean"] - ctrl["mean"])
-    spread = 100 * max(ticket["std"], ctrl["std"], dense["std"])
+    if w:
+        ticket, ctrl = w["lottery_ticket"]["accuracy"], w["lottery_random_reinit"]["accuracy"]
+        gap_dense = 100 * (dense["mean"] - ticket["mean"])
+        gap_ctrl = 100 * (ticket["mean"] - ctrl["mean"])
+        spread = 100 * max(ticket["std"], ctrl["std"], dense["std"])
+        out += [
+            f"- Lottery ticket at {100 * (1 - w['lottery_ticket']['sparsity']):.1f}% of the weights vs dense: "
+            f"{-gap_dense:+.2f} pt (target: within 0.3 pt below dense) — {_ok(gap_dense <= 0.3)}.",
+            f"- Ticket − random re-init of the same mask: {gap_ctrl:+.2f} pt; largest seed std {spread:.2f} pt "
+            f"(target: gap > spread) — {_ok(gap_ctrl > spread)}."]
+    if not n:
+        return out
     kd, fth = n["hard_distill"]["accuracy"]["mean"], n["hard_finetune"]["accuracy"]["mean"]
     soft, hard = n["soft_filter"]["accuracy"]["mean"], fth
     red = s["dense_macs"] / n["hard_finetune"]["macs"]
-    ok = lambda c: "**met**" if c else "**not met**"
-    return [
-        f"- Lottery ticket at {100 * (1 - w['lottery_ticket']['sparsity']):.1f}% of the weights vs dense: "
-        f"{-gap_dense:+.2f} pt (target: within 0.3 pt below dense) — {ok(gap_dense <= 0.3)}.",
-        f"- Ticket − random re-init of the same mask: {gap_ctrl:+.2f} pt; largest seed std {spread:.2f} pt "
-        f"(target: gap > spread) — {ok(gap_ctrl > spread)}.",
+    ok = _ok
+    return out + [
         f"- Distillation − fine-tuning at {red:.2f}× fewer MACs, equal epochs: {100 * (kd - fth):+.2f} pt "
         f"(target: ≥ 0 at ≥ 2×) — {ok(kd >= fth and red >= 2)}.",
         f"- Soft − hard filter pruning at the same MACs: {100 * (soft - hard):+.2f} pt "
@@ -181,8 +199,13 @@ def render(result: dict) -> str:
     for m, r in s["weights"].items():
         delta = 100 * (r["accuracy"]["mean"] - s["dense"]["mean"])
         lines.append(f"| {m} | {100 * r['sparsity']:.2f}% | {_pm(r['accuracy'])} | {delta:+.2f} |")
+    if not s["weights"]:
+        lines = lines[:4]
+    if not s["neurons"]:
+        return "\n".join(lines + ["", "## Targets (issue 5)", "", *_verdicts(s), ""])
     lines += ["", f"## B. Matched MACs: {100 * c['ratio']:.0f}% of the hidden neurons removed, dead neurons "
-              "removed physically before counting", "",
+              f"removed physically before counting; F = {c['ft_epochs']} epochs at lr {c['ft_lr']}; distillation "
+              f"T = {c['kd_temperature']}, α = {c['kd_alpha']}", "",
               "| method | MACs / sample | MAC reduction | params | test acc. | Δ vs dense (pt) |",
               "|---|---|---|---|---|---|"]
     for m, r in s["neurons"].items():
@@ -203,6 +226,10 @@ def main(argv=None) -> None:
     p.add_argument("--ft-epochs", type=int, default=10, help="F: fine-tuning budget of every method")
     p.add_argument("--ft-lr", type=float, default=0.01)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--kd-temperature", type=float, default=4.0)
+    p.add_argument("--kd-alpha", type=float, default=0.9)
+    p.add_argument("--parts", nargs="+", default=["weights", "neurons"], choices=["weights", "lottery", "neurons"],
+                   help="lottery: only the ticket and its control of part A")
     p.add_argument("--quick", action="store_true", help="2 epochs everywhere (smoke test)")
     p.add_argument("--out", default="regimes")
     args = p.parse_args(argv)
