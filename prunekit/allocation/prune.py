@@ -10,7 +10,7 @@ tolerance (±10%) — at most ``LATENCY_ITERATIONS`` tries.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -96,22 +96,25 @@ def _latency_allocation(model, example, budget: Budget, dense_ms: float, exclude
     if budget.value >= dense_ms:
         raise ConfigError(f"latency target {budget.value:g} ms is not below the dense model's {dense_ms:.2f} ms "
                           f"at batch {budget.batch}; nothing to prune")
-    points = [(1.0, dense_ms)]
+    lo, hi = None, (1.0, dense_ms)  # measured (MAC fraction, ms) below / above the target
     frac, best = budget.value / dense_ms, None
     for _ in range(LATENCY_ITERATIONS):
         frac = min(max(frac, 0.01), 0.99)
         twin = copy.deepcopy(model)
         g = DependencyGraph.build(twin, example[:1], exclude=exclude)
-        alloc = allocate(g, Budget(macs=frac), **{**kw, "config": replace(kw["config"])})
+        alloc = allocate(g, Budget(macs=frac), **kw)
         prune_groups(g, alloc.plan)
         ms = measure_latency(twin, example[:1], batch=budget.batch, repeats=repeats).median_ms
         trials.append({"macs_fraction": frac, "latency_ms": ms})
-        points.append((frac, ms))
         if best is None or abs(ms - budget.value) < abs(best[1] - budget.value):
             best = (alloc, ms)
         if abs(ms / budget.value - 1) <= budget.tol:
             break
-        frac = _secant(points, budget.value)
+        if ms > budget.value:
+            hi = (frac, ms)
+        else:
+            lo = (frac, ms)
+        frac = _next_fraction(lo, hi, budget.value)
     alloc, ms = best
     if abs(ms / budget.value - 1) > budget.tol:
         raise ConfigError(f"latency budget {budget.describe()} not reached within ±{budget.tol:.0%}: the closest "
@@ -120,9 +123,14 @@ def _latency_allocation(model, example, budget: Budget, dense_ms: float, exclude
     return alloc  # found on a copy; the copy's graph has the same group names and unit indices
 
 
-def _secant(points: list[tuple[float, float]], target: float) -> float:
-    pts = sorted(points, key=lambda p: abs(p[1] - target))[:2]
-    (f1, l1), (f2, l2) = pts
-    if abs(l1 - l2) < 1e-9:
-        return f1 * target / max(l1, 1e-9)
-    return f1 + (target - l1) * (f2 - f1) / (l2 - l1)
+def _next_fraction(lo: tuple[float, float] | None, hi: tuple[float, float], target: float) -> float:
+    """Regula falsi inside the bracket; with one side only, assume latency ∝ MACs from that side.
+
+    Keeping a bracket makes the search robust to noisy timings: a slow outlier cannot send the next
+    try outside the interval that is already known to contain the target.
+    """
+    if lo is None:
+        return hi[0] * target / hi[1]
+    (f1, l1), (f2, l2) = lo, hi
+    f = f1 + (target - l1) * (f2 - f1) / (l2 - l1) if l2 > l1 else (f1 + f2) / 2
+    return min(max(f, f1 + 0.1 * (f2 - f1)), f2 - 0.1 * (f2 - f1))
