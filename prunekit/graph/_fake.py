@@ -24,6 +24,17 @@ _DATA_SHAPED = frozenset({"nonzero", "unique", "unique_consecutive", "masked_sel
                           "histc", "where_single"})
 
 
+# Ops whose output has the input's shape (unary) or the broadcast shape of their tensor inputs: in
+# shape-only mode, on made-up inputs, they allocate their output and compute nothing.
+_SAME_SHAPE = frozenset({"relu", "relu6", "hardtanh", "hardswish", "hardsigmoid", "sigmoid", "tanh", "gelu",
+                         "silu", "mish", "elu", "selu", "leaky_relu", "softplus", "dropout", "dropout1d",
+                         "dropout2d", "dropout3d", "batch_norm", "layer_norm", "group_norm", "instance_norm",
+                         "rms_norm", "softmax", "log_softmax", "contiguous", "clone", "neg", "exp", "sqrt",
+                         "rsqrt", "erf", "abs"})
+_BROADCAST = frozenset({"add", "sub", "mul", "div", "true_divide", "radd", "rsub", "rmul", "rtruediv",
+                        "iadd", "isub", "imul", "itruediv"})
+
+
 class NeedsRealForward(Exception):
     """A shape-only run reached a value that depends on the skipped arithmetic."""
 
@@ -42,9 +53,11 @@ class ShapeOnly:
         if derived and (name in _DATA_SHAPED or (name == "where" and len(args) == 1)
                         or (name == "getitem" and any(True for _ in iter_tensors(args[1:])))):
             raise NeedsRealForward(name)
-        if name in HEAVY:  # elementwise ops stay real: their meta kernels cost more than the arithmetic
+        if name in HEAVY:
             out = _meta_call(func, args, kwargs)
             derived = True
+        elif derived and (name in _SAME_SHAPE or name in _BROADCAST):
+            out = _allocate(name, func, args, kwargs)
         else:
             out = func(*args, **kwargs)
         if derived:
@@ -55,6 +68,23 @@ class ShapeOnly:
                 self.made_up.add(id(o))
                 self.keep.append(o)
         return out
+
+
+def _allocate(name: str, func: Any, args: tuple, kwargs: dict) -> Any:
+    """The output of a same-shape or broadcasting op, allocated but not computed."""
+    from prunekit.graph._trace import iter_tensors
+
+    raw = getattr(func, "__name__", "")
+    if (raw.endswith("_") and not raw.startswith("__")) or raw.startswith("__i") or kwargs.get("inplace"):
+        return args[0]
+    tensors = list(iter_tensors(args if name in _BROADCAST else args[:1]))
+    shape = torch.broadcast_shapes(*(t.shape for t in tensors))
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    if name in _BROADCAST and any(isinstance(a, float) for a in args) and not dtype.is_floating_point:
+        dtype = torch.get_default_dtype()
+    return torch.empty(shape, dtype=dtype, device=tensors[0].device)
 
 
 def _meta_call(func: Any, args: tuple, kwargs: dict) -> Any:
@@ -93,11 +123,26 @@ class ShapeOnlyMode(torch.overrides.TorchFunctionMode):
         return self.state.call(op_name(func), func, args, kwargs or {})
 
 
+def check_not_cached(model: torch.nn.Module, state: ShapeOnly) -> None:
+    """Raises :class:`NeedsRealForward` if a module kept a made-up tensor (a cache) as an attribute."""
+    from prunekit.graph._trace import iter_tensors
+
+    for m in model.modules():
+        for k, v in vars(m).items():
+            if k in ("_parameters", "_modules", "_forward_hooks", "_forward_pre_hooks"):
+                continue
+            if any(id(t) in state.made_up for t in iter_tensors(v)):
+                raise NeedsRealForward(f"{type(m).__name__}.{k} cached a value")
+
+
 def shape_only_forward(model: torch.nn.Module, args: tuple, kwargs: dict) -> Any:
     """Runs ``model`` shape-only; falls back to a real forward when values matter."""
     try:
-        with torch.no_grad(), ShapeOnlyMode():
-            return model(*args, **kwargs)
-    except NeedsRealForward:
+        mode = ShapeOnlyMode()
+        with torch.no_grad(), mode:
+            out = model(*args, **kwargs)
+        check_not_cached(model, mode.state)
+        return out
+    except Exception:  # NeedsRealForward, or anything shape-only mode got wrong: the real run decides
         with torch.no_grad():
             return model(*args, **kwargs)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from prunekit.graph._fake import ShapeOnly
+from prunekit.graph._fake import ShapeOnly, check_not_cached
 from prunekit.graph._labels import Block, LabelStore
 
 Rule = Callable[["Trace", tuple, dict, Any], None]
@@ -248,8 +248,11 @@ def record(model: nn.Module, args: tuple, kwargs: dict, trace: Trace, shape_only
     for m in inplace:
         m.inplace = False  # in-place ops on views hide data flow from the recorder
     try:
-        with torch.no_grad(), _Recorder(trace, shape_only):
+        recorder = _Recorder(trace, shape_only)
+        with torch.no_grad(), recorder:
             out = model(*args, **kwargs)
+        if recorder.shapes is not None:
+            check_not_cached(model, recorder.shapes)
     finally:
         for h in hooks:
             h.remove()

@@ -24,7 +24,6 @@ import torch
 from torch import nn
 
 from prunekit.errors import ConfigError, PruningError
-from prunekit.graph._fake import NeedsRealForward
 from prunekit.graph._labels import LabelStore, _components
 from prunekit.graph._trace import Trace, iter_tensors, record
 
@@ -121,7 +120,7 @@ class DependencyGraph:
         try:
             try:
                 out = record(model, args, kwargs, holder[0], shape_only=True)
-            except NeedsRealForward:
+            except Exception:  # NeedsRealForward, or anything shape-only mode got wrong
                 holder[0] = Trace(model)
                 out = record(model, args, kwargs, holder[0], shape_only=False)
             trace = holder[0]
