@@ -8,7 +8,15 @@ Build a :class:`~prunekit.graph.DependencyGraph` once, score its groups with a c
 from prunekit.graph import DependencyGraph, Group
 from prunekit.structured.criteria import GROUP_CRITERIA
 from prunekit.structured.equivalence import zero_units
-from prunekit.structured.pruner import StructuredConfig, StructuredResult, prune, prune_groups, select_units
+from prunekit.structured.pruner import (
+    StructuredConfig,
+    StructuredResult,
+    prune,
+    prune_groups,
+    prune_with_fallback,
+    select_units,
+)
+from prunekit.structured.serialize import hf_config_for, load_pruned, save_pretrained_pruned, save_pruned
 
 __all__ = [
     "GROUP_CRITERIA",
@@ -17,7 +25,12 @@ __all__ = [
     "StructuredConfig",
     "StructuredResult",
     "prune",
+    "hf_config_for",
+    "load_pruned",
     "prune_groups",
+    "prune_with_fallback",
+    "save_pretrained_pruned",
+    "save_pruned",
     "select_units",
     "zero_units",
 ]

@@ -148,3 +148,26 @@ def test_outputs_never_change_shape() -> None:
         prune_groups(graph, select_units(graph, StructuredConfig(ratio=0.9)))
         with torch.no_grad():
             assert model(x).shape == shape, name
+
+
+@pytest.mark.parametrize("name", ["residual", "concat", "vit_free_params", "gqa"])
+def test_global_scope(name: str) -> None:
+    model, x, graph = _build(name)
+    reference = copy.deepcopy(model)
+    plan = select_units(graph, StructuredConfig(ratio=0.5, scope="global"))
+    total = sum(g.size for g in graph.prunable_groups())
+    removed = sum(len(v) for v in plan.values())
+    assert 0 < removed <= 0.5 * total + 1
+    zero_units(graph, plan, reference)
+    prune_groups(graph, plan)
+    with torch.no_grad():
+        assert _rel(reference(x), model(x)) <= TOL
+
+
+def test_prune_reports_sizes() -> None:
+    from prunekit.structured import prune
+
+    model = TOPOLOGIES["residual"][0]().eval()
+    res = prune(model, torch.randn(2, 3, 16, 16), ratio=0.5)
+    assert res.params_after == sum(p.numel() for p in model.parameters()) < res.params_before
+    assert 0 < res.macs_after < res.macs_before and res.seconds > 0 and res.removed
