@@ -45,11 +45,11 @@ CONFIGS = {
                   sens=SensitivityConfig(ratios=(0.1, 0.3, 0.5, 0.7, 0.9), max_samples=400), cal=512,
                   search_at=REDUCTIONS, latency_batches=(256, 1)),
     "resnet": dict(model="resnet_mini", data="mnist", train=TrainConfig(epochs=2, lr=0.05, batch_size=64),
-                   finetune=TrainConfig(epochs=1, lr=0.005, batch_size=64), ft_subset=1000,
-                   combos=[("random", "uniform"), ("lp", "uniform"), ("lp", "global"), ("taylor", "global"),
+                   finetune=TrainConfig(epochs=1, lr=0.005, batch_size=64), ft_subset=640,
+                   combos=[("random", "uniform"), ("lp", "uniform"), ("taylor", "global"),
                            ("gradient", "sensitivity"), ("taylor", "sensitivity"), ("lp", "search")],
                    sens=SensitivityConfig(ratios=(0.25, 0.5, 0.75), max_samples=200), cal=256,
-                   search_at=(2.0, 3.0), latency_batches=(256, 1)),
+                   search_at=(2.0,), latency_batches=(1,)),
 }
 
 
@@ -82,7 +82,8 @@ def _point(dense, data, cfg, crit, strat, red, scores, sens, seed, latency) -> d
     return row
 
 
-def run_config(name: str, seeds: list[int], out: Path, args_only=None, reductions=REDUCTIONS) -> None:
+def run_config(name: str, seeds: list[int], out: Path, args_only=None, reductions=REDUCTIONS,
+               latency_seed: int | None = 0) -> None:
     cfg = CONFIGS[name]
     data = load_dataset(cfg["data"])
     rows, dense_rows = [], []
@@ -94,7 +95,7 @@ def run_config(name: str, seeds: list[int], out: Path, args_only=None, reduction
         x1 = data.x_train[:1]
         d = {"seed": seed, "accuracy": evaluate(dense, data.x_test, data.y_test).accuracy,
              "macs": int(count_macs(dense, x1).dense), "params": count_params(dense).total}
-        if seed == seeds[0]:
+        if seed == latency_seed:
             d["latency_ms"] = {str(b): measure_latency(dense, x1, batch=b, repeats=5).median_ms
                                for b in cfg["latency_batches"]}
         dense_rows.append(d)
@@ -111,7 +112,7 @@ def run_config(name: str, seeds: list[int], out: Path, args_only=None, reduction
                     continue
                 if strat == "search" and red not in cfg["search_at"]:
                     continue
-                row = _point(dense, data, cfg, crit, strat, red, scores, sens, seed, seed == seeds[0])
+                row = _point(dense, data, cfg, crit, strat, red, scores, sens, seed, seed == latency_seed)
                 rows.append(row)
                 print(f"[{name}] {red}× {crit}/{strat} seed {seed}: acc {row['accuracy']:.4f} "
                       f"macs {row['macs'] / d['macs']:.3f}", flush=True)
@@ -127,16 +128,19 @@ def main() -> None:
     ap.add_argument("--config", choices=sorted(CONFIGS))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--report", action="store_true")
+    ap.add_argument("--tag", default="", help="suffix of the output file, to split seeds over processes")
+    ap.add_argument("--latency-seed", type=int, default=0, help="the seed whose points are timed")
     args = ap.parse_args()
     torch.set_num_threads(1)  # shared 2-core machine
     RESULTS.mkdir(exist_ok=True)
     if args.report:
         from bench._criteria_report import write_report
 
-        write_report(RESULTS, [RESULTS / f"criteria_{n}.json" for n in CONFIGS])
+        write_report(RESULTS, {n: sorted(RESULTS.glob(f"criteria_{n}*.json")) for n in CONFIGS})
         return
     t0 = time.time()
-    run_config(args.config, args.seeds, RESULTS / f"criteria_{args.config}.json")
+    run_config(args.config, args.seeds, RESULTS / f"criteria_{args.config}{args.tag}.json",
+               latency_seed=args.latency_seed)
     print(f"done in {time.time() - t0:.0f} s on {platform.processor() or platform.machine()}")
 
 
