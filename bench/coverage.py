@@ -119,7 +119,13 @@ def main() -> None:
         for name in args.render:
             data = json.loads((RESULTS / f"{name}.json").read_text())
             for k, rows in data["results"].items():
-                merged.setdefault(k, []).extend(rows)
+                for row in rows:  # a later file's row replaces an earlier one for the same model
+                    old = merged.setdefault(k, [])
+                    hit = [i for i, r in enumerate(old) if r["model"] == row["model"]]
+                    if hit:
+                        old[hit[0]] = row
+                    else:
+                        old.append(row)
         (RESULTS / f"{args.out}.json").write_text(json.dumps({"ratio": args.ratio, "results": merged}, indent=1))
         write_markdown(merged, args.ratio, RESULTS / f"{args.out}.md")
         return

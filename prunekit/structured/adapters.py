@@ -13,16 +13,15 @@ from collections.abc import Callable
 
 from torch import nn
 
+from prunekit.graph._rules.shape import HEAD_ATTRS as _HEAD_ATTRS
+from prunekit.graph._rules.shape import INNER_ATTRS as _INNER_ATTRS
 from prunekit.registry import Registry
 
 Adapter = Callable[[nn.Module, dict], None]
 LAYER_ADAPTERS: Registry[Adapter] = Registry("layer adapter")
 
 # Attribute names holding a head count or a heads x head_dim size, rewritten when heads are pruned.
-HEAD_ATTRS = frozenset({"num_heads", "num_attention_heads", "n_head", "n_heads", "num_key_value_heads",
-                        "num_kv_heads", "n_kv_heads", "heads", "nheads", "num_head"})
-INNER_ATTRS = frozenset({"all_head_size", "inner_dim", "split_size", "attn_dim", "kv_dim", "qkv_dim",
-                         "inner_size", "dim_inner"})
+HEAD_ATTRS, INNER_ATTRS = _HEAD_ATTRS, _INNER_ATTRS
 
 
 def adapter_for(module: nn.Module) -> Adapter | None:

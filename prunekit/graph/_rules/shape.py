@@ -281,6 +281,9 @@ def split(tr: Trace, args: tuple, kwargs: dict, out) -> None:
     if tr.op == "glu":
         sizes = [x.shape[dim] // 2, x.shape[dim] // 2]
     equal = len(set(sizes)) == 1 and tr.op != "unbind"
+    fixed_size = tr.op in ("split", "unsafe_split") and isinstance(arg(args, kwargs, 1, "split_size"), int)
+    if fixed_size and not _rewritable(tr, sizes[0]):
+        equal = False  # x.split(64): the piece size is a constant the pruner cannot rewrite
     per_out: list[list[Block]] = [[] for _ in outs]
     for b in tr.get(x):
         if dim not in b.dims:
@@ -292,7 +295,7 @@ def split(tr: Trace, args: tuple, kwargs: dict, out) -> None:
             shape = list(b.ids.shape)
             shape[dim: dim + 1] = [len(sizes), sizes[0]]
             tr.store.couple_along(b.ids.reshape(shape), (dim,))
-            if tr.op == "split" and isinstance(arg(args, kwargs, 1, "split_size"), int):
+            if fixed_size:
                 tr.store.attr_hints.append((tr.module, sizes[0], b.ids.take(range(sizes[0]), axis=dim).ravel()))
         else:
             tr.store.pin_if_varies(b.ids, dim, f"{tr.module}: {tr.op} into unequal pieces")
@@ -309,6 +312,19 @@ def split(tr: Trace, args: tuple, kwargs: dict, out) -> None:
                 per_out[k].append(Block(dims, part))
     for o, bl in zip(outs, per_out, strict=True):
         tr.set(o, bl)
+
+
+# Module attributes holding a head count or a heads x head_dim size; the pruner rewrites them.
+HEAD_ATTRS = frozenset({"num_heads", "num_attention_heads", "n_head", "n_heads", "num_key_value_heads",
+                        "num_kv_heads", "n_kv_heads", "heads", "nheads", "num_head"})
+INNER_ATTRS = frozenset({"all_head_size", "inner_dim", "split_size", "attn_dim", "kv_dim", "qkv_dim",
+                         "inner_size", "dim_inner"})
+
+
+def _rewritable(tr: Trace, size: int) -> bool:
+    """Whether the running module holds ``size`` in an attribute the pruner knows how to rewrite."""
+    m = tr.module_obj
+    return m is not None and any(k in INNER_ATTRS and v == size for k, v in vars(m).items())
 
 
 @rule("unfold")
