@@ -124,3 +124,12 @@ def test_network_slimming_recipe_masks_bn_channels(tmp_path):
     model = load_pruned(out)
     gammas = torch.cat([m.weight.detach() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)])
     assert float((gammas == 0).float().mean()) == pytest.approx(0.3, abs=0.01)
+
+
+@pytest.mark.slow
+def test_shipped_lottery_recipe_ticket_beats_its_control(tmp_path):
+    """The shipped recipe end to end (~2 min): measured seed 0: dense 94.7%, ticket 94.3%, control 92.6%."""
+    report = run_recipe(load_recipe(shipped_recipe("lottery-lenet")), tmp_path / "o", progress=False, quiet=True)
+    assert report["sparsity"] == pytest.approx(0.9, abs=1e-3)
+    assert report["pruned"]["accuracy"] > report["control"]["accuracy"] + 0.005
+    assert report["dense"]["accuracy"] - report["pruned"]["accuracy"] < 0.01
