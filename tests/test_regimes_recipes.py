@@ -116,6 +116,7 @@ def test_group_lasso_then_filter_pruning(tmp_path):
     assert report["pruned"]["layer_sparsity"]["1.weight"] == pytest.approx(0.5)
 
 
+@pytest.mark.slow  # resnet_mini: ~20 s even on digits; the masks themselves are tested in test_regimes_regularizers
 def test_network_slimming_recipe_masks_bn_channels(tmp_path):
     raw = {**_recipe({"target": 0.3, "schedule": "one_shot"}, regularize={"kind": "bn_l1", "strength": 1e-4}),
            "model": "resnet_mini", "train": {"epochs": 1, "lr": 0.05}, "finetune": {"epochs": 0}}
