@@ -41,20 +41,20 @@ def pareto(rows: list[dict]) -> list[dict]:
 
 
 def _comparisons(rows: list[dict]) -> list[str]:
+    """Each sensitivity/search row against uniform allocation with the same criterion (else lp/uniform)."""
     idx = {(r["criterion"], r["strategy"], r["reduction_target"]): r for r in rows}
     out = []
-    reds = sorted({r["reduction_target"] for r in rows if r["reduction_target"] >= 2})
-    for red in reds:
-        base = idx.get(("lp", "uniform", red))
-        if base is None:
+    for key in sorted(k for k in idx if k[2] >= 2 and k[1] in ("sensitivity", "search")):
+        crit, _, red = key
+        base_key = (crit, "uniform", red) if (crit, "uniform", red) in idx else ("lp", "uniform", red)
+        if base_key not in idx:
             continue
-        for key in [k for k in idx if k[2] == red and k[1] in ("sensitivity", "search")]:
-            r = idx[key]
-            diff = 100 * (r["accuracy_mean"] - base["accuracy_mean"])
-            spread = 100 * max(r["accuracy_std"], base["accuracy_std"])
-            verdict = "beats" if diff > spread else "does not beat"
-            out.append(f"- {red:g}×: {key[0]}/{key[1]} {verdict} lp/uniform by more than the seed spread "
-                       f"({diff:+.2f} pt vs spread {spread:.2f} pt)")
+        r, base = idx[key], idx[base_key]
+        diff = 100 * (r["accuracy_mean"] - base["accuracy_mean"])
+        spread = 100 * max(r["accuracy_std"], base["accuracy_std"])
+        verdict = "**beats**" if diff > spread else "does not beat"
+        out.append(f"- {red:g}×: {crit}/{key[1]} {verdict} {base_key[0]}/uniform by more than the seed spread "
+                   f"({diff:+.2f} pt vs spread {spread:.2f} pt)")
     return out
 
 
