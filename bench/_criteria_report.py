@@ -118,6 +118,26 @@ def _merge(files: list[Path]) -> dict | None:
     return run
 
 
+NOTES = """## What was run, and how to read it
+
+- Machine: 2 shared CPU cores (load average 8–15 from other jobs during the run), 1 torch thread per
+  process; resnet seeds ran as 3 parallel processes. **Latencies are noisy** (the same architecture
+  was timed 30–50% apart minutes apart; some speed-ups < 1 are noise): median of 5 runs, seed 0 only.
+  `bench/structured_latency.py` re-times a dense/pruned pair interleaved for a fairer ratio.
+- MNIST-1D / cnn1d: every criterion except `bn_scale` (the classifier's hidden Linear group has no
+  normalisation layer, so `bn_scale` refuses it) × `uniform` and `global`; `sensitivity` with lp,
+  gradient and taylor; `search` with lp (population 8, 3 generations, proxy = accuracy of the zeroed
+  model on 200 validation images); 5 MAC budgets × 3 seeds.
+- Residual CNN / MNIST: a subset (CPU time): random/uniform and lp/uniform (controls), taylor/global,
+  gradient/sensitivity (seed 000: gradient sensitivity + 10× lower fine-tune LR), taylor/sensitivity,
+  lp/search at 2×. The shared fine-tune budget is deliberately tiny (1 epoch over 640 images = 10
+  steps) so that the comparison isolates *what was removed*; with a real fine-tune (3 epochs, the
+  shipped recipe `structured-resnet-mnist`) taylor/sensitivity at 2× MACs loses 0.20 pt
+  (`structured-resnet-mnist/report.json`).
+- Every point met its MAC budget within ±2% (column "MACs kept").
+"""
+
+
 def write_report(results: Path, files: dict[str, list[Path]]) -> None:
     runs = [r for r in (_merge(fs) for fs in files.values()) if r is not None]
     summary, md, plotted = {}, ["# Criteria × allocation strategies at MAC budgets", "",
@@ -143,6 +163,6 @@ def write_report(results: Path, files: dict[str, list[Path]]) -> None:
                ", ".join(f"{r['criterion']}/{r['strategy']}@{r['reduction_target']:g}×" for r in pareto(rows)), "",
                "Allocation vs uniform at ≥ 2×:", "", *_comparisons(rows), ""]
     (results / "criteria.json").write_text(json.dumps(summary, indent=1))
-    (results / "criteria.md").write_text("\n".join(md) + "\n![accuracy vs MACs](criteria.png)\n")
+    (results / "criteria.md").write_text("\n".join(md) + "\n![accuracy vs MACs](criteria.png)\n\n" + NOTES)
     if plotted:
         _plot(plotted, results / "criteria.png")
