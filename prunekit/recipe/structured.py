@@ -35,6 +35,7 @@ from prunekit.models import build_model
 from prunekit.recipe.schema import RECIPE_VERSION, DataSpec, MeasureSpec, ModelSpec, Recipe, load_recipe
 from prunekit.recipe.validate import from_dict, to_dict
 from prunekit.sensitivity import DEFAULT_RATIOS, SensitivityConfig, analyze
+from prunekit.structured.serialize import save_pruned
 from prunekit.training import TrainConfig, default_device, evaluate, train
 
 __all__ = ["StructuredSpec", "StructuredRecipe", "parse_structured_recipe", "load_any_recipe",
@@ -170,7 +171,9 @@ def _prune(recipe: StructuredRecipe, model, data, quiet: bool) -> tuple[Any, dic
 
 def run_structured_recipe(recipe: StructuredRecipe, out: str | Path, force: bool = False, progress: bool = True,
                           quiet: bool = False) -> dict:
-    """Carries out ``recipe``; writes report.json, report.md, sensitivity.json and recipe.yaml to ``out``."""
+    """Carries out ``recipe``; writes report.json, report.md, sensitivity.json, recipe.yaml and the pruned
+    model (``model/spec.json`` + ``model/weights.safetensors``, loaded back with
+    :func:`prunekit.structured.load_pruned` given the original model) to ``out``."""
     check_output_dir(out, force)
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -200,6 +203,7 @@ def run_structured_recipe(recipe: StructuredRecipe, out: str | Path, force: bool
         atomic_write_text(stage / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
         if sens is not None:
             atomic_write_text(stage / "sensitivity.json", json.dumps(sens.to_dict(), indent=2))
+        save_pruned(model, stage / "model")
     _log(f"pruned: {report['macs_reduction']:.2f}× fewer MACs, {report['speedup'].get('256', 0) or 0:.2f}× faster "
          f"at batch 256, test accuracy {pruned['accuracy']:.2%} ({-report['accuracy_drop_pt']:+.2f} pt); "
          f"report in {out}", quiet)
