@@ -235,27 +235,31 @@ class Recipe:
         return to_dict(self)
 
 
-def parse_recipe(raw: Any, source: str = "recipe") -> Recipe:
-    """Validates parsed YAML and returns a :class:`Recipe` (raises :class:`RecipeError`)."""
+def parse_recipe(raw: Any, source: str = "recipe", cls: type | None = None) -> Any:
+    """Validates parsed YAML and returns a :class:`Recipe` (or ``cls``; raises :class:`RecipeError`)."""
     if not isinstance(raw, dict):
         raise RecipeError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
     raw = dict(raw)
     for key in ("model", "data"):
         if isinstance(raw.get(key), str):
             raw[key] = {"name": raw[key]}
-    return from_dict(Recipe, raw, source)
+    return from_dict(cls or Recipe, raw, source)
 
 
-def load_recipe(path: str | Path) -> Recipe:
-    """Reads and validates a recipe file."""
+def read_yaml(path: str | Path) -> Any:
+    """Parses a recipe file; a missing file or bad YAML is a one-line :class:`RecipeError`."""
     p = Path(path)
     if not p.is_file():
         raise RecipeError(f"recipe file {str(p)!r} does not exist")
     try:
-        raw = yaml.safe_load(p.read_text())
+        return yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise RecipeError(f"{p}: not valid YAML{where}: {problem}") from None
-    return parse_recipe(raw, p.name)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Reads and validates a recipe file."""
+    return parse_recipe(read_yaml(path), Path(path).name)

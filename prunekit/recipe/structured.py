@@ -26,14 +26,22 @@ import yaml
 from prunekit._version import __version__
 from prunekit.allocation import STRATEGY_NAMES, AllocationConfig, Budget, prune_to_budget
 from prunekit.data import load_dataset
-from prunekit.errors import ConfigError, RecipeError
+from prunekit.errors import ConfigError
 from prunekit.importance import IMPORTANCE, Calibration, ImportanceConfig, score_groups
 from prunekit.io.checkpoint import atomic_write_text
 from prunekit.io.outdir import check_output_dir, staged_output
 from prunekit.measure.summary import measure_model
 from prunekit.models import build_model
-from prunekit.recipe.schema import RECIPE_VERSION, DataSpec, MeasureSpec, ModelSpec, Recipe, load_recipe
-from prunekit.recipe.validate import from_dict, to_dict
+from prunekit.recipe.schema import (
+    RECIPE_VERSION,
+    DataSpec,
+    MeasureSpec,
+    ModelSpec,
+    Recipe,
+    parse_recipe,
+    read_yaml,
+)
+from prunekit.recipe.validate import to_dict
 from prunekit.sensitivity import DEFAULT_RATIOS, SensitivityConfig, analyze
 from prunekit.structured.serialize import save_pruned
 from prunekit.training import TrainConfig, default_device, evaluate, train
@@ -123,25 +131,15 @@ class StructuredRecipe:
 
 
 def parse_structured_recipe(raw: Any, source: str = "recipe") -> StructuredRecipe:
-    if not isinstance(raw, dict):
-        raise RecipeError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
-    raw = dict(raw)
-    for key in ("model", "data"):
-        if isinstance(raw.get(key), str):
-            raw[key] = {"name": raw[key]}
-    return from_dict(StructuredRecipe, raw, source)
+    return parse_recipe(raw, source, StructuredRecipe)
 
 
 def load_any_recipe(path: str | Path) -> Recipe | StructuredRecipe:
     """Reads a recipe file of either kind: a top-level ``structured:`` key makes it structured."""
-    p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text()) if p.is_file() else None
-    except yaml.YAMLError:
-        raw = None  # load_recipe reports the YAML error with its position
+    raw = read_yaml(path)
     if isinstance(raw, dict) and "structured" in raw:
-        return parse_structured_recipe(raw, p.name)
-    return load_recipe(p)
+        return parse_structured_recipe(raw, Path(path).name)
+    return parse_recipe(raw, Path(path).name)
 
 
 def _log(msg: str, quiet: bool) -> None:
