@@ -10,7 +10,7 @@ TORCH   ?= torch==2.14.1 torchvision==0.29.1
 FIND    := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo test test-slow bench lint clean
+.PHONY: demo test test-slow test-timing lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -26,7 +26,10 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS) -m slow
+	$(PY) -m pytest $(PYTEST_ARGS) -m "slow and not timing"
+
+test-timing: $(STAMP)
+	$(PY) -m pytest -m timing
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check prunekit tests bench
