@@ -14,19 +14,7 @@ from prunekit.models import build_model
 from prunekit.sensitivity import Curve, Sensitivity
 from prunekit.structured import prune_groups
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the CI box has 2 shared cores
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def net(digits):
-    torch.manual_seed(0)
-    return build_model("resnet_mini", digits.input_shape, digits.num_classes).eval()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _fake_sensitivity(graph, fragile: str) -> Sensitivity:

@@ -10,23 +10,10 @@ import torch
 
 from prunekit.graph import DependencyGraph
 from prunekit.importance import score_groups, score_weights
-from prunekit.models import build_model
 from prunekit.sensitivity import Curve, Sensitivity, SensitivityConfig, allocate_sparsity, analyze, analyze_weights
 from prunekit.training import evaluate
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the CI box has 2 shared cores
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def net(digits):
-    torch.manual_seed(0)
-    return build_model("resnet_mini", digits.input_shape, digits.num_classes).eval()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_curves_cover_every_group_and_leave_the_model_unchanged(net, digits):

@@ -1,10 +1,6 @@
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the CI box has 2 shared cores
-    yield
-    torch.set_num_threads(threads)
+def _single_thread(one_thread):
+    """Every importance test runs on one torch thread (see tests/conftest.py)."""
