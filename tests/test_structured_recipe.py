@@ -1,35 +1,136 @@
-"""The structured recipe runs end to end: budget met, model physically smaller, saved and loaded back."""
+"""Structured recipes and ``prunekit sensitivity``: reports with the foundation's fields, clean errors."""
+
+from __future__ import annotations
 
 import json
 
 import pytest
 import torch
+import yaml
 
+from prunekit.cli.main import main
+from prunekit.cli.run import shipped_recipe
 from prunekit.data import load_dataset
+from prunekit.errors import RecipeError
 from prunekit.models import build_model
-from prunekit.recipe.structured import parse_structured_recipe, run_structured_recipe
+from prunekit.recipe.structured import StructuredRecipe, load_any_recipe, parse_structured_recipe, run_structured_recipe
 from prunekit.structured import load_pruned
 from prunekit.training import evaluate
 
 TINY = {
     "name": "tiny-structured", "seed": 0, "model": "resnet_mini", "data": "digits",
-    "train": {"epochs": 1, "lr": 0.05},
-    "structured": {"criterion": "lp", "strategy": "global", "target": {"macs": 0.5}},
-    "finetune": {"epochs": 1, "lr": 0.005},
-    "measure": {"latency_batches": [1, 4], "latency_repeats": 2},
+    "train": {"epochs": 1, "lr": 0.05}, "finetune": {"epochs": 1, "lr": 0.005},
+    "structured": {"criterion": "taylor", "strategy": "sensitivity", "target": {"macs": 0.5},
+                   "calibration_samples": 64, "sensitivity_ratios": [0.3, 0.6], "sensitivity_samples": 50},
+    "measure": {"latency_batches": [1, 8], "latency_repeats": 2},
 }
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _write(tmp_path, recipe):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_shipped_structured_recipe_is_structured():
+    r = load_any_recipe(shipped_recipe("structured-resnet-mnist"))
+    assert isinstance(r, StructuredRecipe)
+    assert (r.model.name, r.data.name, r.structured.budget().macs) == ("resnet_mini", "mnist", 0.5)
+    assert r.finetune.lr == pytest.approx(r.train.lr / 10)
+
+
+def test_structured_run_writes_the_report_fields(tmp_path):
+    out = tmp_path / "out"
+    assert main(["run", str(_write(tmp_path, TINY)), "--out", str(out), "--no-progress"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    for key in ("model", "dataset", "seed", "dense", "pruned", "sparsity", "compression", "steps"):
+        assert key in report
+    for side in ("dense", "pruned"):
+        for key in ("accuracy", "params", "nonzero_params", "macs", "nonzero_macs", "size_bytes", "latency_ms"):
+            assert key in report[side]
+        assert set(report[side]["latency_ms"]) == {"1", "8"}
+    assert abs(report["pruned"]["macs"] / report["dense"]["macs"] - 0.5) <= 0.01
+    assert report["compression"] == pytest.approx(report["dense"]["params"] / report["pruned"]["params"])
+    assert len(report["steps"]) == 1 and report["allocation"]["allocation"]["strategy"] == "sensitivity"
+    assert {"report.md", "recipe.yaml", "sensitivity.json"} <= {p.name for p in out.iterdir()}
+    assert isinstance(parse_structured_recipe(yaml.safe_load((out / "recipe.yaml").read_text())), StructuredRecipe)
+
+
+@pytest.mark.parametrize("patch,match", [
+    ({"criterion": "taylor9"}, "unknown criterion 'taylor9'; choose one of: apoz"),
+    ({"strategy": "amc"}, "unknown allocation strategy 'amc'; choose one of: uniform, global, sensitivity, search"),
+    ({"target": {"macs": 2}}, r"give the fraction of the dense model to keep, in \(0, 1\)"),
+    ({"target": {"flops": 0.5}}, "unknown budget key"),
+    ({"calibration_samples": 0}, "criterion 'taylor' needs calibration data"),
+])
+def test_bad_structured_fields_are_refused(patch, match):
+    raw = {**TINY, "structured": {**TINY["structured"], **patch}}
+    with pytest.raises(RecipeError, match=match):
+        parse_structured_recipe(raw)
+
+
+def test_unreachable_budget_fails_in_one_line_and_writes_nothing(tmp_path, capsys):
+    raw = {**TINY, "train": {"epochs": 0, "lr": 0.05},
+           "structured": {**TINY["structured"], "strategy": "global", "target": {"macs": 0.01}, "min_channels": 8}}
+    out = tmp_path / "out"
+    assert main(["run", str(_write(tmp_path, raw)), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("prunekit: error:") and "is unreachable" in err and "at most a" in err
+    assert not out.exists()
+
+
+def test_sensitivity_cli_writes_table_json_and_plot(tmp_path, capsys):
+    out = tmp_path / "sens"
+    assert main(["sensitivity", "--model", "resnet_mini", "--data", "digits", "--epochs", "1", "--criterion",
+                 "apoz", "--ratios", "0.5,0.9", "--samples", "32", "--max-samples", "40", "--out", str(out)]) == 0
+    data = json.loads((out / "sensitivity.json").read_text())
+    assert data["criterion"] == "apoz" and len(data["curves"]) == 12
+    assert all(c["ratios"] == [0.5, 0.9] for c in data["curves"].values())
+    assert (out / "sensitivity.png").stat().st_size > 1000
+    assert "| layers.0.conv1 | 16 |" in (out / "sensitivity.md").read_text()
+
+
+def test_sensitivity_cli_refuses_a_data_criterion_without_data(tmp_path, capsys):
+    out = tmp_path / "sens"
+    assert main(["sensitivity", "--criterion", "taylor", "--samples", "0", "--out", str(out)]) == 2
+    assert "criterion 'taylor' needs calibration data" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cli_flags_override_the_structured_fields(tmp_path, capsys):
+    from prunekit.cli.main import build_parser
+    from prunekit.cli.run import apply_structured_flags
+
+    args = build_parser().parse_args(["run", "x.yaml", "--out", "o", "--criterion", "fpgm", "--strategy", "global",
+                                      "--target", "latency_ms=20,batch=1"])
+    r = apply_structured_flags(parse_structured_recipe(TINY), args)
+    assert (r.structured.criterion, r.structured.strategy) == ("fpgm", "global")
+    assert r.structured.budget().latency_ms == 20 and r.structured.budget().batch == 1
+    bad = build_parser().parse_args(["run", "x.yaml", "--out", "o", "--strategy", "amc"])
+    with pytest.raises(RecipeError, match="unknown allocation strategy 'amc'"):
+        apply_structured_flags(parse_structured_recipe(TINY), bad)
+    _unstructured = {k: v for k, v in TINY.items() if k != "structured"}
+    _unstructured["prune"] = {"target": 0.5}
+    code = main(["run", str(_write(tmp_path, _unstructured)), "--out", str(tmp_path / "o"), "--target", "macs=0.5"])
+    assert code == 2 and "apply to structured recipes" in capsys.readouterr().err
+
+
+TINY_SAVE = {**TINY, "structured": {"criterion": "lp", "strategy": "global", "target": {"macs": 0.5}}}
 
 
 def test_structured_recipe_end_to_end(tmp_path):
     out = tmp_path / "out"
-    report = run_structured_recipe(parse_structured_recipe(TINY), out, progress=False, quiet=True)
+    report = run_structured_recipe(parse_structured_recipe(TINY_SAVE), out, progress=False, quiet=True)
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk["pruned"]["macs"] == report["pruned"]["macs"]
     ratio = report["pruned"]["macs"] / report["dense"]["macs"]
     assert abs(ratio - 0.5) <= 0.02 * 0.5  # the budget, within ±2%
     assert report["pruned"]["params"] < report["dense"]["params"]  # removed, not masked
     for side in ("dense", "pruned"):
-        assert set(report[side]["latency_ms"]) == {"1", "4"}
+        assert set(report[side]["latency_ms"]) == {"1", "8"}
     data = load_dataset("digits")
     model = load_pruned(out / "model", build_model("resnet_mini", data.input_shape, data.num_classes))
     assert sum(p.numel() for p in model.parameters()) == report["pruned"]["params"]
