@@ -78,13 +78,68 @@ def synflow_gradients(model: nn.Module, names: list[str], batch: Batch) -> dict[
 
 SALIENCY_CRITERIA.register("snip")(Criterion(
     "snip", _grad_times_weight, frozenset({"gradients", "data"}),
-    "Connection sensitivity |θ ⊙ ∂L/∂θ| on a calibration batch (Lee et al. 2019)."))
+    "Connection sensitivity |θ ⊙ ∂L/∂θ| on a calibration batch (Lee et al. 2019).", at_init=True))
 SALIENCY_CRITERIA.register("synflow")(Criterion(
     "synflow", _grad_times_weight, frozenset({"gradients", "input_shape"}),
-    "Synaptic flow |θ ⊙ ∂R/∂θ|, R = 1ᵀ∏|θ_l|1, data-free (Tanaka et al. 2020)."))
+    "Synaptic flow |θ ⊙ ∂R/∂θ|, R = 1ᵀ∏|θ_l|1, data-free (Tanaka et al. 2020).", at_init=True))
 
-#: The gradient each saliency criterion scores with.
-GRADIENTS = {"snip": snip_gradients, "synflow": synflow_gradients}
+
+# ----------------------------------------------------------------------------- trained-model criteria
+# The single-weight forms of prunekit.importance's gradient criteria, for pruning a trained model at
+# any schedule. One pass over the calibration batch in mini-batches of _MINI (eval mode, BatchNorm
+# statistics untouched) accumulates per weight: mean |g_b|, mean g_b and mean g_b² over the B
+# mini-batches. The pruner then scores with the statistic its criterion needs.
+_MINI = 128
+
+
+def _batch_gradient_stats(model: nn.Module, names: list[str], batch: Batch, stat: str) -> dict[str, torch.Tensor]:
+    x, y = batch
+    params = dict(model.named_parameters())
+    acc = {n: torch.zeros_like(params[n], dtype=torch.float32) for n in names}
+    was = model.training
+    model.eval()
+    b = 0
+    try:
+        device = params[names[0]].device
+        for s in range(0, len(x), _MINI):
+            loss = F.cross_entropy(model(x[s:s + _MINI].to(device)), y[s:s + _MINI].to(device))
+            for n, g in zip(names, torch.autograd.grad(loss, [params[n] for n in names]), strict=True):
+                acc[n] += {"abs": g.abs(), "mean": g, "sq": g * g}[stat].float()
+            b += 1
+    finally:
+        model.train(was)
+    return {n: a / b for n, a in acc.items()}
+
+
+def _stat_gradients(stat: str):
+    def gradients(model: nn.Module, names: list[str], batch: Batch) -> dict[str, torch.Tensor]:
+        return _batch_gradient_stats(model, names, batch, stat)
+
+    return gradients
+
+
+def _need(ctx: ScoreContext) -> torch.Tensor:
+    if ctx.grad is None:
+        raise ConfigError(f"criterion needs gradient statistics of {ctx.name!r}; the pruner computes them from "
+                          "a calibration batch: pass calibration=(x, y) to the pruner")
+    return ctx.grad.detach()
+
+
+SALIENCY_CRITERIA.register("gradient")(Criterion(
+    "gradient", lambda ctx: _need(ctx), frozenset({"gradients", "data"}),
+    "Accumulated gradient magnitude (1/B) Σ_b |∂L_b/∂w| over the calibration batch (seed 000)."))
+SALIENCY_CRITERIA.register("taylor")(Criterion(
+    "taylor", lambda ctx: (_need(ctx) * ctx.param.detach()).abs(), frozenset({"gradients", "data"}),
+    "First-order Taylor |ḡ·w|, ḡ the mean loss gradient over the calibration batch (Molchanov et al. 2019)."))
+SALIENCY_CRITERIA.register("hessian")(Criterion(
+    "hessian", lambda ctx: 0.5 * _need(ctx) * ctx.param.detach().pow(2), frozenset({"gradients", "data"}),
+    "Optimal Brain Damage ½·F·w², F = (1/B) Σ_b g_b² the empirical-Fisher Hessian diagonal "
+    "(LeCun et al. 1990)."))
+
+#: What each saliency criterion computes from the model and the calibration batch before scoring:
+#: ∂R/∂θ for snip and synflow, a per-weight gradient statistic for gradient, taylor and hessian.
+GRADIENTS = {"snip": snip_gradients, "synflow": synflow_gradients, "gradient": _stat_gradients("abs"),
+             "taylor": _stat_gradients("mean"), "hessian": _stat_gradients("sq")}
 
 
 def criterion_names() -> list[str]:

@@ -32,6 +32,8 @@ class Criterion:
     score: Callable[[ScoreContext], torch.Tensor]
     needs: frozenset[str] = field(default_factory=frozenset)
     doc: str = ""
+    #: scores only make sense before training (snip, synflow): recipes must use schedule ``at_init``.
+    at_init: bool = False
 
 
 WEIGHT_CRITERIA: Registry = Registry("criterion")

@@ -35,7 +35,8 @@ class UnstructuredConfig:
 
     Attributes:
         criterion: name in ``WEIGHT_CRITERIA`` (``l1``, ``l2``, ``random``) or ``SALIENCY_CRITERIA``
-            (``snip``, ``synflow``: these need a calibration batch, see :class:`UnstructuredPruner`).
+            (``snip``, ``synflow`` at initialisation; ``gradient``, ``taylor``, ``hessian`` on a trained
+            model: these need a calibration batch, see :class:`UnstructuredPruner`).
         scope: name in ``SCOPES`` (``layer``, ``global``, ``ratios``, ``threshold``).
         ratios: for scope ``ratios``: parameter-name pattern → sparsity.
         threshold: for scope ``threshold``: weights scoring below it are pruned.

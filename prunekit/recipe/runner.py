@@ -17,6 +17,7 @@ import yaml
 from prunekit._version import __version__
 from prunekit.data import load_dataset
 from prunekit.errors import ConfigError
+from prunekit.importance import Calibration
 from prunekit.io.checkpoint import atomic_write_text, save_state_dict
 from prunekit.io.outdir import check_output_dir, staged_output
 from prunekit.measure.summary import measure_model
@@ -56,6 +57,9 @@ def run_recipe(recipe: Recipe, out: str | Path, force: bool = False, progress: b
         criterion=p.criterion, scope=p.scope, ratios=p.ratios, threshold=p.threshold,
         exclude=tuple(p.exclude), include_bias=p.include_bias, seed=recipe.seed,
         granularity=p.granularity, nm=tuple(p.nm)))
+    if "data" in pruner.criterion.needs and not pruner.criterion.at_init:  # at_init brings its own batch
+        cal = Calibration.from_data(data.x_train, data.y_train, p.calibration_samples, recipe.seed)
+        pruner.calibration = (cal.x, cal.y)
     timings["load"] = time.perf_counter() - t
 
     t = time.perf_counter()

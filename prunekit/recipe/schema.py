@@ -123,6 +123,8 @@ class PruneSpec:
         iterations: scoring rounds of ``at_init`` (default: 1 for snip, 100 for synflow).
         remove_channels: after pruning, physically remove the channels that filter masks left dead.
         lottery: options of the ``lottery`` schedule.
+        calibration_samples: training examples the data-driven criteria (``gradient``, ``taylor``,
+            ``hessian``) score with, re-scored at every pruning step of the trained model.
     """
 
     criterion: str = "l1"
@@ -141,6 +143,7 @@ class PruneSpec:
     iterations: int | None = None
     remove_channels: bool = False
     lottery: LotterySpec = field(default_factory=LotterySpec)
+    calibration_samples: int = 512
 
     def __post_init__(self) -> None:
         get_criterion(self.criterion)
@@ -151,6 +154,8 @@ class PruneSpec:
         check_sparsity(self.target, "target")
         if self.steps < 1:
             raise ConfigError(f"steps must be ≥ 1, got {self.steps}")
+        if self.calibration_samples < 1:
+            raise ConfigError(f"calibration_samples must be ≥ 1, got {self.calibration_samples}")
         if not 0.0 <= self.gradual_start < self.gradual_end <= 1.0:
             raise ConfigError(f"need 0 ≤ gradual_start < gradual_end ≤ 1, got "
                               f"{self.gradual_start} and {self.gradual_end}")
@@ -174,7 +179,7 @@ class PruneSpec:
         if self.iterations is not None and self.schedule != "at_init":
             raise ConfigError(f"iterations counts the scoring rounds of schedule 'at_init'; remove it or "
                               f"set schedule: at_init (got schedule {self.schedule!r})")
-        if get_criterion(self.criterion).needs & {"gradients"} and self.schedule != "at_init":
+        if get_criterion(self.criterion).at_init and self.schedule != "at_init":
             raise ConfigError(f"criterion {self.criterion!r} scores weights at initialisation: set "
                               f"schedule: at_init (got {self.schedule!r})")
         if self.remove_channels and self.granularity != "filter":
