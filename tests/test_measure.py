@@ -58,6 +58,14 @@ def test_macs_see_functional_matmuls():
     assert count_macs(Attn(), torch.randn(1, 6, 4)).dense == 144
 
 
+def test_macs_see_multihead_attention_in_eval():
+    """nn.MultiheadAttention's fused eval kernel is invisible to the flop counter; it must not be used."""
+    mha, x = nn.MultiheadAttention(16, 4, batch_first=True).eval(), torch.randn(1, 5, 16)
+    # projections alone: 5 tokens x 16 inputs x (48 q/k/v + 16 out) = 5120; then q·k and weights·v, 4·5·5·4 each
+    assert count_macs(mha, x, x, x).dense == 5120 + 2 * 400
+    assert torch.backends.mha.get_fastpath_enabled()
+
+
 def test_sparse_encoding_round_trips_and_shrinks():
     w = torch.randn(64, 64)
     w[torch.rand_like(w) < 0.9] = 0
