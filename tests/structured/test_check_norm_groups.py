@@ -1,0 +1,37 @@
+"""``check`` with norm groups: by default a LayerNorm'd residual width is left alone (its removal is not
+output-preserving); ``exact_only=False`` / ``--include-norm-groups`` prunes it too and checks structure."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prunekit.structured import StructuredConfig
+from prunekit.structured.check import check_model
+
+
+class PreNormMLP(nn.Module):
+    def __init__(self, dim: int = 32) -> None:
+        super().__init__()
+        self.embed = nn.Linear(12, dim)
+        self.norm = nn.LayerNorm(dim)
+        self.fc1, self.fc2 = nn.Linear(dim, 64), nn.Linear(64, dim)
+        self.head = nn.Linear(dim, 5)
+
+    def forward(self, x):
+        x = self.embed(x)
+        x = x + self.fc2(F.gelu(self.fc1(self.norm(x))))
+        return self.head(x)
+
+
+def _check(exact_only: bool):
+    torch.manual_seed(0)
+    return check_model("prenorm", PreNormMLP().eval(), torch.randn(3, 12),
+                       StructuredConfig(ratio=0.5, exact_only=exact_only), latency=False)
+
+
+def test_norm_groups_are_pruned_only_when_asked():
+    exact, loose = _check(True), _check(False)
+    assert exact.ok and exact.equivalent and exact.exact_only
+    assert loose.ok and not loose.exact_only and loose.error is None
+    assert loose.params_after < exact.params_after  # the residual width went too
+    assert loose.groups_pruned > exact.groups_pruned
