@@ -5,13 +5,22 @@ rebuilds both architectures (the pruned one by removing the report's per-group u
 fresh model: latency depends on the shapes only), then alternates single timed forwards of the two
 so both see the same load; the speed-up is the ratio of medians (and of 10th percentiles).
 
-    .venv/bin/python bench/structured_latency.py runs/structured-resnet-mnist/report.json --batch 256 1
+Each ``--modes`` entry prepares both models alike before timing them:
+
+- ``eager``: the model as trained, under ``torch.no_grad`` (BatchNorm kept, NCHW);
+- ``fold``, ``cl``, ``fold+cl``: :func:`prunekit.export.prepare_inference` with BatchNorm folded into
+  the convolutions and/or channels_last weights and inputs, under ``torch.inference_mode``.
+
+    .venv/bin/python bench/structured_latency.py runs/structured-resnet-mnist/report.json --batch 256 1 \
+        --modes eager fold+cl --out bench/results/structured-resnet-mnist/latency_interleaved.json
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -19,53 +28,80 @@ from pathlib import Path
 import torch
 
 from prunekit.data import load_dataset
+from prunekit.export import InferenceConfig, prepare_inference
 from prunekit.graph import DependencyGraph
 from prunekit.measure import count_macs
 from prunekit.models import build_model
 from prunekit.structured import prune_groups
 
+MODES = {"eager": None, "fold": InferenceConfig(fold_bn=True), "cl": InferenceConfig(channels_last=True),
+         "fold+cl": InferenceConfig(fold_bn=True, channels_last=True)}
 
-@torch.no_grad()
-def interleaved(a, b, x, repeats: int) -> tuple[list[float], list[float]]:
+
+def interleaved(a, b, x, repeats: int, grad_ctx=torch.no_grad) -> tuple[list[float], list[float]]:
     ta, tb = [], []
-    for m in (a, b):
-        m(x)
-    for _ in range(repeats):
-        for m, out in ((a, ta), (b, tb)):
-            t0 = time.perf_counter()
+    with grad_ctx():
+        for m in (a, b):
             m(x)
-            out.append((time.perf_counter() - t0) * 1e3)
+        for _ in range(repeats):
+            for m, out in ((a, ta), (b, tb)):
+                t0 = time.perf_counter()
+                m(x)
+                out.append((time.perf_counter() - t0) * 1e3)
     return ta, tb
 
 
+def architectures(model: str, dataset: str, removed: dict[str, int]):
+    """Untrained dense and pruned models (the pruned one loses ``removed[group]`` units per group)."""
+    data = load_dataset(dataset)
+    dense = build_model(model, data.input_shape, data.num_classes).eval()
+    pruned = build_model(model, data.input_shape, data.num_classes).eval()
+    x1 = data.x_test[:1]
+    graph = DependencyGraph.build(pruned, x1)
+    prune_groups(graph, {g: list(range(n)) for g, n in removed.items()})
+    return dense, pruned, x1
+
+
+def compare(dense, pruned, x1, batches: list[int], modes: list[str], repeats: int) -> dict:
+    """Interleaved timings of ``dense`` vs ``pruned`` per mode and batch size: {mode: {batch: {...}}}."""
+    out: dict = {}
+    for mode in modes:
+        cfg = MODES[mode]
+        pair = (dense, pruned) if cfg is None else (prepare_inference(dense, cfg), prepare_inference(pruned, cfg))
+        fmt = torch.contiguous_format if cfg is None else cfg.memory_format
+        ctx = torch.no_grad if cfg is None else torch.inference_mode
+        out[mode] = {}
+        for b in batches:
+            x = x1.expand(b, *x1.shape[1:]).contiguous(memory_format=fmt)
+            td, tp = interleaved(*pair, x, repeats, ctx)
+            md, mp = statistics.median(td), statistics.median(tp)
+            p10d, p10p = (statistics.quantiles(t, n=10)[0] for t in (td, tp))
+            out[mode][str(b)] = {"dense_ms": md, "pruned_ms": mp, "speedup_median": md / mp,
+                                 "speedup_p10": p10d / p10p, "repeats": repeats}
+            print(f"{mode:8s} batch {b}: dense {md:.2f} ms, pruned {mp:.2f} ms, speed-up {md / mp:.2f}× "
+                  f"(p10 {p10d / p10p:.2f}×)", flush=True)
+    return out
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("report")
     ap.add_argument("--batch", type=int, nargs="+", default=[256, 1])
+    ap.add_argument("--modes", nargs="+", default=["eager", "fold+cl"], choices=list(MODES))
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
     rep = json.loads(Path(args.report).read_text())
-    data = load_dataset(rep["dataset"])
-    dense = build_model(rep["model"], data.input_shape, data.num_classes).eval()
-    pruned = build_model(rep["model"], data.input_shape, data.num_classes).eval()
-    x1 = data.x_test[:1]
-    graph = DependencyGraph.build(pruned, x1)
-    prune_groups(graph, {g: list(range(n)) for g, n in rep["allocation"]["allocation"]["removed"].items()})
+    dense, pruned, x1 = architectures(rep["model"], rep["dataset"], rep["allocation"]["allocation"]["removed"])
     macs = (count_macs(dense, x1).dense, count_macs(pruned, x1).dense)
     assert macs[1] == rep["pruned"]["macs"], (macs, rep["pruned"]["macs"])
-    result = {"report": args.report, "threads": 1, "macs": macs, "batches": {}}
-    for b in args.batch:
-        x = x1.expand(b, *x1.shape[1:]).contiguous()
-        td, tp = interleaved(dense, pruned, x, args.repeats)
-        md, mp = statistics.median(td), statistics.median(tp)
-        p10 = lambda t: statistics.quantiles(t, n=10)[0]
-        result["batches"][str(b)] = {"dense_ms": md, "pruned_ms": mp, "speedup_median": md / mp,
-                                     "speedup_p10": p10(td) / p10(tp), "repeats": args.repeats}
-        print(f"batch {b}: dense {md:.2f} ms, pruned {mp:.2f} ms, speed-up {md / mp:.2f}× "
-              f"(p10 {p10(td) / p10(tp):.2f}×)")
+    result = {"report": args.report, "threads": 1, "macs": macs, "macs_reduction": macs[0] / macs[1],
+              "modes": compare(dense, pruned, x1, args.batch, args.modes, args.repeats),
+              "loadavg_end": os.getloadavg()}
     if args.out:
+        with contextlib.suppress(FileNotFoundError):
+            Path(args.out).unlink()
         Path(args.out).write_text(json.dumps(result, indent=2))
 
 

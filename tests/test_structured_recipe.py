@@ -137,3 +137,20 @@ def test_structured_recipe_end_to_end(tmp_path):
     acc = evaluate(model, data.x_test, data.y_test).accuracy
     assert acc == pytest.approx(report["pruned"]["accuracy"])
     assert model(torch.randn(2, *data.input_shape)).shape == (2, 10)
+
+
+def test_distilled_recipe_times_the_exported_models(tmp_path):
+    raw = {**TINY_SAVE, "recovery": {"method": "distill", "distill": {"temperature": 2.0}},
+           "inference": {"fold_bn": True, "channels_last": True}}
+    report = run_structured_recipe(parse_structured_recipe(raw), tmp_path / "out", progress=False, quiet=True)
+    assert report["recovery"] == "distill"
+    assert report["inference"] == {"fold_bn": True, "channels_last": True}
+    assert report["pruned"]["params"] < report["dense"]["params"]  # the pruned model's own count, BN kept
+    assert len(report["steps"]) == 1 and all(v > 0 for v in report["pruned"]["latency_ms"].values())
+    assert "BatchNorm folded, channels_last" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_distillation_without_a_trained_teacher_is_refused():
+    raw = {**TINY_SAVE, "train": {"epochs": 0, "lr": 0.05}, "recovery": {"method": "distill"}}
+    with pytest.raises(RecipeError, match="needs a trained teacher"):
+        parse_structured_recipe(raw)

@@ -38,6 +38,7 @@ def measure_latency(
     warmup: int = 3,
     repeats: int = 20,
     min_seconds: float = 0.0,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> Latency:
     """Times ``model`` on a batch built by repeating the first sample of ``example``.
 
@@ -48,10 +49,12 @@ def measure_latency(
         warmup: untimed runs first.
         repeats: timed runs (at least); more are run until ``min_seconds`` have passed.
         min_seconds: keep timing until this much time has been spent.
+        memory_format: layout of the timed batch; ``torch.channels_last`` for a model whose weights
+            are channels-last (see :func:`prunekit.export.prepare_inference`).
     """
     if batch < 1 or repeats < 1:
         raise ValueError(f"batch and repeats must be ≥ 1, got batch={batch}, repeats={repeats}")
-    x = example[:1].expand(batch, *example.shape[1:]).contiguous()
+    x = example[:1].expand(batch, *example.shape[1:]).contiguous(memory_format=memory_format)
     device = next((p.device for p in model.parameters()), x.device)
     x = x.to(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

@@ -19,8 +19,15 @@ def measure_model(
     y_test: torch.Tensor,
     latency_batches: list[int] = (1, 256),
     latency_repeats: int = 20,
+    latency_model: nn.Module | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> dict:
     """Accuracy, loss, parameter and MAC counts, sizes and latency of ``model``.
+
+    Args:
+        latency_model: the model that is timed, when it differs from ``model``: e.g. its inference
+            export (:func:`prunekit.export.prepare_inference`); every other figure is ``model``'s.
+        memory_format: layout of the timed batches (``torch.channels_last`` for a channels-last export).
 
     Returns:
         A JSON-ready dict with ``accuracy`` (fraction), ``loss``, ``params``, ``nonzero_params``,
@@ -36,7 +43,9 @@ def measure_model(
     params = count_params(model)
     macs = count_macs(model, example)
     size = size_on_disk(model)
-    timings = {str(b): measure_latency(model, example, batch=b, repeats=latency_repeats)
+    timed = model if latency_model is None else latency_model
+    timings = {str(b): measure_latency(timed, example, batch=b, repeats=latency_repeats,
+                                       memory_format=memory_format)
                for b in latency_batches}
     return {
         "accuracy": ev.accuracy,

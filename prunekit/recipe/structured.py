@@ -7,6 +7,8 @@ A recipe with a top-level ``structured:`` key (``recipes/structured-resnet-mnist
     train: {epochs: 4, lr: 0.05}
     structured: {criterion: taylor, strategy: sensitivity, target: {macs: 0.5}}
     finetune: {epochs: 3, lr: 0.005}
+    recovery: {method: distill}                         # optional: fine-tune by distilling the dense model
+    inference: {fold_bn: true, channels_last: true}     # optional: latency of the inference export
 
 ``target`` is a :class:`~prunekit.allocation.Budget`: ``{macs: 0.5}``, ``{params: 0.25}`` or
 ``{latency_ms: 20, batch: 1}``. :func:`load_any_recipe` reads either kind of recipe.
@@ -14,6 +16,7 @@ A recipe with a top-level ``structured:`` key (``recipes/structured-resnet-mnist
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import dataclass, field
@@ -27,6 +30,7 @@ from prunekit._version import __version__
 from prunekit.allocation import STRATEGY_NAMES, AllocationConfig, Budget, prune_to_budget
 from prunekit.data import load_dataset
 from prunekit.errors import ConfigError
+from prunekit.export import InferenceConfig, prepare_inference
 from prunekit.importance import IMPORTANCE, Calibration, ImportanceConfig, score_groups
 from prunekit.io.checkpoint import atomic_write_text
 from prunekit.io.outdir import check_output_dir, staged_output
@@ -42,6 +46,7 @@ from prunekit.recipe.schema import (
     read_yaml,
 )
 from prunekit.recipe.validate import to_dict
+from prunekit.recovery import RecoveryConfig, recover
 from prunekit.sensitivity import DEFAULT_RATIOS, SensitivityConfig, analyze
 from prunekit.structured.serialize import save_pruned
 from prunekit.training import TrainConfig, default_device, evaluate, train
@@ -109,7 +114,11 @@ class StructuredSpec:
 
 @dataclass(frozen=True)
 class StructuredRecipe:
-    """A structured-pruning job; ``finetune`` usually uses a 10× lower LR than ``train``."""
+    """A structured-pruning job; ``finetune`` usually uses a 10× lower LR than ``train``.
+
+    ``recovery`` says what the fine-tuning minimises (``distill``: the dense model is the teacher);
+    ``inference`` how both the dense and the pruned model are exported before their latency is measured.
+    """
 
     model: ModelSpec
     data: DataSpec
@@ -120,8 +129,13 @@ class StructuredRecipe:
     train: TrainConfig = field(default_factory=TrainConfig)
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, lr=0.005))
     measure: MeasureSpec = field(default_factory=MeasureSpec)
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
 
     def __post_init__(self) -> None:
+        if self.recovery.method == "distill" and not self.train.epochs and self.model.checkpoint is None:
+            raise ConfigError("recovery.method 'distill' needs a trained teacher, but the dense model is neither "
+                              "trained (train.epochs: 0) nor loaded (model.checkpoint); use recovery.method: finetune")
         if self.version != RECIPE_VERSION:
             raise ConfigError(f"version {self.version} is not supported; this prunekit reads version "
                               f"{RECIPE_VERSION}")
@@ -183,17 +197,18 @@ def run_structured_recipe(recipe: StructuredRecipe, out: str | Path, force: bool
         _log(f"training {recipe.model.name} on {recipe.data.name} for {recipe.train.epochs} epochs", quiet)
         train(model, data, recipe.train, seed=recipe.seed, progress=progress, desc="dense")
     timings["train"] = time.perf_counter() - t
-    m = recipe.measure
-    dense = measure_model(model.eval(), data.x_test, data.y_test, m.latency_batches, m.latency_repeats)
+    dense = _measure(recipe, model, data)
     _log(f"dense: test accuracy {dense['accuracy']:.2%}, {dense['macs']:,} MACs", quiet)
+    teacher = copy.deepcopy(model).eval() if recipe.recovery.method == "distill" else None
     t = time.perf_counter()
     sens, pruning = _prune(recipe, model, data, quiet)
     timings["score_allocate_prune"] = time.perf_counter() - t
     after_prune = evaluate(model, data.x_test, data.y_test).accuracy
     t = time.perf_counter()
-    hist = train(model, data, recipe.finetune, seed=recipe.seed, progress=progress, desc="fine-tune")
+    hist = recover(model, data, recipe.finetune, recipe.recovery, teacher, seed=recipe.seed, progress=progress)
+    del teacher
     timings["finetune"] = time.perf_counter() - t
-    pruned = measure_model(model.eval(), data.x_test, data.y_test, m.latency_batches, m.latency_repeats)
+    pruned = _measure(recipe, model, data)
     report = _report(recipe, dense, pruned, pruning, after_prune, hist, timings)
     with staged_output(out, force) as stage:
         atomic_write_text(stage / "report.json", json.dumps(report, indent=2))
@@ -208,12 +223,20 @@ def run_structured_recipe(recipe: StructuredRecipe, out: str | Path, force: bool
     return report
 
 
+def _measure(recipe: StructuredRecipe, model, data) -> dict:
+    m, inf = recipe.measure, recipe.inference
+    timed = prepare_inference(model, inf) if inf.fold_bn or inf.channels_last else None
+    return measure_model(model.eval(), data.x_test, data.y_test, m.latency_batches, m.latency_repeats,
+                         latency_model=timed, memory_format=inf.memory_format)
+
+
 def _report(recipe, dense, pruned, pruning, after_prune, hist, timings) -> dict:
     drop = lambda d: {k: v for k, v in d.items() if k not in ("layer_sparsity",)}
     return {
         "format_version": 1, "prunekit_version": __version__, "kind": "structured", "name": recipe.name,
         "model": recipe.model.name, "dataset": recipe.data.name, "seed": recipe.seed,
-        "structured": to_dict(recipe.structured), "dense": drop(dense), "pruned": drop(pruned),
+        "structured": to_dict(recipe.structured), "recovery": recipe.recovery.method,
+        "inference": to_dict(recipe.inference), "dense": drop(dense), "pruned": drop(pruned),
         "sparsity": 1.0 - pruned["params"] / dense["params"],
         "compression": dense["params"] / pruned["params"],
         "macs_reduction": dense["macs"] / pruned["macs"],
@@ -230,7 +253,9 @@ def _markdown(r: dict) -> str:
     d, p = r["dense"], r["pruned"]
     lines = [f"# {r['name']}: {r['model']} on {r['dataset']} (seed {r['seed']})", "",
              f"Criterion `{r['structured']['criterion']}`, strategy `{r['structured']['strategy']}`, target "
-             f"`{r['structured']['target']}`.", "", "| | dense | pruned |", "|---|---|---|",
+             f"`{r['structured']['target']}`, recovery `{r.get('recovery', 'finetune')}`. Latency of both models "
+             f"as exported for inference: {InferenceConfig(**r.get('inference', {})).describe()}.", "",
+             "| | dense | pruned |", "|---|---|---|",
              f"| test accuracy | {d['accuracy']:.2%} | {p['accuracy']:.2%} |",
              f"| parameters | {d['params']:,} | {p['params']:,} |", f"| MACs | {d['macs']:,} | {p['macs']:,} |",
              f"| size (bytes) | {d['size_bytes']:,} | {p['size_bytes']:,} |"]
