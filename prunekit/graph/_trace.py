@@ -232,6 +232,7 @@ def record(model: nn.Module, args: tuple, kwargs: dict, trace: Trace, shape_only
     repeats the recording for real on :class:`NeedsRealForward`.
     """
     import prunekit.graph._rules  # noqa: F401  (registers the op rules)
+    from prunekit.structured.layers import traced_as_replacements  # stock layers that hide their heads
 
     def enter(module: nn.Module, inputs: Any) -> None:
         trace.module_stack.append(module)
@@ -249,7 +250,7 @@ def record(model: nn.Module, args: tuple, kwargs: dict, trace: Trace, shape_only
         m.inplace = False  # in-place ops on views hide data flow from the recorder
     try:
         recorder = _Recorder(trace, shape_only)
-        with torch.no_grad(), recorder:
+        with torch.no_grad(), traced_as_replacements(model), recorder:
             out = model(*args, **kwargs)
         if recorder.shapes is not None:
             check_not_cached(model, recorder.shapes)

@@ -97,11 +97,13 @@ def _slice_tensors(graph: DependencyGraph, keeps: dict, tx: _Transaction) -> Non
         adapter = adapter_for(module)
         if adapter is None:
             continue
-        before = snapshot(module)
+        before, cls = snapshot(module), type(module)
         adapter(module, old_attrs)
         for k, v in snapshot(module).items():
             if before.get(k) != v:
                 tx.log.append((module, k, before[k], False))
+        if type(module) is not cls:  # the adapter switched to a replacement layer (structured.layers)
+            tx.log.append((module, "__class__", cls, False))
 
 
 def _rewrite_head_attrs(graph: DependencyGraph, removed: np.ndarray, tx: _Transaction) -> None:

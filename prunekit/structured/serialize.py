@@ -4,7 +4,9 @@ A pruned model is saved as a directory:
 
 * ``spec.json`` -- a versioned description of the new architecture: the shape of every parameter
   and buffer, which names share one tensor (tied weights), and the integer/tuple attributes of every
-  module (``out_channels``, ``groups``, ``num_heads``...), plus an optional constructor string.
+  module (``out_channels``, ``groups``, ``num_heads``...), plus an optional constructor string. A
+  module that pruning switched to a replacement layer (:mod:`prunekit.structured.layers`) records
+  the stock type it replaces, so loading switches the freshly built module the same way.
 * ``weights.safetensors`` -- the weights (shared tensors stored once).
 
 To load, build the *original* model (same constructor, no weights needed), then
@@ -28,9 +30,11 @@ import torch
 from torch import nn
 
 from prunekit.errors import ConfigError, ModelLoadError, PruningError
+from prunekit.structured.layers import REPLACEMENTS
 
 FORMAT = "prunekit.pruned-architecture"
-VERSION = 1
+VERSION = 2  # 2: modules may record "replaces" (a replacement layer); version 1 files still load
+READABLE = (1, 2)
 __all__ = ["FORMAT", "VERSION", "hf_config_for", "load_pruned", "save_pretrained_pruned", "save_pruned"]
 
 
@@ -42,6 +46,14 @@ def _attrs(module: nn.Module) -> dict[str, Any]:
         if isinstance(v, int) or (isinstance(v, tuple) and all(isinstance(i, int) for i in v)):
             out[k] = list(v) if isinstance(v, tuple) else v
     return out
+
+
+def _module_entry(module: nn.Module) -> dict[str, Any]:
+    entry: dict[str, Any] = {"type": type(module).__name__, "attrs": _attrs(module)}
+    stock = getattr(type(module), "replaces", None)
+    if type(module).__name__ in REPLACEMENTS and stock is not None:
+        entry["replaces"] = stock.__name__
+    return entry
 
 
 def architecture_spec(model: nn.Module, constructor: str | None = None) -> dict[str, Any]:
@@ -59,7 +71,7 @@ def architecture_spec(model: nn.Module, constructor: str | None = None) -> dict[
             else:
                 first[id(t)] = name
                 tensors[name] = list(t.shape)
-    modules = {n or "": {"type": type(m).__name__, "attrs": _attrs(m)} for n, m in model.named_modules()}
+    modules = {n or "": _module_entry(m) for n, m in model.named_modules()}
     return {"format": FORMAT, "version": VERSION, "constructor": constructor, "tensors": tensors,
             "aliases": aliases, "modules": modules}
 
@@ -97,9 +109,9 @@ def load_pruned(path: str | Path, model: nn.Module | None = None) -> nn.Module:
         spec = json.loads((path / "spec.json").read_text())
     except FileNotFoundError as e:
         raise ModelLoadError(f"{path} has no spec.json; save it with prunekit's save_pruned") from e
-    if spec.get("format") != FORMAT or spec.get("version") != VERSION:
+    if spec.get("format") != FORMAT or spec.get("version") not in READABLE:
         raise ModelLoadError(f"{path}/spec.json is {spec.get('format')} v{spec.get('version')}; this prunekit "
-                             f"reads {FORMAT} v{VERSION}")
+                             f"reads {FORMAT} v{', v'.join(map(str, READABLE))}")
     if model is None:
         if not spec.get("constructor"):
             raise ConfigError(f"{path} records no constructor; pass the original model: load_pruned(path, model)")
@@ -122,6 +134,8 @@ def _resize(model: nn.Module, spec: dict, path: Path) -> None:
     new: dict[str, torch.Tensor] = {}
     for mname, entry in spec["modules"].items():
         module = modules.get(mname)
+        if module is not None and entry.get("replaces") == type(module).__name__:
+            module.__class__ = REPLACEMENTS[entry["type"]]
         if module is None or type(module).__name__ != entry["type"]:
             raise ModelLoadError(f"{path}: module {mname!r} ({entry['type']}) is not in the model given; build the "
                                  f"same original architecture the pruned model came from")

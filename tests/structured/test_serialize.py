@@ -15,7 +15,9 @@ from prunekit.zoo import load
 from tests.structured.topologies import TOPOLOGIES
 
 
-@pytest.mark.parametrize("name", ["residual", "depthwise", "vit_free_params", "tied_weights", "gqa"])
+@pytest.mark.parametrize("name", ["residual", "depthwise", "vit_free_params", "tied_weights", "gqa", "mha",
+                                  "mha_masked_seq_first", "mha_bias_kv_zero_attn", "mha_cross_kdim_vdim",
+                                  "transformer_encoder", "torchvision_vit"])
 def test_spec_round_trip(tmp_path, name: str) -> None:
     factory, make_input, _ = TOPOLOGIES[name]
     model, x = factory().eval(), make_input(2)
@@ -77,3 +79,39 @@ def test_hf_uneven_pruning_refused() -> None:
     prune_groups(g, {"layers.0.mlp.gate_proj": [0, 1, 2]})
     with pytest.raises(PruningError, match="cannot express"):
         hf_config_for(zm.model)
+
+
+def test_replaced_attention_round_trips(tmp_path) -> None:
+    """The spec records the switch to PrunedMultiheadAttention; loading re-creates it; so does torch.save."""
+    from prunekit.structured.layers import PrunedMultiheadAttention
+    from tests.structured.topologies import tv_vit
+
+    model, x = tv_vit().eval(), torch.randn(2, 3, 32, 32)
+    g = DependencyGraph.build(model, x)
+    prune_groups(g, select_units(g, StructuredConfig(ratio=0.5)))
+    save_pruned(model, tmp_path / "m")
+    spec = json.loads((tmp_path / "m" / "spec.json").read_text())
+    entry = spec["modules"]["encoder.layers.encoder_layer_0.self_attention"]
+    assert entry["type"] == "PrunedMultiheadAttention" and entry["replaces"] == "MultiheadAttention"
+    assert entry["attrs"]["num_heads"] == 2
+    fresh = load_pruned(tmp_path / "m", tv_vit().eval())
+    torch.save(model, tmp_path / "whole.pt")
+    whole = torch.load(tmp_path / "whole.pt", weights_only=False).eval()
+    for m in (fresh, whole):
+        attn = m.encoder.layers[1].self_attention
+        assert type(attn) is PrunedMultiheadAttention and attn.num_heads == 2
+    with torch.no_grad():
+        ref = model(x)
+        assert torch.equal(fresh(x), ref) and torch.equal(whole(x), ref)
+
+
+def test_version_1_spec_still_loads(tmp_path) -> None:
+    factory, make_input, _ = TOPOLOGIES["residual"]
+    model, x = factory().eval(), make_input(2)
+    prune(model, x, ratio=0.5, measure=False)
+    save_pruned(model, tmp_path / "m")
+    spec = json.loads((tmp_path / "m" / "spec.json").read_text())
+    spec["version"] = 1
+    (tmp_path / "m" / "spec.json").write_text(json.dumps(spec))
+    with torch.no_grad():
+        assert torch.equal(load_pruned(tmp_path / "m", factory().eval())(x), model(x))

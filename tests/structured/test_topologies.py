@@ -119,10 +119,14 @@ def test_tied_weight_sliced_once() -> None:
     assert model.fc1.in_features == 14 and model.fc2.out_features == 14
 
 
-def test_mha_embed_dim_is_pinned_but_mlp_prunes() -> None:
+def test_mha_heads_prune_while_input_width_stays_pinned() -> None:
     model, x, graph = _build("mha")
-    assert all(g.prunable == 0 for g in graph.groups if any("mha" in m.name for m in g.members))
+    assert graph.group("mha.in_proj_weight").prunable == 4  # one unit per head: q, k, v rows + out_proj columns
+    assert graph.group("mha.out_proj").prunable == 0  # the residual is the model input
     assert graph.group("fc1").prunable == 48
+    prune_groups(graph, {"mha.in_proj_weight": [0, 3]})
+    assert isinstance(model.mha, torch.nn.MultiheadAttention) and model.mha.num_heads == 2
+    assert model.mha.in_proj_weight.shape == (48, 32) and model.mha.out_proj.weight.shape == (32, 16)
 
 
 def test_group_conv_keeps_groups_equal() -> None:

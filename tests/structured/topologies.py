@@ -190,6 +190,79 @@ class MHA(nn.Module):
         return x + self.fc2(F.relu(self.fc1(x)))
 
 
+class MHAMasked(nn.Module):
+    """Sequence-first MHA without biases: causal + key-padding masks, free residual width, MLP."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(8, 32)
+        self.mha = nn.MultiheadAttention(32, 4, bias=False, batch_first=False)
+        self.out = nn.Linear(32, 5)
+
+    def forward(self, x):
+        h = self.inp(x).transpose(0, 1)  # (L, N, E)
+        n, length = x.shape[0], x.shape[1]
+        causal = torch.triu(torch.ones(length, length, dtype=torch.bool), 1)
+        pad = torch.zeros(n, length, dtype=torch.bool)
+        pad[:, -1] = True
+        a, _ = self.mha(h, h, h, attn_mask=causal, key_padding_mask=pad, need_weights=False, is_causal=True)
+        return self.out(F.relu(h + a)).transpose(0, 1)
+
+
+class MHABiasKV(nn.Module):
+    """bias_k/bias_v, add_zero_attn and per-head attention weights (computed, then discarded)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(8, 24)
+        self.mha = nn.MultiheadAttention(24, 3, add_bias_kv=True, add_zero_attn=True, batch_first=True)
+        self.out = nn.Linear(24, 5)
+
+    def forward(self, x):
+        h = self.inp(x)
+        a, _ = self.mha(h, h, h, average_attn_weights=False)
+        return self.out(F.gelu(h + a))
+
+
+class MHACross(nn.Module):
+    """Cross-attention with kdim/vdim != embed_dim (separate q/k/v weights), dropout, unbatched path."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(8, 32), nn.Linear(8, 24), nn.Linear(8, 16)
+        self.mha = nn.MultiheadAttention(32, 4, dropout=0.1, kdim=24, vdim=16, batch_first=True)
+        self.out = nn.Linear(32, 5)
+
+    def forward(self, x):
+        mem = x.flip(1)
+        a, _ = self.mha(self.q(x), self.k(mem), self.v(mem), need_weights=False)
+        single, _ = self.mha(self.q(x[0]), self.k(mem[0]), self.v(mem[0]), need_weights=False)  # unbatched
+        return self.out(torch.tanh(a + single))
+
+
+class Encoder(nn.Module):
+    """nn.TransformerEncoder (its eval fast path must not run on pruned attention)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(8, 32)
+        layer = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+        self.enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.out = nn.Linear(32, 5)
+
+    def forward(self, x):
+        return self.out(self.enc(self.inp(x)))
+
+
+def tv_vit() -> nn.Module:
+    """torchvision's VisionTransformer, small: 2 layers of nn.MultiheadAttention with 4 heads of 16."""
+    from torchvision.models import VisionTransformer
+
+    model = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=128)
+    nn.init.normal_(model.heads.head.weight)  # zero-initialised: every output would be 0 and every test vacuous
+    return model
+
+
 class Tied(nn.Module):
     """Embedding and output projection share one weight; the hidden size is prunable exactly."""
 
@@ -235,6 +308,11 @@ TOPOLOGIES = {
     "vit_free_params": (TinyViT, lambda b: image(b), True),
     "gqa": (GQA, lambda b: torch.randint(0, 50, (b, 6)), True),
     "mha": (MHA, lambda b: torch.randn(b, 5, 32), True),
+    "mha_masked_seq_first": (MHAMasked, lambda b: torch.randn(b, 6, 8), True),
+    "mha_bias_kv_zero_attn": (MHABiasKV, lambda b: torch.randn(b, 5, 8), True),
+    "mha_cross_kdim_vdim": (MHACross, lambda b: torch.randn(b, 5, 8), True),
+    "transformer_encoder": (Encoder, lambda b: torch.randn(b, 5, 8), True),
+    "torchvision_vit": (tv_vit, lambda b: image(b, 32), True),
     "tied_weights": (Tied, lambda b: torch.randint(0, 40, (b, 7)), True),
     "recurrent": (Recurrent, lambda b: torch.randn(b, 5, 6), True),
 }

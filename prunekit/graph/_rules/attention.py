@@ -79,7 +79,7 @@ def sdpa(tr: Trace, args: tuple, kwargs: dict, out) -> None:
     score_shape = tuple(q.shape[:-1]) + (k.shape[-2],)
     scores = contract(tr, [(tuple(q.shape), tr.get(q), batch + "nd"), (tuple(k_shape), kb, batch + "sd")],
                       batch + "ns")
-    if isinstance(mask, torch.Tensor) and tr.labelled(mask):
+    if isinstance(mask, torch.Tensor):  # even a constant mask: one per head, (N, heads, L, S), pins the heads
         scores = merge_blocks(tr, [(score_shape, scores), (tuple(mask.shape), tr.get(mask))], score_shape)
     tr.set(out, contract(tr, [(score_shape, scores, batch + "ns"), (tuple(v_shape), vb, batch + "se")],
                          batch + "ne"))

@@ -214,4 +214,5 @@ def prelu(tr: Trace, args: tuple, kwargs: dict, out) -> None:
 
 @rule("multi_head_attention_forward")
 def multi_head_attention(tr: Trace, args: tuple, kwargs: dict, out) -> None:
-    tr.pin_all((args, kwargs), f"{tr.module}: nn.MultiheadAttention keeps embed_dim == heads * head_dim")
+    """Functional calls only: modules are recorded through ``PrunedMultiheadAttention``'s plain-op forward."""
+    tr.pin_all((args, kwargs), f"{tr.module}: F.multi_head_attention_forward keeps embed_dim == heads * head_dim")

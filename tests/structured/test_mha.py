@@ -1,0 +1,204 @@
+"""Attention heads of ``nn.MultiheadAttention``: the replacement layer, head groups, save/load.
+
+The generic properties (pruned == zeroed, zero units removable, train step, pruning twice, other
+batch sizes) run over the MHA models of ``topologies.py`` in ``test_topologies.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from prunekit.graph import DependencyGraph
+from prunekit.structured import StructuredConfig, prune_groups, select_units, zero_units
+from prunekit.structured.layers import PrunedMultiheadAttention
+from tests.structured.topologies import TOPOLOGIES, tv_vit
+
+TOL = 1e-5
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach(), b.detach()
+    return float((a - b).abs().max() / max(1.0, float(a.abs().max())))
+
+
+def _as_replacement(mha: nn.MultiheadAttention) -> nn.MultiheadAttention:
+    twin = copy.deepcopy(mha)
+    twin.__class__ = PrunedMultiheadAttention
+    return twin
+
+
+L, S, N = 5, 7, 3
+_bool_causal = torch.triu(torch.ones(L, L, dtype=torch.bool), 1)
+_float_mask = torch.randn(L, S)
+_bool_mask = torch.zeros(L, S, dtype=torch.bool)
+_bool_mask[:, 0] = True
+_pad = torch.zeros(N, S, dtype=torch.bool)
+_pad[:, -2:] = True
+
+# (MultiheadAttention kwargs, call kwargs, self-attention?)
+CASES = {
+    "packed_self": ({}, {}, True),
+    "no_bias_seq_first_per_head": ({"bias": False, "batch_first": False}, {"average_attn_weights": False}, True),
+    "bias_kv_zero_attn": ({"add_bias_kv": True, "add_zero_attn": True}, {"key_padding_mask": _pad}, False),
+    "kdim_vdim": ({"kdim": 12, "vdim": 6}, {"attn_mask": _float_mask}, False),
+    "masks_no_weights": ({}, {"attn_mask": _bool_mask, "key_padding_mask": _pad, "need_weights": False}, False),
+    "causal_hint_sdpa": ({}, {"attn_mask": _bool_causal, "is_causal": True, "need_weights": False}, True),
+    "causal_hint_weights": ({}, {"attn_mask": _bool_causal, "is_causal": True}, True),
+}
+
+
+def _inputs(kw: dict, self_attn: bool, batched: bool = True):
+    e, kd, vd = 16, kw.get("kdim", 16), kw.get("vdim", 16)
+    seq_first = not kw.get("batch_first", True)
+
+    def make(length: int, width: int) -> torch.Tensor:
+        if not batched:
+            return torch.randn(length, width)
+        return torch.randn(length, N, width) if seq_first else torch.randn(N, length, width)
+
+    q = make(L, e)
+    if self_attn:
+        return q, q, q
+    return q, make(S, kd), make(S, vd)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_replacement_matches_stock(case: str) -> None:
+    """Same outputs and attention weights as ``nn.MultiheadAttention`` (eval, and train with dropout)."""
+    kw, call, self_attn = CASES[case]
+    kw = dict(kw)
+    batch_first = kw.pop("batch_first", True)
+    stock = nn.MultiheadAttention(16, 4, dropout=0.2, batch_first=batch_first, **kw)
+    twin = _as_replacement(stock)
+    q, k, v = _inputs({**kw, "batch_first": batch_first}, self_attn)
+    for train in (False, True):
+        stock.train(train)
+        twin.train(train)
+        torch.manual_seed(1)
+        want = stock(q, k, v, **call)
+        torch.manual_seed(1)
+        got = twin(q, k, v, **call)
+        for a, b in zip(want, got, strict=True):
+            assert (a is None) == (b is None)
+            if a is not None:
+                assert a.shape == b.shape and _rel(a, b) <= TOL, (case, train)
+
+
+def test_replacement_matches_stock_unbatched() -> None:
+    stock = nn.MultiheadAttention(16, 4, kdim=12, vdim=6, batch_first=True).eval()
+    twin = _as_replacement(stock)
+    q, k, v = _inputs({"kdim": 12, "vdim": 6}, False, batched=False)
+    for kwargs in ({}, {"key_padding_mask": _pad[0], "average_attn_weights": False}):
+        for a, b in zip(stock(q, k, v, **kwargs), twin(q, k, v, **kwargs), strict=True):
+            assert a.shape == b.shape and _rel(a, b) <= TOL
+
+
+def test_recording_leaves_the_stock_class() -> None:
+    model, x = TOPOLOGIES["mha"][0]().eval(), TOPOLOGIES["mha"][1](2)
+    graph = DependencyGraph.build(model, x)
+    assert type(model.mha) is nn.MultiheadAttention and graph.group("mha.in_proj_weight").size == 4
+
+
+def test_torchvision_vit_heads_removed() -> None:
+    model, x = tv_vit().eval(), torch.randn(2, 3, 32, 32)
+    graph = DependencyGraph.build(model, x)
+    heads = [g for g in graph.prunable_groups() if g.name.endswith("self_attention.in_proj_weight")]
+    assert [g.size for g in heads] == [4, 4]
+    plan = {g.name: [0, 2] for g in heads}
+    reference = copy.deepcopy(model)
+    zero_units(graph, plan, reference)
+    before = sum(p.numel() for p in model.parameters())
+    prune_groups(graph, plan)
+    per_layer = 2 * 16 * (3 * 64 + 3 + 64)  # 2 heads of 16: q/k/v rows and biases, out_proj columns
+    assert sum(p.numel() for p in model.parameters()) == before - 2 * per_layer
+    for layer in model.encoder.layers:
+        attn = layer.self_attention
+        assert isinstance(attn, nn.MultiheadAttention) and type(attn) is PrunedMultiheadAttention
+        assert (attn.num_heads, attn.head_dim, attn.embed_dim) == (2, 16, 64)
+        assert attn.in_proj_weight.shape == (96, 64) and attn.out_proj.weight.shape == (64, 32)
+    with torch.no_grad():
+        assert _rel(reference(x), model(x)) <= TOL
+        assert model(torch.randn(5, 3, 32, 32)).shape == (5, 1000)
+    again = DependencyGraph.build(model, x)  # a pruned model records again, heads of 2
+    assert [g.size for g in again.prunable_groups() if g.name.endswith("in_proj_weight")] == [2, 2]
+
+
+class _Weights(nn.Module):
+    """Attention weights averaged over heads are returned: they change when a head is removed."""
+
+    def __init__(self, average: bool) -> None:
+        super().__init__()
+        self.inp, self.mha, self.average = nn.Linear(8, 16), nn.MultiheadAttention(16, 4, batch_first=True), average
+
+    def forward(self, x):
+        h = self.inp(x)
+        out, w = self.mha(h, h, h, average_attn_weights=self.average)
+        return out, w
+
+
+def test_head_averaged_weights_are_inexact_and_per_head_weights_pinned() -> None:
+    x = torch.randn(2, 5, 8)
+    averaged = DependencyGraph.build(_Weights(True).eval(), x).group("mha.in_proj_weight")
+    assert averaged.prunable == 4 and not averaged.exact  # pruned only with exact_only=False
+    per_head = DependencyGraph.build(_Weights(False).eval(), x).group("mha.in_proj_weight")
+    assert per_head.prunable == 0  # the per-head weights are a model output
+
+
+def test_attn_mask_per_head_pins_heads() -> None:
+    class PerHeadMask(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inp, self.mha = nn.Linear(8, 16), nn.MultiheadAttention(16, 4, batch_first=True)
+
+        def forward(self, x):
+            h = self.inp(x)
+            mask = torch.zeros(x.shape[0] * 4, x.shape[1], x.shape[1])  # (N * num_heads, L, S): one per head
+            return self.mha(h, h, h, attn_mask=mask, need_weights=False)[0]
+
+    graph = DependencyGraph.build(PerHeadMask().eval(), torch.randn(2, 5, 8))
+    assert graph.group("mha.in_proj_weight").prunable == 0
+
+
+def test_encoder_fast_path_stays_off_after_pruning() -> None:
+    factory, make_input, _ = TOPOLOGIES["transformer_encoder"]
+    model, x = factory().eval(), make_input(3)
+    graph = DependencyGraph.build(model, x)
+    reference = copy.deepcopy(model)
+    plan = {g.name: [1] for g in graph.prunable_groups() if g.name.endswith("in_proj_weight")}
+    zero_units(graph, plan, reference)
+    prune_groups(graph, plan)
+    attn = model.enc.layers[0].self_attn
+    assert attn.num_heads == 3 and attn._qkv_same_embed_dim is False
+    with torch.inference_mode():  # where nn.TransformerEncoderLayer would take its fused path
+        assert _rel(reference(x), model(x)) <= TOL
+
+
+def test_failed_pruning_restores_the_class(monkeypatch) -> None:
+    import prunekit.structured.apply as apply
+
+    model, x = TOPOLOGIES["mha"][0]().eval(), TOPOLOGIES["mha"][1](2)
+    graph = DependencyGraph.build(model, x)
+
+    def broken(graph):
+        raise RuntimeError("made up")
+
+    monkeypatch.setattr(apply, "_verify", broken)
+    with pytest.raises(Exception, match="made up"):
+        prune_groups(graph, {"mha.in_proj_weight": [1]})
+    assert type(model.mha) is nn.MultiheadAttention and model.mha.num_heads == 4
+    assert model.mha.in_proj_weight.shape == (96, 32)
+
+
+def test_global_scope_prunes_heads_and_mlp() -> None:
+    model, x = tv_vit().eval(), torch.randn(2, 3, 32, 32)
+    graph = DependencyGraph.build(model, x)
+    reference = copy.deepcopy(model)
+    plan = select_units(graph, StructuredConfig(ratio=0.5, scope="global"))
+    zero_units(graph, plan, reference)
+    prune_groups(graph, plan)
+    with torch.no_grad():
+        assert _rel(reference(x), model(x)) <= TOL
