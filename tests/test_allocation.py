@@ -111,3 +111,61 @@ def test_latency_budget_is_met_within_10_percent(digits):
     dense = measure_latency(net, digits.x_train[:1], batch=64, repeats=10).median_ms
     res = prune_to_budget(net, digits.x_train[:4], Budget(latency_ms=0.6 * dense, batch=64), AllocationConfig())
     assert abs(res.pruned["latency_ms"] / (0.6 * dense) - 1) <= 0.15  # ±10% target, margin for shared CPUs
+
+
+def test_sensitivity_penalty_keeps_rising_past_the_last_measured_ratio(net, digits):
+    """Curves measured to 50% only: removing 90% must cost more than 50% (it used to be free)."""
+    from prunekit.allocation.api import _sensitivity_penalty
+
+    graph = DependencyGraph.build(net, digits.x_train[:1])
+    ratios = [0.1, 0.3, 0.5]
+    curves = {g.name: Curve(g.name, g.size, ratios, [0.9] * 3, [1.0 + 2 * r for r in ratios])
+              for g in graph.prunable_groups()}
+    penalty = _sensitivity_penalty(graph, Sensitivity("lp", 0.9, 1.0, curves))
+    g = graph.prunable_groups()[0]
+    at = {r: penalty(g.name, round(r * g.size)) for r in (0.3, 0.5, 0.9)}
+    assert at[0.3] == pytest.approx(0.6, abs=0.15) and at[0.5] == pytest.approx(1.0)
+    assert at[0.9] == pytest.approx(1.0 + 2 * (round(0.9 * g.size) / g.size - 0.5))
+
+
+def test_recalibrated_bn_uses_the_batch_statistics_and_restores_everything():
+    from prunekit.allocation._adaptive_bn import recalibrated_bn
+
+    conv, bn = torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4)
+    model = torch.nn.Sequential(conv, bn, torch.nn.Dropout(0.5)).eval()
+    with torch.no_grad():
+        bn.running_mean.fill_(3.0)
+    before = {k: v.clone() for k, v in bn.state_dict().items()}
+    x = torch.randn(32, 1, 6, 6)
+    with torch.no_grad():
+        h = conv(x)
+    with recalibrated_bn(model, x):
+        assert not bn.training and not model[2].training
+        torch.testing.assert_close(bn.running_mean, h.mean((0, 2, 3)))
+        torch.testing.assert_close(bn.running_var, h.var((0, 2, 3), unbiased=True))
+    for k, v in bn.state_dict().items():
+        torch.testing.assert_close(v, before[k])
+    assert bn.momentum == 0.1 and not model.training
+
+
+def test_search_with_recalibration_meets_the_budget_and_leaves_the_model_unchanged(net, digits):
+    graph = DependencyGraph.build(net, digits.x_train[:1])
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    alloc = allocate(graph, Budget(macs=0.4), AllocationConfig("search", population=4, generations=2), "lp",
+                     proxy_data=(digits.x_val[:64], digits.y_val[:64]), recalibration=digits.x_train[:64])
+    assert abs(alloc.predicted["macs"] / alloc.dense["macs"] / 0.4 - 1) <= 0.02
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_search_starts_from_the_sensitivity_allocation_when_curves_are_given(net, digits, monkeypatch):
+    """A proxy that only dislikes pruning the fragile group: the sensitivity seed (which spares it) must win."""
+    import prunekit.allocation.api as api
+
+    graph = DependencyGraph.build(net, digits.x_train[:1])
+    fragile = "layers.3.conv2"
+    monkeypatch.setattr(api, "proxy_evaluator", lambda *a, **k: lambda counts: -float(counts[fragile]))
+    alloc = allocate(graph, Budget(macs=0.5), AllocationConfig("search", population=3, generations=1), "lp",
+                     sensitivity=_fake_sensitivity(graph, fragile), proxy_data=(digits.x_val[:8], digits.y_val[:8]))
+    assert alloc.ratios[fragile] == 0.0
+    assert abs(alloc.predicted["macs"] / alloc.dense["macs"] / 0.5 - 1) <= 0.02

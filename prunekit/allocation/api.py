@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from prunekit.allocation import search as _search  # noqa: F401  (registers "search")
+from prunekit.allocation._adaptive_bn import recalibrated_bn
 from prunekit.allocation.budget import AllocationConfig, Budget
 from prunekit.allocation.cost import CostModel
 from prunekit.allocation.strategies import ALLOCATORS, Counts, Problem, check_reachable
@@ -59,11 +60,15 @@ def normalised_scores(graph: DependencyGraph, raw: dict[str, np.ndarray]) -> dic
     return out
 
 
-def proxy_evaluator(graph: DependencyGraph, x: torch.Tensor, y: torch.Tensor,
-                    cost: CostModel) -> Callable[[Counts], float]:
-    """Fast accuracy proxy: accuracy − 0.001·loss of the model with the planned units zeroed."""
+def proxy_evaluator(graph: DependencyGraph, x: torch.Tensor, y: torch.Tensor, cost: CostModel,
+                    recalibration: torch.Tensor | None = None) -> Callable[[Counts], float]:
+    """Fast accuracy proxy: accuracy − 0.001·loss of the model with the planned units zeroed.
+
+    With ``recalibration`` (training inputs), BatchNorm statistics are re-estimated on them for each
+    candidate first (adaptive BN, see :mod:`prunekit.allocation._adaptive_bn`).
+    """
     def proxy(counts: Counts) -> float:
-        with zeroed(graph, cost.removed_units(counts)):
+        with zeroed(graph, cost.removed_units(counts)), recalibrated_bn(graph.model, recalibration):
             r = evaluate(graph.model, x, y)
         return r.accuracy - 1e-3 * r.loss
 
@@ -81,7 +86,13 @@ def _sensitivity_penalty(graph: DependencyGraph, sensitivity) -> Callable[[str, 
     def penalty(g: str, n: int) -> float:
         c = curves[g]
         rise = np.maximum.accumulate(np.maximum(np.asarray(c.loss) - sensitivity.dense_loss, 0.0))
-        return float(np.interp(n / sizes[g], [0.0, *c.ratios], [0.0, *rise]))
+        xs, ys, r = [0.0, *c.ratios], [0.0, *rise], n / sizes[g]
+        if r <= xs[-1]:
+            return float(np.interp(r, xs, ys))
+        # Past the last measured ratio, continue the last segment's slope: holding the curve flat there
+        # made those removals free, and the greedy emptied such groups first.
+        slope = max((ys[-1] - ys[-2]) / (xs[-1] - xs[-2]), ys[-1] / xs[-1])
+        return float(ys[-1] + slope * (r - xs[-1]))
 
     return penalty
 
@@ -89,13 +100,19 @@ def _sensitivity_penalty(graph: DependencyGraph, sensitivity) -> Callable[[str, 
 def allocate(graph: DependencyGraph, budget: Budget, config: AllocationConfig | None = None,
              importance: ImportanceConfig | str = "lp", calibration: Calibration | None = None,
              sensitivity=None, proxy_data: tuple[torch.Tensor, torch.Tensor] | None = None,
-             scores: dict[str, np.ndarray] | None = None) -> Allocation:
+             scores: dict[str, np.ndarray] | None = None,
+             recalibration: torch.Tensor | None = None) -> Allocation:
     """Chooses the units to remove so that the pruned model meets a MACs or params ``budget``.
 
     Args:
-        sensitivity: a :class:`prunekit.sensitivity.Sensitivity` (needed by ``strategy="sensitivity"``).
+        sensitivity: a :class:`prunekit.sensitivity.Sensitivity` (needed by ``strategy="sensitivity"``; the
+            ``search`` starts one candidate from the sensitivity allocation when it is given).
         proxy_data: ``(x, y)`` held-out batch for the ``search`` proxy.
         scores: precomputed unit scores (default: computed with ``importance``).
+        recalibration: training inputs (a few hundred) on which the ``search`` proxy re-estimates
+            BatchNorm statistics of every candidate before scoring it (EagleEye's adaptive BN). Without
+            them a BN network pruned 2× or more scores near chance for every candidate, and the search
+            cannot rank them.
 
     Raises:
         ConfigError: latency budget (use :func:`prunekit.allocation.prune_to_budget`), missing curves or
@@ -121,11 +138,11 @@ def allocate(graph: DependencyGraph, budget: Budget, config: AllocationConfig | 
                       normalised_scores(graph, scores))
     check_reachable(problem, dense, budget.describe())
     if sensitivity is not None:
+        problem.curve_penalty = _sensitivity_penalty(graph, sensitivity)
         if config.strategy == "sensitivity":
-            problem.penalty = _sensitivity_penalty(graph, sensitivity)
-        problem.has_curves = config.strategy == "sensitivity"
+            problem.penalty = problem.curve_penalty
     if proxy_data is not None:
-        problem.proxy = proxy_evaluator(graph, proxy_data[0], proxy_data[1], cost)
+        problem.proxy = proxy_evaluator(graph, proxy_data[0], proxy_data[1], cost, recalibration)
     counts = ALLOCATORS.get(config.strategy)(problem)
     plan = cost.removed_units(counts)
     return Allocation(config.strategy, budget.metric, budget.value, plan,

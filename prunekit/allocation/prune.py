@@ -57,7 +57,8 @@ def _measure(model: nn.Module, example: torch.Tensor, batch: int | None, repeats
 def prune_to_budget(model: nn.Module, example: torch.Tensor, budget: Budget,
                     config: AllocationConfig | None = None,
                     importance: ImportanceConfig | str = "lp", calibration: Calibration | None = None,
-                    sensitivity=None, proxy_data=None, exclude: tuple = (), latency_repeats: int = 10) -> BudgetResult:
+                    sensitivity=None, proxy_data=None, exclude: tuple = (), latency_repeats: int = 10,
+                    recalibration: torch.Tensor | None = None) -> BudgetResult:
     """Prunes ``model`` in place to ``budget`` and checks the measured result against it.
 
     Raises:
@@ -73,7 +74,7 @@ def prune_to_budget(model: nn.Module, example: torch.Tensor, budget: Budget,
     lat_batch = budget.batch if budget.metric == "latency_ms" else None
     dense = _measure(model, example, lat_batch, latency_repeats)
     kw = dict(config=config, importance=importance, calibration=calibration, sensitivity=sensitivity,
-              proxy_data=proxy_data, scores=scores)
+              proxy_data=proxy_data, scores=scores, recalibration=recalibration)
     trials: list[dict[str, float]] = []
     if budget.metric == "latency_ms":
         alloc = _latency_allocation(model, example, budget, dense["latency_ms"], exclude, kw, trials,

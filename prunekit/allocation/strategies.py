@@ -39,7 +39,7 @@ class Problem:
     scores: dict[str, np.ndarray]  # per-group normalised scores, higher = keep
     penalty: Penalty | None = None  # penalty(group, n removed), monotone; default: summed scores
     proxy: Callable[[Counts], float] | None = None  # higher = better (search)
-    has_curves: bool = False  # the search seeds one candidate from the sensitivity strategy
+    curve_penalty: Penalty | None = None  # from sensitivity curves, when given: the search seeds one candidate with it
     steps: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
