@@ -60,7 +60,7 @@ def _out_ids(tr: Trace, w_ids: np.ndarray | None, n: int, why: str) -> np.ndarra
 
 @rule("conv1d", "conv2d", "conv3d")
 def conv(tr: Trace, args: tuple, kwargs: dict, out) -> None:
-    x, w, bias = args[0], args[1], arg(args, kwargs, 2, "bias")
+    x, w, bias = arg(args, kwargs, 0, "input"), arg(args, kwargs, 1, "weight"), arg(args, kwargs, 2, "bias")
     groups = arg(args, kwargs, 6, "groups", 1)
     c = 1 if x.ndim == w.ndim else 0
     why = f"{tr.module}: conv input channels are fixed"
@@ -96,7 +96,7 @@ def conv(tr: Trace, args: tuple, kwargs: dict, out) -> None:
 
 @rule("conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
 def conv_transpose(tr: Trace, args: tuple, kwargs: dict, out) -> None:
-    x, w, bias = args[0], args[1], arg(args, kwargs, 2, "bias")
+    x, w, bias = arg(args, kwargs, 0, "input"), arg(args, kwargs, 1, "weight"), arg(args, kwargs, 2, "bias")
     groups = arg(args, kwargs, 6, "groups", 1)
     c = 1 if x.ndim == w.ndim else 0
     why = f"{tr.module}: transposed conv input channels are fixed"
@@ -123,7 +123,7 @@ def conv_transpose(tr: Trace, args: tuple, kwargs: dict, out) -> None:
 
 @rule("linear")
 def linear(tr: Trace, args: tuple, kwargs: dict, out) -> None:
-    x, w, bias = args[0], args[1], arg(args, kwargs, 2, "bias")
+    x, w, bias = arg(args, kwargs, 0, "input"), arg(args, kwargs, 1, "weight"), arg(args, kwargs, 2, "bias")
     last = x.ndim - 1
     _pin_other_dims(tr, w, (0, 1), f"{tr.module}: linear weight")
     passing = [b for b in tr.get(x) if last not in b.dims]
@@ -195,7 +195,7 @@ def group_norm(tr: Trace, args: tuple, kwargs: dict, out) -> None:
 
 @rule("embedding")
 def embedding(tr: Trace, args: tuple, kwargs: dict, out) -> None:
-    ids_in, w = args[0], args[1]
+    ids_in, w = arg(args, kwargs, 0, "input"), arg(args, kwargs, 1, "weight")
     tr.pin_tensor(ids_in, f"{tr.module}: embedding indices")
     rows = dim_ids(tr, w, 0)
     if rows is not None:
@@ -206,7 +206,7 @@ def embedding(tr: Trace, args: tuple, kwargs: dict, out) -> None:
 
 @rule("prelu")
 def prelu(tr: Trace, args: tuple, kwargs: dict, out) -> None:
-    x, w = args[0], args[1]
+    x, w = arg(args, kwargs, 0, "input"), arg(args, kwargs, 1, "weight")
     if w.numel() > 1:
         _couple_or_pin(tr, dim_ids(tr, x, 1), dim_ids(tr, w, 0), f"{tr.module}: prelu channels are fixed")
     tr.set(out, list(tr.get(x)))

@@ -1,0 +1,29 @@
+"""Layers called functionally with keyword arguments (timm's BEiT/EVA: ``F.linear(x, weight=w, bias=b)``)
+are traced and pruned like positional calls."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prunekit.structured import StructuredConfig
+from prunekit.structured.check import check_model
+
+
+class KeywordCalls(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.fc1, self.fc2 = nn.Linear(16, 32), nn.Linear(32, 4)
+
+    def forward(self, x):
+        x = F.relu(F.conv2d(input=x, weight=self.conv.weight, bias=self.conv.bias, padding=1))
+        x = x.mean((2, 3))
+        x = F.relu(F.linear(x, weight=self.fc1.weight, bias=self.fc1.bias))
+        return F.linear(input=x, weight=self.fc2.weight, bias=self.fc2.bias)
+
+
+def test_keyword_weight_arguments_prune_and_stay_equivalent():
+    torch.manual_seed(0)
+    rep = check_model("kw", KeywordCalls().eval(), torch.randn(2, 3, 8, 8), StructuredConfig(ratio=0.5), latency=False)
+    assert rep.ok and rep.equivalent, rep.error
+    assert rep.groups_pruned == 2 and rep.params_after < rep.params_before
