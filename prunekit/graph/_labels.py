@@ -62,6 +62,7 @@ class LabelStore:
     pinned_if: list[tuple[np.ndarray, int, str]] = field(default_factory=list)
     pin_reasons: dict[str, int] = field(default_factory=dict)
     inexact: list[np.ndarray] = field(default_factory=list)
+    inexact_if: list[tuple[np.ndarray, int]] = field(default_factory=list)
     splits: list[SplitConstraint] = field(default_factory=list)
     attr_hints: list[tuple[str, int, np.ndarray]] = field(default_factory=list)
 
@@ -112,6 +113,25 @@ class LabelStore:
 
     def mark_inexact(self, ids: np.ndarray) -> None:
         self.inexact.append(np.asarray(ids).ravel())
+
+    def mark_inexact_if_varies(self, ids: np.ndarray, axis: int) -> None:
+        """Marks ``ids`` inexact unless, once solved, they are one unit along ``axis``.
+
+        For an op that maps zeros to zeros and reduces along ``axis`` only (``F.normalize`` over a head's
+        features in cosine attention): when the whole reduced dim is one unit, removing it removes
+        the reduction with it, and the other units never see it.
+        """
+        self.inexact_if.append((ids, axis))
+
+    def final_inexact(self, roots: np.ndarray) -> np.ndarray:
+        """Boolean mask over ids: True where the id's unit passes through a norm or mean of other units."""
+        inexact = np.zeros(self.n, dtype=bool)
+        for ids in self.inexact:
+            inexact[ids] = True
+        for ids, axis in self.inexact_if:
+            if ids.shape[axis] > 1 and _varies(roots[ids], axis):
+                inexact[ids.ravel()] = True
+        return np.isin(roots, roots[inexact])
 
     def roots(self) -> np.ndarray:
         """Component representative (smallest id) of every id."""

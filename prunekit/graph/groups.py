@@ -142,10 +142,7 @@ class DependencyGraph:
         store: LabelStore = trace.store
         roots = store.resolve()
         pinned = store.final_pins(roots)
-        inexact = np.zeros(store.n, dtype=bool)
-        for ids in store.inexact:
-            inexact[ids] = True
-        inexact = np.isin(roots, roots[inexact])
+        inexact = store.final_inexact(roots)
         self.pin_reasons = dict(store.pin_reasons)
         members: list[tuple[str, int, np.ndarray]] = []
         pinned_root = np.zeros(store.n, dtype=bool)

@@ -100,19 +100,32 @@ def hf_conv1d(m: nn.Module, old: dict) -> None:
     m.nx, m.nf = m.weight.shape
 
 
+def _switch_to_replacement(m: nn.Module) -> None:
+    from prunekit.structured.layers import replacement_for
+
+    cls = replacement_for(m)
+    if cls is not None:
+        m.__class__ = cls
+
+
 @LAYER_ADAPTERS.register("MultiheadAttention")
 def multihead_attention(m: nn.Module, old: dict) -> None:
     """Heads (or input widths) removed: sizes follow the weights, and the module switches to
     :class:`~prunekit.structured.layers.PrunedMultiheadAttention`, whose forward allows an inner width
     ``num_heads * head_dim`` other than ``embed_dim`` (the stock forward does not)."""
-    from prunekit.structured.layers import replacement_for
-
     packed = m.in_proj_weight is not None
     q_rows = m.in_proj_weight.shape[0] // 3 if packed else m.q_proj_weight.shape[0]
     m.num_heads = q_rows // m.head_dim  # heads are pruned whole: head_dim never changes
     m.embed_dim = m.out_proj.weight.shape[0]
     m.kdim = m.in_proj_weight.shape[1] if packed else m.k_proj_weight.shape[1]
     m.vdim = m.in_proj_weight.shape[1] if packed else m.v_proj_weight.shape[1]
-    cls = replacement_for(m)
-    if cls is not None:
-        m.__class__ = cls
+    _switch_to_replacement(m)
+
+
+@LAYER_ADAPTERS.register("ShiftedWindowAttention")
+def shifted_window_attention(m: nn.Module, old: dict) -> None:
+    """torchvision Swin (v1, v2): heads removed; the replacement takes ``head_dim`` from the weights, the
+    stock function from the input width."""
+    per_head = m.logit_scale if hasattr(m, "logit_scale") else m.relative_position_bias_table.T
+    m.num_heads = per_head.shape[0]
+    _switch_to_replacement(m)

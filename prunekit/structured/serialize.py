@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from prunekit.errors import ConfigError, ModelLoadError, PruningError
-from prunekit.structured.layers import REPLACEMENTS
+from prunekit.structured.layers import replacement_named, stock_name
 
 FORMAT = "prunekit.pruned-architecture"
 VERSION = 2  # 2: modules may record "replaces" (a replacement layer); version 1 files still load
@@ -50,9 +50,9 @@ def _attrs(module: nn.Module) -> dict[str, Any]:
 
 def _module_entry(module: nn.Module) -> dict[str, Any]:
     entry: dict[str, Any] = {"type": type(module).__name__, "attrs": _attrs(module)}
-    stock = getattr(type(module), "replaces", None)
-    if type(module).__name__ in REPLACEMENTS and stock is not None:
-        entry["replaces"] = stock.__name__
+    stock = stock_name(type(module))
+    if stock is not None:
+        entry["replaces"] = stock
     return entry
 
 
@@ -134,8 +134,8 @@ def _resize(model: nn.Module, spec: dict, path: Path) -> None:
     new: dict[str, torch.Tensor] = {}
     for mname, entry in spec["modules"].items():
         module = modules.get(mname)
-        if module is not None and entry.get("replaces") == type(module).__name__:
-            module.__class__ = REPLACEMENTS[entry["type"]]
+        if module is not None and entry.get("replaces") == type(module).__name__ and replacement_named(entry["type"]):
+            module.__class__ = replacement_named(entry["type"])
         if module is None or type(module).__name__ != entry["type"]:
             raise ModelLoadError(f"{path}: module {mname!r} ({entry['type']}) is not in the model given; build the "
                                  f"same original architecture the pruned model came from")

@@ -17,7 +17,8 @@ from tests.structured.topologies import TOPOLOGIES
 
 @pytest.mark.parametrize("name", ["residual", "depthwise", "vit_free_params", "tied_weights", "gqa", "mha",
                                   "mha_masked_seq_first", "mha_bias_kv_zero_attn", "mha_cross_kdim_vdim",
-                                  "transformer_encoder", "torchvision_vit"])
+                                  "transformer_encoder", "torchvision_vit", "torchvision_swin",
+                                  "torchvision_swin_v2"])
 def test_spec_round_trip(tmp_path, name: str) -> None:
     factory, make_input, _ = TOPOLOGIES[name]
     model, x = factory().eval(), make_input(2)

@@ -263,6 +263,19 @@ def tv_vit() -> nn.Module:
     return model
 
 
+def tv_swin(v2: bool = False) -> nn.Module:
+    """torchvision's SwinTransformer, small: 2 stages (2 and 4 heads of 16), the first with shifted windows."""
+    from torchvision.models import swin_transformer as sw
+
+    extra = {"block": sw.SwinTransformerBlockV2, "downsample_layer": sw.PatchMergingV2} if v2 else {}
+    model = sw.SwinTransformer(patch_size=[4, 4], embed_dim=32, depths=[2, 2], num_heads=[2, 4], window_size=[4, 4],
+                               num_classes=10, **extra)
+    for p in model.parameters():  # trunc_normal(std=0.02) everywhere: make heads matter to the output
+        if p.ndim == 2:
+            nn.init.normal_(p, std=p.shape[1] ** -0.5)
+    return model
+
+
 class Tied(nn.Module):
     """Embedding and output projection share one weight; the hidden size is prunable exactly."""
 
@@ -313,6 +326,8 @@ TOPOLOGIES = {
     "mha_cross_kdim_vdim": (MHACross, lambda b: torch.randn(b, 5, 8), True),
     "transformer_encoder": (Encoder, lambda b: torch.randn(b, 5, 8), True),
     "torchvision_vit": (tv_vit, lambda b: image(b, 32), True),
+    "torchvision_swin": (tv_swin, lambda b: image(b, 32), True),
+    "torchvision_swin_v2": (lambda: tv_swin(v2=True), lambda b: image(b, 32), True),
     "tied_weights": (Tied, lambda b: torch.randint(0, 40, (b, 7)), True),
     "recurrent": (Recurrent, lambda b: torch.randn(b, 5, 6), True),
 }

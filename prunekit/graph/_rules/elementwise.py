@@ -106,7 +106,9 @@ def softmax(tr: Trace, args: tuple, kwargs: dict, out) -> None:
     if dim is None:
         dim = 0 if x.ndim in (0, 1, 3) else 1
     for b in blocks:
-        if dim % x.ndim in b.dims:
+        if dim % x.ndim in b.dims and tr.op == "normalize":  # zeros stay zeros: exact if one unit (cosine attention)
+            tr.store.mark_inexact_if_varies(b.ids, dim % x.ndim)
+        elif dim % x.ndim in b.dims:
             tr.store.mark_inexact(b.ids)
     tr.set(out, list(blocks))
 

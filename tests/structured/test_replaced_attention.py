@@ -1,7 +1,8 @@
-"""Attention heads of ``nn.MultiheadAttention``: the replacement layer, head groups, save/load.
+"""Attention heads of ``nn.MultiheadAttention`` and torchvision's Swin: replacement layers, head groups.
 
 The generic properties (pruned == zeroed, zero units removable, train step, pruning twice, other
-batch sizes) run over the MHA models of ``topologies.py`` in ``test_topologies.py``.
+batch sizes) run over the MHA and Swin models of ``topologies.py`` in ``test_topologies.py``; the
+save/load round trips are in ``test_serialize.py``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from torch import nn
 from prunekit.graph import DependencyGraph
 from prunekit.structured import StructuredConfig, prune_groups, select_units, zero_units
 from prunekit.structured.layers import PrunedMultiheadAttention
-from tests.structured.topologies import TOPOLOGIES, tv_vit
+from tests.structured.topologies import TOPOLOGIES, tv_swin, tv_vit
 
 TOL = 1e-5
 
@@ -200,5 +201,26 @@ def test_global_scope_prunes_heads_and_mlp() -> None:
     plan = select_units(graph, StructuredConfig(ratio=0.5, scope="global"))
     zero_units(graph, plan, reference)
     prune_groups(graph, plan)
+    with torch.no_grad():
+        assert _rel(reference(x), model(x)) <= TOL
+
+
+@pytest.mark.parametrize("v2", [False, True])
+def test_torchvision_swin_heads_removed(v2: bool) -> None:
+    """Swin's window attention derives head_dim from its input width; the replacement from its weights."""
+    from torchvision.models.swin_transformer import ShiftedWindowAttention
+
+    model, x = tv_swin(v2).eval(), torch.randn(2, 3, 32, 32)
+    graph = DependencyGraph.build(model, x)
+    heads = [g for g in graph.prunable_groups() if any(m.name.endswith("attn.qkv.weight") for m in g.members)]
+    assert [g.size for g in heads] == [2, 2, 4, 4] and all(g.exact for g in heads)  # v2: cosine attention too
+    plan = {g.name: [0] if g.size == 2 else [1, 3] for g in heads}
+    reference = copy.deepcopy(model)
+    zero_units(graph, plan, reference)
+    prune_groups(graph, plan)
+    attn = model.features[3][1].attn
+    assert isinstance(attn, ShiftedWindowAttention) and type(attn).__name__.startswith("Pruned")
+    assert attn.num_heads == 2 and attn.qkv.weight.shape == (3 * 32, 64) and attn.proj.weight.shape == (64, 32)
+    assert model.features[1][0].attn.num_heads == 1
     with torch.no_grad():
         assert _rel(reference(x), model(x)) <= TOL

@@ -1,38 +1,17 @@
-"""Drop-in layers that pruned models may contain, when a stock layer cannot hold the pruned shape.
-
-``nn.MultiheadAttention`` runs ``F.multi_head_attention_forward``, which requires the query width to
-equal ``embed_dim == num_heads * head_dim``; once heads are removed the inner width
-(``num_heads * head_dim``) is smaller than the residual width it reads and writes. Rather than a
-module-level graph rule that mirrors that function, prunekit gives such modules a subclass whose
-forward is written in plain ops (linear, reshape, scaled-dot-product attention, linear):
-
-* while the dependency graph records a forward, every ``nn.MultiheadAttention`` temporarily runs as
-  :class:`PrunedMultiheadAttention` (:func:`traced_as_replacements`), so the generic rules see the
-  heads exactly as in timm's or transformers' attention: the query/key contraction makes each head one
-  unit, and the head reshape tells the pruner to rewrite ``num_heads``;
-* a module whose weights were sliced keeps the subclass for good (the layer adapter switches its
-  class in place: parameters, hooks and ``isinstance(m, nn.MultiheadAttention)`` all stay);
-* the saved spec records the switch (``"replaces"``), so loading from the original constructor
-  re-creates it, and ``torch.save`` pickles the class by its importable name.
-
-Example:
-    >>> mha = nn.MultiheadAttention(64, 8, batch_first=True)   # pruned to 4 heads by prunekit:
-    >>> type(mha).__name__, mha.num_heads, mha.head_dim, mha.embed_dim
-    ('PrunedMultiheadAttention', 4, 8, 64)                     # 32 inner features, 64 in and out
-"""
+"""``nn.MultiheadAttention`` with an inner width ``num_heads * head_dim`` of its own (see the package docstring)."""
 
 from __future__ import annotations
-
-import contextlib
-from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["REPLACEMENTS", "PrunedMultiheadAttention", "replacement_for", "traced_as_replacements"]
+from prunekit.structured.layers._registry import register_replacement
+
+__all__ = ["PrunedMultiheadAttention"]
 
 
+@register_replacement
 class PrunedMultiheadAttention(nn.MultiheadAttention):
     """``nn.MultiheadAttention`` whose inner width ``num_heads * head_dim`` may differ from its input.
 
@@ -133,29 +112,3 @@ class PrunedMultiheadAttention(nn.MultiheadAttention):
 
 def _pad_last(mask: Tensor | None) -> Tensor | None:
     return None if mask is None else F.pad(mask, (0, 1))
-
-
-# The stock class each replacement stands in for, by replacement name (recorded in saved specs).
-REPLACEMENTS: dict[str, type[nn.Module]] = {"PrunedMultiheadAttention": PrunedMultiheadAttention}
-_BY_STOCK = {cls.replaces: cls for cls in REPLACEMENTS.values()}
-
-
-def replacement_for(module: nn.Module) -> type[nn.Module] | None:
-    """The replacement class for ``module`` if it is exactly a stock class that has one, else None."""
-    return _BY_STOCK.get(type(module))
-
-
-@contextlib.contextmanager
-def traced_as_replacements(model: nn.Module) -> Iterator[None]:
-    """Runs every stock module that has a replacement as that replacement, restoring the class after."""
-    swapped = []
-    for m in model.modules():
-        cls = replacement_for(m)
-        if cls is not None:
-            swapped.append((m, type(m)))
-            m.__class__ = cls
-    try:
-        yield
-    finally:
-        for m, cls in swapped:
-            m.__class__ = cls
