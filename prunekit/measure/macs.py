@@ -57,12 +57,20 @@ def count_macs(model: nn.Module, *inputs, **kwargs) -> MacCount:
     # The fused kernel of nn.MultiheadAttention / nn.TransformerEncoderLayer in eval mode is invisible to
     # FlopCounterMode (vit_b_16: 11.3 instead of 16.8 GMACs); the unfused path does the same work, visibly.
     torch.backends.mha.set_fastpath_enabled(False)
+    # FlopCounterMode's module tracker hooks the autograd graph of every module input that requires grad;
+    # a parameter view made under no_grad (timm CaiT's expanded class token) has none and crashes it.
+    # Nothing here needs gradients, so parameters stop requiring them for the count.
+    grad_flags = [(p, p.requires_grad) for p in model.parameters()]
     try:
+        for p, _ in grad_flags:
+            p.requires_grad_(False)
         with FlopCounterMode(display=False) as counter:
             model(*inputs, **kwargs)
     finally:
         for h in handles:
             h.remove()
+        for p, flag in grad_flags:
+            p.requires_grad_(flag)
         model.train(was_training)
         torch.backends.mha.set_fastpath_enabled(fastpath)
     dense = counter.get_total_flops() // 2

@@ -27,3 +27,23 @@ def test_keyword_weight_arguments_prune_and_stay_equivalent():
     rep = check_model("kw", KeywordCalls().eval(), torch.randn(2, 3, 8, 8), StructuredConfig(ratio=0.5), latency=False)
     assert rep.ok and rep.equivalent, rep.error
     assert rep.groups_pruned == 2 and rep.params_after < rep.params_before
+
+
+class ExpandedToken(nn.Module):
+    """CaiT-style: a parameter expanded under no_grad is passed into a submodule as an input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.token = nn.Parameter(torch.randn(1, 1, 8))
+        self.block = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.block(self.token.expand(x.shape[0], -1, -1)) + x
+
+
+def test_macs_count_a_module_fed_an_expanded_parameter():
+    from prunekit.measure import count_macs
+
+    m = ExpandedToken()
+    assert count_macs(m, torch.randn(2, 1, 8)).dense == 2 * 8 * 8
+    assert all(p.requires_grad for p in m.parameters())  # restored afterwards
