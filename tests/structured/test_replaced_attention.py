@@ -149,19 +149,28 @@ def test_head_averaged_weights_are_inexact_and_per_head_weights_pinned() -> None
     assert per_head.prunable == 0  # the per-head weights are a model output
 
 
-def test_attn_mask_per_head_pins_heads() -> None:
-    class PerHeadMask(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inp, self.mha = nn.Linear(8, 16), nn.MultiheadAttention(16, 4, batch_first=True)
+class _PerHeadMask(nn.Module):
+    def __init__(self, random: bool) -> None:
+        super().__init__()
+        self.inp, self.mha, self.random = nn.Linear(8, 16), nn.MultiheadAttention(16, 4, batch_first=True), random
 
-        def forward(self, x):
-            h = self.inp(x)
-            mask = torch.zeros(x.shape[0] * 4, x.shape[1], x.shape[1])  # (N * num_heads, L, S): one per head
-            return self.mha(h, h, h, attn_mask=mask, need_weights=False)[0]
+    def forward(self, x):
+        h = self.inp(x)
+        shape = (x.shape[0] * self.mha.num_heads, x.shape[1], x.shape[1])  # (N * num_heads, L, S): one per head
+        mask = torch.randn(shape, generator=torch.Generator().manual_seed(0)) if self.random else torch.zeros(shape)
+        return self.mha(h, h, h, attn_mask=mask, need_weights=False)[0]
 
-    graph = DependencyGraph.build(PerHeadMask().eval(), torch.randn(2, 5, 8))
-    assert graph.group("mha.in_proj_weight").prunable == 0
+
+def test_attn_mask_per_head_pins_heads_unless_the_same_for_all() -> None:
+    x = torch.randn(2, 5, 8)
+    assert DependencyGraph.build(_PerHeadMask(True).eval(), x).group("mha.in_proj_weight").prunable == 0
+    model = _PerHeadMask(False).eval()
+    graph = DependencyGraph.build(model, x)  # zeros sized by num_heads (as T5's position bias): prunable
+    reference = copy.deepcopy(model)
+    zero_units(graph, {"mha.in_proj_weight": [2]}, reference)
+    prune_groups(graph, {"mha.in_proj_weight": [2]})
+    with torch.no_grad():
+        assert model.mha.num_heads == 3 and _rel(reference(x), model(x)) <= TOL
 
 
 def test_encoder_fast_path_stays_off_after_pruning() -> None:
@@ -222,5 +231,25 @@ def test_torchvision_swin_heads_removed(v2: bool) -> None:
     assert isinstance(attn, ShiftedWindowAttention) and type(attn).__name__.startswith("Pruned")
     assert attn.num_heads == 2 and attn.qkv.weight.shape == (3 * 32, 64) and attn.proj.weight.shape == (64, 32)
     assert model.features[1][0].attn.num_heads == 1
+    with torch.no_grad():
+        assert _rel(reference(x), model(x)) <= TOL
+
+
+@pytest.mark.slow
+def test_vit_b_16_half_the_heads_equivalent() -> None:
+    """Full-size vit_b_16, 6 of 12 heads left in every layer (its zero-initialised classifier re-drawn)."""
+    from torchvision.models import vit_b_16
+
+    model, x = vit_b_16().eval(), torch.randn(1, 3, 224, 224)
+    nn.init.normal_(model.heads.head.weight)
+    graph = DependencyGraph.build(model, x)
+    heads = {g.name for g in graph.prunable_groups() if g.name.endswith("self_attention.in_proj_weight")}
+    plan = {k: v for k, v in select_units(graph, StructuredConfig(ratio=0.5)).items() if k in heads}
+    reference = copy.deepcopy(model)
+    zero_units(graph, plan, reference)
+    before = sum(p.numel() for p in model.parameters())
+    prune_groups(graph, plan)
+    assert len(plan) == 12 and all(layer.self_attention.num_heads == 6 for layer in model.encoder.layers)
+    assert before - sum(p.numel() for p in model.parameters()) == 12 * 6 * 64 * (4 * 768 + 3)
     with torch.no_grad():
         assert _rel(reference(x), model(x)) <= TOL

@@ -64,6 +64,17 @@ def _repeat_heads(blocks: list[Block], axis: int, rep: int) -> list[Block]:
     return [Block(b.dims, np.repeat(b.ids, rep, axis=axis)) if axis in b.dims else b for b in blocks]
 
 
+def _differs_per_head(mask: torch.Tensor) -> bool:
+    """A constant mask (N, heads, L, S) with values that depend on the head pins the heads.
+
+    One that does not (T5's zero position bias, built with the current head count) does not: the
+    pruned model is re-run, so a head count baked into its shape still fails loudly.
+    """
+    if mask.ndim < 3 or mask.shape[-3] == 1:
+        return False
+    return not bool((mask == mask.narrow(-3, 0, 1)).all())
+
+
 @rule("scaled_dot_product_attention")
 def sdpa(tr: Trace, args: tuple, kwargs: dict, out) -> None:
     q, k, v = args[0], args[1], args[2]
@@ -79,7 +90,7 @@ def sdpa(tr: Trace, args: tuple, kwargs: dict, out) -> None:
     score_shape = tuple(q.shape[:-1]) + (k.shape[-2],)
     scores = contract(tr, [(tuple(q.shape), tr.get(q), batch + "nd"), (tuple(k_shape), kb, batch + "sd")],
                       batch + "ns")
-    if isinstance(mask, torch.Tensor):  # even a constant mask: one per head, (N, heads, L, S), pins the heads
+    if isinstance(mask, torch.Tensor) and (tr.labelled(mask) or _differs_per_head(mask)):
         scores = merge_blocks(tr, [(score_shape, scores), (tuple(mask.shape), tr.get(mask))], score_shape)
     tr.set(out, contract(tr, [(score_shape, scores, batch + "ns"), (tuple(v_shape), vb, batch + "se")],
                          batch + "ne"))

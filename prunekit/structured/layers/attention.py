@@ -74,9 +74,10 @@ class PrunedMultiheadAttention(nn.MultiheadAttention):
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask, p, is_causal)
         out = F.linear(out.transpose(1, 2).flatten(2), self.out_proj.weight, self.out_proj.bias)
-        out = out if not batched else (out if self.batch_first else out.transpose(0, 1))
         if not batched:
             out = out.squeeze(0)
+        elif not self.batch_first:
+            out = out.transpose(0, 1)
         if not need_weights:
             return out, None
         if average_attn_weights:
