@@ -120,7 +120,7 @@ _SIZES = {
     "encoder_layers": 2, "decoder_layers": 2, "num_attention_heads": 4, "n_head": 4, "num_heads": 4,
     "encoder_attention_heads": 4, "decoder_attention_heads": 4, "head_dim": 16, "d_kv": 16,
     "image_size": 32, "patch_size": 8, "vocab_size": 1000, "max_position_embeddings": 128,
-    "n_positions": 128, "type_vocab_size": 2,
+    "n_positions": 128, "type_vocab_size": 2, "max_source_positions": 64, "max_target_positions": 64,
 }
 
 
@@ -140,6 +140,11 @@ def shrink_config(config: Any) -> Any:
     layers = getattr(config, "num_hidden_layers", None)
     if isinstance(getattr(config, "layer_types", None), list) and isinstance(layers, int):
         config.layer_types = config.layer_types[:layers]
+    vocab = getattr(config, "vocab_size", None)
+    if isinstance(vocab, int):  # special token ids (whisper's pad 50257) must stay inside the smaller vocabulary
+        for key, value in list(vars(config).items()):
+            if key.endswith("token_id") and isinstance(value, int) and value >= vocab:
+                setattr(config, key, vocab - 1)
     return config
 
 
@@ -158,22 +163,31 @@ def _hf(spec: str, model_type: str, batch: int) -> ZooModel:
 
 
 def hf_inputs(model: nn.Module, batch: int = 1, seq: int = 16) -> dict:
-    """Keyword inputs for a transformers model, chosen from its forward signature and config."""
-    params = inspect.signature(model.forward).parameters
+    """Keyword inputs for a transformers model, chosen from its forward signature and config: token ids,
+    images (``pixel_values``, 64 px where the config names no size), raw audio (``input_values``) or
+    spectrogram frames (``input_features``), and decoder ids for encoder-decoders."""
+    params = set(inspect.signature(model.forward).parameters) | {getattr(model, "main_input_name", "")}
     config = model.config
     text = getattr(config, "text_config", None) or config
     vision = getattr(config, "vision_config", None) or config
     inputs: dict[str, torch.Tensor] = {}
     if "input_ids" in params and getattr(text, "vocab_size", None):
         inputs["input_ids"] = torch.randint(0, text.vocab_size, (batch, seq))
-    if "pixel_values" in params and getattr(vision, "image_size", None):
-        s = vision.image_size if isinstance(vision.image_size, int) else vision.image_size[0]
-        inputs["pixel_values"] = torch.randn(batch, getattr(vision, "num_channels", 3), s, s)
+    if "pixel_values" in params and getattr(vision, "num_channels", None):
+        s = getattr(vision, "image_size", None) or 64
+        s = s if isinstance(s, int) else s[0]
+        inputs["pixel_values"] = torch.randn(batch, vision.num_channels, s, s)
+    if "input_values" in params:  # waveform; 4,000 samples leave a dozen frames after a wav2vec2-style stem
+        inputs["input_values"] = torch.randn(batch, 4000)
+    if "input_features" in params and getattr(config, "num_mel_bins", None):
+        frames = 2 * getattr(config, "max_source_positions", 64)  # whisper's conv stem halves the frames
+        inputs["input_features"] = torch.randn(batch, config.num_mel_bins, frames)
     if "decoder_input_ids" in params and getattr(config, "is_encoder_decoder", False):
         inputs["decoder_input_ids"] = torch.randint(0, text.vocab_size, (batch, seq // 2))
     if not inputs:
-        raise ModelLoadError(f"cannot choose inputs for {type(model).__name__}: it takes neither input_ids nor "
-                             f"pixel_values; build the model yourself and use the Python API")
+        raise ModelLoadError(f"cannot choose inputs for {type(model).__name__}: it takes none of input_ids, "
+                             f"pixel_values, input_values, input_features; build the model yourself and use "
+                             f"the Python API")
     return inputs
 
 

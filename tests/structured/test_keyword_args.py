@@ -47,3 +47,23 @@ def test_macs_count_a_module_fed_an_expanded_parameter():
     m = ExpandedToken()
     assert count_macs(m, torch.randn(2, 1, 8)).dense == 2 * 8 * 8
     assert all(p.requires_grad for p in m.parameters())  # restored afterwards
+
+
+class AlibiScores(nn.Module):
+    """BLOOM-style ``bias.baddbmm(batch1=q, batch2=k, beta=..., alpha=...)`` with keyword operands."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k, self.out = nn.Linear(8, 16), nn.Linear(8, 16), nn.Linear(5, 3)
+
+    def forward(self, x):
+        bias = torch.zeros(x.shape[0], x.shape[1], x.shape[1])
+        scores = bias.baddbmm(batch1=self.q(x), batch2=self.k(x).transpose(1, 2), beta=1.0, alpha=0.5)
+        return self.out(scores)
+
+
+def test_baddbmm_with_keyword_operands_couples_q_and_k():
+    torch.manual_seed(0)
+    rep = check_model("alibi", AlibiScores().eval(), torch.randn(2, 5, 8), StructuredConfig(ratio=0.5), latency=False)
+    assert rep.ok and rep.equivalent, rep.error
+    assert rep.params_after == rep.params_before - 8 * (8 + 1) * 2  # 8 of 16 q/k features, weight rows + bias

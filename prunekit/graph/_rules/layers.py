@@ -138,7 +138,8 @@ def linear(tr: Trace, args: tuple, kwargs: dict, out) -> None:
 
 @rule("addmm", "baddbmm", "addbmm")
 def addmm(tr: Trace, args: tuple, kwargs: dict, out) -> None:
-    bias, a, b = args[0], args[1], args[2]
+    n1, n2 = ("mat1", "mat2") if tr.op == "addmm" else ("batch1", "batch2")
+    bias, a, b = arg(args, kwargs, 0, "input"), arg(args, kwargs, 1, n1), arg(args, kwargs, 2, n2)
     letters = "zyx"[: a.ndim - 2] + "nk", "zyx"[: b.ndim - 2] + "km"
     out_letters = ("zyx"[: a.ndim - 2] if tr.op == "baddbmm" else "") + "nm"
     prod = contract(tr, [(tuple(a.shape), tr.get(a), letters[0]), (tuple(b.shape), tr.get(b), letters[1])],
