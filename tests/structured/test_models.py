@@ -8,7 +8,8 @@ from prunekit.structured import StructuredConfig
 from prunekit.structured.check import check_model
 from prunekit.zoo import load
 
-FAST = ["torchvision:resnet18", "torchvision:mobilenet_v2", "hf:bert", "hf:llama", "hf:vit"]
+FAST = ["torchvision:resnet18", "torchvision:mobilenet_v2", "hf:bert", "hf:llama", "hf:vit",
+        "hf:resnet", "hf:wav2vec2", "hf:whisper", "hf:bloom"]  # images without a size, audio, ALiBi
 
 
 def _check(spec: str, small: bool = True):
