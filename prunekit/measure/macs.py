@@ -1,7 +1,8 @@
 """Multiply-accumulate counts, dense and non-zero.
 
 Dense MACs come from :class:`torch.utils.flop_counter.FlopCounterMode` (which sees every aten
-matmul/conv/attention op, also inside functional code such as attention) divided by two.
+matmul/conv/attention op, also inside functional code such as attention) divided by two; CPU's fused
+``scaled_dot_product_attention`` kernel, which it does not count, is counted here (QKᵀ and AV).
 
 Non-zero MACs subtract the work of zero weights in Linear and Conv layers: each weight of a Linear
 layer is used once per input row, each weight of a conv once per output position, so a layer does
@@ -10,6 +11,7 @@ layer is used once per input row, each weight of a conv once per output position
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +27,17 @@ _WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 class MacCount:
     dense: int
     nonzero: int
+
+
+def _sdpa_cpu_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of CPU's fused attention kernel, which FlopCounterMode leaves uncounted: QKᵀ and AV."""
+    batch = math.prod(query[:-2])
+    return 2 * batch * query[-2] * key[-2] * (query[-1] + value[-1])
+
+
+# Ops FlopCounterMode does not know, by the shapes of their arguments.
+_EXTRA_FLOPS = {op: _sdpa_cpu_flops for op in [getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu",
+                                                       None)] if op is not None}
 
 
 def _positions(module: nn.Module, out: torch.Tensor) -> int:
@@ -64,7 +77,7 @@ def count_macs(model: nn.Module, *inputs, **kwargs) -> MacCount:
     try:
         for p, _ in grad_flags:
             p.requires_grad_(False)
-        with FlopCounterMode(display=False) as counter:
+        with FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOPS) as counter:
             model(*inputs, **kwargs)
     finally:
         for h in handles:

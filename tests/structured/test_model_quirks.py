@@ -1,5 +1,6 @@
-"""Layers called functionally with keyword arguments (timm's BEiT/EVA: ``F.linear(x, weight=w, bias=b)``)
-are traced and pruned like positional calls."""
+"""Quirks of real models, each reduced to a few lines: layers called with keyword arguments (timm BEiT/EVA
+``F.linear(x, weight=w, bias=b)``, BLOOM's ``baddbmm(batch1=..)``) trace like positional calls; MACs count a
+module fed an expanded parameter (CaiT) and CPU's fused attention kernel."""
 
 import torch
 import torch.nn.functional as F
@@ -67,3 +68,15 @@ def test_baddbmm_with_keyword_operands_couples_q_and_k():
     rep = check_model("alibi", AlibiScores().eval(), torch.randn(2, 5, 8), StructuredConfig(ratio=0.5), latency=False)
     assert rep.ok and rep.equivalent, rep.error
     assert rep.params_after == rep.params_before - 8 * (8 + 1) * 2  # 8 of 16 q/k features, weight rows + bias
+
+
+class SDPA(nn.Module):
+    def forward(self, q, k, v):
+        return F.scaled_dot_product_attention(q, k, v)
+
+
+def test_macs_count_cpu_fused_attention():
+    from prunekit.measure import count_macs
+
+    q, k, v = torch.randn(2, 4, 10, 8), torch.randn(2, 4, 12, 8), torch.randn(2, 4, 12, 6)
+    assert count_macs(SDPA(), q, k, v).dense == 2 * 4 * 10 * 12 * (8 + 6)  # QKᵀ + AV
