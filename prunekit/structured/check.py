@@ -49,6 +49,7 @@ class CheckReport:
     pinned_by: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     exact_only: bool = True
+    redrawn: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,14 +98,37 @@ def _macs(model: nn.Module, example_inputs: Any) -> int:
     return int(count_macs(model, *args, **kwargs).dense)
 
 
+def redraw_zero_parameters(model: nn.Module, seed: int = 0) -> list[str]:
+    """Fills every all-zero floating parameter with small seeded noise; returns their names.
+
+    Zero-initialised layers (a ViT's classifier, the last BN scale of timm's residual blocks) make a
+    branch output exactly zero, so an equivalence check through them would pass whatever the pruning
+    did to the layers before them. Only for checking: the model's function changes.
+    """
+    g = torch.Generator().manual_seed(seed)
+    names = []
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if p.is_floating_point() and p.numel() > 0 and not p.any():
+                p.copy_(0.02 * torch.randn(p.shape, generator=g).to(p))
+                names.append(n)
+    return names
+
+
 def check_model(name: str, model: nn.Module, example_inputs: Any, config: StructuredConfig | None = None,
-                latency: bool = True, repeats: int = 10) -> CheckReport:
-    """Prunes ``model`` in place with ``config`` and checks it; errors end up in the report."""
+                latency: bool = True, repeats: int = 10, redraw_zeros: bool = True) -> CheckReport:
+    """Prunes ``model`` in place with ``config`` and checks it; errors end up in the report.
+
+    With ``redraw_zeros`` all-zero parameters are first re-drawn (:func:`redraw_zero_parameters`), so
+    the equivalence check sees every path; their names are in ``report.redrawn``.
+    """
     config = config or StructuredConfig()
     rep = CheckReport(model=name, ratio=config.ratio, exact_only=config.exact_only)
     try:
         config.validate()
         model.eval()
+        if redraw_zeros:
+            rep.redrawn = redraw_zero_parameters(model)
         rep.params_before = count_params(model).total
         rep.macs_before = _macs(model, example_inputs)
         if latency:

@@ -35,3 +35,24 @@ def test_norm_groups_are_pruned_only_when_asked():
     assert loose.ok and not loose.exact_only and loose.error is None
     assert loose.params_after < exact.params_after  # the residual width went too
     assert loose.groups_pruned > exact.groups_pruned
+
+
+class ZeroHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.head = nn.Linear(12, 32), nn.Linear(32, 5)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.fc1(x)))
+
+
+def test_zero_initialised_layers_are_redrawn_so_equivalence_means_something():
+    model, x = ZeroHead().eval(), torch.randn(3, 12)
+    rep = check_model("zero-head", model, x, StructuredConfig(ratio=0.5), latency=False)
+    assert rep.ok and rep.equivalent and rep.redrawn == ["head.weight", "head.bias"]
+    assert model(x).abs().max() > 0  # the compared outputs were not trivially zero
+    kept = ZeroHead().eval()
+    assert check_model("kept", kept, x, StructuredConfig(ratio=0.5), latency=False, redraw_zeros=False).redrawn == []
+    assert not kept.head.weight.any()
