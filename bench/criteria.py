@@ -1,14 +1,17 @@
 """Criteria × allocation strategies at several MAC budgets (issue 4, part 6).
 
-For each model/dataset and seed: train dense once, score every group with every criterion on a
-calibration sample of the training set, measure sensitivity curves for the criteria that the
-``sensitivity`` strategy uses, then for every operating point (1.5×, 2×, 2.5×, 3×, 4× fewer MACs)
-and every (criterion, strategy) pair: copy the dense model, allocate, prune for real, fine-tune
-with the same budget (TrainConfig below, LR 10× below the dense one) and measure test accuracy,
-MACs, parameters and (seed 0 only) CPU latency at batch 256 and 1.
+For each model/dataset and seed: train dense once (cached under ``runs/criteria_dense/``), score every
+group with every criterion on a calibration sample of the training set, measure sensitivity curves for
+the criteria that the ``sensitivity`` strategy uses, then for every operating point (1.5×, 2×, 2.5×,
+3×, 4× fewer MACs; run 2×, 3×, 4× first) and every (criterion, strategy) pair: copy the dense model,
+allocate, prune for real, fine-tune with the same budget (TrainConfig below, LR 10× below the dense
+one) and measure test accuracy, MACs, parameters, the validation accuracy before fine-tuning (with
+re-estimated BN statistics too when the config's search uses them: the search proxy) and, where the
+config lists latency batches, CPU latency (seed 0 only; the resnet config lists none: see criteria.md).
 
     .venv/bin/python bench/criteria.py --config cnn1d        # writes bench/results/criteria_cnn1d.json
-    .venv/bin/python bench/criteria.py --config resnet
+    .venv/bin/python bench/criteria.py --config resnet --seeds 0 --tag _s0    # one process per seed
+    .venv/bin/python bench/criteria.py --config resnet --reductions 2.5 --tag _r2.5   # or per point
     .venv/bin/python bench/criteria.py --report              # criteria.{md,json} + criteria.png
 """
 
@@ -24,6 +27,7 @@ from pathlib import Path
 import torch
 
 from prunekit.allocation import AllocationConfig, Budget, allocate
+from prunekit.allocation._adaptive_bn import recalibrated_bn
 from prunekit.data import load_dataset
 from prunekit.data.base import DataSplits
 from prunekit.graph import DependencyGraph
@@ -35,7 +39,9 @@ from prunekit.structured import prune_groups
 from prunekit.training import TrainConfig, evaluate, train
 
 RESULTS = Path(__file__).parent / "results"
+CACHE = Path(__file__).parent.parent / "runs" / "criteria_dense"
 REDUCTIONS = (1.5, 2.0, 2.5, 3.0, 4.0)
+RUN_ORDER = (2.0, 3.0, 4.0, 1.5, 2.5)  # the targets' points first, so a cut-short run still answers them
 ALL = ("lp", "random", "gradient", "taylor", "hessian", "apoz", "mean_activation", "fpgm", "mi", "loss_change")
 CONFIGS = {
     "cnn1d": dict(model="cnn1d", data="mnist1d", train=TrainConfig(epochs=12, lr=0.05, batch_size=64),
@@ -43,13 +49,15 @@ CONFIGS = {
                   combos=[(c, "uniform") for c in ALL] + [(c, "global") for c in ALL]
                   + [(c, "sensitivity") for c in ("lp", "gradient", "taylor")] + [("lp", "search")],
                   sens=SensitivityConfig(ratios=(0.1, 0.3, 0.5, 0.7, 0.9), max_samples=400), cal=512,
-                  search_at=REDUCTIONS, latency_batches=(256, 1)),
-    "resnet": dict(model="resnet_mini", data="mnist", train=TrainConfig(epochs=2, lr=0.05, batch_size=64),
-                   finetune=TrainConfig(epochs=1, lr=0.005, batch_size=64), ft_subset=640,
-                   combos=[("random", "uniform"), ("lp", "uniform"), ("taylor", "global"),
-                           ("gradient", "sensitivity"), ("taylor", "sensitivity"), ("lp", "search")],
-                   sens=SensitivityConfig(ratios=(0.25, 0.5, 0.75), max_samples=200), cal=256,
-                   search_at=(2.0,), latency_batches=(1,)),
+                  search_at=REDUCTIONS, latency_batches=(256, 1),
+                  search=dict(population=8, generations=3, proxy_val=200, recalibration=0)),
+    "resnet": dict(model="resnet_mini", data="mnist", train=TrainConfig(epochs=4, lr=0.05, batch_size=64),
+                   finetune=TrainConfig(epochs=1, lr=0.005, batch_size=64), ft_subset=None,
+                   combos=[("random", "uniform"), ("lp", "uniform"), ("taylor", "uniform"), ("taylor", "sensitivity"),
+                           ("taylor", "search")],
+                   sens=SensitivityConfig(ratios=(0.1, 0.25, 0.4, 0.55, 0.7, 0.85, 0.9), max_samples=300),
+                   cal=512, search_at=REDUCTIONS, latency_batches=(),
+                   search=dict(population=8, generations=3, proxy_val=300, recalibration=256)),
 }
 
 
@@ -61,41 +69,61 @@ def _subset(data: DataSplits, n: int | None, seed: int) -> DataSplits:
                       data.y_test, data.num_classes)
 
 
+def _dense(cfg: dict, data: DataSplits, seed: int, name: str) -> torch.nn.Module:
+    """The trained dense model of this seed, cached under runs/ (the cache key is the training setup)."""
+    tc = cfg["train"]
+    path = CACHE / f"{name}_{cfg['model']}_e{tc.epochs}_lr{tc.lr:g}_b{tc.batch_size}_s{seed}.pt"
+    torch.manual_seed(seed)
+    dense = build_model(cfg["model"], data.input_shape, data.num_classes)
+    if path.exists():
+        dense.load_state_dict(torch.load(path))
+    else:
+        train(dense, data, tc, seed=seed, progress=False)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(dense.state_dict(), path)
+    return dense
+
+
 def _point(dense, data, cfg, crit, strat, red, scores, sens, seed, latency) -> dict:
     model = copy.deepcopy(dense)
     x1 = data.x_train[:1]
     graph = DependencyGraph.build(model, x1)
     t0 = time.perf_counter()
-    alloc = allocate(graph, Budget(macs=1 / red), AllocationConfig(strat, population=8, generations=3, seed=seed),
-                     crit, sensitivity=sens.get(crit), proxy_data=(data.x_val[:200], data.y_val[:200]),
-                     scores=scores[crit])
+    sc = cfg["search"]
+    xv, yv = data.x_val[:sc["proxy_val"]], data.y_val[:sc["proxy_val"]]
+    rec = _subset(data, sc["recalibration"], seed).x_train if sc["recalibration"] else None
+    alloc = allocate(graph, Budget(macs=1 / red),
+                     AllocationConfig(strat, population=sc["population"], generations=sc["generations"], seed=seed),
+                     crit, sensitivity=sens.get(crit), scores=scores[crit], proxy_data=(xv, yv), recalibration=rec)
     prune_groups(graph, alloc.plan)
     t_alloc = time.perf_counter() - t0
+    proxy = {"val_acc_before_ft": evaluate(model, xv, yv).accuracy}
+    if rec is not None:  # the search's proxy for this point: does it predict the fine-tuned accuracy?
+        with recalibrated_bn(model, rec):
+            proxy["val_acc_before_ft_bn"] = evaluate(model, xv, yv).accuracy
     train(model, _subset(data, cfg["ft_subset"], seed), cfg["finetune"], seed=seed, progress=False)
     row = {"criterion": crit, "strategy": strat, "reduction_target": red, "seed": seed,
            "accuracy": evaluate(model, data.x_test, data.y_test).accuracy,
            "macs": int(count_macs(model, x1).dense), "params": count_params(model).total,
-           "alloc_seconds": round(t_alloc, 2)}
+           "alloc_seconds": round(t_alloc, 2), **proxy, "ratios": alloc.to_dict()["ratios"]}
     if latency:
         row["latency_ms"] = {str(b): measure_latency(model, x1, batch=b, repeats=5, warmup=2).median_ms
                              for b in cfg["latency_batches"]}
     return row
 
 
-def run_config(name: str, seeds: list[int], out: Path, args_only=None, reductions=REDUCTIONS,
+def run_config(name: str, seeds: list[int], out: Path, args_only=None, reductions=RUN_ORDER,
                latency_seed: int | None = 0) -> None:
     cfg = CONFIGS[name]
     data = load_dataset(cfg["data"])
     rows, dense_rows = [], []
     for seed in seeds:
-        torch.manual_seed(seed)
-        dense = build_model(cfg["model"], data.input_shape, data.num_classes)
-        train(dense, data, cfg["train"], seed=seed, progress=False)
+        dense = _dense(cfg, data, seed, name)
         dense.eval()
         x1 = data.x_train[:1]
         d = {"seed": seed, "accuracy": evaluate(dense, data.x_test, data.y_test).accuracy,
              "macs": int(count_macs(dense, x1).dense), "params": count_params(dense).total}
-        if seed == latency_seed:
+        if seed == latency_seed and cfg["latency_batches"]:
             d["latency_ms"] = {str(b): measure_latency(dense, x1, batch=b, repeats=5).median_ms
                                for b in cfg["latency_batches"]}
         dense_rows.append(d)
@@ -112,14 +140,17 @@ def run_config(name: str, seeds: list[int], out: Path, args_only=None, reduction
                     continue
                 if strat == "search" and red not in cfg["search_at"]:
                     continue
-                row = _point(dense, data, cfg, crit, strat, red, scores, sens, seed, seed == latency_seed)
+                row = _point(dense, data, cfg, crit, strat, red, scores, sens, seed,
+                             seed == latency_seed and bool(cfg["latency_batches"]))
                 rows.append(row)
                 print(f"[{name}] {red}× {crit}/{strat} seed {seed}: acc {row['accuracy']:.4f} "
                       f"macs {row['macs'] / d['macs']:.3f}", flush=True)
                 out.write_text(json.dumps({"config": name, "model": cfg["model"], "data": cfg["data"],
                                            "train": vars(cfg["train"]), "finetune": vars(cfg["finetune"]),
                                            "ft_subset": cfg["ft_subset"], "calibration": cfg["cal"],
-                                           "sensitivity_ratios": cfg["sens"].ratios, "dense": dense_rows,
+                                           "sensitivity_ratios": cfg["sens"].ratios,
+                                           "sensitivity_samples": cfg["sens"].max_samples,
+                                           "search": cfg["search"], "dense": dense_rows,
                                            "points": rows}, indent=1))
 
 
@@ -130,17 +161,19 @@ def main() -> None:
     ap.add_argument("--report", action="store_true")
     ap.add_argument("--tag", default="", help="suffix of the output file, to split seeds over processes")
     ap.add_argument("--latency-seed", type=int, default=0, help="the seed whose points are timed")
+    ap.add_argument("--reductions", type=float, nargs="+", default=list(RUN_ORDER),
+                    help="MAC reductions to run, in this order (to split one config over processes)")
     args = ap.parse_args()
     torch.set_num_threads(1)  # shared 2-core machine
     RESULTS.mkdir(exist_ok=True)
     if args.report:
-        from bench._criteria_report import write_report
+        from _criteria_report import write_report  # bench/ is sys.path[0] when run as a script
 
         write_report(RESULTS, {n: sorted(RESULTS.glob(f"criteria_{n}*.json")) for n in CONFIGS})
         return
     t0 = time.time()
     run_config(args.config, args.seeds, RESULTS / f"criteria_{args.config}{args.tag}.json",
-               latency_seed=args.latency_seed)
+               reductions=args.reductions, latency_seed=args.latency_seed)
     print(f"done in {time.time() - t0:.0f} s on {platform.processor() or platform.machine()}")
 
 
