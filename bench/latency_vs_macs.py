@@ -2,10 +2,12 @@
 
 For resnet18, resnet50, mobilenet_v2 and vit_b_16 (torchvision, weights=None, 224x224): prune 50% of
 the units of every exactly-prunable group (L2, uniform), then time the dense and the pruned model
-at batch 1 and 32 under ``torch.no_grad``, alternating dense/pruned runs so that load on the machine
-hits both alike. Writes bench/results/latency_vs_macs.{json,md}.
+at batch 1 and 32, alternating dense/pruned runs so that load on the machine hits both alike. Each
+``--modes`` entry prepares both models alike: ``eager`` (as built, ``torch.no_grad``) or ``fold+cl``
+(:func:`prunekit.export.prepare_inference`: BatchNorm folded into the convolutions, channels_last
+weights and inputs, ``torch.inference_mode``). Writes bench/results/latency_vs_macs.{json,md}.
 
-    .venv/bin/python bench/latency_vs_macs.py --threads 2
+    .venv/bin/python bench/latency_vs_macs.py --threads 1 --models resnet18 resnet50 mobilenet_v2
 """
 
 from __future__ import annotations
@@ -15,22 +17,28 @@ import copy
 import json
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
+from prunekit.export import InferenceConfig, prepare_inference
+
 RESULTS = Path(__file__).parent / "results"
 
 
-def _time(model, x) -> float:
+MODES = {"eager": None, "fold+cl": InferenceConfig(fold_bn=True, channels_last=True)}
+
+
+def _time(model, x, ctx) -> float:
     t0 = time.perf_counter()
-    with torch.no_grad():
+    with ctx():
         model(x)
     return (time.perf_counter() - t0) * 1e3
 
 
-def measure(name: str, batches: list[int], repeats: dict[int, int]) -> list[dict]:
+def measure(name: str, batches: list[int], repeats: dict[int, int], modes: list[str]) -> list[dict]:
     import torchvision
 
     from prunekit.measure import count_macs
@@ -46,16 +54,20 @@ def measure(name: str, batches: list[int], repeats: dict[int, int]) -> list[dict
         with torch.no_grad():
             macs[tag] = count_macs(m, x1).dense
     rows = []
-    for b in batches:
-        x = torch.randn(b, 3, 224, 224)
-        _time(dense, x), _time(pruned, x)  # warm-up
+    for mode, b in ((mode, b) for b in batches for mode in modes):
+        cfg = MODES[mode]
+        d, p = (dense, pruned) if cfg is None else (prepare_inference(dense, cfg), prepare_inference(pruned, cfg))
+        ctx = torch.no_grad if cfg is None else torch.inference_mode
+        x = torch.randn(b, 3, 224, 224).contiguous(memory_format=cfg.memory_format if cfg else torch.contiguous_format)
+        _time(d, x, ctx), _time(p, x, ctx)  # warm-up
         td, tp = [], []
         for _ in range(repeats.get(b, 3)):
-            td.append(_time(dense, x))
-            tp.append(_time(pruned, x))
+            td.append(_time(d, x, ctx))
+            tp.append(_time(p, x, ctx))
         lat_d, lat_p = statistics.median(td), statistics.median(tp)
         speed_macs, speed_lat = macs["dense"] / macs["pruned"], lat_d / lat_p
-        rows.append({"model": name, "batch": b, "macs_dense": macs["dense"], "macs_pruned": macs["pruned"],
+        rows.append({"model": name, "mode": mode, "batch": b, "macs_dense": macs["dense"],
+                     "macs_pruned": macs["pruned"],
                      "macs_speedup": speed_macs, "latency_dense_ms": lat_d, "latency_pruned_ms": lat_p,
                      "latency_speedup": speed_lat, "latency_over_macs": speed_lat / speed_macs,
                      "repeats": len(td), "engine_seconds": res.seconds, "threads": torch.get_num_threads()})
@@ -70,24 +82,31 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     ap.add_argument("--repeats-b1", type=int, default=10)
     ap.add_argument("--repeats-b32", type=int, default=3)
+    ap.add_argument("--modes", nargs="+", default=["eager", "fold+cl"], choices=list(MODES))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()
     rows = []
     for name in args.models:
-        rows += measure(name, args.batches, {1: args.repeats_b1, 32: args.repeats_b32})
+        rows += measure(name, args.batches, {1: args.repeats_b1, 32: args.repeats_b32}, args.modes)
     RESULTS.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()
-    (RESULTS / "latency_vs_macs.json").write_text(json.dumps({"threads": args.threads, "loadavg": load,
-                                                             "rows": rows}, indent=1))
+    (RESULTS / "latency_vs_macs.json").write_text(json.dumps({"threads": args.threads, "loadavg_start": load_start,
+                                                             "loadavg": load, "rows": rows}, indent=1))
     md = ["# MACs vs measured CPU latency at 50% channels", "",
           f"torchvision models, weights=None, 224x224, L2 uniform 50% of every exactly-prunable group, "
-          f"`torch.no_grad`, {args.threads} CPU thread(s), dense and pruned runs alternated; median of the "
-          f"repeats. Load average at the end: {load[0]:.1f} (the machine was shared). "
-          "speed-up = dense / pruned. Produced by `bench/latency_vs_macs.py`.", "",
-          "| model | batch | MACs dense | MACs pruned | MACs speed-up | latency dense ms | latency pruned ms | "
-          "latency speed-up | latency / MACs speed-up |", "|---|---|---|---|---|---|---|---|---|"]
+          f"{args.threads} CPU thread(s), dense and pruned runs alternated; median of "
+          f"{args.repeats_b1} (batch 1) / {args.repeats_b32} (batch 32) repeats. Modes, applied to dense and pruned "
+          "alike: `eager` = the models as built, `torch.no_grad`; `fold+cl` = inference export "
+          "(`prunekit.export.prepare_inference`: BatchNorm folded into the convolutions, channels_last weights and "
+          f"inputs), `torch.inference_mode`. Load average at the start {load_start[0]:.1f}, at the end "
+          f"{load[0]:.1f} (the 2-core machine was shared). speed-up = dense / pruned. Produced by "
+          f"`bench/latency_vs_macs.py {' '.join(sys.argv[1:])}`.", "",
+          "| model | mode | batch | MACs dense | MACs pruned | MACs speed-up | latency dense ms | latency pruned ms | "
+          "latency speed-up | latency / MACs speed-up |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        md.append(f"| {r['model']} | {r['batch']} | {r['macs_dense'] / 1e9:.2f}G | {r['macs_pruned'] / 1e9:.2f}G | "
+        md.append(f"| {r['model']} | {r['mode']} | {r['batch']} | {r['macs_dense'] / 1e9:.2f}G | "
+                  f"{r['macs_pruned'] / 1e9:.2f}G | "
                   f"{r['macs_speedup']:.2f}x | {r['latency_dense_ms']:.1f} | {r['latency_pruned_ms']:.1f} | "
                   f"{r['latency_speedup']:.2f}x | {r['latency_over_macs']:.2f} |")
     (RESULTS / "latency_vs_macs.md").write_text("\n".join(md) + "\n")
