@@ -123,6 +123,8 @@ _SIZES = {
     "n_positions": 128, "type_vocab_size": 2, "max_source_positions": 64, "max_target_positions": 64,
 }
 
+_HEAD_LISTS = {"num_heads", "num_attention_heads", "heads"}
+
 
 def shrink_config(config: Any) -> Any:
     """Shrinks every size field of a transformers config (and its sub-configs) in place.
@@ -135,17 +137,36 @@ def shrink_config(config: Any) -> Any:
             shrink_config(value)
         elif key in _SIZES and isinstance(value, int) and not isinstance(value, bool):
             setattr(config, key, min(value, _SIZES[key]) if key != "head_dim" else _SIZES[key])
+        elif key in _HEAD_LISTS and isinstance(value, (list, tuple)) and all(type(v) is int for v in value):
+            # Swin's per-stage heads (3, 6, 12, 24): powers of two, so they divide the shrunk widths
+            setattr(config, key, type(value)(1 << (min(v, _SIZES["num_heads"]).bit_length() - 1) for v in value))
     if isinstance(getattr(config, "num_key_value_heads", None), int):
         config.num_key_value_heads = 2
     layers = getattr(config, "num_hidden_layers", None)
     if isinstance(getattr(config, "layer_types", None), list) and isinstance(layers, int):
         config.layer_types = config.layer_types[:layers]
+    _fit_windows(config)
     vocab = getattr(config, "vocab_size", None)
     if isinstance(vocab, int):  # special token ids (whisper's pad 50257) must stay inside the smaller vocabulary
         for key, value in list(vars(config).items()):
             if key.endswith("token_id") and isinstance(value, int) and value >= vocab:
                 setattr(config, key, vocab - 1)
     return config
+
+
+def _fit_windows(config: Any) -> None:
+    """Swin-style configs: every stage of the shrunk image must still hold a whole attention window.
+
+    transformers' Swin fails on stages smaller than its window (its relative-position bias keeps
+    the configured window size), so the window becomes 2 and the patches small enough that the last
+    of the halving stages is 2 x 2.
+    """
+    window, depths = getattr(config, "window_size", None), getattr(config, "depths", None)
+    size, patch = getattr(config, "image_size", None), getattr(config, "patch_size", None)
+    if not all(type(v) is int for v in (window, size, patch)) or not isinstance(depths, (list, tuple)):
+        return
+    config.window_size = min(window, 2)
+    config.patch_size = max(1, min(patch, size // (2 * 2 ** (len(depths) - 1))))
 
 
 def _hf(spec: str, model_type: str, batch: int) -> ZooModel:

@@ -58,13 +58,16 @@ class LabelStore:
     n: int = 0
     pairs_a: list[np.ndarray] = field(default_factory=list)
     pairs_b: list[np.ndarray] = field(default_factory=list)
-    pinned: list[np.ndarray] = field(default_factory=list)
+    pinned: list[tuple[np.ndarray, str]] = field(default_factory=list)
     pinned_if: list[tuple[np.ndarray, int, str]] = field(default_factory=list)
     pin_reasons: dict[str, int] = field(default_factory=dict)
     inexact: list[np.ndarray] = field(default_factory=list)
     inexact_if: list[tuple[np.ndarray, int]] = field(default_factory=list)
     splits: list[SplitConstraint] = field(default_factory=list)
     attr_hints: list[tuple[str, int, np.ndarray]] = field(default_factory=list)
+    size_hints: list[tuple[str, str, list[np.ndarray]]] = field(default_factory=list)
+    pin_why: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    pin_texts: list[str] = field(default_factory=list)
 
     def fresh(self, shape: tuple[int, ...]) -> np.ndarray:
         size = int(np.prod(shape)) if shape else 1
@@ -89,7 +92,7 @@ class LabelStore:
         return first
 
     def pin(self, ids: np.ndarray, reason: str) -> None:
-        self.pinned.append(np.asarray(ids).ravel())
+        self.pinned.append((np.asarray(ids).ravel(), reason))
         self.pin_reasons[reason] = self.pin_reasons.get(reason, 0) + 1
 
     def pin_if_varies(self, ids: np.ndarray, axis: int, reason: str) -> None:
@@ -101,15 +104,28 @@ class LabelStore:
         self.pinned_if.append((ids, axis, reason))
 
     def final_pins(self, roots: np.ndarray) -> np.ndarray:
-        """Boolean mask over ids: True where the id's unit may not be pruned."""
-        pinned = np.zeros(self.n, dtype=bool)
-        for ids in self.pinned:
-            pinned[ids] = True
+        """Boolean mask over ids: True where the id's unit may not be pruned.
+
+        Also fills ``pin_why`` (per root: index into ``pin_texts`` of the first reason that pinned
+        it, -1 if free), so every pinned unit can say why.
+        """
+        why = np.full(self.n, -1, dtype=np.int64)
+        texts: dict[str, int] = {}
+
+        def mark(ids: np.ndarray, reason: str) -> None:
+            r = roots[ids]
+            new = r[why[r] < 0]
+            if new.size:
+                why[new] = texts.setdefault(reason, len(texts))
+
+        for ids, reason in self.pinned:
+            mark(ids, reason)
         for ids, axis, reason in self.pinned_if:
             if ids.shape[axis] > 1 and _varies(roots[ids], axis):
-                pinned[ids.ravel()] = True
+                mark(ids.ravel(), reason)
                 self.pin_reasons[reason] = self.pin_reasons.get(reason, 0) + 1
-        return pinned[roots] | np.isin(roots, roots[pinned])
+        self.pin_why, self.pin_texts = why, list(texts)
+        return why[roots] >= 0
 
     def mark_inexact(self, ids: np.ndarray) -> None:
         self.inexact.append(np.asarray(ids).ravel())

@@ -48,7 +48,7 @@ class Group:
     units: np.ndarray  # root id of every unit, in the order of the leader member
     pinned: np.ndarray  # bool per unit: may not be removed
     exact: bool  # removing an all-zero unit leaves outputs unchanged (no norm or mean over it)
-    reasons: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)  # why pinned units are pinned (non-empty if any is)
 
     @property
     def size(self) -> int:
@@ -86,6 +86,7 @@ class DependencyGraph:
         self.tensors: dict[str, torch.Tensor] = {}
         self.owners: dict[str, list[tuple[nn.Module, str]]] = {}
         self.attr_hints: list[tuple[str, np.ndarray]] = []
+        self.size_hints: list[tuple[str, str, list[np.ndarray]]] = []  # (module, attr, ids of each piece)
         self.splits: list[tuple[str, np.ndarray, int]] = []
         self.n_ids = 0
         self.buffers: set[str] = set()
@@ -141,28 +142,34 @@ class DependencyGraph:
     def _solve(self, trace: Trace, excluded: set[int]) -> None:
         store: LabelStore = trace.store
         roots = store.resolve()
-        pinned = store.final_pins(roots)
+        store.final_pins(roots)
         inexact = store.final_inexact(roots)
         self.pin_reasons = dict(store.pin_reasons)
         members: list[tuple[str, int, np.ndarray]] = []
-        pinned_root = np.zeros(store.n, dtype=bool)
+        why = store.pin_why.copy()
+        texts = {t: k for k, t in enumerate(store.pin_texts)}
         for (tid, dim), ids in trace.param_dims.items():
             ref = trace.params[tid]
             r = roots[ids]
-            if any(id(m) in excluded for m, _ in ref.owners) or (r == r[0]).all():
-                pinned_root[r] = True
+            if any(id(m) in excluded for m, _ in ref.owners):
+                _pin_roots(why, texts, r, f"{ref.name}: excluded")
+            elif (r == r[0]).all() and len(r) > 1:
+                _pin_roots(why, texts, r, f"{ref.name}: every entry of dim {dim} belongs to one unit")
+            elif (r == r[0]).all():
+                _pin_roots(why, texts, r, f"{ref.name}: a single entry along dim {dim}")
             members.append((ref.name, dim, r))
             self.tensors[ref.name] = ref.tensor
             self.owners[ref.name] = ref.owners
             if not ref.is_param:
                 self.buffers.add(ref.name)
-        pinned |= pinned_root[roots]
+        pinned = why[roots] >= 0
         self.n_ids = store.n
         self.attr_hints = [(m, roots[ids].ravel()) for m, _, ids in store.attr_hints if ids.ndim == 1]
+        self.size_hints = [(m, a, [roots[p] for p in parts]) for m, a, parts in store.size_hints]
         self.splits = [(sc.module, roots[sc.ids], sc.shrink_axis) for sc in store.splits if sc.shrink_axis >= 0]
-        self._make_groups(members, roots, pinned, inexact, trace)
+        self._make_groups(members, roots, pinned, inexact, trace, (why, list(texts)))
 
-    def _make_groups(self, members, roots, pinned, inexact, trace: Trace) -> None:
+    def _make_groups(self, members, roots, pinned, inexact, trace: Trace, why: tuple[np.ndarray, list[str]]) -> None:
         if not members:
             return
         a = np.concatenate([np.full(len(r), r[0]) for _, _, r in members])
@@ -181,8 +188,9 @@ class DependencyGraph:
             lut[units_arr] = np.arange(len(units_arr))
             group_members = [Member(n, d, lut[r]) for n, d, r in ms]
             name = _unique(_readable(leader[0], leader[1]), names)
+            reasons = [why[1][k] for k in np.unique(why[0][units_arr]) if k >= 0]
             self.groups.append(Group(name, group_members, units_arr, pinned[units_arr],
-                                     not bool(inexact[units_arr].any())))
+                                     not bool(inexact[units_arr].any()), reasons))
         order = {ref.name: k for k, ref in enumerate(trace.params.values())}
         self.groups.sort(key=lambda g: _order(g, order))
 
@@ -204,6 +212,12 @@ class DependencyGraph:
             lines.append(f"  {g.name}: {g.size} units ({g.prunable} prunable, {'exact' if g.exact else 'inexact'}),"
                          f" {len(g.members)} members")
         return "\n".join(lines)
+
+
+def _pin_roots(why: np.ndarray, texts: dict[str, int], r: np.ndarray, reason: str) -> None:
+    new = r[why[r] < 0]
+    if new.size:
+        why[new] = texts.setdefault(reason, len(texts))
 
 
 def _leader(ms: Sequence[tuple[str, int, np.ndarray]]) -> tuple[str, int, np.ndarray]:
@@ -262,7 +276,13 @@ def _check_branches(model: nn.Module, trace: Trace) -> None:
         )
 
 
-def raise_no_groups(graph: DependencyGraph) -> None:
+def raise_no_groups(graph: DependencyGraph, exact_only: bool = True) -> None:
+    loose = graph.prunable_groups(exact_only=False) if exact_only else []
+    if loose:
+        names = ", ".join(g.name for g in loose[:3]) + (" ..." if len(loose) > 3 else "")
+        raise PruningError(f"nothing in this model can be pruned exactly: its {len(loose)} prunable groups ({names}) "
+                           f"pass through a norm or a mean, so removing even all-zero units changes the output; "
+                           f"prune them with exact_only=False (prunekit check --include-norm-groups)")
     reasons = sorted(graph.pin_reasons.items(), key=lambda kv: -kv[1])[:5]
     raise PruningError("nothing in this model can be pruned; pinned by: "
                        + "; ".join(r for r, _ in reasons) + " (exclude or replace those modules)")

@@ -67,7 +67,7 @@ def remove_units(graph: DependencyGraph, removal: Mapping[Group, np.ndarray], ve
         tx.rollback()
         if isinstance(e, PruningError):
             raise
-        where, name = _failing_module(e, graph.model)
+        where, name = failing_module(e, graph.model)
         err = PruningError(
             f"the pruned model failed to run in {where}: {type(e).__name__}: "
             f"{str(e).splitlines()[0] if str(e) else ''}; the model was left unchanged. Exclude that module "
@@ -108,6 +108,7 @@ def _slice_tensors(graph: DependencyGraph, keeps: dict, tx: _Transaction) -> Non
 
 def _rewrite_head_attrs(graph: DependencyGraph, removed: np.ndarray, tx: _Transaction) -> None:
     modules = dict(graph.model.named_modules())
+    modules["<model>"] = graph.model  # how the recorder names the root module in messages and hints
     for mname, ids, axis in graph.splits:
         kept = ~removed[ids]
         if kept.all():
@@ -128,6 +129,12 @@ def _rewrite_head_attrs(graph: DependencyGraph, removed: np.ndarray, tx: _Transa
         n_new = int((~removed[ids]).sum())
         if module is not None and n_new != len(ids):
             _rewrite(module, INNER_ATTRS, {len(ids): n_new}, tx)
+    for mname, attr, parts in graph.size_hints:  # torch.split(x, self.split_indices)
+        module = modules.get(mname)
+        sizes = [int((~removed[p]).sum()) for p in parts]
+        old_sizes = getattr(module, attr, None)
+        if module is not None and old_sizes is not None and list(old_sizes) != sizes:
+            tx.set_attr(module, attr, type(old_sizes)(sizes))
 
 
 def _rewrite(module: nn.Module, names: frozenset, mapping: dict[int, int], tx: _Transaction) -> None:
@@ -152,7 +159,7 @@ def _verify(graph: DependencyGraph) -> None:
                                    f"unchanged (its outputs are pinned, so a layer bakes a shape: exclude it)")
 
 
-def _failing_module(e: BaseException, model: nn.Module) -> tuple[str, str | None]:
+def failing_module(e: BaseException, model: nn.Module) -> tuple[str, str | None]:
     """The innermost module of the traceback, as (message text, dotted name)."""
     names = {id(m): n for n, m in model.named_modules()}
     tb, where, name = e.__traceback__, "the forward", None
@@ -182,3 +189,4 @@ def _update_graph(graph: DependencyGraph, removed: np.ndarray) -> None:
         new_splits.append((mname, np.take(ids, np.flatnonzero(along), axis=axis), axis))
     graph.splits = new_splits
     graph.attr_hints = [(m, ids[~removed[ids]]) for m, ids in graph.attr_hints]
+    graph.size_hints = [(m, a, [p[~removed[p]] for p in parts]) for m, a, parts in graph.size_hints]

@@ -14,11 +14,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunekit.errors import PrunekitError
+from prunekit.errors import ConfigError, PrunekitError
 from prunekit.graph import DependencyGraph, split_inputs
 from prunekit.graph._trace import iter_tensors
 from prunekit.graph.groups import raise_no_groups
 from prunekit.measure import count_macs, count_params
+from prunekit.structured.apply import failing_module
 from prunekit.structured.equivalence import snapshot_members, zero_members
 from prunekit.structured.pruner import StructuredConfig, prune_with_fallback, select_units
 
@@ -98,6 +99,26 @@ def _macs(model: nn.Module, example_inputs: Any) -> int:
     return int(count_macs(model, *args, **kwargs).dense)
 
 
+def _unpruned_macs(model: nn.Module, example_inputs: Any) -> int:
+    """MACs of the model before pruning; a model that cannot run on its inputs is a ConfigError."""
+    try:
+        return _macs(model, example_inputs)
+    except PrunekitError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"the unpruned model fails on its example inputs in {_where(e, model)}: "
+                          f"{_first_line(e)}; fix the model or its inputs (nothing was pruned)") from e
+
+
+def _where(e: BaseException, model: nn.Module) -> str:
+    return failing_module(e, model)[0]
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).splitlines()[0] if str(e) else ""
+    return f"{type(e).__name__}: {text}"
+
+
 def redraw_zero_parameters(model: nn.Module, seed: int = 0) -> list[str]:
     """Fills every all-zero floating parameter with small seeded noise; returns their names.
 
@@ -130,7 +151,7 @@ def check_model(name: str, model: nn.Module, example_inputs: Any, config: Struct
         if redraw_zeros:
             rep.redrawn = redraw_zero_parameters(model)
         rep.params_before = count_params(model).total
-        rep.macs_before = _macs(model, example_inputs)
+        rep.macs_before = _unpruned_macs(model, example_inputs)
         if latency:
             rep.latency_before_ms = time_forward(model, example_inputs, repeats)
         reference = copy.deepcopy(model)
@@ -140,7 +161,7 @@ def check_model(name: str, model: nn.Module, example_inputs: Any, config: Struct
         rep.groups = len(graph.groups)
         rep.pinned_by = [r for r, _ in sorted(graph.pin_reasons.items(), key=lambda kv: -kv[1])[:5]]
         if not graph.prunable_groups(config.exact_only):
-            raise_no_groups(graph)
+            raise_no_groups(graph, config.exact_only)
         plan = select_units(graph, config)
         t1 = time.perf_counter()
         members = snapshot_members(graph, plan)  # for the reference, not timed
@@ -170,4 +191,7 @@ def check_model(name: str, model: nn.Module, example_inputs: Any, config: Struct
             rep.error = "pruned model's outputs changed shape or hold non-finite values"
     except PrunekitError as e:
         rep.error = f"{type(e).__name__}: {e}"
+    except Exception as e:  # a bug of prunekit's, not the user's: still one line naming where it happened
+        rep.error = (f"internal error in {_where(e, model)}: {_first_line(e)} (please report it with the "
+                     f"model name)")
     return rep

@@ -209,7 +209,7 @@ def prune(model: nn.Module, example_inputs: Any, config: StructuredConfig | None
     t0 = time.perf_counter()
     graph = DependencyGraph.build(model, example_inputs, exclude=config.exclude)
     if not graph.prunable_groups(config.exact_only):
-        raise_no_groups(graph)
+        raise_no_groups(graph, config.exact_only)
     plan = select_units(graph, config)
     res.skipped = prune_with_fallback(graph, plan)
     res.seconds = time.perf_counter() - t0

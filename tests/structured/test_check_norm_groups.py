@@ -56,3 +56,26 @@ def test_zero_initialised_layers_are_redrawn_so_equivalence_means_something():
     kept = ZeroHead().eval()
     assert check_model("kept", kept, x, StructuredConfig(ratio=0.5), latency=False, redraw_zeros=False).redrawn == []
     assert not kept.head.weight.any()
+
+
+def test_only_norm_groups_left_says_how_to_prune_them():
+    model = nn.Sequential(nn.Linear(12, 16), nn.LayerNorm(16), nn.Linear(16, 5))
+    x = torch.randn(3, 12)
+    exact = check_model("ln", model, x, StructuredConfig(ratio=0.5), latency=False)
+    assert not exact.ok and "PruningError" in exact.error and "--include-norm-groups" in exact.error
+    loose = check_model("ln", model, x, StructuredConfig(ratio=0.5, exact_only=False), latency=False)
+    assert loose.ok and loose.params_after < loose.params_before
+
+
+def test_model_failing_before_pruning_is_a_config_error_naming_the_module():
+    class Broken(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(8, 6)
+            self.inner = nn.Linear(5, 2)
+
+        def forward(self, x):
+            return self.inner(self.fc(x))  # 6 features into a layer that takes 5
+
+    rep = check_model("broken", Broken(), torch.randn(2, 8), latency=False)
+    assert not rep.ok and rep.error.startswith("ConfigError") and "'inner'" in rep.error

@@ -175,3 +175,55 @@ def test_prune_reports_sizes() -> None:
     res = prune(model, torch.randn(2, 3, 16, 16), ratio=0.5)
     assert res.params_after == sum(p.numel() for p in model.parameters()) < res.params_before
     assert 0 < res.macs_after < res.macs_before and res.seconds > 0 and res.removed
+
+
+@pytest.mark.parametrize("name", list(TOPOLOGIES))
+def test_every_pin_says_why(name: str) -> None:
+    _, _, graph = _build(name)
+    for g in graph.groups:
+        assert g.reasons if g.prunable < g.size else not g.reasons, (g, g.reasons)
+
+
+def test_unequal_split_sizes_held_by_the_module_are_rewritten() -> None:
+    """MambaOut: unit j couples fc1 rows j and 24+j (gate and value), fc2 column j and, past 16, a conv channel."""
+    model, x, graph = _build("gated_split_unequal")
+    g = graph.group("fc1")
+    assert g.size == 24 and g.prunable == 24 and g.exact
+    rows = next(m for m in g.members if m.name == "fc1.weight" and m.dim == 0).unit
+    assert (rows[:24] == rows[24:]).all()
+    prune_groups(graph, {"fc1": [0, 1, 20]})  # two gate/identity units, one gate/conv unit
+    assert model.split_indices == (21, 14, 7) and model.conv.out_channels == 7 and model.conv.groups == 7
+    assert model.fc1.out_features == 42 and model.fc2.in_features == 21
+
+
+def test_unequal_literal_split_is_pinned_with_a_reason() -> None:
+    class Glu(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2 = torch.nn.Linear(8, 24), torch.nn.Linear(12, 8)
+
+        def forward(self, x):
+            g, i, c = torch.split(self.fc1(x), [12, 8, 4], -1)  # literal sizes: nothing can rewrite them
+            return x + self.fc2(torch.relu(g) * torch.cat((i, c), -1))
+
+    graph = DependencyGraph.build(Glu().eval(), torch.randn(2, 8))
+    g = graph.group("fc1")
+    assert g.prunable == 0 and any("unequal pieces" in r for r in g.reasons)
+
+
+def test_weight_standardised_conv_inputs_are_inexact() -> None:
+    """Removing a standardised conv's output channel is exact; removing an input channel shifts its filters' stats."""
+    model, x, graph = _build("weight_standardised")
+    a, b = graph.group("a"), graph.group("b")
+    assert a.prunable == 16 and not a.exact and b.prunable == 12 and b.exact
+    assert any(m.name == "a.gain" for m in a.members) and any(m.name == "b.gain" for m in b.members)
+    reference = copy.deepcopy(model)
+    plan = select_units(graph, StructuredConfig(ratio=0.5, exact_only=False))
+    assert set(plan) == {"a", "b"}
+    zero_units(graph, {"b": plan["b"]}, reference)
+    prune_groups(graph, {"b": plan["b"]})
+    with torch.no_grad():
+        assert _rel(reference(x), model(x)) <= TOL
+    prune_groups(graph, {"a": plan["a"]})
+    assert model.a.out_channels == model.b.in_channels == 8 and model.a.gain.shape == (8, 1, 1, 1)
+    assert model(x).shape == reference(x).shape

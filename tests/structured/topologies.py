@@ -304,6 +304,49 @@ class Recurrent(nn.Module):
         return self.fc2(F.relu(self.fc1(y)))
 
 
+class GatedSplit(nn.Module):
+    """timm MambaOut's gated conv block: unequal split sizes held in ``split_indices``, gate * cat(i, conv(c))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(8, 48)
+        self.split_indices = (24, 16, 8)
+        self.conv = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.fc2 = nn.Linear(24, 8)
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x):
+        g, i, c = torch.split(self.fc1(x), self.split_indices, dim=-1)
+        c = self.conv(c.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return self.head((x + self.fc2(F.gelu(g) * torch.cat((i, c), -1))).mean((1, 2)))
+
+
+class StdConv(nn.Conv2d):
+    """timm's ScaledStdConv2d: every filter standardised on its own (a batch norm over the weight)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.gain = nn.Parameter(torch.rand(self.out_channels, 1, 1, 1) + 0.5)
+        self.scale = self.weight[0].numel() ** -0.5
+
+    def forward(self, x):
+        w = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None,
+                         weight=(self.gain * self.scale).view(-1), training=True, momentum=0.0, eps=1e-6)
+        return F.conv2d(x, w.reshape_as(self.weight), self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class WeightStandardised(nn.Module):
+    """NF-ResNet style: output channels of a standardised conv prune exactly, its input channels do not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = StdConv(3, 16, 3, padding=1), StdConv(16, 12, 3, padding=1)
+        self.head = nn.Linear(12, 4)
+
+    def forward(self, x):
+        return self.head(self.b(F.relu(self.a(x))).mean((2, 3)))
+
+
 def image(b: int = 2, s: int = 16) -> torch.Tensor:
     return torch.randn(b, 3, s, s)
 
@@ -330,4 +373,6 @@ TOPOLOGIES = {
     "torchvision_swin_v2": (lambda: tv_swin(v2=True), lambda b: image(b, 32), True),
     "tied_weights": (Tied, lambda b: torch.randint(0, 40, (b, 7)), True),
     "recurrent": (Recurrent, lambda b: torch.randn(b, 5, 6), True),
+    "gated_split_unequal": (GatedSplit, lambda b: torch.randn(b, 6, 6, 8), True),
+    "weight_standardised": (WeightStandardised, lambda b: image(b), True),
 }

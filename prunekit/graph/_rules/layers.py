@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from prunekit.graph._labels import Block
+from prunekit.graph._labels import Block, _varies
 from prunekit.graph._rules._common import contract, merge, merge_blocks
 from prunekit.graph._trace import Trace, arg, rule
 
@@ -36,8 +36,14 @@ def _as_dim(ids: np.ndarray, d: int, ndim: int) -> Block:
 
 
 def _pin_other_dims(tr: Trace, t, keep: tuple[int, ...], why: str) -> None:
+    """Pins blocks whose ids vary along a dim outside ``keep``.
+
+    A block may span a dim without varying along it: a weight standardised per filter
+    (``ScaledStdConv2d``: ``weight.reshape(1, out, -1)`` and back) carries its input-channel ids over
+    the kernel dims, but every kernel position of an input channel is still that one channel.
+    """
     for b in tr.get(t):
-        if any(d not in keep for d in b.dims):
+        if any(d not in keep and b.ids.shape[d] > 1 and _varies(b.ids, d) for d in b.dims):
             tr.store.pin(b.ids, why)
 
 
@@ -163,7 +169,8 @@ def batch_norm(tr: Trace, args: tuple, kwargs: dict, out) -> None:
         else:
             tr.store.mark_inexact(b.ids)  # statistics over those dims
     for p in params:
-        _couple_or_pin(tr, x_in, dim_ids(tr, p, 0), f"{tr.module}: normalised channels are fixed")
+        if p is not None:  # no running stats (training=True) or no affine: nothing to keep in step
+            _couple_or_pin(tr, x_in, dim_ids(tr, p, 0), f"{tr.module}: normalised channels are fixed")
     tr.set(out, list(tr.get(x)))
 
 

@@ -281,9 +281,11 @@ def split(tr: Trace, args: tuple, kwargs: dict, out) -> None:
     if tr.op == "glu":
         sizes = [x.shape[dim] // 2, x.shape[dim] // 2]
     equal = len(set(sizes)) == 1 and tr.op != "unbind"
-    fixed_size = tr.op in ("split", "unsafe_split") and isinstance(arg(args, kwargs, 1, "split_size"), int)
+    sections = arg(args, kwargs, 1, "split_size_or_sections", kwargs.get("split_size", kwargs.get("split_sizes")))
+    fixed_size = tr.op in ("split", "unsafe_split") and isinstance(sections, int)
     if fixed_size and not _rewritable(tr, sizes[0]):
         equal = False  # x.split(64): the piece size is a constant the pruner cannot rewrite
+    held = _sizes_attr(tr, sections) if tr.op in ("split", "split_with_sizes", "unsafe_split") else None
     per_out: list[list[Block]] = [[] for _ in outs]
     for b in tr.get(x):
         if dim not in b.dims:
@@ -291,7 +293,11 @@ def split(tr: Trace, args: tuple, kwargs: dict, out) -> None:
                 per_out[k].append(Block(b.dims, b.ids) if tr.op != "unbind" else
                                   Block(tuple(e - (e > dim) for e in b.dims), b.ids.squeeze(dim)))
             continue
-        if equal:
+        if held is not None:  # the module holds the piece sizes: each piece shrinks on its own
+            flat = dim_ids_of(tr, b, dim)
+            bounds = np.cumsum([0, *sizes])
+            tr.store.size_hints.append((tr.module, held, [flat[a:e] for a, e in zip(bounds, bounds[1:], strict=False)]))
+        elif equal:
             shape = list(b.ids.shape)
             shape[dim: dim + 1] = [len(sizes), sizes[0]]
             tr.store.couple_along(b.ids.reshape(shape), (dim,))
@@ -319,6 +325,30 @@ HEAD_ATTRS = frozenset({"num_heads", "num_attention_heads", "n_head", "n_heads",
                         "num_kv_heads", "n_kv_heads", "heads", "nheads", "num_head"})
 INNER_ATTRS = frozenset({"all_head_size", "inner_dim", "split_size", "attn_dim", "kv_dim", "qkv_dim",
                          "inner_size", "dim_inner"})
+
+
+def _sizes_attr(tr: Trace, sections) -> str | None:
+    """The attribute of the running module holding the split sizes ``sections``, if any.
+
+    timm's MambaOut splits with ``torch.split(x, self.split_indices, -1)``: the pruner rewrites
+    such an attribute, so unequal pieces may shrink independently. Only names that say they hold
+    split sizes count, so a coincidental ``kernel_size`` is never rewritten.
+    """
+    m = tr.module_obj
+    if m is None or not isinstance(sections, (list, tuple)) or len(sections) < 2:
+        return None
+    for k, v in vars(m).items():
+        if (isinstance(v, (list, tuple)) and list(v) == list(sections) and all(type(i) is int for i in v)
+                and any(w in k.lower() for w in ("split", "section", "sizes"))):
+            return k
+    return None
+
+
+def dim_ids_of(tr: Trace, b: Block, dim: int) -> np.ndarray:
+    """1-D ids of ``dim`` of block ``b``; the block's other dims are coupled away."""
+    others = tuple(d for d in b.dims if d != dim)
+    ids = tr.store.couple_along(b.ids, others) if others else b.ids
+    return ids.reshape(-1)
 
 
 def _rewritable(tr: Trace, size: int) -> bool:
