@@ -42,6 +42,14 @@ def test_shipped_structured_recipe_is_structured():
     assert r.finetune.lr == pytest.approx(r.train.lr / 10)
 
 
+@pytest.mark.parametrize("name,macs", [("structured-resnet-mnist", 0.5), ("structured-resnet-mnist-3x", 0.3333)])
+def test_shipped_speedup_recipes_distill_and_time_the_export(name, macs):
+    r = load_any_recipe(shipped_recipe(name))
+    assert r.structured.budget().macs == macs and r.structured.round_to == 8
+    assert r.recovery.method == "distill"
+    assert (r.inference.fold_bn, r.inference.channels_last) == (True, True)
+
+
 def test_structured_run_writes_the_report_fields(tmp_path):
     out = tmp_path / "out"
     assert main(["run", str(_write(tmp_path, TINY)), "--out", str(out), "--no-progress"]) == 0
