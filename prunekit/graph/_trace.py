@@ -204,17 +204,22 @@ class _Recorder(TorchFunctionMode):
         return out
 
 
+_LEAVES = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.Size)
+
+
 def iter_tensors(values: Any):
     """Yields every tensor inside nested tuples, lists, dicts and dataclass-like outputs."""
     if isinstance(values, torch.Tensor):
         yield values
     elif isinstance(values, (list, tuple)):
-        for v in values:
-            yield from iter_tensors(v)
+        for v in values:  # tensors and scalars inline: this runs for every op of a recorded forward
+            if isinstance(v, torch.Tensor):
+                yield v
+            elif not isinstance(v, _LEAVES):
+                yield from iter_tensors(v)
     elif isinstance(values, dict):
-        for v in values.values():
-            yield from iter_tensors(v)
-    elif hasattr(values, "to_tuple"):  # transformers ModelOutput
+        yield from iter_tensors(tuple(values.values()))
+    elif not isinstance(values, _LEAVES) and hasattr(values, "to_tuple"):  # transformers ModelOutput
         yield from iter_tensors(values.to_tuple())
 
 

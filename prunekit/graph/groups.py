@@ -188,7 +188,7 @@ class DependencyGraph:
             lut[units_arr] = np.arange(len(units_arr))
             group_members = [Member(n, d, lut[r]) for n, d, r in ms]
             name = _unique(_readable(leader[0], leader[1]), names)
-            reasons = [why[1][k] for k in np.unique(why[0][units_arr]) if k >= 0]
+            reasons = [why[1][k] for k in sorted(set(why[0][units_arr].tolist())) if k >= 0]
             self.groups.append(Group(name, group_members, units_arr, pinned[units_arr],
                                      not bool(inexact[units_arr].any()), reasons))
         order = {ref.name: k for k, ref in enumerate(trace.params.values())}

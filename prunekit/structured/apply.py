@@ -83,9 +83,10 @@ def _slice_tensors(graph: DependencyGraph, keeps: dict, tx: _Transaction) -> Non
     for name, dims in keeps.items():
         old = graph.tensors[name]
         new = old.detach()
-        for dim, keep in dims:
+        for dim, keep in sorted(dims, key=lambda dk: dk[1].mean()):  # the most-shrinking dim first: less to copy
             new = new.index_select(dim, torch.from_numpy(np.flatnonzero(keep)).to(new.device))
-        new = new.clone()
+        if new is old or new.data_ptr() == old.data_ptr():
+            new = new.clone()  # index_select already copied; a clone is only needed if nothing was selected
         if isinstance(old, nn.Parameter):
             new = nn.Parameter(new, requires_grad=old.requires_grad)
         for module, attr in graph.owners[name]:
