@@ -88,16 +88,18 @@ def main() -> None:
     ap.add_argument("--render", action="store_true", help="rewrite the markdown from engine_speed.json")
     args = ap.parse_args()
     if args.render:
-        rows = json.loads((RESULTS / "engine_speed.json").read_text())["rows"]
+        saved = json.loads((RESULTS / "engine_speed.json").read_text())
+        rows, load = saved["rows"], saved["summary"].get("load_average_15min")
     else:
         rows = []
         for name in args.models:
             rows.append(run(name, args.size, args.ratio, args.timeout))
             print(json.dumps(rows[-1]), flush=True)
-    write(rows, args)
+        load = round(os.getloadavg()[2], 1)  # the machine is shared: say how busy it was
+    write(rows, args, load)
 
 
-def write(rows: list[dict], args: argparse.Namespace) -> None:
+def write(rows: list[dict], args: argparse.Namespace, load: float | None = None) -> None:
     # a model counts for the comparison only if both engines pruned it and the result ran
     both = [r for r in rows if "prunekit_s" in r and "tp_s" in r and "tp_error" not in r]
     summary = {
@@ -110,6 +112,7 @@ def write(rows: list[dict], args: argparse.Namespace) -> None:
         "median_ratio": statistics.median(r["prunekit_s"] / r["tp_s"] for r in both) if both else None,
         "ratio_of_medians": (statistics.median(r["prunekit_s"] for r in both)
                              / statistics.median(r["tp_s"] for r in both)) if both else None,
+        "load_average_15min": load,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "engine_speed.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
@@ -120,8 +123,9 @@ def write(rows: list[dict], args: argparse.Namespace) -> None:
           f"Median over the {len(both)} models both engines pruned: prunekit {summary['median_prunekit_s']:.3f} s, "
           f"Torch-Pruning {summary['median_tp_s']:.3f} s (ratio of medians {summary['ratio_of_medians']:.2f}); "
           f"median per-model ratio prunekit/TP {summary['median_ratio']:.2f}. A model whose Torch-Pruning result "
-          "fails to run counts as a Torch-Pruning failure. The machine was shared with other jobs (load average "
-          "8-14 on 2 cores during the run); both engines ran in the same process, one after the other."
+          "fails to run counts as a Torch-Pruning failure. The machine was shared with other jobs (15-minute load "
+          f"average {load if load is not None else '?'} on 2 cores at the end of the run); both engines ran in the "
+          "same process, one after the other."
           if both else "No model was pruned by both engines.", "",
           "| model | prunekit s | Torch-Pruning s | ratio | prunekit params | TP params | note |",
           "|---|---|---|---|---|---|---|"]
