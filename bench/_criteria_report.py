@@ -179,9 +179,10 @@ SHOW_LATENCY = False
 NOTES = """## What was run, and how to read it
 
 - Machine: 2 CPU cores shared with other engineers' benchmarks and test runs (load average 8–15
-  throughout), 1 torch thread per process; the resnet points ran as 4 parallel processes (one per seed
-  for 2×, 3×, 4×, 1.5×; one for 2.5× over the three seeds). Each process gets a fraction of a core, so
-  run times say nothing about the method.
+  throughout), 1 torch thread per process; the resnet points ran in 3–6 parallel processes (one per
+  seed, with 2.5× and seed 2's 1.5× split off into their own processes: the `_r*` files; every
+  (criterion, strategy, target, seed) point ran exactly once). Each process got a fraction of a core,
+  so run times say nothing about the method.
 - **No latency columns.** The earlier runs timed pruned models slower than the dense one (speed-ups
   < 1× at 2–4× fewer MACs) because of that load; those timings stay in the raw
   `criteria_cnn1d.json` but are not shown, and the resnet run did not time anything. The interleaved
