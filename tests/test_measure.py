@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from prunekit.measure import count_macs, count_params, global_sparsity, layer_sparsity, measure_latency
+from prunekit.measure import compare_latency, count_macs, count_params, global_sparsity, layer_sparsity, measure_latency
 from prunekit.measure.size import size_on_disk, sparse_decode, sparse_encode
 
 
@@ -89,3 +89,22 @@ def test_latency_records_threads_and_batch():
     assert 0 < lat.p10_ms <= lat.median_ms <= lat.p90_ms
     with pytest.raises(ValueError, match="batch"):
         measure_latency(nn.Linear(8, 8), torch.randn(1, 8), batch=0)
+
+
+def test_compare_latency_alternates_models_on_the_same_batch():
+    calls = []
+
+    class Tagged(nn.Module):
+        def __init__(self, tag):
+            super().__init__()
+            self.tag, self.fc = tag, nn.Linear(8, 8)
+
+        def forward(self, x):
+            calls.append((self.tag, x.shape[0]))
+            return self.fc(x)
+
+    small, big = Tagged("a").train(), Tagged("b")
+    lat = compare_latency([small, big], torch.randn(3, 8), batch=4, warmup=1, repeats=3)
+    assert [t.repeats for t in lat] == [3, 3] and all(t.batch == 4 for t in lat)
+    assert [c[0] for c in calls] == ["a", "b"] * 4  # warm-up and every timed run alternate
+    assert all(n == 4 for _, n in calls) and small.training  # modes restored

@@ -60,6 +60,7 @@ def test_structured_run_writes_the_report_fields(tmp_path):
         for key in ("accuracy", "params", "nonzero_params", "macs", "nonzero_macs", "size_bytes", "latency_ms"):
             assert key in report[side]
         assert set(report[side]["latency_ms"]) == {"1", "8"}
+        assert all(t["interleaved"] and t["repeats"] == 2 for t in report[side]["latency"].values())
     assert abs(report["pruned"]["macs"] / report["dense"]["macs"] - 0.5) <= 0.01
     assert report["compression"] == pytest.approx(report["dense"]["params"] / report["pruned"]["params"])
     assert len(report["steps"]) == 1 and report["allocation"]["allocation"]["strategy"] == "sensitivity"

@@ -4,7 +4,7 @@ Parameters and sparsity (:mod:`.params`), MACs (:mod:`.macs`), size on disk (:mo
 latency (:mod:`.latency`), accuracy and loss (:mod:`prunekit.training.evaluate`).
 """
 
-from prunekit.measure.latency import Latency, measure_latency
+from prunekit.measure.latency import Latency, compare_latency, measure_latency
 from prunekit.measure.macs import MacCount, count_macs
 from prunekit.measure.params import ParamCount, count_params, global_sparsity, layer_sparsity
 from prunekit.measure.size import SizeOnDisk, size_on_disk
@@ -18,6 +18,7 @@ __all__ = [
     "count_params",
     "global_sparsity",
     "layer_sparsity",
+    "compare_latency",
     "measure_latency",
     "size_on_disk",
 ]

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
-__all__ = ["Latency", "measure_latency"]
+__all__ = ["Latency", "compare_latency", "measure_latency"]
 
 
 @dataclass(frozen=True)
@@ -52,35 +53,55 @@ def measure_latency(
         memory_format: layout of the timed batch; ``torch.channels_last`` for a model whose weights
             are channels-last (see :func:`prunekit.export.prepare_inference`).
     """
+    return compare_latency([model], example, batch, warmup, repeats, min_seconds, memory_format)[0]
+
+
+@torch.no_grad()
+def compare_latency(
+    models: Sequence[nn.Module],
+    example: torch.Tensor,
+    batch: int = 1,
+    warmup: int = 3,
+    repeats: int = 20,
+    min_seconds: float = 0.0,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> list[Latency]:
+    """Times several models (e.g. dense and pruned) on the same batch, alternating run by run.
+
+    On a shared machine the load changes over seconds; interleaving exposes every model to the same
+    load, so the ratio of their medians is a fair speed-up even when the absolute times are not.
+    Arguments as in :func:`measure_latency`; returns one :class:`Latency` per model.
+    """
     if batch < 1 or repeats < 1:
         raise ValueError(f"batch and repeats must be ≥ 1, got batch={batch}, repeats={repeats}")
     x = example[:1].expand(batch, *example.shape[1:]).contiguous(memory_format=memory_format)
-    device = next((p.device for p in model.parameters()), x.device)
+    device = next((p.device for p in models[0].parameters()), x.device)
     x = x.to(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    was_training = model.training
-    model.eval()
+    was_training = [m.training for m in models]
+    times: list[list[float]] = [[] for _ in models]
     try:
+        for m in models:
+            m.eval()
         for _ in range(warmup):
-            model(x)
+            for m in models:
+                m(x)
         sync()
-        times: list[float] = []
         start = time.perf_counter()
-        while len(times) < repeats or time.perf_counter() - start < min_seconds:
-            t0 = time.perf_counter()
-            model(x)
-            sync()
-            times.append((time.perf_counter() - t0) * 1e3)
+        while len(times[0]) < repeats or time.perf_counter() - start < min_seconds:
+            for m, out in zip(models, times, strict=True):
+                t0 = time.perf_counter()
+                m(x)
+                sync()
+                out.append((time.perf_counter() - t0) * 1e3)
     finally:
-        model.train(was_training)
-    times.sort()
+        for m, flag in zip(models, was_training, strict=True):
+            m.train(flag)
+    return [_summary(t, batch, device) for t in times]
+
+
+def _summary(times: list[float], batch: int, device: torch.device) -> Latency:
+    times = sorted(times)
     q = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
-    return Latency(
-        median_ms=statistics.median(times),
-        p10_ms=q[0],
-        p90_ms=q[-1],
-        batch=batch,
-        repeats=len(times),
-        threads=torch.get_num_threads(),
-        device=str(device),
-    )
+    return Latency(median_ms=statistics.median(times), p10_ms=q[0], p90_ms=q[-1], batch=batch,
+                   repeats=len(times), threads=torch.get_num_threads(), device=str(device))

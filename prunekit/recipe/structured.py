@@ -34,6 +34,7 @@ from prunekit.export import InferenceConfig, prepare_inference
 from prunekit.importance import IMPORTANCE, Calibration, ImportanceConfig, score_groups
 from prunekit.io.checkpoint import atomic_write_text
 from prunekit.io.outdir import check_output_dir, staged_output
+from prunekit.measure.latency import compare_latency
 from prunekit.measure.summary import measure_model
 from prunekit.models import build_model
 from prunekit.recipe.schema import (
@@ -199,7 +200,8 @@ def run_structured_recipe(recipe: StructuredRecipe, out: str | Path, force: bool
     timings["train"] = time.perf_counter() - t
     dense = _measure(recipe, model, data)
     _log(f"dense: test accuracy {dense['accuracy']:.2%}, {dense['macs']:,} MACs", quiet)
-    teacher = copy.deepcopy(model).eval() if recipe.recovery.method == "distill" else None
+    reference = copy.deepcopy(model).eval()  # the distillation teacher, and timed beside the pruned model
+    teacher = reference if recipe.recovery.method == "distill" else None
     t = time.perf_counter()
     sens, pruning = _prune(recipe, model, data, quiet)
     timings["score_allocate_prune"] = time.perf_counter() - t
@@ -209,6 +211,8 @@ def run_structured_recipe(recipe: StructuredRecipe, out: str | Path, force: bool
     del teacher
     timings["finetune"] = time.perf_counter() - t
     pruned = _measure(recipe, model, data)
+    _time_side_by_side(recipe, reference, model, data, dense, pruned)
+    del reference
     report = _report(recipe, dense, pruned, pruning, after_prune, hist, timings)
     with staged_output(out, force) as stage:
         atomic_write_text(stage / "report.json", json.dumps(report, indent=2))
@@ -224,10 +228,24 @@ def run_structured_recipe(recipe: StructuredRecipe, out: str | Path, force: bool
 
 
 def _measure(recipe: StructuredRecipe, model, data) -> dict:
+    """Every figure but latency, which :func:`_time_side_by_side` measures for both models at the end."""
+    return measure_model(model.eval(), data.x_test, data.y_test, latency_batches=[])
+
+
+def _time_side_by_side(recipe: StructuredRecipe, dense_model, pruned_model, data, dense: dict, pruned: dict) -> None:
+    """Latency of the dense and the pruned model (as exported by ``inference``), timed alternately run by
+    run so machine load hits both alike; fills ``latency_ms`` and ``latency`` of ``dense`` and ``pruned``."""
     m, inf = recipe.measure, recipe.inference
-    timed = prepare_inference(model, inf) if inf.fold_bn or inf.channels_last else None
-    return measure_model(model.eval(), data.x_test, data.y_test, m.latency_batches, m.latency_repeats,
-                         latency_model=timed, memory_format=inf.memory_format)
+    export = inf.fold_bn or inf.channels_last
+    pair = [prepare_inference(x, inf) if export else x.eval() for x in (dense_model, pruned_model)]
+    for rec in (dense, pruned):
+        rec["latency_ms"], rec["latency"] = {}, {}
+    for b in m.latency_batches:
+        times = compare_latency(pair, data.x_test[:1], batch=b, repeats=m.latency_repeats,
+                                memory_format=inf.memory_format)
+        for rec, t in zip((dense, pruned), times, strict=True):
+            rec["latency_ms"][str(b)] = t.median_ms
+            rec["latency"][str(b)] = {**t.to_dict(), "interleaved": True}
 
 
 def _report(recipe, dense, pruned, pruning, after_prune, hist, timings) -> dict:
@@ -254,7 +272,8 @@ def _markdown(r: dict) -> str:
     lines = [f"# {r['name']}: {r['model']} on {r['dataset']} (seed {r['seed']})", "",
              f"Criterion `{r['structured']['criterion']}`, strategy `{r['structured']['strategy']}`, target "
              f"`{r['structured']['target']}`, recovery `{r.get('recovery', 'finetune')}`. Latency of both models "
-             f"as exported for inference: {InferenceConfig(**r.get('inference', {})).describe()}.", "",
+             f"as exported for inference: {InferenceConfig(**r.get('inference', {})).describe()}; the two "
+             "timed alternately, run by run, after fine-tuning (medians).", "",
              "| | dense | pruned |", "|---|---|---|",
              f"| test accuracy | {d['accuracy']:.2%} | {p['accuracy']:.2%} |",
              f"| parameters | {d['params']:,} | {p['params']:,} |", f"| MACs | {d['macs']:,} | {p['macs']:,} |",
