@@ -51,6 +51,7 @@ try:
     out["prunekit_params"] = sum(p.numel() for p in m.parameters())
 except Exception as e:
     out["prunekit_error"] = f"{type(e).__name__}: {e}"[:200]
+print(json.dumps(out), flush=True)  # kept if Torch-Pruning then runs into the timeout
 import torch_pruning as tp
 m = fresh()
 last = [mod for mod in m.modules() if isinstance(mod, torch.nn.Linear)][-1:]
@@ -73,10 +74,17 @@ def run(name: str, size: int, ratio: float, timeout: int) -> dict:
     try:
         p = subprocess.run([sys.executable, "-c", _CHILD, name, str(size), str(ratio)], capture_output=True,
                            text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return {"model": name, "error": f"timeout {timeout}s"}
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
-    return json.loads(lines[-1]) if lines else {"model": name, "error": (p.stderr.strip().splitlines() or ["?"])[-1]}
+    except subprocess.TimeoutExpired as e:
+        done = _json_lines(e.stdout)
+        return dict(done[-1] if done else {"model": name}, error=f"timeout {timeout}s"
+                    + (" (in Torch-Pruning)" if done else ""))
+    lines = _json_lines(p.stdout)
+    return lines[-1] if lines else {"model": name, "error": (p.stderr.strip().splitlines() or ["?"])[-1]}
+
+
+def _json_lines(stdout: str | bytes | None) -> list[dict]:
+    text = stdout.decode() if isinstance(stdout, bytes) else stdout or ""
+    return [json.loads(ln) for ln in text.splitlines() if ln.startswith("{")]
 
 
 def main() -> None:
