@@ -16,9 +16,7 @@ import argparse
 import copy
 import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -31,17 +29,10 @@ RESULTS = Path(__file__).parent / "results"
 MODES = {"eager": None, "fold+cl": InferenceConfig(fold_bn=True, channels_last=True)}
 
 
-def _time(model, x, ctx) -> float:
-    t0 = time.perf_counter()
-    with ctx():
-        model(x)
-    return (time.perf_counter() - t0) * 1e3
-
-
 def measure(name: str, batches: list[int], repeats: dict[int, int], modes: list[str]) -> list[dict]:
     import torchvision
 
-    from prunekit.measure import count_macs
+    from prunekit.measure import compare_latency, count_macs
     from prunekit.structured import prune
 
     torch.manual_seed(0)
@@ -58,19 +49,16 @@ def measure(name: str, batches: list[int], repeats: dict[int, int], modes: list[
         cfg = MODES[mode]
         d, p = (dense, pruned) if cfg is None else (prepare_inference(dense, cfg), prepare_inference(pruned, cfg))
         ctx = torch.no_grad if cfg is None else torch.inference_mode
-        x = torch.randn(b, 3, 224, 224).contiguous(memory_format=cfg.memory_format if cfg else torch.contiguous_format)
-        _time(d, x, ctx), _time(p, x, ctx)  # warm-up
-        td, tp = [], []
-        for _ in range(repeats.get(b, 3)):
-            td.append(_time(d, x, ctx))
-            tp.append(_time(p, x, ctx))
-        lat_d, lat_p = statistics.median(td), statistics.median(tp)
+        fmt = cfg.memory_format if cfg else torch.contiguous_format
+        with ctx():  # dense and pruned alternate run by run after one warm-up each
+            td, tp = compare_latency([d, p], x1, batch=b, warmup=1, repeats=repeats.get(b, 3), memory_format=fmt)
+        lat_d, lat_p = td.median_ms, tp.median_ms
         speed_macs, speed_lat = macs["dense"] / macs["pruned"], lat_d / lat_p
         rows.append({"model": name, "mode": mode, "batch": b, "macs_dense": macs["dense"],
                      "macs_pruned": macs["pruned"],
                      "macs_speedup": speed_macs, "latency_dense_ms": lat_d, "latency_pruned_ms": lat_p,
                      "latency_speedup": speed_lat, "latency_over_macs": speed_lat / speed_macs,
-                     "repeats": len(td), "engine_seconds": res.seconds, "threads": torch.get_num_threads()})
+                     "repeats": td.repeats, "engine_seconds": res.seconds, "threads": torch.get_num_threads()})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 

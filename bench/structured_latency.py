@@ -21,8 +21,6 @@ import argparse
 import contextlib
 import json
 import os
-import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -30,25 +28,12 @@ import torch
 from prunekit.data import load_dataset
 from prunekit.export import InferenceConfig, prepare_inference
 from prunekit.graph import DependencyGraph
-from prunekit.measure import count_macs
+from prunekit.measure import compare_latency, count_macs
 from prunekit.models import build_model
 from prunekit.structured import prune_groups
 
 MODES = {"eager": None, "fold": InferenceConfig(fold_bn=True), "cl": InferenceConfig(channels_last=True),
          "fold+cl": InferenceConfig(fold_bn=True, channels_last=True)}
-
-
-def interleaved(a, b, x, repeats: int, grad_ctx=torch.no_grad) -> tuple[list[float], list[float]]:
-    ta, tb = [], []
-    with grad_ctx():
-        for m in (a, b):
-            m(x)
-        for _ in range(repeats):
-            for m, out in ((a, ta), (b, tb)):
-                t0 = time.perf_counter()
-                m(x)
-                out.append((time.perf_counter() - t0) * 1e3)
-    return ta, tb
 
 
 def architectures(model: str, dataset: str, removed: dict[str, int]):
@@ -72,10 +57,9 @@ def compare(dense, pruned, x1, batches: list[int], modes: list[str], repeats: in
         ctx = torch.no_grad if cfg is None else torch.inference_mode
         out[mode] = {}
         for b in batches:
-            x = x1.expand(b, *x1.shape[1:]).contiguous(memory_format=fmt)
-            td, tp = interleaved(*pair, x, repeats, ctx)
-            md, mp = statistics.median(td), statistics.median(tp)
-            p10d, p10p = (statistics.quantiles(t, n=10)[0] for t in (td, tp))
+            with ctx():
+                td, tp = compare_latency(pair, x1, batch=b, warmup=1, repeats=repeats, memory_format=fmt)
+            md, mp, p10d, p10p = td.median_ms, tp.median_ms, td.p10_ms, tp.p10_ms
             out[mode][str(b)] = {"dense_ms": md, "pruned_ms": mp, "speedup_median": md / mp,
                                  "speedup_p10": p10d / p10p, "repeats": repeats}
             print(f"{mode:8s} batch {b}: dense {md:.2f} ms, pruned {mp:.2f} ms, speed-up {md / mp:.2f}× "

@@ -87,33 +87,35 @@ SALIENCY_CRITERIA.register("synflow")(Criterion(
 # ----------------------------------------------------------------------------- trained-model criteria
 # The single-weight forms of prunekit.importance's gradient criteria, for pruning a trained model at
 # any schedule. One pass over the calibration batch in mini-batches of _MINI (eval mode, BatchNorm
-# statistics untouched) accumulates per weight: mean |g_b|, mean g_b and mean g_b² over the B
-# mini-batches. The pruner then scores with the statistic its criterion needs.
+# statistics untouched) accumulates per weight the statistic its criterion scores with: mean |g_b|
+# (gradient), mean g_b (taylor) or mean g_b² (hessian) over the B mini-batches.
 _MINI = 128
-
-
-def _batch_gradient_stats(model: nn.Module, names: list[str], batch: Batch, stat: str) -> dict[str, torch.Tensor]:
-    x, y = batch
-    params = dict(model.named_parameters())
-    acc = {n: torch.zeros_like(params[n], dtype=torch.float32) for n in names}
-    was = model.training
-    model.eval()
-    b = 0
-    try:
-        device = params[names[0]].device
-        for s in range(0, len(x), _MINI):
-            loss = F.cross_entropy(model(x[s:s + _MINI].to(device)), y[s:s + _MINI].to(device))
-            for n, g in zip(names, torch.autograd.grad(loss, [params[n] for n in names]), strict=True):
-                acc[n] += {"abs": g.abs(), "mean": g, "sq": g * g}[stat].float()
-            b += 1
-    finally:
-        model.train(was)
-    return {n: a / b for n, a in acc.items()}
+_STATS = {"abs": torch.abs, "mean": lambda g: g, "sq": torch.square}
 
 
 def _stat_gradients(stat: str):
+    """``gradients(model, names, batch)`` returning the per-weight mean of ``_STATS[stat](g_b)`` over the
+    mini-batches of ``batch``. (``prunekit.importance.collect_stats`` does the same per group, but needs a
+    traced graph; single weights do not.)"""
+    transform = _STATS[stat]
+
     def gradients(model: nn.Module, names: list[str], batch: Batch) -> dict[str, torch.Tensor]:
-        return _batch_gradient_stats(model, names, batch, stat)
+        x, y = batch
+        params = dict(model.named_parameters())
+        acc = {n: torch.zeros_like(params[n], dtype=torch.float32) for n in names}
+        was = model.training
+        model.eval()
+        b = 0
+        try:
+            device = params[names[0]].device
+            for s in range(0, len(x), _MINI):
+                loss = F.cross_entropy(model(x[s:s + _MINI].to(device)), y[s:s + _MINI].to(device))
+                for n, g in zip(names, torch.autograd.grad(loss, [params[n] for n in names]), strict=True):
+                    acc[n] += transform(g).float()
+                b += 1
+        finally:
+            model.train(was)
+        return {n: a / b for n, a in acc.items()}
 
     return gradients
 
@@ -126,7 +128,7 @@ def _need(ctx: ScoreContext) -> torch.Tensor:
 
 
 SALIENCY_CRITERIA.register("gradient")(Criterion(
-    "gradient", lambda ctx: _need(ctx), frozenset({"gradients", "data"}),
+    "gradient", _need, frozenset({"gradients", "data"}),
     "Accumulated gradient magnitude (1/B) Σ_b |∂L_b/∂w| over the calibration batch (seed 000)."))
 SALIENCY_CRITERIA.register("taylor")(Criterion(
     "taylor", lambda ctx: (_need(ctx) * ctx.param.detach()).abs(), frozenset({"gradients", "data"}),

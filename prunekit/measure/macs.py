@@ -36,8 +36,8 @@ def _sdpa_cpu_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
 
 
 # Ops FlopCounterMode does not know, by the shapes of their arguments.
-_EXTRA_FLOPS = {op: _sdpa_cpu_flops for op in [getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu",
-                                                       None)] if op is not None}
+_SDPA_CPU = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+_EXTRA_FLOPS = {} if _SDPA_CPU is None else {_SDPA_CPU: _sdpa_cpu_flops}
 
 
 def _positions(module: nn.Module, out: torch.Tensor) -> int:
