@@ -116,7 +116,7 @@ def test_sparsity_outside_range_is_refused(bad):
 
 
 def test_unknown_names_list_the_choices():
-    with pytest.raises(ConfigError, match="l1, l2, random"):
+    with pytest.raises(ConfigError, match="fpgm, gradient, hessian, l1, l2, loss_change, mean_activation, mi, random"):
         UnstructuredConfig(criterion="l3")
     with pytest.raises(ConfigError, match="global, layer, ratios, threshold"):
         UnstructuredConfig(scope="everywhere")

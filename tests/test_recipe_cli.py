@@ -42,7 +42,7 @@ def test_every_shipped_recipe_loads(name):
     ({"prune": {"scop": "global"}}, r"recipe.prune: unknown key\(s\) 'scop'; valid keys: criterion"),
     ({"prune": {"target": 1.0}}, r"target must be in \[0, 1\), got 1.0"),
     ({"prune": {"target": -0.2}}, r"target must be in \[0, 1\)"),
-    ({"prune": {"criterion": "taylor9"}}, "unknown criterion 'taylor9'; choose one of: gradient, hessian, l1"),
+    ({"prune": {"criterion": "taylor9"}}, "unknown criterion 'taylor9'; choose one of: apoz, bn_scale, fpgm, gradient"),
     ({"train": {"epochs": "ten"}}, "recipe.train.epochs: expected int, got 'ten'"),
     ({"model": "resnet9000"}, "unknown model 'resnet9000'; choose one of"),
     ({"data": "imagenet"}, "unknown dataset 'imagenet'; choose one of"),

@@ -51,6 +51,7 @@ def test_saliency_criteria_need_a_calibration_batch():
     pruner = UnstructuredPruner(_mlp(), UnstructuredConfig(criterion="snip"))
     with pytest.raises(ConfigError, match="'snip' needs a calibration batch.*calibration=\\(x, y\\)"):
         pruner.prune_to(0.5)
-    choices = "gradient, hessian, l1, l2, random, snip, synflow, taylor"
+    choices = ("apoz, bn_scale, fpgm, gradient, hessian, l1, l2, loss_change, mean_activation, mi, random, snip, "
+               "synflow, taylor")
     with pytest.raises(ConfigError, match=f"unknown criterion 'grasp'; choose one of: {choices}"):
         UnstructuredConfig(criterion="grasp")

@@ -24,11 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunekit.criteria.channel import CHANNEL_SCORES, MAX_EVALUATIONS
 from prunekit.criteria.weight import WEIGHT_CRITERIA, Criterion, ScoreContext
 from prunekit.errors import ConfigError
 from prunekit.registry import Registry
 
-__all__ = ["SALIENCY_CRITERIA", "get_criterion", "criterion_names", "snip_gradients", "synflow_gradients"]
+__all__ = ["MODEL_PASSES", "SALIENCY_CRITERIA", "get_criterion", "criterion_names", "snip_gradients",
+           "synflow_gradients"]
 
 SALIENCY_CRITERIA: Registry = Registry("criterion")
 
@@ -36,10 +38,10 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 def _grad_times_weight(ctx: ScoreContext) -> torch.Tensor:
-    if ctx.grad is None:
+    if ctx.stat is None:
         raise ConfigError(f"criterion needs the gradient of {ctx.name!r}; the pruner computes it from "
                           "a calibration batch: pass calibration=(x, y) to the pruner")
-    return (ctx.grad.detach() * ctx.param.detach()).abs()
+    return (ctx.stat.detach() * ctx.param.detach()).abs()
 
 
 def snip_gradients(model: nn.Module, names: list[str], batch: Batch) -> dict[str, torch.Tensor]:
@@ -121,10 +123,10 @@ def _stat_gradients(stat: str):
 
 
 def _need(ctx: ScoreContext) -> torch.Tensor:
-    if ctx.grad is None:
-        raise ConfigError(f"criterion needs gradient statistics of {ctx.name!r}; the pruner computes them from "
+    if ctx.stat is None:
+        raise ConfigError(f"criterion needs statistics of {ctx.name!r} that the pruner computes from "
                           "a calibration batch: pass calibration=(x, y) to the pruner")
-    return ctx.grad.detach()
+    return ctx.stat.detach()
 
 
 SALIENCY_CRITERIA.register("gradient")(Criterion(
@@ -138,10 +140,30 @@ SALIENCY_CRITERIA.register("hessian")(Criterion(
     "Optimal Brain Damage ½·F·w², F = (1/B) Σ_b g_b² the empirical-Fisher Hessian diagonal "
     "(LeCun et al. 1990)."))
 
-#: What each saliency criterion computes from the model and the calibration batch before scoring:
-#: ∂R/∂θ for snip and synflow, a per-weight gradient statistic for gradient, taylor and hessian.
-GRADIENTS = {"snip": snip_gradients, "synflow": synflow_gradients, "gradient": _stat_gradients("abs"),
-             "taylor": _stat_gradients("mean"), "hessian": _stat_gradients("sq")}
+
+def _channel(name: str, doc: str, needs: tuple[str, ...]) -> None:
+    SALIENCY_CRITERIA.register(name)(Criterion(name, _need, frozenset(needs), doc))
+
+
+_channel("apoz", "|w|·(1 − APoZ_i), APoZ_i the zero fraction of the weight's input channel (Hu et al. 2016).",
+         ("data", "activations"))
+_channel("mean_activation", "|w|·mean|a_i| over the weight's input channel (Wanda, Sun et al. 2024; "
+         "Molchanov et al. 2017).", ("data", "activations"))
+_channel("mi", "|w|·I(A_i; Y), the input channel's mutual information with the labels (Ganesh et al. 2020).",
+         ("data", "labels", "activations"))
+_channel("bn_scale", "|w|·|γ_o|/√(σ²_o+ε): the BN-folded magnitude (network slimming, Liu et al. 2017).",
+         ("input_shape",))
+_channel("fpgm", "|w|·D_o/mean D, D_o the filter's distance sum to the other filters (He et al. 2019).", ())
+_channel("loss_change", "Measured loss rise L(w←0) − L on the calibration set; exact up to "
+         f"{MAX_EVALUATIONS} weights per layer, sampled in chunks beyond (Mozer & Smolensky 1989).",
+         ("data", "labels"))
+
+#: What each model-level criterion computes from the model and the calibration batch before scoring
+#: (``fn(model, names, batch) -> {name: tensor}``, passed as ``ScoreContext.stat``): ∂R/∂θ for snip
+#: and synflow, a per-weight gradient statistic for gradient, taylor and hessian, the scores
+#: themselves for the channel criteria of :mod:`prunekit.criteria.channel`.
+MODEL_PASSES = {"snip": snip_gradients, "synflow": synflow_gradients, "gradient": _stat_gradients("abs"),
+                "taylor": _stat_gradients("mean"), "hessian": _stat_gradients("sq"), **CHANNEL_SCORES}
 
 
 def criterion_names() -> list[str]:

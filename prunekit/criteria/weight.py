@@ -23,7 +23,8 @@ class ScoreContext:
     name: str
     param: torch.Tensor
     generator: torch.Generator
-    grad: torch.Tensor | None = None
+    #: what the criterion's model-level pass computed for this parameter (``MODEL_PASSES``), else None
+    stat: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)

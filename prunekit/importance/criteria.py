@@ -24,7 +24,7 @@ from prunekit.graph import DependencyGraph, Group, Member
 from prunekit.importance.calibration import Calibration, CalibrationStats, consumers
 from prunekit.registry import Registry
 
-__all__ = ["IMPORTANCE", "Importance", "ScoreInputs", "is_norm_scale"]
+__all__ = ["IMPORTANCE", "Importance", "ScoreInputs", "histogram_mi", "is_norm_scale"]
 
 MemberScores = dict[tuple[str, int], np.ndarray]
 
@@ -181,7 +181,8 @@ def mean_activation(inputs: ScoreInputs, group: Group) -> MemberScores:
     return _activation(inputs, group, "mean_abs")
 
 
-def _mutual_information(feature: np.ndarray, labels: np.ndarray, bins: int) -> float:
+def histogram_mi(feature: np.ndarray, labels: np.ndarray, bins: int) -> float:
+    """I(A; Y) in nats of one feature with integer labels, A binned into ``bins`` equal-frequency bins."""
     edges = np.unique(np.quantile(feature, np.linspace(0, 1, bins + 1)[1:-1]))
     a = np.searchsorted(edges, feature, side="right")
     joint = np.zeros((len(edges) + 1, int(labels.max()) + 1))
@@ -205,7 +206,7 @@ def mutual_information(inputs: ScoreInputs, group: Group) -> MemberScores:
         if key not in stats.samples:
             continue
         feats = np.concatenate(stats.samples[key])
-        out[key] = np.array([_mutual_information(feats[:, u], stats.labels, bins) for u in range(group.size)])
+        out[key] = np.array([histogram_mi(feats[:, u], stats.labels, bins) for u in range(group.size)])
     if not out:
         raise ConfigError(f"group {group.name!r}: no layer reads its channels, so 'mi' cannot score it")
     return out

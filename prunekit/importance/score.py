@@ -123,18 +123,25 @@ def score_weights(model: nn.Module, names: list[str], config: ImportanceConfig |
                   example_inputs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Single-weight scores (unstructured pruning) of the parameters ``names``.
 
+    The channel criteria (apoz, mean_activation, mi, bn_scale, fpgm, loss_change) score single weights
+    with the forms of :mod:`prunekit.criteria.channel` (Linear and Conv weights).
+
     Raises:
-        ConfigError: the criterion only scores channels (apoz, mi, bn_scale, fpgm, loss_change...), or
-            needs calibration data that was not given.
+        ConfigError: the criterion needs calibration data that was not given.
     """
     if isinstance(config, str):
         config = ImportanceConfig(config)
     spec = config.spec
-    if spec.weight is None:
-        can = [n for n in IMPORTANCE.names() if IMPORTANCE.get(n).weight is not None]
-        raise ConfigError(f"criterion {spec.name!r} scores channels, not single weights; for unstructured "
-                          f"pruning choose one of: {', '.join(can)}")
     check_needs(spec, calibration)
+    if spec.weight is None:  # channel criteria: their single-weight forms live with the unstructured ones
+        from prunekit.criteria import MODEL_PASSES
+
+        batch = None if calibration is None else (calibration.x, calibration.y)
+        if batch is None and example_inputs is not None:
+            batch = (example_inputs, None)
+        if batch is None and spec.name != "fpgm":
+            raise ConfigError(f"criterion {spec.name!r} needs example_inputs (or a calibration set) to run the model")
+        return {n: s.detach().float().cpu() for n, s in MODEL_PASSES[spec.name](model, names, batch).items()}
     x = calibration.x[:1] if calibration is not None else example_inputs
     if x is None:
         raise ConfigError("score_weights needs example_inputs (or a calibration set) to trace the model")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from prunekit.criteria import GRADIENTS, ScoreContext, get_criterion
+from prunekit.criteria import MODEL_PASSES, ScoreContext, get_criterion
 from prunekit.errors import ConfigError
 from prunekit.masks import MaskSet
 from prunekit.pruners.granularity import GRANULARITIES, check_nm, nm_mask
@@ -35,8 +35,10 @@ class UnstructuredConfig:
 
     Attributes:
         criterion: name in ``WEIGHT_CRITERIA`` (``l1``, ``l2``, ``random``) or ``SALIENCY_CRITERIA``
-            (``snip``, ``synflow`` at initialisation; ``gradient``, ``taylor``, ``hessian`` on a trained
-            model: these need a calibration batch, see :class:`UnstructuredPruner`).
+            (``snip``, ``synflow`` at initialisation; on a trained model ``gradient``, ``taylor``,
+            ``hessian``, ``loss_change`` and the single-weight forms of the channel criteria ``apoz``,
+            ``mean_activation``, ``mi``, ``bn_scale``, ``fpgm``: all but ``fpgm`` need a calibration
+            batch, see :class:`UnstructuredPruner`).
         scope: name in ``SCOPES`` (``layer``, ``global``, ``ratios``, ``threshold``).
         ratios: for scope ``ratios``: parameter-name pattern → sparsity.
         threshold: for scope ``threshold``: weights scoring below it are pruned.
@@ -78,8 +80,9 @@ class UnstructuredPruner:
     Args:
         model: the model; masks are installed on it.
         config: what to prune and how.
-        calibration: an ``(x, y)`` batch for criteria that need gradients (``snip`` uses the loss on
-            it, ``synflow`` only its input shape); may also be set later as ``pruner.calibration``.
+        calibration: an ``(x, y)`` batch for the model-level criteria (``snip`` and ``taylor`` use the
+            loss on it, ``apoz`` the activations, ``synflow`` and ``bn_scale`` only its input shape); may
+            also be set later as ``pruner.calibration``.
     """
 
     def __init__(self, model: nn.Module, config: UnstructuredConfig | None = None,
@@ -128,20 +131,23 @@ class UnstructuredPruner:
         return {n: have[n] if n in have else torch.ones_like(p, dtype=torch.float32)
                 for n, p in self.parameters().items()}
 
-    def _gradients(self) -> dict[str, torch.Tensor | None]:
+    def _model_pass(self) -> dict[str, torch.Tensor | None]:
+        """What a model-level criterion computes before scoring (``MODEL_PASSES``); None for the rest."""
         params = self.parameters()
-        if "gradients" not in self.criterion.needs:
-            return {n: p.grad for n, p in params.items()}
-        if self.calibration is None:
-            raise ConfigError(f"criterion {self.criterion.name!r} needs a calibration batch (it scores "
-                              "with gradients): pass calibration=(x, y) to UnstructuredPruner")
-        return GRADIENTS[self.criterion.name](self.model, list(params), self.calibration)
+        name = self.criterion.name
+        if name not in MODEL_PASSES:
+            return dict.fromkeys(params)
+        if self.calibration is None and self.criterion.needs & {"data", "input_shape"}:
+            raise ConfigError(f"criterion {name!r} needs a calibration batch (it scores with "
+                              f"{', '.join(sorted(self.criterion.needs))}): pass calibration=(x, y) to "
+                              "UnstructuredPruner")
+        return MODEL_PASSES[name](self.model, list(params), self.calibration)
 
     def scores(self) -> dict[str, torch.Tensor]:
         out = {}
-        grads = self._gradients()
+        stats = self._model_pass()
         for n, p in self.parameters().items():
-            ctx = ScoreContext(name=n, param=p, generator=self.generator, grad=grads[n])
+            ctx = ScoreContext(name=n, param=p, generator=self.generator, stat=stats[n])
             out[n] = self.criterion.score(ctx).detach().float().cpu()
         return out
 

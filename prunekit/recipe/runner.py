@@ -57,7 +57,8 @@ def run_recipe(recipe: Recipe, out: str | Path, force: bool = False, progress: b
         criterion=p.criterion, scope=p.scope, ratios=p.ratios, threshold=p.threshold,
         exclude=tuple(p.exclude), include_bias=p.include_bias, seed=recipe.seed,
         granularity=p.granularity, nm=tuple(p.nm)))
-    if "data" in pruner.criterion.needs and not pruner.criterion.at_init:  # at_init brings its own batch
+    needs = pruner.criterion.needs & {"data", "input_shape"}
+    if needs and not pruner.criterion.at_init:  # at_init brings its own batch
         cal = Calibration.from_data(data.x_train, data.y_train, p.calibration_samples, recipe.seed)
         pruner.calibration = (cal.x, cal.y)
     timings["load"] = time.perf_counter() - t

@@ -124,7 +124,8 @@ class PruneSpec:
         remove_channels: after pruning, physically remove the channels that filter masks left dead.
         lottery: options of the ``lottery`` schedule.
         calibration_samples: training examples the data-driven criteria (``gradient``, ``taylor``,
-            ``hessian``) score with, re-scored at every pruning step of the trained model.
+            ``hessian``, ``loss_change``, ``apoz``, ``mean_activation``, ``mi``) score with, re-scored at
+            every pruning step of the trained model.
     """
 
     criterion: str = "l1"

@@ -132,10 +132,11 @@ def test_unknown_criterion_lists_the_choices():
         ImportanceConfig("lp", reduction="median")
 
 
-def test_channel_criteria_do_not_score_single_weights(setup):
+@pytest.mark.parametrize("name", ["apoz", "mean_activation", "mi", "bn_scale", "fpgm", "loss_change"])
+def test_channel_criteria_score_single_weights(setup, name):
     model, _, cal = setup
-    with pytest.raises(ConfigError, match="'apoz' scores channels.*choose one of: gradient, hessian, lp"):
-        score_weights(model, ["c1.weight"], "apoz", cal)
+    w = score_weights(model, ["c1.weight"], name, cal)["c1.weight"]
+    assert w.shape == model.c1.weight.shape and torch.isfinite(w).all() and w.abs().sum() > 0
 
 
 def test_hooks_are_removed_even_when_the_forward_fails(setup):
