@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
-from prunekit.allocation import STRATEGY_NAMES, AllocationConfig, Budget, CostModel, allocate, prune_to_budget
+from prunekit.allocation import (
+    STRATEGY_NAMES,
+    AllocationConfig,
+    Budget,
+    CostModel,
+    LatencyTable,
+    allocate,
+    measure_latency_table,
+    prune_to_budget,
+)
+from prunekit.allocation.strategies import allowed_steps
 from prunekit.errors import ConfigError
+from prunekit.export import InferenceConfig
 from prunekit.graph import DependencyGraph
 from prunekit.measure import count_macs, count_params
 from prunekit.models import build_model
@@ -169,3 +182,88 @@ def test_search_starts_from_the_sensitivity_allocation_when_curves_are_given(net
                      sensitivity=_fake_sensitivity(graph, fragile), proxy_data=(digits.x_val[:8], digits.y_val[:8]))
     assert alloc.ratios[fragile] == 0.0
     assert abs(alloc.predicted["macs"] / alloc.dense["macs"] / 0.5 - 1) <= 0.02
+
+
+def _equal_sensitivity(graph) -> Sensitivity:
+    ratios = [0.25, 0.5, 0.75]
+    curves = {g.name: Curve(g.name, g.size, ratios, [0.9] * 3, [1.0 + 0.1 * r for r in ratios])
+              for g in graph.prunable_groups()}
+    return Sensitivity("lp", 0.9, 1.0, curves)
+
+
+def _stub_table(graph, fast: str, dense_ms: float = 100.0) -> LatencyTable:
+    """Only ``fast`` saves time: 90 ms when emptied; every other group saves nothing measurable."""
+    ms = {g.name: {n: dense_ms - (90.0 * n / g.size if g.name == fast else 0.0) for n in range(1, g.size)}
+          for g in graph.prunable_groups()}
+    return LatencyTable(64, dense_ms, ms)
+
+
+def test_latency_cost_prunes_the_group_whose_steps_save_time_and_meets_the_mac_budget(net, digits):
+    graph = DependencyGraph.build(net, digits.x_train[:1])
+    sens, cfg = _equal_sensitivity(graph), AllocationConfig("sensitivity", 4, round_to=4, cost="latency")
+    ratios = {}
+    for fast in ("stem.0", "layers.0.conv1"):
+        alloc = allocate(graph, Budget(macs=0.5), cfg, "lp", sensitivity=sens, latency_table=_stub_table(graph, fast))
+        assert abs(alloc.predicted["macs"] / alloc.dense["macs"] / 0.5 - 1) <= 0.02
+        assert alloc.to_dict()["latency_table"]["dense_ms"] == 100.0
+        ratios[fast] = alloc.ratios
+    most = {g.name: allowed_steps(g, cfg)[-1] / g.size for g in graph.prunable_groups()}
+    for fast, other in (("stem.0", "layers.0.conv1"), ("layers.0.conv1", "stem.0")):
+        assert ratios[fast][fast] == most[fast]  # pruned as far as min_channels, max_ratio, round_to allow
+        assert ratios[other][fast] < ratios[fast][fast]
+    budget_cost = allocate(graph, Budget(macs=0.5), AllocationConfig("sensitivity", 4, round_to=4), "lp",
+                           sensitivity=sens, latency_table=_stub_table(graph, "stem.0"))
+    assert "latency_table" not in budget_cost.to_dict()  # cost "budget" ignores a table
+    assert budget_cost.ratios != ratios["stem.0"]
+
+
+def test_latency_table_measures_every_step_on_a_copy_and_fits_a_non_increasing_curve(net, digits):
+    graph = DependencyGraph.build(net, digits.x_train[:1])
+    before = count_params(net).total
+    steps = {"stem.0": [0, 8, 12], "layers.6.conv1": [0, 32]}
+    table = measure_latency_table(graph, steps, batch=2, repeats=2, export=InferenceConfig(True, True))
+    assert count_params(net).total == before
+    assert set(table.measured) == set(steps) and set(table.measured["stem.0"]) == {8, 12}
+    for g, counts in steps.items():
+        fitted = [table.at(g, n) for n in counts]
+        assert all(a >= b for a, b in zip(fitted, fitted[1:], strict=False)) and min(fitted) > 0
+    assert table.saved("stem.0", 0, 12) == pytest.approx(table.at("stem.0", 0) - table.at("stem.0", 12))
+    assert LatencyTable.from_dict(json.loads(json.dumps(table.to_dict()))).to_dict() == table.to_dict()
+    with pytest.raises(ConfigError, match="no entry for group 'stem.0' with 4 units removed"):
+        table.at("stem.0", 4)
+
+
+def test_non_increasing_fit_pools_violators():
+    from prunekit.allocation.latency import _non_increasing
+
+    assert _non_increasing(100.0, {8: 101.0, 16: 95.0, 24: 97.0, 32: 90.0}) == {0: 100.5, 8: 100.5, 16: 96.0,
+                                                                                24: 96.0, 32: 90.0}
+    assert _non_increasing(100.0, {8: 80.0}) == {0: 100.0, 8: 80.0}
+
+
+def test_prune_to_budget_with_latency_cost_measures_the_table_once(net, digits, monkeypatch):
+    import prunekit.allocation.prune as prune_mod
+
+    calls = []
+    real = prune_mod.latency_table_for
+    monkeypatch.setattr(prune_mod, "latency_table_for", lambda *a: calls.append(1) or real(*a))
+    graph = DependencyGraph.build(net, digits.x_train[:1])
+    cfg = AllocationConfig("sensitivity", min_channels=8, round_to=8, cost="latency", latency_batch=2,
+                           latency_repeats=1)
+    res = prune_to_budget(net, digits.x_train[:4], Budget(macs=0.5), cfg, "lp",
+                          sensitivity=_fake_sensitivity(graph, "layers.3.conv2"))
+    assert calls == [1]
+    assert abs(count_macs(net, digits.x_train[:1]).dense / res.dense["macs"] / 0.5 - 1) <= 0.02
+    table = res.to_dict()["allocation"]["latency_table"]
+    assert table["batch"] == 2 and set(table["ms"]) == {g.name for g in graph.prunable_groups()}
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"strategy": "sensitivity", "cost": "flops"}, "unknown allocation cost 'flops'; choose one of: budget, latency"),
+    ({"strategy": "global", "cost": "latency"}, "cost 'latency' ranks the steps of strategy 'sensitivity'; strategy "
+                                                "'global'"),
+    ({"strategy": "sensitivity", "cost": "latency", "latency_batch": 0}, "latency_batch and latency_repeats must be"),
+])
+def test_bad_allocation_cost_settings(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        AllocationConfig(**kwargs)

@@ -12,6 +12,7 @@ from prunekit.cli.main import main
 from prunekit.cli.run import shipped_recipe
 from prunekit.data import load_dataset
 from prunekit.errors import RecipeError
+from prunekit.export import InferenceConfig
 from prunekit.models import build_model
 from prunekit.recipe.structured import StructuredRecipe, load_any_recipe, parse_structured_recipe, run_structured_recipe
 from prunekit.structured import load_pruned
@@ -74,6 +75,9 @@ def test_structured_run_writes_the_report_fields(tmp_path):
     ({"target": {"macs": 2}}, r"give the fraction of the dense model to keep, in \(0, 1\)"),
     ({"target": {"flops": 0.5}}, "unknown budget key"),
     ({"calibration_samples": 0}, "criterion 'taylor' needs calibration data"),
+    ({"allocation_cost": "macs"}, "unknown allocation_cost 'macs'; choose one of: budget, latency"),
+    ({"allocation_cost": "latency", "strategy": "global"}, "cost 'latency' ranks the steps of strategy 'sensitivity'"),
+    ({"allocation_cost": "latency", "latency_table_batch": 0}, "latency_batch and latency_repeats must be ≥ 1"),
 ])
 def test_bad_structured_fields_are_refused(patch, match):
     raw = {**TINY, "structured": {**TINY["structured"], **patch}}
@@ -118,6 +122,10 @@ def test_cli_flags_override_the_structured_fields(tmp_path, capsys):
     r = apply_structured_flags(parse_structured_recipe(TINY), args)
     assert (r.structured.criterion, r.structured.strategy) == ("fpgm", "global")
     assert r.structured.budget().latency_ms == 20 and r.structured.budget().batch == 1
+    cost = build_parser().parse_args(["run", "x.yaml", "--out", "o", "--allocation-cost", "latency"])
+    r = apply_structured_flags(parse_structured_recipe(TINY), cost)
+    cfg = r.structured.allocation(0, InferenceConfig(fold_bn=True))
+    assert (cfg.cost, cfg.latency_batch, cfg.latency_export) == ("latency", 256, InferenceConfig(fold_bn=True))
     bad = build_parser().parse_args(["run", "x.yaml", "--out", "o", "--strategy", "amc"])
     with pytest.raises(RecipeError, match="unknown allocation strategy 'amc'"):
         apply_structured_flags(parse_structured_recipe(TINY), bad)
@@ -163,3 +171,21 @@ def test_distillation_without_a_trained_teacher_is_refused():
     raw = {**TINY_SAVE, "train": {"epochs": 0, "lr": 0.05}, "recovery": {"method": "distill"}}
     with pytest.raises(RecipeError, match="needs a trained teacher"):
         parse_structured_recipe(raw)
+
+
+@pytest.mark.slow  # ~45 s on a loaded 2-core box: sensitivity analysis, a 45-model latency table, fine-tuning
+def test_latency_cost_recipe_ranks_by_a_table_of_the_exported_model(tmp_path, monkeypatch):
+    import prunekit.allocation.api as api
+
+    exports = []
+    real = api.measure_latency_table
+    monkeypatch.setattr(api, "measure_latency_table", lambda *a: exports.append(a[4]) or real(*a))
+    raw = {**TINY, "train": {"epochs": 0, "lr": 0.05}, "inference": {"fold_bn": True, "channels_last": True},
+           "structured": {**TINY["structured"], "allocation_cost": "latency", "latency_table_batch": 4,
+                          "latency_table_repeats": 1, "round_to": 8, "min_channels": 8}}
+    report = run_structured_recipe(parse_structured_recipe(raw), tmp_path / "out", progress=False, quiet=True)
+    assert exports == [InferenceConfig(fold_bn=True, channels_last=True)]
+    table = report["allocation"]["allocation"]["latency_table"]
+    assert table["batch"] == 4 and len(table["ms"]) == 12
+    assert abs(report["pruned"]["macs"] / report["dense"]["macs"] - 0.5) <= 0.01
+    assert "ranked by measured latency saved at batch 4" in (tmp_path / "out" / "report.md").read_text()

@@ -20,13 +20,14 @@ from prunekit.allocation import search as _search  # noqa: F401  (registers "sea
 from prunekit.allocation._adaptive_bn import recalibrated_bn
 from prunekit.allocation.budget import AllocationConfig, Budget
 from prunekit.allocation.cost import CostModel
-from prunekit.allocation.strategies import ALLOCATORS, Counts, Problem, check_reachable
+from prunekit.allocation.latency import LatencyTable, measure_latency_table
+from prunekit.allocation.strategies import ALLOCATORS, Counts, Problem, allowed_steps, check_reachable
 from prunekit.errors import ConfigError
 from prunekit.graph import DependencyGraph
 from prunekit.importance import Calibration, ImportanceConfig, score_groups, zeroed
 from prunekit.training import evaluate
 
-__all__ = ["Allocation", "allocate", "proxy_evaluator", "normalised_scores"]
+__all__ = ["Allocation", "allocate", "latency_table_for", "proxy_evaluator", "normalised_scores"]
 
 
 @dataclass
@@ -40,12 +41,16 @@ class Allocation:
     ratios: dict[str, float]  # group name -> fraction of its units removed
     dense: dict[str, int] = field(default_factory=dict)  # macs, params
     predicted: dict[str, int] = field(default_factory=dict)  # macs, params after pruning
+    latency_table: LatencyTable | None = None  # what the steps were ranked by (cost "latency")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"strategy": self.strategy, "metric": self.metric, "target": self.target,
-                "ratios": {k: round(v, 4) for k, v in self.ratios.items()},
-                "removed": {k: len(v) for k, v in self.plan.items()},
-                "dense": self.dense, "predicted": self.predicted}
+        out = {"strategy": self.strategy, "metric": self.metric, "target": self.target,
+               "ratios": {k: round(v, 4) for k, v in self.ratios.items()},
+               "removed": {k: len(v) for k, v in self.plan.items()},
+               "dense": self.dense, "predicted": self.predicted}
+        if self.latency_table is not None:
+            out["latency_table"] = self.latency_table.to_dict()
+        return out
 
 
 def normalised_scores(graph: DependencyGraph, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -97,11 +102,17 @@ def _sensitivity_penalty(graph: DependencyGraph, sensitivity) -> Callable[[str, 
     return penalty
 
 
+def latency_table_for(graph: DependencyGraph, config: AllocationConfig) -> LatencyTable:
+    """Measures the latency table of every step ``config`` allows (see :mod:`prunekit.allocation.latency`)."""
+    steps = {g.name: [int(n) for n in allowed_steps(g, config)] for g in graph.prunable_groups()}
+    return measure_latency_table(graph, steps, config.latency_batch, config.latency_repeats, config.latency_export)
+
+
 def allocate(graph: DependencyGraph, budget: Budget, config: AllocationConfig | None = None,
              importance: ImportanceConfig | str = "lp", calibration: Calibration | None = None,
              sensitivity=None, proxy_data: tuple[torch.Tensor, torch.Tensor] | None = None,
              scores: dict[str, np.ndarray] | None = None,
-             recalibration: torch.Tensor | None = None) -> Allocation:
+             recalibration: torch.Tensor | None = None, latency_table: LatencyTable | None = None) -> Allocation:
     """Chooses the units to remove so that the pruned model meets a MACs or params ``budget``.
 
     Args:
@@ -113,6 +124,8 @@ def allocate(graph: DependencyGraph, budget: Budget, config: AllocationConfig | 
             BatchNorm statistics of every candidate before scoring it (EagleEye's adaptive BN). Without
             them a BN network pruned 2× or more scores near chance for every candidate, and the search
             cannot rank them.
+        latency_table: with ``config.cost == "latency"``, a table measured earlier (default: measured
+            now, see :func:`latency_table_for`).
 
     Raises:
         ConfigError: latency budget (use :func:`prunekit.allocation.prune_to_budget`), missing curves or
@@ -137,6 +150,8 @@ def allocate(graph: DependencyGraph, budget: Budget, config: AllocationConfig | 
     problem = Problem(groups, cost, budget.metric, budget.value * dense, budget.tol, config,
                       normalised_scores(graph, scores))
     check_reachable(problem, dense, budget.describe())
+    if config.cost == "latency":
+        problem.latency = latency_table or latency_table_for(graph, config)
     if sensitivity is not None:
         problem.curve_penalty = _sensitivity_penalty(graph, sensitivity)
         if config.strategy == "sensitivity":
@@ -148,4 +163,4 @@ def allocate(graph: DependencyGraph, budget: Budget, config: AllocationConfig | 
     return Allocation(config.strategy, budget.metric, budget.value, plan,
                       {g.name: counts[g.name] / g.size for g in groups},
                       {"macs": cost.dense_macs, "params": cost.dense_params},
-                      {"macs": cost.macs(counts), "params": cost.params(counts)})
+                      {"macs": cost.macs(counts), "params": cost.params(counts)}, problem.latency)

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from prunekit.errors import ConfigError
+from prunekit.export import InferenceConfig
 
-__all__ = ["Budget", "AllocationConfig", "STRATEGY_NAMES"]
+__all__ = ["Budget", "AllocationConfig", "COST_NAMES", "STRATEGY_NAMES"]
 
 STRATEGY_NAMES = ("uniform", "global", "sensitivity", "search")
+COST_NAMES = ("budget", "latency")
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,13 @@ class AllocationConfig:
         round_to: kept units per group are a multiple of this (or the whole group).
         population, generations: size of the ``search``.
         seed: seeds the search.
+        cost: what the ``sensitivity`` greedy divides a step's loss rise by: ``budget`` (the MACs or
+            parameters it saves, the budget's own metric) or ``latency`` (the milliseconds it saves,
+            read from a table measured on this machine, :mod:`prunekit.allocation.latency`; NetAdapt,
+            Yang et al. 2018). The budget itself is met in its own metric either way.
+        latency_batch, latency_repeats: batch size and timed runs of the latency table.
+        latency_export: how the models of the latency table are exported before timing (BatchNorm
+            folded, channels_last: :class:`prunekit.export.InferenceConfig`); ``None`` times them as they are.
     """
 
     strategy: str = "global"
@@ -103,11 +112,24 @@ class AllocationConfig:
     population: int = 12
     generations: int = 6
     seed: int = 0
+    cost: str = "budget"
+    latency_batch: int = 256
+    latency_repeats: int = 5
+    latency_export: InferenceConfig | None = None
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGY_NAMES:
             raise ConfigError(f"unknown allocation strategy {self.strategy!r}; choose one of: "
                               f"{', '.join(STRATEGY_NAMES)}")
+        if self.cost not in COST_NAMES:
+            raise ConfigError(f"unknown allocation cost {self.cost!r}; choose one of: {', '.join(COST_NAMES)}")
+        if self.cost == "latency" and self.strategy != "sensitivity":
+            raise ConfigError(f"allocation cost 'latency' ranks the steps of strategy 'sensitivity'; strategy "
+                              f"{self.strategy!r} does not rank steps by cost: use strategy 'sensitivity' or "
+                              f"cost 'budget'")
+        if self.latency_batch < 1 or self.latency_repeats < 1:
+            raise ConfigError(f"latency_batch and latency_repeats must be ≥ 1, got {self.latency_batch}, "
+                              f"{self.latency_repeats}")
         if self.min_channels < 1 or self.round_to < 1:
             raise ConfigError(f"min_channels and round_to must be ≥ 1, got {self.min_channels}, {self.round_to}")
         if not 0 < self.max_ratio < 1:

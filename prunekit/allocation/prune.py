@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunekit.allocation.api import Allocation, allocate
+from prunekit.allocation.api import Allocation, allocate, latency_table_for
 from prunekit.allocation.budget import AllocationConfig, Budget
 from prunekit.errors import ConfigError, PruningError
 from prunekit.graph import DependencyGraph
@@ -71,10 +71,11 @@ def prune_to_budget(model: nn.Module, example: torch.Tensor, budget: Budget,
         importance = ImportanceConfig(importance)
     graph = DependencyGraph.build(model, example[:1], exclude=exclude)
     scores = score_groups(graph, importance, calibration)  # once: the model is not changed before pruning
+    table = latency_table_for(graph, config) if config.cost == "latency" else None  # once, like the scores
     lat_batch = budget.batch if budget.metric == "latency_ms" else None
     dense = _measure(model, example, lat_batch, latency_repeats)
     kw = dict(config=config, importance=importance, calibration=calibration, sensitivity=sensitivity,
-              proxy_data=proxy_data, scores=scores, recalibration=recalibration)
+              proxy_data=proxy_data, scores=scores, recalibration=recalibration, latency_table=table)
     trials: list[dict[str, float]] = []
     if budget.metric == "latency_ms":
         alloc = _latency_allocation(model, example, budget, dense["latency_ms"], exclude, kw, trials,

@@ -3,7 +3,9 @@
 Every strategy works on a :class:`Problem` (groups, their allowed removal counts, the cost model and
 a penalty for removing the first n units of a group) and returns removal counts; units go lowest
 score first. A shared final pass (:meth:`Problem.settle`) moves single steps until the predicted
-cost lies within the budget's tolerance, so every strategy meets it the same way.
+cost lies within the budget's tolerance, so every strategy meets it the same way. With a latency
+table (``AllocationConfig(cost="latency")``) the greedy ranks steps by penalty per millisecond saved
+instead of per MAC (or parameter) saved, while the budget stays in MACs (or parameters).
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import numpy as np
 
 from prunekit.allocation.budget import AllocationConfig
 from prunekit.allocation.cost import CostModel
+from prunekit.allocation.latency import LatencyTable
 from prunekit.errors import ConfigError
 from prunekit.graph import Group
 from prunekit.registry import Registry
 
-__all__ = ["ALLOCATORS", "Problem"]
+__all__ = ["ALLOCATORS", "Problem", "allowed_steps"]
 
 Penalty = Callable[[str, int], float]
 Counts = dict[str, int]
@@ -40,13 +43,14 @@ class Problem:
     penalty: Penalty | None = None  # penalty(group, n removed), monotone; default: summed scores
     proxy: Callable[[Counts], float] | None = None  # higher = better (search)
     curve_penalty: Penalty | None = None  # from sensitivity curves, when given: the search seeds one candidate with it
+    latency: LatencyTable | None = None  # when given, greedy steps are ranked per measured ms saved
     steps: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.cost.set_order(self.scores)
         self._cum = {g: np.concatenate([[0.0], np.cumsum(np.sort(s))]) for g, s in self.scores.items()}
         for g in self.groups:
-            self.steps[g.name] = _allowed(g, self.config)
+            self.steps[g.name] = allowed_steps(g, self.config)
         self.penalty = self.penalty or (lambda g, n: float(self._cum[g][n]))
 
     def at(self, counts: Mapping[str, int]) -> float:
@@ -66,11 +70,16 @@ class Problem:
         return int(s[k]) if 0 <= k < len(s) else None
 
     def greedy_down(self, counts: Counts, until: float, by_cost: bool = True) -> Counts:
-        """Removes one step at a time, cheapest penalty (per unit of cost saved) first, until ≤ ``until``."""
+        """Removes one step at a time, cheapest penalty (per unit of cost saved) first, until ≤ ``until``.
+
+        With a latency table the cost saved is the measured latency saved (floored at 1% of the dense
+        latency per step, so a step that saves nothing measurable goes last rather than dividing by ~0),
+        and ties (e.g. several steps with no measured loss rise) go to the step that saves the most time.
+        """
         counts = dict(counts)
         cur = self.at(counts)
         while cur > until:
-            best, best_key = None, np.inf
+            best, best_key = None, (np.inf, 0.0)
             for g in counts:
                 n2 = self.next_step(g, counts[g], True)
                 if n2 is None:
@@ -80,7 +89,9 @@ class Problem:
                 if saved <= 0:
                     continue
                 dp = self.penalty(g, n2) - self.penalty(g, counts[g])
-                key = dp / saved if by_cost else dp
+                if self.latency is not None:
+                    saved = max(self.latency.saved(g, counts[g], n2), 0.01 * self.latency.dense_ms)
+                key = (dp / saved if by_cost else dp, -saved if self.latency is not None else 0.0)
                 if key < best_key:
                     best, best_key = (g, n2, c2), key
             if best is None:
@@ -126,7 +137,7 @@ class Problem:
         return {g.name: self.snap(g.name, min(a * ratios[g.name], 1.0) * g.size) for g in self.groups}
 
 
-def _allowed(g: Group, cfg: AllocationConfig) -> np.ndarray:
+def allowed_steps(g: Group, cfg: AllocationConfig) -> np.ndarray:
     """Allowed numbers of removed units: keep ≥ min_channels, ≥ (1 − max_ratio)·size, a multiple of
     round_to (or everything), never a pinned unit."""
     most = min(g.prunable, g.size - cfg.min_channels, int(np.floor(cfg.max_ratio * g.size)))

@@ -40,9 +40,9 @@ def execute(recipe_path: Path, args: argparse.Namespace) -> int:
         recipe = apply_structured_flags(recipe, args)
         run_structured_recipe(recipe, args.out, force=args.force, progress=not args.no_progress)
         return 0
-    if any(getattr(args, k, None) is not None for k in ("criterion", "strategy", "target")):
-        raise ConfigError("--criterion, --strategy and --target apply to structured recipes (a top-level "
-                          "'structured:' key); this recipe is unstructured: edit its prune: section instead")
+    if any(getattr(args, k, None) is not None for k in ("criterion", "strategy", "target", "allocation_cost")):
+        raise ConfigError("--criterion, --strategy, --target and --allocation-cost apply to structured recipes (a "
+                          "top-level 'structured:' key); this recipe is unstructured: edit its prune: section instead")
     run_recipe(recipe, args.out, force=args.force, progress=not args.no_progress)
     return 0
 
@@ -68,7 +68,8 @@ def apply_structured_flags(recipe, args: argparse.Namespace):
 
     patch = {k: v for k, v in (("criterion", getattr(args, "criterion", None)),
                                ("strategy", getattr(args, "strategy", None)),
-                               ("target", getattr(args, "target", None))) if v is not None}
+                               ("target", getattr(args, "target", None)),
+                               ("allocation_cost", getattr(args, "allocation_cost", None))) if v is not None}
     if not patch:
         return recipe
     raw = recipe.to_dict()
@@ -94,4 +95,6 @@ def register(sub) -> None:
                    "search)")
     p.add_argument("--target", type=_target, help="structured recipes: budget, e.g. macs=0.5, params=0.25 or "
                    "latency_ms=20,batch=1")
+    p.add_argument("--allocation-cost", help="structured recipes, strategy sensitivity: rank steps by loss rise per "
+                   "budget metric saved (budget) or per measured latency saved (latency)")
     p.set_defaults(func=_run)

@@ -26,6 +26,7 @@ class Latency:
     repeats: int
     threads: int
     device: str
+    min_ms: float  # the fastest run: contention on a shared machine only ever adds time
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -104,4 +105,4 @@ def _summary(times: list[float], batch: int, device: torch.device) -> Latency:
     times = sorted(times)
     q = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
     return Latency(median_ms=statistics.median(times), p10_ms=q[0], p90_ms=q[-1], batch=batch,
-                   repeats=len(times), threads=torch.get_num_threads(), device=str(device))
+                   repeats=len(times), threads=torch.get_num_threads(), device=str(device), min_ms=times[0])

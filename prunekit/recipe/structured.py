@@ -11,7 +11,9 @@ A recipe with a top-level ``structured:`` key (``recipes/structured-resnet-mnist
     inference: {fold_bn: true, channels_last: true}     # optional: latency of the inference export
 
 ``target`` is a :class:`~prunekit.allocation.Budget`: ``{macs: 0.5}``, ``{params: 0.25}`` or
-``{latency_ms: 20, batch: 1}``. :func:`load_any_recipe` reads either kind of recipe.
+``{latency_ms: 20, batch: 1}``. ``allocation_cost: latency`` makes the sensitivity greedy rank steps by
+latency saved, measured at ``latency_table_batch`` on the model as ``inference`` exports it (see
+:mod:`prunekit.allocation.latency`). :func:`load_any_recipe` reads either kind of recipe.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import torch
 import yaml
 
 from prunekit._version import __version__
-from prunekit.allocation import STRATEGY_NAMES, AllocationConfig, Budget, prune_to_budget
+from prunekit.allocation import COST_NAMES, STRATEGY_NAMES, AllocationConfig, Budget, prune_to_budget
 from prunekit.data import load_dataset
 from prunekit.errors import ConfigError
 from prunekit.export import InferenceConfig, prepare_inference
@@ -69,6 +71,10 @@ class StructuredSpec:
         sensitivity_ratios: ratios of the sensitivity analysis (strategy ``sensitivity``).
         sensitivity_samples: validation examples per sensitivity evaluation (and search proxy).
         min_channels, max_ratio, round_to: limits per group (see AllocationConfig).
+        allocation_cost: what the sensitivity greedy ranks a step's loss rise against: ``budget`` (MACs or
+            parameters saved) or ``latency`` (milliseconds saved, from a per-group latency table measured on
+            this machine on the model as ``inference`` exports it; NetAdapt, Yang et al. 2018).
+        latency_table_batch, latency_table_repeats: batch size and timed rounds of that table.
         reduction, normalize: how member scores combine (see ImportanceConfig).
         exclude: module names whose parameters must not change.
     """
@@ -85,12 +91,19 @@ class StructuredSpec:
     reduction: str = "mean"
     normalize: str = "mean"
     exclude: list[str] = field(default_factory=list)
+    allocation_cost: str = "budget"
+    latency_table_batch: int = 256
+    latency_table_repeats: int = 5
 
     def __post_init__(self) -> None:
         IMPORTANCE.get(self.criterion)
         if self.strategy not in STRATEGY_NAMES:
             raise ConfigError(f"unknown allocation strategy {self.strategy!r}; choose one of: "
                               f"{', '.join(STRATEGY_NAMES)}")
+        if self.allocation_cost not in COST_NAMES:
+            raise ConfigError(f"unknown allocation_cost {self.allocation_cost!r}; choose one of: "
+                              f"{', '.join(COST_NAMES)} (budget: rank steps by the budget's own metric saved, MACs "
+                              f"or params)")
         self.budget()
         self.importance()
         self.allocation()
@@ -109,8 +122,10 @@ class StructuredSpec:
     def importance(self) -> ImportanceConfig:
         return ImportanceConfig(self.criterion, self.reduction, self.normalize)
 
-    def allocation(self, seed: int = 0) -> AllocationConfig:
-        return AllocationConfig(self.strategy, self.min_channels, self.max_ratio, self.round_to, seed=seed)
+    def allocation(self, seed: int = 0, export: InferenceConfig | None = None) -> AllocationConfig:
+        return AllocationConfig(self.strategy, self.min_channels, self.max_ratio, self.round_to, seed=seed,
+                                cost=self.allocation_cost, latency_batch=self.latency_table_batch,
+                                latency_repeats=self.latency_table_repeats, latency_export=export)
 
 
 @dataclass(frozen=True)
@@ -177,7 +192,9 @@ def _prune(recipe: StructuredRecipe, model, data, quiet: bool) -> tuple[Any, dic
         sens = analyze(graph, data.x_val, data.y_val, scores,
                        SensitivityConfig(tuple(s.sensitivity_ratios), s.sensitivity_samples, recipe.seed), s.criterion)
         _log(f"sensitivity of {len(sens.curves)} groups measured at {len(s.sensitivity_ratios)} ratios", quiet)
-    res = prune_to_budget(model, data.x_train[:4], s.budget(), s.allocation(recipe.seed), s.importance(), cal,
+    inf = recipe.inference
+    export = inf if inf.fold_bn or inf.channels_last else None  # the table times what the report times
+    res = prune_to_budget(model, data.x_train[:4], s.budget(), s.allocation(recipe.seed, export), s.importance(), cal,
                           sens, (x_val, y_val), tuple(s.exclude), recipe.measure.latency_repeats)
     return sens, res.to_dict()
 
@@ -267,12 +284,19 @@ def _report(recipe, dense, pruned, pruning, after_prune, hist, timings) -> dict:
     }
 
 
+def _cost_note(r: dict) -> str:
+    s = r["structured"]
+    if s.get("allocation_cost", "budget") != "latency":
+        return ""
+    return f" (steps ranked by measured latency saved at batch {s['latency_table_batch']})"
+
+
 def _markdown(r: dict) -> str:
     d, p = r["dense"], r["pruned"]
     lines = [f"# {r['name']}: {r['model']} on {r['dataset']} (seed {r['seed']})", "",
              f"Criterion `{r['structured']['criterion']}`, strategy `{r['structured']['strategy']}`, target "
-             f"`{r['structured']['target']}`, recovery `{r.get('recovery', 'finetune')}`. Latency of both models "
-             f"as exported for inference: {InferenceConfig(**r.get('inference', {})).describe()}; the two "
+             f"`{r['structured']['target']}`{_cost_note(r)}, recovery `{r.get('recovery', 'finetune')}`. Latency of "
+             f"both models as exported for inference: {InferenceConfig(**r.get('inference', {})).describe()}; the two "
              "timed alternately, run by run, after fine-tuning (medians).", "",
              "| | dense | pruned |", "|---|---|---|",
              f"| test accuracy | {d['accuracy']:.2%} | {p['accuracy']:.2%} |",

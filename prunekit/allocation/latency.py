@@ -1,0 +1,137 @@
+"""A measured latency lookup table for allocation (NetAdapt, Yang et al. 2018).
+
+MACs predict CPU latency poorly at small channel counts: a convolution cut from 16 to 8 channels
+saves half its MACs but far less of its time, because the kernels run at lower throughput there,
+while a residual stream cut from 16 to 8 channels shrinks every convolution, add and ReLU it feeds.
+A MAC-driven allocation cannot tell the two apart. The table measures, for every group ``g`` and
+every allowed number ``n`` of removed units, the latency ``T_g(n)`` of the model (as exported for
+inference) with only that group pruned, all variants timed alternately run by run
+(:func:`prunekit.measure.compare_latency`) so machine load hits them alike. A step ``n → n'`` of
+group ``g`` then saves ``T_g(n) − T_g(n')`` milliseconds; savings are assumed additive across groups.
+``T`` is the fastest of the timed runs, not the median: on a shared CPU contention only ever adds
+time (at a load of 3 on 2 cores, medians of 5 runs of this table scattered by tens of percent).
+
+On a shared CPU single timings scatter by several percent, more than removing 8 channels of a
+small late convolution saves. Removing units is assumed never to cost time, so each group's timings
+are fitted by the closest non-increasing curve in n (isotonic regression, pool-adjacent-violators):
+noise is averaged over neighbouring counts instead of ranking steps by it, and a step that measured
+slower (16 → 8 channels can be) saves 0 ms. The raw timings are kept in ``measured``.
+
+Example:
+    >>> table = measure_latency_table(graph, {"stem.0": [0, 8]}, batch=256)
+    >>> table.saved("stem.0", 0, 8)      # ms saved at batch 256 by removing 8 units of stem.0
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from prunekit.errors import ConfigError
+from prunekit.export import InferenceConfig, prepare_inference
+from prunekit.graph import DependencyGraph
+from prunekit.measure import compare_latency
+from prunekit.structured import prune_groups
+
+__all__ = ["LatencyTable", "measure_latency_table"]
+
+
+@dataclass(frozen=True)
+class LatencyTable:
+    """Latency (ms, fastest run) of the model with one group pruned, per group and number of units removed.
+
+    Attributes:
+        batch: batch size of the timings.
+        dense_ms: the unpruned model.
+        ms: ``{group: {units removed: ms}}``, non-increasing in the count (count 0: the fitted dense
+            timing of that group's curve; ``dense_ms`` where absent).
+        measured: the raw timings behind ``ms`` (default: ``ms``).
+    """
+
+    batch: int
+    dense_ms: float
+    ms: dict[str, dict[int, float]]
+    measured: dict[str, dict[int, float]] | None = None
+
+    def at(self, group: str, n: int) -> float:
+        if n == 0 and 0 not in self.ms.get(group, {}):
+            return self.dense_ms
+        try:
+            return self.ms[group][n]
+        except KeyError:
+            raise ConfigError(f"the latency table has no entry for group {group!r} with {n} units removed; "
+                              f"it was measured for: {', '.join(f'{g} {sorted(v)}' for g, v in self.ms.items())}"
+                              ) from None
+
+    def saved(self, group: str, n_from: int, n_to: int) -> float:
+        """Milliseconds saved by going from ``n_from`` to ``n_to`` removed units of ``group``."""
+        return self.at(group, n_from) - self.at(group, n_to)
+
+    def to_dict(self) -> dict[str, Any]:
+        table = lambda t: {g: {str(n): round(ms, 4) for n, ms in v.items()} for g, v in t.items()}
+        return {"batch": self.batch, "dense_ms": round(self.dense_ms, 4), "ms": table(self.ms),
+                "measured": table(self.measured if self.measured is not None else self.ms)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LatencyTable:
+        table = lambda t: {g: {int(n): float(ms) for n, ms in v.items()} for g, v in t.items()}
+        return cls(int(d["batch"]), float(d["dense_ms"]), table(d["ms"]), table(d.get("measured", d["ms"])))
+
+
+def measure_latency_table(graph: DependencyGraph, steps: Mapping[str, Sequence[int]], batch: int = 256,
+                          repeats: int = 5, export: InferenceConfig | None = None) -> LatencyTable:
+    """Times the model of ``graph`` with each group pruned alone by each count in ``steps``.
+
+    Latency depends on the shapes only, so each variant removes the group's first free (unpinned)
+    units of a copy; ``graph.model`` is not changed. All variants and the dense model are timed in
+    one interleaved run (``repeats`` rounds) on a batch of ``batch`` copies of the graph's example.
+
+    Args:
+        steps: ``{group name: numbers of units removed}`` (0 is the dense model and is skipped).
+        export: how every variant is prepared before timing (see :func:`prunekit.export.prepare_inference`);
+            ``None`` times the models as they are.
+    """
+    example = next((a for a in graph.args if isinstance(a, torch.Tensor)), None)
+    if example is None or graph.kwargs:
+        raise ConfigError("a latency table needs a model called with one tensor input; build the graph with "
+                          "DependencyGraph.build(model, x[:1])")
+    keys: list[tuple[str, int]] = []
+    models = [_exported(copy.deepcopy(graph), {}, export)]
+    for name, counts in steps.items():
+        free = np.flatnonzero(~graph.group(name).pinned)
+        for n in counts:
+            if n > 0:
+                keys.append((name, int(n)))
+                models.append(_exported(copy.deepcopy(graph), {name: free[: int(n)]}, export))
+    fmt = export.memory_format if export is not None else torch.contiguous_format
+    times = compare_latency(models, example[:1], batch=batch, warmup=1, repeats=repeats, memory_format=fmt)
+    measured: dict[str, dict[int, float]] = {name: {} for name in steps}
+    for (name, n), t in zip(keys, times[1:], strict=True):
+        measured[name][n] = t.min_ms
+    dense = times[0].min_ms
+    return LatencyTable(batch, dense, {g: _non_increasing(dense, v) for g, v in measured.items()}, measured)
+
+
+def _non_increasing(dense_ms: float, ms: Mapping[int, float]) -> dict[int, float]:
+    """Least-squares non-increasing fit of the dense timing (count 0) and ``ms`` by count (pool adjacent
+    violators: merge neighbouring blocks into their mean while a later one is slower)."""
+    counts = [0, *sorted(ms)]
+    blocks: list[tuple[float, int]] = []  # (mean, points)
+    for y in [dense_ms, *(ms[n] for n in counts[1:])]:
+        blocks.append((y, 1))
+        while len(blocks) > 1 and blocks[-2][0] < blocks[-1][0]:
+            (m2, k2), (m1, k1) = blocks.pop(), blocks.pop()
+            blocks.append(((m1 * k1 + m2 * k2) / (k1 + k2), k1 + k2))
+    fitted = [m for m, k in blocks for _ in range(k)]
+    return dict(zip(counts, fitted, strict=True))
+
+
+def _exported(graph: DependencyGraph, plan: dict[str, np.ndarray], export: InferenceConfig | None):
+    if plan:
+        prune_groups(graph, plan)
+    return prepare_inference(graph.model, export) if export is not None else graph.model.eval()
