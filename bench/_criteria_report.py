@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 
@@ -12,8 +13,10 @@ def _ms(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def summarise(run: dict) -> list[dict]:
+def summarise(run: dict, measured: dict | None = None) -> list[dict]:
+    """One row per (criterion, strategy, target); ``measured``: this config's entry of criteria_latency.json."""
     dense = run["dense"]
+    speed = {(r["criterion"], r["strategy"], r["reduction_target"]): r for r in (measured or {}).get("rows", [])}
     dense_macs = dense[0]["macs"]
     dense_acc = {d["seed"]: d["accuracy"] for d in dense}
     lat0 = next((d["latency_ms"] for d in dense if "latency_ms" in d), {})
@@ -30,7 +33,12 @@ def summarise(run: dict) -> list[dict]:
                      "macs_fraction": statistics.mean(p["macs"] / dense_macs for p in ps),
                      "params_fraction": statistics.mean(p["params"] / dense[0]["params"] for p in ps),
                      **({"latency_ms": lat, "speedup": {b: lat0[b] / v for b, v in lat.items() if b in lat0}}
-                        if SHOW_LATENCY else {})})
+                        if SHOW_LATENCY else {}),
+                     **({"measured_speedup": {m: {k: v for k, v in speed[(crit, strat, red)][m].items()
+                                                  if k.startswith("speedup")} for m in MODES
+                                              if m in speed[(crit, strat, red)]},
+                         "measured_seeds": len(speed[(crit, strat, red)]["seeds"])}
+                        if (crit, strat, red) in speed else {})})
     return rows
 
 
@@ -109,10 +117,12 @@ def _proxy_check(run: dict) -> list[str]:
     return [*lines, ""]
 
 
-def _table(run: dict, rows: list[dict]) -> list[str]:
+def _table(run: dict, rows: list[dict], measured: dict | None = None) -> list[str]:
     batches = list(next((d["latency_ms"] for d in run["dense"] if "latency_ms" in d), {})) if SHOW_LATENCY else []
+    modes = [m for m in MODES if any(m in r.get("measured_speedup", {}) for r in rows)]
     cols = ["MACs target", "criterion", "strategy", "seeds", "test acc. (mean ± std)", "drop (pt)", "MACs kept",
-            "params kept", *(f"latency b{b} ms (speed-up)" for b in batches)]
+            "params kept", *(f"latency b{b} ms (speed-up)" for b in batches),
+            *(f"speed-up b{measured['batch']} {m}" for m in modes)]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         cells = [f"{r['reduction_target']:g}×", r["criterion"], r["strategy"], str(r["seeds"]),
@@ -120,9 +130,56 @@ def _table(run: dict, rows: list[dict]) -> list[str]:
                  f"{r['drop_pt_mean']:+.2f} ± {r['drop_pt_std']:.2f}", f"{r['macs_fraction']:.3f}",
                  f"{r['params_fraction']:.3f}",
                  *(f"{r['latency_ms'].get(b, float('nan')):.2f} ({r['speedup'].get(b, float('nan')):.2f}×)"
-                   for b in batches)]
+                   for b in batches),
+                 *(_speed_cell(r, m) for m in modes)]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+MODES = ("eager", "export")
+
+
+def _speed_cell(row: dict, mode: str) -> str:
+    sp = row.get("measured_speedup", {}).get(mode)
+    if sp is None:
+        return "–"
+    n = row["measured_seeds"]
+    return f"{sp['speedup_mean']:.2f} ± {sp['speedup_std']:.2f}×" + (f" ({n} seeds)" if n != row["seeds"] else "")
+
+
+def latency_summary(result: dict, config: str | None = None) -> list[str]:
+    """The figures worth knowing from criteria_latency.json: per strategy the speed-up at 2× fewer MACs
+    (range over its architectures; the issue's target is ≥ 1.8× at batch 256 on the residual CNN), and
+    how well the MAC reduction predicts the speed-up."""
+    out = []
+    for name, c in result["configs"].items():
+        if config is not None and name != config:
+            continue
+        archs = c["architectures"]
+        for mode in (m for m in MODES if archs and m in archs[0]["timing"]):
+            at2 = defaultdict(list)
+            for a in (a for a in archs if a["reduction_target"] == 2.0):
+                for s in sorted({p.split("/")[1] for p in a["points"]}):
+                    at2[s].append(a["timing"][mode]["speedup"])
+            per = "; ".join(f"{s} {min(v):.2f}–{max(v):.2f}×"  # the issue's target is for the residual CNN
+                            + (f" ({sum(x >= 1.8 for x in v)}/{len(v)} ≥ 1.8×)" if name == "resnet" else "")
+                            for s, v in sorted(at2.items()))
+            ratio = [a["timing"][mode]["speedup"] / a["macs_reduction"] for a in archs]
+            rho = _spearman([a["macs_reduction"] for a in archs], [a["timing"][mode]["speedup"] for a in archs])
+            dense_ms = statistics.median(a["timing"][mode]["dense_ms"] for a in archs)
+            verdict = ""
+            if name == "resnet" and at2:
+                met = [s for s, v in sorted(at2.items()) if statistics.mean(v) >= 1.8]
+                verdict = (" Issue target (≥ 1.8× at batch 256 for 2× fewer MACs), by the strategy's mean over its "
+                           f"architectures: met by {', '.join(met) or 'none'}"
+                           + (f"; not by {', '.join(s for s in sorted(at2) if s not in met)}."
+                              if len(met) < len(at2) else "."))
+            out.append(f"- {c['model']}, {mode} (batch {c['batch']}, dense ≈ {dense_ms:.1f} ms): at 2× fewer MACs "
+                       f"the distinct architectures of each strategy run {per}.{verdict} Speed-up / MAC reduction "
+                       f"over all {len(archs)} architectures (1.5–4× fewer MACs): median "
+                       f"{statistics.median(ratio):.2f} (range {min(ratio):.2f}–{max(ratio):.2f}); Spearman "
+                       f"ρ(MAC reduction, speed-up) = {rho:+.2f}.")
+    return out
 
 
 def _plot(runs: list[tuple[dict, list[dict]]], path: Path) -> None:
@@ -221,14 +278,41 @@ NOTES = """## What was run, and how to read it
 """
 
 
+NO_LATENCY = NOTES[NOTES.index("- **No latency columns.**"):NOTES.index("- MNIST-1D / cnn1d")]
+
+
+def latency_note(latency: dict) -> str:
+    """The notes' latency bullet once bench/criteria_latency.py has run (replaces NO_LATENCY)."""
+    cfgs = latency["configs"]
+    per = "; ".join(f"{c['model']}: batch {c['batch']}, {c['repeats']} repeats, {c['unique_architectures']} "
+                    f"architectures for {c['points']} points, export = {c['export']}" for c in cfgs.values())
+    text = (f"**Latency (speed-up columns)** was measured afterwards, without retraining, by "
+            f"`bench/criteria_latency.py` (`criteria_latency.md`/`.json`; command `{latency['command']}`; 1 torch "
+            f"thread; load average {latency['loadavg_start'][0]:.2f} at the start, {latency['loadavg_end'][0]:.2f} "
+            "at the end, the machine shared with other engineers' jobs). Each point's architecture is rebuilt from a "
+            "fresh model with the point's per-group unit counts (its MACs checked against the point's), identical "
+            "architectures are timed once, and all architectures of one MAC target are timed interleaved with the "
+            "dense model (`prunekit.measure.compare_latency`); speed-up = dense median ms / pruned median ms, "
+            "mean ± std over the seeds' architectures (where the seeds share one architecture, as uniform "
+            "allocation mostly does, the std is 0: it holds no timing noise). `eager` is the model as trained; "
+            "`export` is `prunekit.export.prepare_inference` as in the shipped structured recipe, applied to dense "
+            f"and pruned alike. {per}. The cnn1d points stored no per-group ratios; their widths were solved from "
+            "(MACs, params), which fixes them uniquely except for the points listed in `criteria_latency.md` (left "
+            "out). The old timings of the loaded runs stay in the raw `criteria_cnn1d.json` and are not shown.")
+    return textwrap.fill(text, 104, initial_indent="- ", subsequent_indent="  ", break_on_hyphens=False) + "\n"
+
+
 def write_report(results: Path, files: dict[str, list[Path]]) -> None:
     runs = [r for r in (_merge(fs) for fs in files.values()) if r is not None]
+    lat_file = results / "criteria_latency.json"  # bench/criteria_latency.py: measured on rebuilt architectures
+    latency = json.loads(lat_file.read_text()) if lat_file.exists() else {"configs": {}}
     summary, md, plotted = {}, ["# Criteria × allocation strategies at MAC budgets", "",
                                 "Generated by `bench/criteria.py` (see its docstring); raw per-seed points in "
                                 "`criteria_<config>.json`. Accuracy is on the test split after the same "
                                 "fine-tuning budget for every point.", ""], []
     for run in runs:
-        rows = summarise(run)
+        measured = latency["configs"].get(run["config"])
+        rows = summarise(run, measured)
         plotted.append((run, rows))
         dense = run["dense"]
         acc_m, acc_s = _ms([d["accuracy"] for d in dense])
@@ -252,11 +336,16 @@ def write_report(results: Path, files: dict[str, list[Path]]) -> None:
                   f"{search['proxy_val']} validation images"
                   + (f" after re-estimating BN statistics on {search['recalibration']} training images"
                      if search["recalibration"] else " (no BN re-estimation)") if search else "")
-               + (". Latency: seed 0 only, median of 5, 1 thread." if lat else ". No latency: see the notes."),
-               "", *_table(run, rows), "", "Pareto front (mean accuracy vs MACs): " +
+               + (". Latency: seed 0 only, median of 5, 1 thread." if lat else
+                  f". Speed-up: measured on the rebuilt architectures, batch {measured['batch']}, 1 thread "
+                  "(`criteria_latency.md`, notes below)." if measured else ". No latency: see the notes."),
+               "", *_table(run, rows, measured), "", "Pareto front (mean accuracy vs MACs): " +
                ", ".join(f"{r['criterion']}/{r['strategy']}@{r['reduction_target']:g}×" for r in pareto(rows)), "",
-               "Allocation vs uniform at ≥ 2×:", "", *_comparisons(rows, run["points"]), "", *_proxy_check(run)]
+               "Allocation vs uniform at ≥ 2×:", "", *_comparisons(rows, run["points"]), "", *_proxy_check(run),
+               *(["Measured latency (`criteria_latency.md`):", "", *latency_summary(latency, run["config"]), ""]
+                 if measured else [])]
     (results / "criteria.json").write_text(json.dumps(summary, indent=1))
-    (results / "criteria.md").write_text("\n".join(md) + "\n![accuracy vs MACs](criteria.png)\n\n" + NOTES)
+    notes = NOTES.replace(NO_LATENCY, latency_note(latency)) if latency["configs"] else NOTES
+    (results / "criteria.md").write_text("\n".join(md) + "\n![accuracy vs MACs](criteria.png)\n\n" + notes)
     if plotted:
         _plot(plotted, results / "criteria.png")

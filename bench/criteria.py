@@ -8,6 +8,8 @@ allocate, prune for real, fine-tune with the same budget (TrainConfig below, LR 
 one) and measure test accuracy, MACs, parameters, the validation accuracy before fine-tuning (with
 re-estimated BN statistics too when the config's search uses them: the search proxy) and, where the
 config lists latency batches, CPU latency (seed 0 only; the resnet config lists none: see criteria.md).
+The latency of every point, both configs, is measured afterwards on rebuilt architectures by
+``bench/criteria_latency.py``; ``--report`` shows it as speed-up columns when criteria_latency.json exists.
 
     .venv/bin/python bench/criteria.py --config cnn1d        # writes bench/results/criteria_cnn1d.json
     .venv/bin/python bench/criteria.py --config resnet --seeds 0 --tag _s0    # one process per seed
