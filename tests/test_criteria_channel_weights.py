@@ -151,6 +151,10 @@ def test_loss_change_samples_chunks_in_large_layers(monkeypatch):
     # 1 base evaluation; layer 0 (40): ROUNDS × 10 chunks; layer 2 (24): ROUNDS × 10 chunks
     assert len(calls) == 1 + 2 * channel.ROUNDS * 10
     assert len(set(s.flatten().tolist())) > 10  # chunks differ, and each weight averages two of them
+    monkeypatch.setattr(channel, "ROUNDS", 1)
+    s = _scores(net, "loss_change", (x, y), ["0.weight"])["0.weight"]
+    per_w2 = {round(v, 5) for v in (s / net[0].weight.detach().pow(2)).flatten().tolist()}
+    assert 1 < len(per_w2) <= 10  # one chunk's rise shared in proportion to w²: one ratio per chunk
 
 
 def test_masked_weights_are_not_re_measured():

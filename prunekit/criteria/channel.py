@@ -24,9 +24,11 @@ magnitude by the factor of the channel the weight depends on:
     near the layer's geometric median count less.
 
 ``loss_change`` measures S = L(w ← 0) − L on the calibration set (Mozer & Smolensky 1989): exactly,
-one evaluation per weight, for layers of at most ``max_evaluations`` weights; for larger layers the
-weights are zeroed in random chunks (``rounds`` rounds of ``max_evaluations`` chunks) and each weight
-scores the mean loss rise of its chunks — a sampled estimate whose resolution is the chunk.
+one evaluation per weight, in layers of at most ``MAX_EVALUATIONS`` live weights. In larger layers it
+zeroes random chunks (``ROUNDS`` random partitions into ``MAX_EVALUATIONS`` chunks), measures each
+chunk's rise ΔL_C and shares it among the chunk's weights in proportion to w²:
+S = mean over the weight's chunks of ΔL_C · w² / Σ_{v∈C} v² — a sampled estimate, far weaker than the
+exact one (bench/results/weight_criteria.md).
 
 Each function here takes ``(model, names, batch)`` and returns the per-weight scores of the
 parameters ``names`` (Linear/Conv weights); hooks are removed and weights restored even on error.
@@ -50,7 +52,7 @@ __all__ = ["CHANNEL_SCORES", "channel_index", "layer_inputs"]
 Batch = tuple[torch.Tensor, torch.Tensor]
 _MINI = 128
 MI_BINS = 8
-#: loss_change: exact per weight up to this many weights per layer, else this many chunks per round.
+#: loss_change: exact per weight up to this many live weights per layer, at most this many chunks beyond.
 MAX_EVALUATIONS = 256
 ROUNDS = 2
 
@@ -258,6 +260,16 @@ def _loss(model: nn.Module, batch: Batch) -> float:
     return total / len(x)
 
 
+def _loss_chunks(w: torch.Tensor, gen: torch.Generator) -> tuple[list[torch.Tensor], bool]:
+    """Flat indices zeroed together: each live weight alone (exact) if there are at most
+    ``MAX_EVALUATIONS``, else ``ROUNDS`` random partitions into ``MAX_EVALUATIONS`` chunks."""
+    alive = torch.nonzero(w.reshape(-1).cpu() != 0).flatten()  # zeroing a pruned weight changes nothing
+    if len(alive) <= MAX_EVALUATIONS:
+        return list(alive.split(1)), True
+    return [c for _ in range(ROUNDS)
+            for c in alive[torch.randperm(len(alive), generator=gen)].tensor_split(MAX_EVALUATIONS)], False
+
+
 @torch.no_grad()
 def loss_change(model: nn.Module, names: list[str], batch: Batch, seed: int = 0) -> dict[str, torch.Tensor]:
     params = dict(model.named_parameters())
@@ -269,20 +281,19 @@ def loss_change(model: nn.Module, names: list[str], batch: Batch, seed: int = 0)
         base = _loss(model, batch)
         for n in names:
             flat = params[n].data.view(-1)
-            alive = torch.nonzero(flat.cpu() != 0).flatten()  # zeroing a pruned weight changes nothing
-            scores, hits = torch.zeros(flat.numel()), torch.zeros(flat.numel())
-            exact = len(alive) <= MAX_EVALUATIONS
-            for _ in range(1 if exact else ROUNDS):
-                perm = alive if exact else alive[torch.randperm(len(alive), generator=gen)]
-                for idx in (perm.split(1) if exact else perm.tensor_split(MAX_EVALUATIONS)):
-                    saved = flat[idx.to(flat.device)].clone()
-                    flat[idx.to(flat.device)] = 0
-                    try:
-                        scores[idx] += _loss(model, batch) - base
-                    finally:
-                        flat[idx.to(flat.device)] = saved
-                    hits[idx] += 1
-            out[n] = (scores / hits.clamp_min(1)).reshape(params[n].shape)
+            scores = torch.zeros(flat.numel())
+            chunks, exact = _loss_chunks(params[n].data, gen)
+            for idx in chunks:
+                on = idx.to(flat.device)
+                saved = flat[on].clone()
+                flat[on] = 0
+                try:
+                    rise = _loss(model, batch) - base
+                finally:
+                    flat[on] = saved
+                share = saved.float().cpu().pow(2)  # a chunk's rise shared in proportion to w²
+                scores[idx] += rise if exact else rise * share / share.sum().clamp_min(1e-12) / ROUNDS
+            out[n] = scores.reshape(params[n].shape)
     finally:
         model.train(was)
     return out
