@@ -94,8 +94,10 @@ def _point(dense, data, cfg, crit, strat, red, scores, sens, seed, latency) -> d
     sc = cfg["search"]
     xv, yv = data.x_val[:sc["proxy_val"]], data.y_val[:sc["proxy_val"]]
     rec = _subset(data, sc["recalibration"], seed).x_train if sc["recalibration"] else None
+    base, _, dev = strat.partition("@")  # "sensitivity@0.2": at most 0.2 from the uniform ratio per group
     alloc = allocate(graph, Budget(macs=1 / red),
-                     AllocationConfig(strat, population=sc["population"], generations=sc["generations"], seed=seed),
+                     AllocationConfig(base, population=sc["population"], generations=sc["generations"], seed=seed,
+                                      max_deviation=float(dev) if dev else None),
                      crit, sensitivity=sens.get(crit), scores=scores[crit], proxy_data=(xv, yv), recalibration=rec)
     prune_groups(graph, alloc.plan)
     t_alloc = time.perf_counter() - t0
@@ -135,7 +137,7 @@ def run_config(name: str, seeds: list[int], out: Path, args_only=None, reduction
         crits = sorted({c for c, _ in cfg["combos"]})
         scores = {c: score_groups(graph, ImportanceConfig(c, seed=seed), cal) for c in crits}
         sens = {c: analyze(graph, data.x_val, data.y_val, scores[c], cfg["sens"], c)
-                for c in sorted({c for c, s in cfg["combos"] if s == "sensitivity"})}
+                for c in sorted({c for c, s in cfg["combos"] if s.startswith("sensitivity")})}
         for red in reductions:
             for crit, strat in cfg["combos"]:
                 if args_only and (crit, strat) not in args_only:

@@ -267,3 +267,28 @@ def test_prune_to_budget_with_latency_cost_measures_the_table_once(net, digits, 
 def test_bad_allocation_cost_settings(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         AllocationConfig(**kwargs)
+
+
+@pytest.mark.parametrize("deviation", [0.0, 0.1])
+def test_max_deviation_keeps_every_group_near_the_uniform_ratio(net, digits, deviation):
+    graph = DependencyGraph.build(net, digits.x_train[:1])
+    sens = _fake_sensitivity(graph, "layers.3.conv2")
+    even = allocate(graph, Budget(macs=0.5), AllocationConfig("uniform"), "lp")
+    free = allocate(graph, Budget(macs=0.5), AllocationConfig("sensitivity"), "lp", sensitivity=sens)
+    capped = allocate(graph, Budget(macs=0.5), AllocationConfig("sensitivity", max_deviation=deviation), "lp",
+                      sensitivity=sens)
+    assert abs(free.ratios["layers.3.conv2"] - even.ratios["layers.3.conv2"]) > 0.2  # the free greedy strays
+    for g, r in capped.ratios.items():
+        assert abs(r - even.ratios[g]) <= deviation + 1e-9, g
+    assert abs(capped.predicted["macs"] / capped.dense["macs"] - 0.5) <= 0.01
+    if deviation:  # the fragile group is still spared as far as the bound allows
+        assert capped.ratios["layers.3.conv2"] < even.ratios["layers.3.conv2"]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"strategy": "sensitivity", "max_deviation": 1.5}, "max_deviation must be in \\[0, 1\\).*got 1.5"),
+    ({"strategy": "global", "max_deviation": 0.2}, "max_deviation bounds strategy 'sensitivity'; strategy 'global'"),
+])
+def test_bad_max_deviation(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        AllocationConfig(**kwargs)

@@ -150,6 +150,8 @@ def allocate(graph: DependencyGraph, budget: Budget, config: AllocationConfig | 
     problem = Problem(groups, cost, budget.metric, budget.value * dense, budget.tol, config,
                       normalised_scores(graph, scores))
     check_reachable(problem, dense, budget.describe())
+    if config.max_deviation is not None:
+        problem.limit_deviation(config.max_deviation)
     if config.cost == "latency":
         problem.latency = latency_table or latency_table_for(graph, config)
     if sensitivity is not None:

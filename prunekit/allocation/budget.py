@@ -93,6 +93,10 @@ class AllocationConfig:
             a fast accuracy proxy, in the spirit of AMC, He et al. 2018).
         min_channels: every group keeps at least this many units.
         max_ratio: no group loses more than this fraction of its units.
+        max_deviation: ``sensitivity`` only: no group's ratio strays more than this (a fraction of its
+            units) from the uniform allocation's ratio; ``None`` leaves the greedy free. Single-layer
+            sensitivity curves miss that damage in several layers compounds, so an unbounded greedy can
+            empty a layer that looked cheap alone (bench/results/criteria.md, cnn1d at 4×).
         round_to: kept units per group are a multiple of this (or the whole group).
         population, generations: size of the ``search``.
         seed: seeds the search.
@@ -113,6 +117,7 @@ class AllocationConfig:
     generations: int = 6
     seed: int = 0
     cost: str = "budget"
+    max_deviation: float | None = None
     latency_batch: int = 256
     latency_repeats: int = 5
     latency_export: InferenceConfig | None = None
@@ -134,5 +139,11 @@ class AllocationConfig:
             raise ConfigError(f"min_channels and round_to must be ≥ 1, got {self.min_channels}, {self.round_to}")
         if not 0 < self.max_ratio < 1:
             raise ConfigError(f"max_ratio must be in (0, 1), got {self.max_ratio}")
+        if self.max_deviation is not None and not 0 <= self.max_deviation < 1:
+            raise ConfigError(f"max_deviation must be in [0, 1) (a fraction of a group's units), got "
+                              f"{self.max_deviation!r}")
+        if self.max_deviation is not None and self.strategy != "sensitivity":
+            raise ConfigError(f"max_deviation bounds strategy 'sensitivity'; strategy {self.strategy!r} does not "
+                              f"take it: remove it or use strategy 'sensitivity'")
         if self.population < 2 or self.generations < 1:
             raise ConfigError("search needs population ≥ 2 and generations ≥ 1")

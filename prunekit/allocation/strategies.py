@@ -64,10 +64,23 @@ class Problem:
         return self.at({g: int(s[-1]) for g, s in self.steps.items()})
 
     def next_step(self, g: str, n: int, up: bool) -> int | None:
+        """The allowed count just above (``up``) or below ``n`` (which need not be allowed itself)."""
         s = self.steps[g]
-        k = int(np.searchsorted(s, n))
-        k = k + 1 if up else k - 1
+        k = int(np.searchsorted(s, n, side="right")) if up else int(np.searchsorted(s, n)) - 1
         return int(s[k]) if 0 <= k < len(s) else None
+
+    def limit_deviation(self, deviation: float) -> None:
+        """Keeps only the counts whose ratio lies within ±``deviation`` of the uniform allocation's
+        ratio in that group (the uniform count itself always stays)."""
+        even = uniform(self)
+        for g in self.groups:
+            s, size = self.steps[g.name], g.size
+            near = np.abs(s - even[g.name]) <= deviation * size
+            self.steps[g.name] = s[near | (s == even[g.name])]
+
+    def start(self) -> Counts:
+        """The least pruning every group allows (0 unless a deviation limit forbids it)."""
+        return {g.name: int(self.steps[g.name][0]) for g in self.groups}
 
     def greedy_down(self, counts: Counts, until: float, by_cost: bool = True) -> Counts:
         """Removes one step at a time, cheapest penalty (per unit of cost saved) first, until ≤ ``until``.
@@ -172,7 +185,7 @@ def global_ranking(p: Problem) -> Counts:
 def sensitivity(p: Problem) -> Counts:
     """Greedy on the sensitivity curves: each step removes from the group whose measured loss rise per
     MAC (or parameter) saved is smallest (``penalty`` comes from the curves)."""
-    return p.settle(p.greedy_down({g.name: 0 for g in p.groups}, p.target))
+    return p.settle(p.greedy_down(p.start(), p.target))
 
 
 def check_reachable(p: Problem, dense: float, what: str) -> None:
