@@ -71,6 +71,7 @@ def test_run_writes_complete_report_and_loadable_model(tmp_path, capsys):
             assert key in report[side]
         assert 0.0 <= report[side]["accuracy"] <= 1.0
         assert set(report[side]["latency_ms"]) == {"1", "8"}
+        assert report[side]["latency"]["8"]["interleaved"]  # dense and pruned timed side by side
     assert report["sparsity"] == pytest.approx(0.75, abs=1e-4)
     assert report["compression"] == pytest.approx(report["pruned"]["params"] / report["pruned"]["nonzero_params"])
     assert report["pruned"]["nonzero_macs"] < 0.3 * report["dense"]["nonzero_macs"]

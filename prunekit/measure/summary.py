@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
-from prunekit.measure.latency import measure_latency
+from prunekit.measure.latency import compare_latency, measure_latency
 from prunekit.measure.macs import count_macs
 from prunekit.measure.params import count_params, layer_sparsity
 from prunekit.measure.size import size_on_disk
 
-__all__ = ["measure_model"]
+__all__ = ["measure_model", "time_side_by_side"]
 
 
 def measure_model(
@@ -60,3 +62,18 @@ def measure_model(
         "latency": {b: t.to_dict() for b, t in timings.items()},
         "layer_sparsity": layer_sparsity(model),
     }
+
+
+def time_side_by_side(models: Sequence[nn.Module], records: Sequence[dict], example: torch.Tensor,
+                      latency_batches: Sequence[int], latency_repeats: int,
+                      memory_format: torch.memory_format = torch.contiguous_format) -> None:
+    """Times ``models`` (e.g. dense and pruned) alternately run by run at each batch size
+    (:func:`~prunekit.measure.latency.compare_latency`), so machine load hits all alike; fills
+    ``latency_ms`` and ``latency`` of the matching ``records`` (dicts from :func:`measure_model`)."""
+    for rec in records:
+        rec["latency_ms"], rec["latency"] = {}, {}
+    for b in latency_batches:
+        times = compare_latency(list(models), example, batch=b, repeats=latency_repeats, memory_format=memory_format)
+        for rec, t in zip(records, times, strict=True):
+            rec["latency_ms"][str(b)] = t.median_ms
+            rec["latency"][str(b)] = {**t.to_dict(), "interleaved": True}

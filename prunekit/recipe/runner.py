@@ -20,7 +20,7 @@ from prunekit.errors import ConfigError
 from prunekit.importance import Calibration
 from prunekit.io.checkpoint import atomic_write_text, save_state_dict
 from prunekit.io.outdir import check_output_dir, staged_output
-from prunekit.measure.summary import measure_model
+from prunekit.measure.summary import measure_model, time_side_by_side
 from prunekit.models import build_model
 from prunekit.pruners import UnstructuredConfig, UnstructuredPruner
 from prunekit.pruners.channels import structural_macs
@@ -67,11 +67,12 @@ def run_recipe(recipe: Recipe, out: str | Path, force: bool = False, progress: b
     snapshot = _train_dense(recipe, model, data, pruner, progress, quiet)
     timings["train"] = time.perf_counter() - t
     m = recipe.measure
-    dense = measure_model(model, data.x_test, data.y_test, m.latency_batches, m.latency_repeats)
+    dense = measure_model(model, data.x_test, data.y_test, latency_batches=[])  # latency: side by side, below
+    dense_model = copy.deepcopy(model).eval()  # no masks yet: every schedule installs them after this point
     _log(f"dense: test accuracy {dense['accuracy']:.2%}, {dense['params']:,} parameters", quiet)
 
     t = time.perf_counter()
-    teacher = copy.deepcopy(model).eval() if recipe.recovery.method == "distill" else None
+    teacher = dense_model if recipe.recovery.method == "distill" else None
     _log(f"pruning to {p.target:.0%} sparsity ({p.schedule}, {p.criterion}, {p.scope}, {p.granularity})", quiet)
     with recovery_loss(model, recipe.recovery, teacher) as loss_fn:
         ctx = RegimeContext(recipe, model, data, pruner, snapshot, _control_factory(recipe, data), loss_fn, progress)
@@ -83,7 +84,9 @@ def run_recipe(recipe: Recipe, out: str | Path, force: bool = False, progress: b
     sparsity = holder.sparsity() if result.pruner else holder.global_sparsity()
     holder.make_permanent()
     timings["prune_and_finetune"] = time.perf_counter() - t
-    pruned = measure_model(model, data.x_test, data.y_test, m.latency_batches, m.latency_repeats)
+    pruned = measure_model(model, data.x_test, data.y_test, latency_batches=[])
+    time_side_by_side([dense_model, model], [dense, pruned], data.x_test[:1].to(default_device()),
+                      m.latency_batches, m.latency_repeats)
     if p.remove_channels:
         result.extra["structural"] = structural_macs(model, data.x_test[:1].to(default_device()))
     report = _report(recipe, model, dense, pruned, sparsity, result, timings)
