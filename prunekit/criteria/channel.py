@@ -143,24 +143,25 @@ def layer_inputs(model: nn.Module, names: list[str], x: torch.Tensor, samples: b
     return out
 
 
-def _by_input(model: nn.Module, names: list[str], factors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _scaled(model: nn.Module, names: list[str], factors: dict[str, torch.Tensor], side: int) -> dict[str, torch.Tensor]:
+    """|w| times the factor of the channel each weight writes (``side`` 0) or reads (``side`` 1)."""
     params = dict(model.named_parameters())
     out = {}
     for n in names:
         w = params[n].detach()
-        _, in_c = channel_index(_owner(model, n), w.shape)
-        out[n] = w.abs().float() * factors[n].to(w.device)[in_c.to(w.device)]
+        channel = channel_index(_owner(model, n), w.shape)[side].to(w.device)
+        out[n] = w.abs().float() * factors[n].to(w.device)[channel]
     return out
 
 
 def apoz(model: nn.Module, names: list[str], batch: Batch) -> dict[str, torch.Tensor]:
     stats = layer_inputs(model, names, batch[0])
-    return _by_input(model, names, {n: 1.0 - s["zeros"] for n, s in stats.items()})
+    return _scaled(model, names, {n: 1.0 - s["zeros"] for n, s in stats.items()}, 1)
 
 
 def mean_activation(model: nn.Module, names: list[str], batch: Batch) -> dict[str, torch.Tensor]:
     stats = layer_inputs(model, names, batch[0])
-    return _by_input(model, names, {n: s["mean_abs"] for n, s in stats.items()})
+    return _scaled(model, names, {n: s["mean_abs"] for n, s in stats.items()}, 1)
 
 
 def mutual_information(model: nn.Module, names: list[str], batch: Batch) -> dict[str, torch.Tensor]:
@@ -169,20 +170,10 @@ def mutual_information(model: nn.Module, names: list[str], batch: Batch) -> dict
     factors = {n: torch.tensor([histogram_mi(s["means"][:, i], labels, MI_BINS)
                                 for i in range(s["means"].shape[1])], dtype=torch.float32)
                for n, s in stats.items()}
-    return _by_input(model, names, factors)
+    return _scaled(model, names, factors, 1)
 
 
 # ----------------------------------------------------------------------------- weight structure
-def _by_output(model: nn.Module, names: list[str], factors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    params = dict(model.named_parameters())
-    out = {}
-    for n in names:
-        w = params[n].detach()
-        out_c, _ = channel_index(_owner(model, n), w.shape)
-        out[n] = w.abs().float() * factors[n].to(w.device)[out_c.to(w.device)]
-    return out
-
-
 def _norm_factor(norm: nn.Module) -> torch.Tensor:
     gamma = norm.weight.detach().abs().float()
     var = getattr(norm, "running_var", None)
@@ -233,7 +224,7 @@ def bn_scale(model: nn.Module, names: list[str], batch: Batch) -> dict[str, torc
         size = int(channel_index(_owner(model, n), params[n].shape)[0].max()) + 1
         norm = norms.get(n)
         factors[n] = _norm_factor(norm) if norm is not None and norm.weight.numel() == size else torch.ones(size)
-    return _by_output(model, names, factors)
+    return _scaled(model, names, factors, 0)
 
 
 def fpgm(model: nn.Module, names: list[str], batch: Batch | None = None) -> dict[str, torch.Tensor]:
@@ -246,7 +237,7 @@ def fpgm(model: nn.Module, names: list[str], batch: Batch | None = None) -> dict
         filters = w.reshape(-1)[order.to(w.device)].reshape(int(out_c.max()) + 1, -1)  # equal entries per filter
         d = torch.cdist(filters[None], filters[None])[0].sum(1)
         factors[n] = (d / d.mean().clamp_min(1e-12)).cpu()
-    return _by_output(model, names, factors)
+    return _scaled(model, names, factors, 0)
 
 
 # ----------------------------------------------------------------------------- measured
