@@ -166,15 +166,19 @@ def latency_summary(result: dict, config: str | None = None) -> list[str]:
                             for s, v in sorted(at2.items()))
             ratio = [a["timing"][mode]["speedup"] / a["macs_reduction"] for a in archs]
             rho = _spearman([a["macs_reduction"] for a in archs], [a["timing"][mode]["speedup"] for a in archs])
-            dense_ms = statistics.median(a["timing"][mode]["dense_ms"] for a in archs)
+            dense_ms = [a["timing"][mode]["dense_ms"] for a in archs]  # one value per timing group
             verdict = ""
+            if at2:
+                best = max(at2, key=lambda s: statistics.mean(at2[s]))
+                verdict = f" Largest mean at 2×: {best} ({statistics.mean(at2[best]):.2f}×)."
             if name == "resnet" and at2:
                 met = [s for s, v in sorted(at2.items()) if statistics.mean(v) >= 1.8]
-                verdict = (" Issue target (≥ 1.8× at batch 256 for 2× fewer MACs), by the strategy's mean over its "
+                verdict += (" Issue target (≥ 1.8× at batch 256 for 2× fewer MACs), by the strategy's mean over its "
                            f"architectures: met by {', '.join(met) or 'none'}"
                            + (f"; not by {', '.join(s for s in sorted(at2) if s not in met)}."
                               if len(met) < len(at2) else "."))
-            out.append(f"- {c['model']}, {mode} (batch {c['batch']}, dense ≈ {dense_ms:.1f} ms): at 2× fewer MACs "
+            out.append(f"- {c['model']}, {mode} (batch {c['batch']}, dense {min(dense_ms):.1f}–{max(dense_ms):.1f} ms "
+                       "over the timing groups, as the load changed): at 2× fewer MACs "
                        f"the distinct architectures of each strategy run {per}.{verdict} Speed-up / MAC reduction "
                        f"over all {len(archs)} architectures (1.5–4× fewer MACs): median "
                        f"{statistics.median(ratio):.2f} (range {min(ratio):.2f}–{max(ratio):.2f}); Spearman "
@@ -281,8 +285,9 @@ NOTES = """## What was run, and how to read it
 NO_LATENCY = NOTES[NOTES.index("- **No latency columns.**"):NOTES.index("- MNIST-1D / cnn1d")]
 
 
-def latency_note(latency: dict) -> str:
-    """The notes' latency bullet once bench/criteria_latency.py has run (replaces NO_LATENCY)."""
+def latency_note(latency: dict, recipe: dict | None = None) -> str:
+    """The notes' latency bullet once bench/criteria_latency.py has run (replaces NO_LATENCY); ``recipe``:
+    bench/structured_latency.py's timing of the shipped recipe's architecture, for comparison."""
     cfgs = latency["configs"]
     per = "; ".join(f"{c['model']}: batch {c['batch']}, {c['repeats']} repeats, {c['unique_architectures']} "
                     f"architectures for {c['points']} points, export = {c['export']}" for c in cfgs.values())
@@ -299,6 +304,15 @@ def latency_note(latency: dict) -> str:
             f"and pruned alike. {per}. The cnn1d points stored no per-group ratios; their widths were solved from "
             "(MACs, params), which fixes them uniquely except for the points listed in `criteria_latency.md` (left "
             "out). The old timings of the loaded runs stay in the raw `criteria_cnn1d.json` and are not shown.")
+    if recipe:
+        sp = {"export" if m == "fold+cl" else m: v["256"]["speedup_median"]  # fold+cl is the recipe's export
+              for m, v in recipe["modes"].items() if "256" in v}
+        text += (" For comparison, the shipped recipe's 2× architecture (`structured-resnet-mnist`: taylor/sensitivity "
+                 "with `round_to: 8`, i.e. widths in multiples of 8, where the benchmark's allocations keep any width) "
+                 f"timed {', '.join(f'{v:.2f}× {m}' for m, v in sp.items())} at batch 256 in the same session "
+                 f"(`{recipe['command']}`, {recipe['macs_reduction']:.2f}× fewer MACs, "
+                 f"{next(iter(recipe['modes'].values()))['256']['repeats']} interleaved repeats; "
+                 "`criteria_latency_recipe.json`).")
     return textwrap.fill(text, 104, initial_indent="- ", subsequent_indent="  ", break_on_hyphens=False) + "\n"
 
 
@@ -345,7 +359,9 @@ def write_report(results: Path, files: dict[str, list[Path]]) -> None:
                *(["Measured latency (`criteria_latency.md`):", "", *latency_summary(latency, run["config"]), ""]
                  if measured else [])]
     (results / "criteria.json").write_text(json.dumps(summary, indent=1))
-    notes = NOTES.replace(NO_LATENCY, latency_note(latency)) if latency["configs"] else NOTES
+    rec_file = results / "criteria_latency_recipe.json"
+    recipe = json.loads(rec_file.read_text()) if rec_file.exists() else None
+    notes = NOTES.replace(NO_LATENCY, latency_note(latency, recipe)) if latency["configs"] else NOTES
     (results / "criteria.md").write_text("\n".join(md) + "\n![accuracy vs MACs](criteria.png)\n\n" + notes)
     if plotted:
         _plot(plotted, results / "criteria.png")

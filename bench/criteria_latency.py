@@ -19,7 +19,7 @@ Modes, applied to the dense and the pruned model alike: ``eager`` (the model as 
 recipe: BatchNorm folded, channels_last for the 2-D resnet; channels_last does not exist for the 1-D
 cnn1d, so there it is BatchNorm folding only; ``torch.inference_mode``).
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/criteria_latency.py    # both configs, ~35 min on 1 loaded core
+    OMP_NUM_THREADS=1 .venv/bin/python bench/criteria_latency.py    # both configs, ~25 min on 1 core at load 4
     OMP_NUM_THREADS=1 .venv/bin/python bench/criteria_latency.py --configs cnn1d --repeats 5 --out /tmp/x
     .venv/bin/python bench/criteria_latency.py --report          # criteria_latency.md from the JSON only
 """
@@ -49,9 +49,9 @@ from prunekit.models import build_model
 from prunekit.structured import prune_groups
 
 RESULTS = Path(__file__).parent / "results"
-CONFIGS = {  # criteria.py config name -> what is timed; repeats chosen so both fit in ~35 min on a loaded core
-    "cnn1d": dict(batch=256, repeats=30, export=InferenceConfig(fold_bn=True)),
-    "resnet": dict(batch=256, repeats=10, export=InferenceConfig(fold_bn=True, channels_last=True)),
+CONFIGS = {  # criteria.py config name -> what is timed; repeats chosen so both fit in ~25 min at load 4
+    "cnn1d": dict(batch=256, repeats=50, export=InferenceConfig(fold_bn=True)),
+    "resnet": dict(batch=256, repeats=25, export=InferenceConfig(fold_bn=True, channels_last=True)),
 }
 MACS_TOLERANCE = 0.005
 

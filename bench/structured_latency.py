@@ -21,6 +21,8 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
+import sys
 from pathlib import Path
 
 import torch
@@ -76,11 +78,15 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
+    command = "OMP_NUM_THREADS=" + os.environ.get("OMP_NUM_THREADS", "unset") + " .venv/bin/python " + shlex.join(
+        ["bench/structured_latency.py", *sys.argv[1:]])
+    loadavg_start = os.getloadavg()
     rep = json.loads(Path(args.report).read_text())
     dense, pruned, x1 = architectures(rep["model"], rep["dataset"], rep["allocation"]["allocation"]["removed"])
     macs = (count_macs(dense, x1).dense, count_macs(pruned, x1).dense)
     assert macs[1] == rep["pruned"]["macs"], (macs, rep["pruned"]["macs"])
-    result = {"report": args.report, "threads": 1, "macs": macs, "macs_reduction": macs[0] / macs[1],
+    result = {"report": args.report, "command": command, "loadavg_start": loadavg_start,
+              "threads": 1, "macs": macs, "macs_reduction": macs[0] / macs[1],
               "modes": compare(dense, pruned, x1, args.batch, args.modes, args.repeats),
               "loadavg_end": os.getloadavg()}
     if args.out:
