@@ -50,3 +50,21 @@ def test_weight_curves_and_sparsity_allocation(net, digits):
     with pytest.raises(Exception, match="unreachable: the curves go up to 0.900"):
         allocate_sparsity(fake, 0.95)
     assert np.isfinite(list(ratios.values())).all()
+
+
+def test_recalibrated_curves_use_batch_statistics_and_restore_them(net, digits):
+    from prunekit.allocation._adaptive_bn import recalibrated_bn
+
+    graph = DependencyGraph.build(net, digits.x_train[:1])
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x, y, recal = digits.x_val[:60], digits.y_val[:60], digits.x_train[:128]
+    cfg = SensitivityConfig(ratios=(0.5,), max_samples=60)
+    sens = analyze(graph, x, y, score_groups(graph, "lp"), cfg, recalibration=recal)
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    with recalibrated_bn(net, recal):
+        ref = evaluate(net, x, y)
+    plain = evaluate(net, x, y)
+    assert sens.dense_loss == pytest.approx(ref.loss) and abs(ref.loss - plain.loss) > 1e-3
+    assert sens.recalibrated and Sensitivity.from_dict(json.loads(json.dumps(sens.to_dict()))).recalibrated
+    assert not analyze(graph, x, y, score_groups(graph, "lp"), cfg).recalibrated

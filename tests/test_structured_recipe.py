@@ -78,6 +78,7 @@ def test_structured_run_writes_the_report_fields(tmp_path):
     ({"allocation_cost": "macs"}, "unknown allocation_cost 'macs'; choose one of: budget, latency"),
     ({"allocation_cost": "latency", "strategy": "global"}, "cost 'latency' ranks the steps of strategy 'sensitivity'"),
     ({"allocation_cost": "latency", "latency_table_batch": 0}, "latency_batch and latency_repeats must be ≥ 1"),
+    ({"sensitivity_recalibration": -1}, "sensitivity_recalibration must be ≥ 0 training examples"),
 ])
 def test_bad_structured_fields_are_refused(patch, match):
     raw = {**TINY, "structured": {**TINY["structured"], **patch}}

@@ -70,6 +70,8 @@ class StructuredSpec:
         calibration_samples: training examples used by data-driven criteria.
         sensitivity_ratios: ratios of the sensitivity analysis (strategy ``sensitivity``).
         sensitivity_samples: validation examples per sensitivity evaluation (and search proxy).
+        sensitivity_recalibration: training examples on which BatchNorm statistics are re-estimated before
+            every sensitivity evaluation (adaptive BN, see :func:`prunekit.sensitivity.analyze`); 0: off.
         min_channels, max_ratio, round_to: limits per group (see AllocationConfig).
         allocation_cost: what the sensitivity greedy ranks a step's loss rise against: ``budget`` (MACs or
             parameters saved) or ``latency`` (milliseconds saved, from a per-group latency table measured on
@@ -85,6 +87,7 @@ class StructuredSpec:
     calibration_samples: int = 512
     sensitivity_ratios: list[float] = field(default_factory=lambda: list(DEFAULT_RATIOS))
     sensitivity_samples: int = 500
+    sensitivity_recalibration: int = 0
     min_channels: int = 4
     max_ratio: float = 0.9
     round_to: int = 1
@@ -108,6 +111,9 @@ class StructuredSpec:
         self.importance()
         self.allocation()
         SensitivityConfig(tuple(self.sensitivity_ratios), max(self.sensitivity_samples, 1))
+        if self.sensitivity_recalibration < 0:
+            raise ConfigError(f"sensitivity_recalibration must be ≥ 0 training examples (0: off), got "
+                              f"{self.sensitivity_recalibration}")
         if IMPORTANCE.get(self.criterion).needs and self.calibration_samples < 1:
             raise ConfigError(f"criterion {self.criterion!r} needs calibration data "
                               f"({', '.join(sorted(IMPORTANCE.get(self.criterion).needs))}): set "
@@ -189,8 +195,13 @@ def _prune(recipe: StructuredRecipe, model, data, quiet: bool) -> tuple[Any, dic
 
         graph = DependencyGraph.build(model, data.x_train[:1], exclude=tuple(s.exclude))
         scores = score_groups(graph, s.importance(), cal)
+        recal = None
+        if s.sensitivity_recalibration:
+            pick = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(recipe.seed))
+            recal = data.x_train[pick[: s.sensitivity_recalibration]]
         sens = analyze(graph, data.x_val, data.y_val, scores,
-                       SensitivityConfig(tuple(s.sensitivity_ratios), s.sensitivity_samples, recipe.seed), s.criterion)
+                       SensitivityConfig(tuple(s.sensitivity_ratios), s.sensitivity_samples, recipe.seed), s.criterion,
+                       recal)
         _log(f"sensitivity of {len(sens.curves)} groups measured at {len(s.sensitivity_ratios)} ratios", quiet)
     inf = recipe.inference
     export = inf if inf.fold_bn or inf.channels_last else None  # the table times what the report times
