@@ -1,9 +1,11 @@
 """Does bounding the sensitivity greedy's deviation from uniform help? (issue 4: allocation vs uniform)
 
 Runs the criteria benchmark's setup (bench/criteria.py: same dense models, calibration, sensitivity
-curves and fine-tune budget) for taylor scores with four allocations side by side: uniform, the free
-sensitivity greedy, and the greedy with ``max_deviation`` 0.15 and 0.3 (no group's ratio strays more
-than that from the uniform ratio), at 2×, 3× and 4× fewer MACs, 3 seeds.
+curves and fine-tune budget) for taylor scores with these allocations side by side: uniform, the free
+sensitivity greedy, the greedy with ``max_deviation`` 0.15 and 0.3 (no group's ratio strays more
+than that from the uniform ratio), and the greedy on curves measured with BatchNorm statistics
+re-estimated on 256 training images (``+bn``), free and bounded; at 2×, 3× and 4× fewer MACs, 3 seeds.
+Pass ``--combos`` to run a subset (e.g. only the ``+bn`` ones, merged with an earlier file by --report).
 
     .venv/bin/python bench/allocation_cap.py --config cnn1d     # → results/allocation_cap_cnn1d.json
     .venv/bin/python bench/allocation_cap.py --config resnet --seeds 0
@@ -20,7 +22,7 @@ import torch
 from criteria import CONFIGS, RESULTS, run_config  # bench/ is sys.path[0] when run as a script
 
 COMBOS = [("taylor", "uniform"), ("taylor", "sensitivity"), ("taylor", "sensitivity@0.15"),
-          ("taylor", "sensitivity@0.3")]
+          ("taylor", "sensitivity@0.3"), ("taylor", "sensitivity+bn"), ("taylor", "sensitivity+bn@0.15")]
 
 
 def report() -> str:
@@ -29,9 +31,14 @@ def report() -> str:
              "scores; `sensitivity@d` = greedy on the sensitivity curves with no group's ratio more than d from "
              "the uniform allocation's (`AllocationConfig.max_deviation`). Δ = mean difference to uniform over "
              "the same seeds (pt); spread = the larger of the two stds. Produced by `bench/allocation_cap.py`.", ""]
+    runs: dict[tuple[str, str], dict] = {}  # (model, data) → points merged over files, the later file wins
     for path in sorted(RESULTS.glob("allocation_cap_*.json")):
         run = json.loads(path.read_text())
-        pts = run["points"]
+        merged = runs.setdefault((run["model"], run["data"]), {"model": run["model"], "data": run["data"], "pts": {}})
+        for pt in run["points"]:
+            merged["pts"][(pt["strategy"], pt["reduction_target"], pt["seed"])] = pt
+    for run in runs.values():
+        pts = list(run["pts"].values())
         seeds = sorted({p["seed"] for p in pts})
         lines += [f"## {run['model']} on {run['data']} (seeds {seeds})", "",
                   "| MACs reduction | strategy | accuracy | Δ vs uniform (pt) | spread (pt) "
@@ -53,7 +60,8 @@ def report() -> str:
                 lines.append(f"| {red:g}× | {s} | {mean:.2f} ± {std:.2f} | {100 * delta:+.2f} | {100 * spread:.2f} "
                              f"| {verdict} |")
         lines.append("")
-    return "\n".join(lines)
+    notes = RESULTS / "allocation_cap_notes.md"  # hand-written findings, kept apart so --report keeps them
+    return "\n".join(lines) + ("\n" + notes.read_text() if notes.exists() else "")
 
 
 def main() -> None:
@@ -63,13 +71,15 @@ def main() -> None:
     ap.add_argument("--reductions", type=float, nargs="+", default=[2.0, 3.0, 4.0])
     ap.add_argument("--tag", default="")
     ap.add_argument("--report", action="store_true")
+    ap.add_argument("--combos", nargs="+", help="strategies to run (default: all of COMBOS), e.g. sensitivity+bn")
     args = ap.parse_args()
     if args.report:
         (RESULTS / "allocation_cap.md").write_text(report())
         return
     torch.set_num_threads(1)
     cfg = CONFIGS[args.config]
-    cfg["combos"], cfg["latency_batches"] = COMBOS, ()
+    cfg["combos"] = [c for c in COMBOS if not args.combos or c[1] in args.combos]
+    cfg["latency_batches"] = ()
     run_config(args.config, args.seeds, RESULTS / f"allocation_cap_{args.config}{args.tag}.json",
                reductions=args.reductions, latency_seed=None)
 

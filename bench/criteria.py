@@ -94,11 +94,14 @@ def _point(dense, data, cfg, crit, strat, red, scores, sens, seed, latency) -> d
     sc = cfg["search"]
     xv, yv = data.x_val[:sc["proxy_val"]], data.y_val[:sc["proxy_val"]]
     rec = _subset(data, sc["recalibration"], seed).x_train if sc["recalibration"] else None
-    base, _, dev = strat.partition("@")  # "sensitivity@0.2": at most 0.2 from the uniform ratio per group
+    # "sensitivity+bn@0.2": curves measured with BN re-estimated, at most 0.2 from the uniform ratio per group
+    base, _, dev = strat.partition("@")
+    curves = sens.get((crit, base.endswith("+bn")))
+    base = base.removesuffix("+bn")
     alloc = allocate(graph, Budget(macs=1 / red),
                      AllocationConfig(base, population=sc["population"], generations=sc["generations"], seed=seed,
                                       max_deviation=float(dev) if dev else None),
-                     crit, sensitivity=sens.get(crit), scores=scores[crit], proxy_data=(xv, yv), recalibration=rec)
+                     crit, sensitivity=curves, scores=scores[crit], proxy_data=(xv, yv), recalibration=rec)
     prune_groups(graph, alloc.plan)
     t_alloc = time.perf_counter() - t0
     proxy = {"val_acc_before_ft": evaluate(model, xv, yv).accuracy}
@@ -136,8 +139,10 @@ def run_config(name: str, seeds: list[int], out: Path, args_only=None, reduction
         graph = DependencyGraph.build(dense, x1)
         crits = sorted({c for c, _ in cfg["combos"]})
         scores = {c: score_groups(graph, ImportanceConfig(c, seed=seed), cal) for c in crits}
-        sens = {c: analyze(graph, data.x_val, data.y_val, scores[c], cfg["sens"], c)
-                for c in sorted({c for c, s in cfg["combos"] if s.startswith("sensitivity")})}
+        rec = _subset(data, 256, seed).x_train
+        sens = {(c, bn): analyze(graph, data.x_val, data.y_val, scores[c], cfg["sens"], c,
+                                 recalibration=rec if bn else None)
+                for c, bn in sorted({(c, "+bn" in s) for c, s in cfg["combos"] if s.startswith("sensitivity")})}
         for red in reductions:
             for crit, strat in cfg["combos"]:
                 if args_only and (crit, strat) not in args_only:
