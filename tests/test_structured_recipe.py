@@ -79,6 +79,8 @@ def test_structured_run_writes_the_report_fields(tmp_path):
     ({"allocation_cost": "latency", "strategy": "global"}, "cost 'latency' ranks the steps of strategy 'sensitivity'"),
     ({"allocation_cost": "latency", "latency_table_batch": 0}, "latency_batch and latency_repeats must be ≥ 1"),
     ({"sensitivity_recalibration": -1}, "sensitivity_recalibration must be ≥ 0 training examples"),
+    ({"max_deviation": 1.2}, r"max_deviation must be in \[0, 1\)"),
+    ({"max_deviation": 0.1, "strategy": "uniform"}, "max_deviation bounds strategy 'sensitivity'; strategy 'uniform'"),
 ])
 def test_bad_structured_fields_are_refused(patch, match):
     raw = {**TINY, "structured": {**TINY["structured"], **patch}}
@@ -190,3 +192,9 @@ def test_latency_cost_recipe_ranks_by_a_table_of_the_exported_model(tmp_path, mo
     assert table["batch"] == 4 and len(table["ms"]) == 12
     assert abs(report["pruned"]["macs"] / report["dense"]["macs"] - 0.5) <= 0.01
     assert "ranked by measured latency saved at batch 4" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_allocation_fields_reach_the_allocation_config():
+    raw = {**TINY, "structured": {**TINY["structured"], "strategy": "sensitivity", "max_deviation": 0.15}}
+    cfg = parse_structured_recipe(raw).structured.allocation(seed=3)
+    assert (cfg.strategy, cfg.max_deviation, cfg.seed) == ("sensitivity", 0.15, 3)

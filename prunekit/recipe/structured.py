@@ -73,6 +73,8 @@ class StructuredSpec:
         sensitivity_recalibration: training examples on which BatchNorm statistics are re-estimated before
             every sensitivity evaluation (adaptive BN, see :func:`prunekit.sensitivity.analyze`); 0: off.
         min_channels, max_ratio, round_to: limits per group (see AllocationConfig).
+        max_deviation: strategy ``sensitivity``: no group's ratio strays more than this from the uniform
+            allocation's (see AllocationConfig); null: unbounded.
         allocation_cost: what the sensitivity greedy ranks a step's loss rise against: ``budget`` (MACs or
             parameters saved) or ``latency`` (milliseconds saved, from a per-group latency table measured on
             this machine on the model as ``inference`` exports it; NetAdapt, Yang et al. 2018).
@@ -91,6 +93,7 @@ class StructuredSpec:
     min_channels: int = 4
     max_ratio: float = 0.9
     round_to: int = 1
+    max_deviation: float | None = None
     reduction: str = "mean"
     normalize: str = "mean"
     exclude: list[str] = field(default_factory=list)
@@ -131,7 +134,8 @@ class StructuredSpec:
     def allocation(self, seed: int = 0, export: InferenceConfig | None = None) -> AllocationConfig:
         return AllocationConfig(self.strategy, self.min_channels, self.max_ratio, self.round_to, seed=seed,
                                 cost=self.allocation_cost, latency_batch=self.latency_table_batch,
-                                latency_repeats=self.latency_table_repeats, latency_export=export)
+                                latency_repeats=self.latency_table_repeats, latency_export=export,
+                                max_deviation=self.max_deviation)
 
 
 @dataclass(frozen=True)
