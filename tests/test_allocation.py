@@ -258,7 +258,33 @@ def test_prune_to_budget_with_latency_cost_measures_the_table_once(net, digits, 
     assert table["batch"] == 2 and set(table["ms"]) == {g.name for g in graph.prunable_groups()}
 
 
+def test_latency_weight_credits_time_saved_so_free_steps_that_save_no_time_stop_going_first(net, digits):
+    """Every group's curve is flat except stem.0's tiny rise, and only stem.0 saves time: per ms saved the
+    free steps rank first (ratio 0 per ms) and stem.0 is barely pruned; with latency_weight the time it
+    saves outweighs its rise and it is pruned as far as the limits allow. The MAC budget is met either way."""
+    graph = DependencyGraph.build(net, digits.x_train[:1])
+    ratios = [0.25, 0.5, 0.75]
+    curves = {g.name: Curve(g.name, g.size, ratios, [0.9] * 3, [1.0 + (0.01 * r if g.name == "stem.0" else 0.0)
+                                                               for r in ratios])
+              for g in graph.prunable_groups()}
+    sens, table = Sensitivity("lp", 0.9, 1.0, curves), _stub_table(graph, "stem.0")
+    got = {}
+    for mu in (None, 1.0):
+        cfg = AllocationConfig("sensitivity", 4, round_to=4, cost="latency", latency_weight=mu)
+        alloc = allocate(graph, Budget(macs=0.5), cfg, "lp", sensitivity=sens, latency_table=table)
+        assert abs(alloc.predicted["macs"] / alloc.dense["macs"] / 0.5 - 1) <= 0.02
+        got[mu] = alloc.ratios["stem.0"]
+    most = allowed_steps(graph.group("stem.0"), cfg)[-1] / graph.group("stem.0").size
+    assert got[1.0] == most and got[None] < most
+
+
 @pytest.mark.parametrize("kwargs,match", [
+    ({"strategy": "sensitivity", "latency_weight": 1.0},
+     r"latency_weight \(recipe: structured.allocation_latency_weight\) weighs the latency saved by a step and "
+     "needs cost 'latency'; cost is 'budget'"),
+    ({"strategy": "sensitivity", "cost": "latency", "latency_weight": -0.5}, "must be a finite number ≥ 0"),
+    ({"strategy": "sensitivity", "cost": "latency", "latency_weight": float("nan")}, "must be a finite number"),
+    ({"strategy": "sensitivity", "cost": "latency", "latency_weight": "1"}, "must be a finite number"),
     ({"strategy": "sensitivity", "cost": "flops"}, "unknown allocation cost 'flops'; choose one of: budget, latency"),
     ({"strategy": "global", "cost": "latency"}, "cost 'latency' ranks the steps of strategy 'sensitivity'; strategy "
                                                 "'global'"),

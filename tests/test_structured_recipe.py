@@ -78,6 +78,9 @@ def test_structured_run_writes_the_report_fields(tmp_path):
     ({"allocation_cost": "macs"}, "unknown allocation_cost 'macs'; choose one of: budget, latency"),
     ({"allocation_cost": "latency", "strategy": "global"}, "cost 'latency' ranks the steps of strategy 'sensitivity'"),
     ({"allocation_cost": "latency", "latency_table_batch": 0}, "latency_batch and latency_repeats must be ≥ 1"),
+    ({"allocation_latency_weight": 1.0}, r"structured.allocation_latency_weight\) weighs the latency saved by a step "
+                                         "and needs cost 'latency'"),
+    ({"allocation_cost": "latency", "allocation_latency_weight": -1}, "must be a finite number ≥ 0"),
     ({"sensitivity_recalibration": -1}, "sensitivity_recalibration must be ≥ 0 training examples"),
     ({"max_deviation": 1.2}, r"max_deviation must be in \[0, 1\)"),
     ({"max_deviation": 0.1, "strategy": "uniform"}, "max_deviation bounds strategy 'sensitivity'; strategy 'uniform'"),

@@ -104,6 +104,10 @@ class AllocationConfig:
             parameters it saves, the budget's own metric) or ``latency`` (the milliseconds it saves,
             read from a table measured on this machine, :mod:`prunekit.allocation.latency`; NetAdapt,
             Yang et al. 2018). The budget itself is met in its own metric either way.
+        latency_weight: cost ``latency`` only: ``None`` ranks a step by its loss rise per millisecond
+            saved; a number μ ≥ 0 ranks it by (loss rise − μ · ms saved / dense ms) per fraction of the
+            budget's metric saved instead, so that among steps with (near) no loss rise the one that saves
+            the most time per MAC goes first, rather than any step with no loss rise whatever time it saves.
         latency_batch, latency_repeats: batch size and timed runs of the latency table.
         latency_export: how the models of the latency table are exported before timing (BatchNorm
             folded, channels_last: :class:`prunekit.export.InferenceConfig`); ``None`` times them as they are.
@@ -121,6 +125,7 @@ class AllocationConfig:
     latency_batch: int = 256
     latency_repeats: int = 5
     latency_export: InferenceConfig | None = None
+    latency_weight: float | None = None
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGY_NAMES:
@@ -132,6 +137,16 @@ class AllocationConfig:
             raise ConfigError(f"allocation cost 'latency' ranks the steps of strategy 'sensitivity'; strategy "
                               f"{self.strategy!r} does not rank steps by cost: use strategy 'sensitivity' or "
                               f"cost 'budget'")
+        if self.latency_weight is not None:
+            if self.cost != "latency":
+                raise ConfigError(f"latency_weight (recipe: structured.allocation_latency_weight) weighs the latency "
+                                  f"saved by a step and needs cost 'latency'; cost is {self.cost!r}: remove "
+                                  f"latency_weight or set cost 'latency'")
+            if isinstance(self.latency_weight, bool) or not isinstance(self.latency_weight, (int, float)) \
+                    or not 0 <= self.latency_weight < float("inf"):
+                raise ConfigError(f"latency_weight (recipe: structured.allocation_latency_weight) must be a finite "
+                                  f"number ≥ 0 (loss rise per fraction of the dense latency saved) or null, got "
+                                  f"{self.latency_weight!r}")
         if self.latency_batch < 1 or self.latency_repeats < 1:
             raise ConfigError(f"latency_batch and latency_repeats must be ≥ 1, got {self.latency_batch}, "
                               f"{self.latency_repeats}")

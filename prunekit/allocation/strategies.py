@@ -5,7 +5,8 @@ a penalty for removing the first n units of a group) and returns removal counts;
 score first. A shared final pass (:meth:`Problem.settle`) moves single steps until the predicted
 cost lies within the budget's tolerance, so every strategy meets it the same way. With a latency
 table (``AllocationConfig(cost="latency")``) the greedy ranks steps by penalty per millisecond saved
-instead of per MAC (or parameter) saved, while the budget stays in MACs (or parameters).
+instead of per MAC (or parameter) saved, while the budget stays in MACs (or parameters); with
+``latency_weight`` μ it ranks them by (loss rise − μ · fraction of the dense latency saved) per MAC saved.
 """
 
 from __future__ import annotations
@@ -88,9 +89,14 @@ class Problem:
         With a latency table the cost saved is the measured latency saved (floored at 1% of the dense
         latency per step, so a step that saves nothing measurable goes last rather than dividing by ~0),
         and ties (e.g. several steps with no measured loss rise) go to the step that saves the most time.
+        With ``config.latency_weight`` μ the key is instead (loss rise − μ · latency saved / dense latency)
+        per fraction of the dense cost saved: time saved is credited against the loss rise, and the
+        budget's metric stays the denominator, so a step with no loss rise that saves no time is no
+        longer first (its key is 0, while one that saves time per MAC has a negative key).
         """
         counts = dict(counts)
         cur = self.at(counts)
+        mu, dense = self.config.latency_weight, self.cost.dense(self.metric)
         while cur > until:
             best, best_key = None, (np.inf, 0.0)
             for g in counts:
@@ -102,9 +108,13 @@ class Problem:
                 if saved <= 0:
                     continue
                 dp = self.penalty(g, n2) - self.penalty(g, counts[g])
-                if self.latency is not None:
-                    saved = max(self.latency.saved(g, counts[g], n2), 0.01 * self.latency.dense_ms)
-                key = (dp / saved if by_cost else dp, -saved if self.latency is not None else 0.0)
+                if self.latency is not None and mu is not None:
+                    ms = self.latency.saved(g, counts[g], n2) / self.latency.dense_ms
+                    key = ((dp - mu * ms) / (saved / dense) if by_cost else dp - mu * ms, -ms)
+                else:
+                    if self.latency is not None:
+                        saved = max(self.latency.saved(g, counts[g], n2), 0.01 * self.latency.dense_ms)
+                    key = (dp / saved if by_cost else dp, -saved if self.latency is not None else 0.0)
                 if key < best_key:
                     best, best_key = (g, n2, c2), key
             if best is None:

@@ -79,6 +79,9 @@ class StructuredSpec:
             parameters saved) or ``latency`` (milliseconds saved, from a per-group latency table measured on
             this machine on the model as ``inference`` exports it; NetAdapt, Yang et al. 2018).
         latency_table_batch, latency_table_repeats: batch size and timed rounds of that table.
+        allocation_latency_weight: ``allocation_cost: latency`` only: null ranks a step by its loss rise per
+            millisecond saved; a number μ ≥ 0 ranks it by (loss rise − μ · ms saved / dense ms) per MAC
+            saved (AllocationConfig.latency_weight).
         reduction, normalize: how member scores combine (see ImportanceConfig).
         exclude: module names whose parameters must not change.
     """
@@ -100,6 +103,7 @@ class StructuredSpec:
     allocation_cost: str = "budget"
     latency_table_batch: int = 256
     latency_table_repeats: int = 5
+    allocation_latency_weight: float | None = None
 
     def __post_init__(self) -> None:
         IMPORTANCE.get(self.criterion)
@@ -135,7 +139,7 @@ class StructuredSpec:
         return AllocationConfig(self.strategy, self.min_channels, self.max_ratio, self.round_to, seed=seed,
                                 cost=self.allocation_cost, latency_batch=self.latency_table_batch,
                                 latency_repeats=self.latency_table_repeats, latency_export=export,
-                                max_deviation=self.max_deviation)
+                                max_deviation=self.max_deviation, latency_weight=self.allocation_latency_weight)
 
 
 @dataclass(frozen=True)
@@ -303,7 +307,9 @@ def _cost_note(r: dict) -> str:
     s = r["structured"]
     if s.get("allocation_cost", "budget") != "latency":
         return ""
-    return f" (steps ranked by measured latency saved at batch {s['latency_table_batch']})"
+    mu = s.get("allocation_latency_weight")
+    how = "measured latency saved" if mu is None else f"loss rise − {mu:g}·latency saved (fraction) per MAC saved"
+    return f" (steps ranked by {how} at batch {s['latency_table_batch']})"
 
 
 def _markdown(r: dict) -> str:
