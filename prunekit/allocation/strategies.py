@@ -96,7 +96,6 @@ class Problem:
         """
         counts = dict(counts)
         cur = self.at(counts)
-        mu, dense = self.config.latency_weight, self.cost.dense(self.metric)
         while cur > until:
             best, best_key = None, (np.inf, 0.0)
             for g in counts:
@@ -108,19 +107,27 @@ class Problem:
                 if saved <= 0:
                     continue
                 dp = self.penalty(g, n2) - self.penalty(g, counts[g])
-                if self.latency is not None and mu is not None:
-                    ms = self.latency.saved(g, counts[g], n2) / self.latency.dense_ms
-                    key = ((dp - mu * ms) / (saved / dense) if by_cost else dp - mu * ms, -ms)
-                else:
-                    if self.latency is not None:
-                        saved = max(self.latency.saved(g, counts[g], n2), 0.01 * self.latency.dense_ms)
-                    key = (dp / saved if by_cost else dp, -saved if self.latency is not None else 0.0)
+                key = self._step_key(g, counts[g], n2, dp, saved, by_cost)
                 if key < best_key:
                     best, best_key = (g, n2, c2), key
             if best is None:
                 break
             counts[best[0]], cur = best[1], best[2]
         return counts
+
+    def _step_key(self, g: str, n: int, n2: int, dp: float, saved: float, by_cost: bool) -> tuple[float, float]:
+        """Ranking key (lowest first) of removing ``n → n2`` units of ``g``: penalty rise ``dp`` per cost
+        ``saved``, the latency forms of :meth:`greedy_down` with a latency table; ties favour time saved."""
+        if self.latency is None:
+            return (dp / saved if by_cost else dp, 0.0)
+        ms = self.latency.saved(g, n, n2)
+        mu = self.config.latency_weight
+        if mu is not None:
+            frac = ms / self.latency.dense_ms
+            gain = dp - mu * frac
+            return (gain / (saved / self.cost.dense(self.metric)) if by_cost else gain, -frac)
+        ms = max(ms, 0.01 * self.latency.dense_ms)
+        return (dp / ms if by_cost else dp, -ms)
 
     def settle(self, counts: Counts) -> Counts:
         """Final single-step moves into [target·(1 − tol/2), target]: remove while above, restore while

@@ -36,16 +36,14 @@ parameters ``names`` (Linear/Conv weights); hooks are removed and weights restor
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from prunekit.errors import ConfigError
+from prunekit.importance.calibration import Calibration, recording
 from prunekit.importance.criteria import histogram_mi, is_norm_scale
+from prunekit.importance.loss_change import calibration_loss
 
 __all__ = ["CHANNEL_SCORES", "channel_index", "layer_inputs"]
 
@@ -93,19 +91,6 @@ def _input_channels(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- activation statistics
-@contextlib.contextmanager
-def _hooks(pairs: list[tuple[nn.Module, object]], kind: str = "pre") -> Iterator[None]:
-    handles = []
-    try:
-        for module, fn in pairs:
-            register = module.register_forward_pre_hook if kind == "pre" else module.register_forward_hook
-            handles.append(register(fn))
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
 @torch.no_grad()
 def layer_inputs(model: nn.Module, names: list[str], x: torch.Tensor, samples: bool = False) -> dict[str, dict]:
     """Per input channel of each layer ``names`` over the inputs ``x`` (eval mode, mini-batches):
@@ -128,7 +113,7 @@ def layer_inputs(model: nn.Module, names: list[str], x: torch.Tensor, samples: b
     was = model.training
     model.eval()
     try:
-        with _hooks([(_owner(model, n), make(n)) for n in names]):
+        with recording([(_owner(model, n), make(n)) for n in names]):
             for s in range(0, len(x), _MINI):
                 model(x[s:s + _MINI].to(device))
     finally:
@@ -205,8 +190,8 @@ def _norms_after(model: nn.Module, names: list[str], x: torch.Tensor) -> dict[st
     was = model.training
     model.eval()
     try:
-        with _hooks([(_owner(model, n), after(n)) for n in names], "post"), \
-                _hooks([(m, before(m)) for m in norms]):
+        with recording([(_owner(model, n), after(n)) for n in names], after=True), \
+                recording([(m, before(m)) for m in norms]):
             model(x[:2].to(next(model.parameters()).device))
     finally:
         model.train(was)
@@ -241,16 +226,6 @@ def fpgm(model: nn.Module, names: list[str], batch: Batch | None = None) -> dict
 
 
 # ----------------------------------------------------------------------------- measured
-@torch.no_grad()
-def _loss(model: nn.Module, batch: Batch) -> float:
-    x, y = batch
-    device = next(model.parameters()).device
-    total = 0.0
-    for s in range(0, len(x), _MINI):
-        total += float(F.cross_entropy(model(x[s:s + _MINI].to(device)), y[s:s + _MINI].to(device), reduction="sum"))
-    return total / len(x)
-
-
 def _loss_chunks(w: torch.Tensor, gen: torch.Generator) -> tuple[list[torch.Tensor], bool]:
     """Flat indices zeroed together: each live weight alone (exact) if there are at most
     ``MAX_EVALUATIONS``, else ``ROUNDS`` random partitions into ``MAX_EVALUATIONS`` chunks."""
@@ -265,28 +240,24 @@ def _loss_chunks(w: torch.Tensor, gen: torch.Generator) -> tuple[list[torch.Tens
 def loss_change(model: nn.Module, names: list[str], batch: Batch, seed: int = 0) -> dict[str, torch.Tensor]:
     params = dict(model.named_parameters())
     gen = torch.Generator().manual_seed(seed)
-    was = model.training
-    model.eval()
+    cal = Calibration(batch[0], batch[1], _MINI)
     out = {}
-    try:
-        base = _loss(model, batch)
-        for n in names:
-            flat = params[n].data.view(-1)
-            scores = torch.zeros(flat.numel())
-            chunks, exact = _loss_chunks(params[n].data, gen)
-            for idx in chunks:
-                on = idx.to(flat.device)
-                saved = flat[on].clone()
-                flat[on] = 0
-                try:
-                    rise = _loss(model, batch) - base
-                finally:
-                    flat[on] = saved
-                share = saved.float().cpu().pow(2)  # a chunk's rise shared in proportion to w²
-                scores[idx] += rise if exact else rise * share / share.sum().clamp_min(1e-12) / ROUNDS
-            out[n] = scores.reshape(params[n].shape)
-    finally:
-        model.train(was)
+    base = calibration_loss(model, cal)
+    for n in names:
+        flat = params[n].data.view(-1)
+        scores = torch.zeros(flat.numel())
+        chunks, exact = _loss_chunks(params[n].data, gen)
+        for idx in chunks:
+            on = idx.to(flat.device)
+            saved = flat[on].clone()
+            flat[on] = 0
+            try:
+                rise = calibration_loss(model, cal) - base
+            finally:
+                flat[on] = saved
+            share = saved.float().cpu().pow(2)  # a chunk's rise shared in proportion to w²
+            scores[idx] += rise if exact else rise * share / share.sum().clamp_min(1e-12) / ROUNDS
+        out[n] = scores.reshape(params[n].shape)
     return out
 
 

@@ -1,6 +1,8 @@
-"""Saliency criteria that need the model, not only the weight: pruning at initialisation.
+"""Criteria that need the model, not only the weight: saliency at initialisation (below), gradient
+statistics of a trained model, and the single-weight forms of the channel criteria
+(:mod:`prunekit.criteria.channel`).
 
-Both score a weight by |θ ⊙ ∂R/∂θ| but differ in the objective R:
+At initialisation, ``snip`` and ``synflow`` both score a weight by |θ ⊙ ∂R/∂θ| but differ in the objective R:
 
 - ``snip`` (Lee et al. 2019, "SNIP: single-shot network pruning based on connection sensitivity"):
   R = the loss on a calibration batch, so S(θ) = |θ ⊙ ∂L/∂θ| (normalisation by ΣS does not change the

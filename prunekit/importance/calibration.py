@@ -82,12 +82,13 @@ class CalibrationStats:
 
 
 @contextlib.contextmanager
-def recording(hooks: list[tuple[nn.Module, Callable]]) -> Iterator[None]:
-    """Installs forward pre-hooks ``(module, fn(module, args))`` and always removes them."""
+def recording(hooks: list[tuple[nn.Module, Callable]], after: bool = False) -> Iterator[None]:
+    """Installs forward pre-hooks ``(module, fn(module, args))`` (with ``after``: forward hooks
+    ``fn(module, args, output)``) and always removes them."""
     handles = []
     try:
         for module, fn in hooks:
-            handles.append(module.register_forward_pre_hook(fn))
+            handles.append(module.register_forward_hook(fn) if after else module.register_forward_pre_hook(fn))
         yield
     finally:
         for h in handles:

@@ -134,12 +134,12 @@ def score_weights(model: nn.Module, names: list[str], config: ImportanceConfig |
     spec = config.spec
     check_needs(spec, calibration)
     if spec.weight is None:  # channel criteria: their single-weight forms live with the unstructured ones
-        from prunekit.criteria import MODEL_PASSES
+        from prunekit.criteria import MODEL_PASSES, get_criterion
 
         batch = None if calibration is None else (calibration.x, calibration.y)
         if batch is None and example_inputs is not None:
             batch = (example_inputs, None)
-        if batch is None and spec.name != "fpgm":
+        if batch is None and get_criterion(spec.name).needs & {"data", "input_shape"}:
             raise ConfigError(f"criterion {spec.name!r} needs example_inputs (or a calibration set) to run the model")
         return {n: s.detach().float().cpu() for n, s in MODEL_PASSES[spec.name](model, names, batch).items()}
     x = calibration.x[:1] if calibration is not None else example_inputs

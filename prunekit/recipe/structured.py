@@ -36,8 +36,7 @@ from prunekit.export import InferenceConfig, prepare_inference
 from prunekit.importance import IMPORTANCE, Calibration, ImportanceConfig, score_groups
 from prunekit.io.checkpoint import atomic_write_text
 from prunekit.io.outdir import check_output_dir, staged_output
-from prunekit.measure.latency import compare_latency
-from prunekit.measure.summary import measure_model
+from prunekit.measure.summary import measure_model, time_side_by_side
 from prunekit.models import build_model
 from prunekit.recipe.schema import (
     RECIPE_VERSION,
@@ -274,14 +273,8 @@ def _time_side_by_side(recipe: StructuredRecipe, dense_model, pruned_model, data
     m, inf = recipe.measure, recipe.inference
     export = inf.fold_bn or inf.channels_last
     pair = [prepare_inference(x, inf) if export else x.eval() for x in (dense_model, pruned_model)]
-    for rec in (dense, pruned):
-        rec["latency_ms"], rec["latency"] = {}, {}
-    for b in m.latency_batches:
-        times = compare_latency(pair, data.x_test[:1], batch=b, repeats=m.latency_repeats,
-                                memory_format=inf.memory_format)
-        for rec, t in zip((dense, pruned), times, strict=True):
-            rec["latency_ms"][str(b)] = t.median_ms
-            rec["latency"][str(b)] = {**t.to_dict(), "interleaved": True}
+    time_side_by_side(pair, [dense, pruned], data.x_test[:1], m.latency_batches, m.latency_repeats,
+                      inf.memory_format)
 
 
 def _report(recipe, dense, pruned, pruning, after_prune, hist, timings) -> dict:
