@@ -15,6 +15,7 @@ from prunekit.allocation import (
     CostModel,
     LatencyTable,
     allocate,
+    load_latency_table,
     measure_latency_table,
     prune_to_budget,
 )
@@ -318,3 +319,40 @@ def test_max_deviation_keeps_every_group_near_the_uniform_ratio(net, digits, dev
 def test_bad_max_deviation(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         AllocationConfig(**kwargs)
+
+
+def test_a_saved_table_is_used_instead_of_measuring_and_must_cover_the_steps(net, digits, tmp_path, monkeypatch):
+    import prunekit.allocation.api as api
+
+    monkeypatch.setattr(api, "measure_latency_table", lambda *a: pytest.fail("a saved table was given"))
+    graph = DependencyGraph.build(net, digits.x_train[:1])
+    sens, cfg = _equal_sensitivity(graph), AllocationConfig("sensitivity", 4, round_to=4, cost="latency")
+    table = _stub_table(graph, "stem.0")
+    (tmp_path / "t.json").write_text(json.dumps(table.to_dict()))
+    report = {"allocation": {"allocation": {"latency_table": table.to_dict()}}}  # as a run's report.json keeps it
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    for path in ("t.json", "report.json"):
+        loaded = load_latency_table(tmp_path / path)
+        assert loaded.to_dict() == table.to_dict()
+        alloc = allocate(graph, Budget(macs=0.5), cfg, "lp", sensitivity=sens, latency_table=loaded)
+        assert alloc.ratios["stem.0"] == allowed_steps(graph.group("stem.0"), cfg)[-1] / graph.group("stem.0").size
+    with pytest.raises(ConfigError, match="measured at batch 64, but the allocation ranks steps at batch 8"):
+        table.check_covers({}, batch=8)
+    partial = LatencyTable(64, 100.0, {k: v for k, v in table.ms.items() if k != "layers.6.conv1"})
+    with pytest.raises(ConfigError, match=r"lacks \d+ of the steps .*layers.6.conv1 4"):
+        allocate(graph, Budget(macs=0.5), cfg, "lp", sensitivity=sens, latency_table=partial)
+
+
+@pytest.mark.parametrize("content,match", [
+    (None, "does not exist; give the latency_table.json of an earlier run"),
+    ("{not json", "is not readable JSON"),
+    ('{"batch": 4}', "holds no latency table"),
+    ('{"allocation": {"allocation": {"strategy": "uniform"}}}', "holds no latency table"),
+])
+def test_a_bad_latency_table_file_is_refused_by_name(tmp_path, content, match):
+    path = tmp_path / "t.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError, match=match) as e:
+        load_latency_table(path)
+    assert "t.json" in str(e.value)

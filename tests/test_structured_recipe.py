@@ -84,6 +84,8 @@ def test_structured_run_writes_the_report_fields(tmp_path):
     ({"sensitivity_recalibration": -1}, "sensitivity_recalibration must be ≥ 0 training examples"),
     ({"max_deviation": 1.2}, r"max_deviation must be in \[0, 1\)"),
     ({"max_deviation": 0.1, "strategy": "uniform"}, "max_deviation bounds strategy 'sensitivity'; strategy 'uniform'"),
+    ({"latency_table": "t.json"}, "latency_table is read by allocation_cost: latency only"),
+    ({"allocation_cost": "latency", "latency_table": "no/t.json"}, "latency table 'no/t.json' does not exist"),
 ])
 def test_bad_structured_fields_are_refused(patch, match):
     raw = {**TINY, "structured": {**TINY["structured"], **patch}}
@@ -201,3 +203,34 @@ def test_allocation_fields_reach_the_allocation_config():
     raw = {**TINY, "structured": {**TINY["structured"], "strategy": "sensitivity", "max_deviation": 0.15}}
     cfg = parse_structured_recipe(raw).structured.allocation(seed=3)
     assert (cfg.strategy, cfg.max_deviation, cfg.seed) == ("sensitivity", 0.15, 3)
+
+
+def test_a_saved_latency_table_is_reused_and_every_latency_run_writes_its_table(tmp_path, monkeypatch):
+    """A run given ``structured.latency_table`` ranks by it without timing anything, and writes it back out."""
+    import prunekit.allocation.api as api
+    from prunekit.allocation import LatencyTable
+    from prunekit.allocation.strategies import allowed_steps
+    from prunekit.graph import DependencyGraph
+
+    monkeypatch.setattr(api, "measure_latency_table", lambda *a: pytest.fail("a saved table was given"))
+    raw = {**TINY, "train": {"epochs": 0, "lr": 0.05},
+           "structured": {**TINY["structured"], "allocation_cost": "latency", "latency_table_batch": 4,
+                          "round_to": 8, "min_channels": 8, "allocation_latency_weight": 0.3}}
+    spec = parse_structured_recipe(raw).structured
+    data = load_dataset("digits")
+    graph = DependencyGraph.build(build_model("resnet_mini", data.input_shape, data.num_classes), data.x_train[:1])
+    ms = {g.name: {int(n): 100.0 - (50.0 * n / g.size if g.name == "stem.0" else 0.0)
+                   for n in allowed_steps(g, spec.allocation()) if n} for g in graph.prunable_groups()}
+    saved = tmp_path / "table.json"
+    saved.write_text(json.dumps(LatencyTable(4, 100.0, ms).to_dict()))
+    with pytest.raises(RecipeError, match="measured at batch 4, but the allocation ranks steps at batch 8"):
+        parse_structured_recipe({**raw, "structured": {**raw["structured"], "latency_table": str(saved),
+                                                       "latency_table_batch": 8}})
+    out = tmp_path / "out"
+    assert main(["run", str(_write(tmp_path, raw)), "--out", str(out), "--no-progress",
+                 "--latency-table", str(saved)]) == 0
+    written = json.loads((out / "latency_table.json").read_text())
+    assert written == json.loads(saved.read_text())
+    report = json.loads((out / "report.json").read_text())
+    assert report["structured"]["latency_table"] == str(saved)
+    assert report["allocation"]["allocation"]["ratios"]["stem.0"] > 0  # the only group the table says saves time

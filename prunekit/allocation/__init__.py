@@ -10,10 +10,10 @@ rank steps by measured latency saved (:class:`LatencyTable`, NetAdapt-style) ins
 from prunekit.allocation.api import Allocation, allocate, normalised_scores, proxy_evaluator
 from prunekit.allocation.budget import COST_NAMES, STRATEGY_NAMES, AllocationConfig, Budget
 from prunekit.allocation.cost import CostModel
-from prunekit.allocation.latency import LatencyTable, measure_latency_table
+from prunekit.allocation.latency import LatencyTable, load_latency_table, measure_latency_table
 from prunekit.allocation.prune import BudgetResult, prune_to_budget
 from prunekit.allocation.strategies import ALLOCATORS
 
 __all__ = ["ALLOCATORS", "COST_NAMES", "STRATEGY_NAMES", "Allocation", "AllocationConfig", "Budget", "BudgetResult",
-           "CostModel", "LatencyTable", "allocate", "measure_latency_table", "normalised_scores", "prune_to_budget",
-           "proxy_evaluator"]
+           "CostModel", "LatencyTable", "allocate", "load_latency_table", "measure_latency_table", "normalised_scores",
+           "prune_to_budget", "proxy_evaluator"]

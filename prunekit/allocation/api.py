@@ -102,9 +102,15 @@ def _sensitivity_penalty(graph: DependencyGraph, sensitivity) -> Callable[[str, 
     return penalty
 
 
-def latency_table_for(graph: DependencyGraph, config: AllocationConfig) -> LatencyTable:
-    """Measures the latency table of every step ``config`` allows (see :mod:`prunekit.allocation.latency`)."""
+def latency_table_for(graph: DependencyGraph, config: AllocationConfig,
+                      table: LatencyTable | None = None) -> LatencyTable:
+    """Measures the latency table of every step ``config`` allows (see :mod:`prunekit.allocation.latency`);
+    given a ``table`` measured earlier, checks that it covers those steps and returns it instead (its own
+    batch size stands: ``config.latency_batch`` says what to measure)."""
     steps = {g.name: [int(n) for n in allowed_steps(g, config)] for g in graph.prunable_groups()}
+    if table is not None:
+        table.check_covers(steps)
+        return table
     return measure_latency_table(graph, steps, config.latency_batch, config.latency_repeats, config.latency_export)
 
 
@@ -125,7 +131,7 @@ def allocate(graph: DependencyGraph, budget: Budget, config: AllocationConfig | 
             them a BN network pruned 2× or more scores near chance for every candidate, and the search
             cannot rank them.
         latency_table: with ``config.cost == "latency"``, a table measured earlier (default: measured
-            now, see :func:`latency_table_for`).
+            now, see :func:`latency_table_for`); it must cover every allowed step.
 
     Raises:
         ConfigError: latency budget (use :func:`prunekit.allocation.prune_to_budget`), missing curves or
@@ -153,7 +159,7 @@ def allocate(graph: DependencyGraph, budget: Budget, config: AllocationConfig | 
     if config.max_deviation is not None:
         problem.limit_deviation(config.max_deviation)
     if config.cost == "latency":
-        problem.latency = latency_table or latency_table_for(graph, config)
+        problem.latency = latency_table_for(graph, config, latency_table)
     if sensitivity is not None:
         problem.curve_penalty = _sensitivity_penalty(graph, sensitivity)
         if config.strategy == "sensitivity":

@@ -17,6 +17,10 @@ are fitted by the closest non-increasing curve in n (isotonic regression, pool-a
 noise is averaged over neighbouring counts instead of ranking steps by it, and a step that measured
 slower (16 → 8 channels can be) saves 0 ms. The raw timings are kept in ``measured``.
 
+A table depends on the model's shapes, the export and the machine, not on the weights: measure it
+once while the machine is quiet and pass it back (:func:`load_latency_table`, recipe
+``structured.latency_table``) so that every later run ranks by the same timings.
+
 Example:
     >>> table = measure_latency_table(graph, {"stem.0": [0, 8]}, batch=256)
     >>> table.saved("stem.0", 0, 8)      # ms saved at batch 256 by removing 8 units of stem.0
@@ -25,8 +29,10 @@ Example:
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,7 +44,7 @@ from prunekit.graph import DependencyGraph
 from prunekit.measure import compare_latency
 from prunekit.structured import prune_groups
 
-__all__ = ["LatencyTable", "measure_latency_table"]
+__all__ = ["LatencyTable", "load_latency_table", "measure_latency_table"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,20 @@ class LatencyTable:
         """Milliseconds saved by going from ``n_from`` to ``n_to`` removed units of ``group``."""
         return self.at(group, n_from) - self.at(group, n_to)
 
+    def check_covers(self, steps: Mapping[str, Sequence[int]], batch: int | None = None) -> None:
+        """Raises ConfigError unless the table has every ``{group: counts}`` step (and was timed at ``batch``)."""
+        if batch is not None and batch != self.batch:
+            raise ConfigError(f"the latency table was measured at batch {self.batch}, but the allocation ranks "
+                              f"steps at batch {batch}: set latency_table_batch to {self.batch}, or measure a new "
+                              f"table (leave latency_table unset)")
+        missing = [f"{g} {n}" for g, counts in steps.items() for n in counts
+                   if n > 0 and n not in self.ms.get(g, {})]
+        if missing:
+            raise ConfigError(f"the latency table lacks {len(missing)} of the steps this allocation may take "
+                              f"(group, units removed: {', '.join(missing[:5])}{', …' if len(missing) > 5 else ''}); "
+                              f"it was measured for another model or other min_channels/round_to/max_ratio: "
+                              f"measure a new table (leave latency_table unset)")
+
     def to_dict(self) -> dict[str, Any]:
         table = lambda t: {g: {str(n): round(ms, 4) for n, ms in v.items()} for g, v in t.items()}
         return {"batch": self.batch, "dense_ms": round(self.dense_ms, 4), "ms": table(self.ms),
@@ -81,6 +101,26 @@ class LatencyTable:
     def from_dict(cls, d: Mapping[str, Any]) -> LatencyTable:
         table = lambda t: {g: {int(n): float(ms) for n, ms in v.items()} for g, v in t.items()}
         return cls(int(d["batch"]), float(d["dense_ms"]), table(d["ms"]), table(d.get("measured", d["ms"])))
+
+
+def load_latency_table(path: str | Path) -> LatencyTable:
+    """Reads a table written by a recipe run (``latency_table.json``) or :meth:`LatencyTable.to_dict`;
+    a structured run's ``report.json`` works too (its allocation keeps the table it ranked by)."""
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"latency table {str(path)!r} does not exist; give the latency_table.json of an earlier "
+                          f"run with allocation_cost: latency, or leave latency_table unset to measure one") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"latency table {str(path)!r} is not readable JSON ({e})") from None
+    if isinstance(d, dict) and "allocation" in d:  # a report.json
+        d = d["allocation"].get("allocation", d["allocation"]).get("latency_table")
+    try:
+        return LatencyTable.from_dict(d)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise ConfigError(f"{str(path)!r} holds no latency table (expected keys batch, dense_ms, ms, as in the "
+                          f"latency_table.json of a run with allocation_cost: latency)") from None
 
 
 def measure_latency_table(graph: DependencyGraph, steps: Mapping[str, Sequence[int]], batch: int = 256,

@@ -58,8 +58,11 @@ def prune_to_budget(model: nn.Module, example: torch.Tensor, budget: Budget,
                     config: AllocationConfig | None = None,
                     importance: ImportanceConfig | str = "lp", calibration: Calibration | None = None,
                     sensitivity=None, proxy_data=None, exclude: tuple = (), latency_repeats: int = 10,
-                    recalibration: torch.Tensor | None = None) -> BudgetResult:
+                    recalibration: torch.Tensor | None = None, latency_table=None) -> BudgetResult:
     """Prunes ``model`` in place to ``budget`` and checks the measured result against it.
+
+    ``latency_table`` (cost ``latency``): a :class:`prunekit.allocation.LatencyTable` measured earlier,
+    used instead of measuring one now.
 
     Raises:
         ConfigError: see :func:`allocate`; also an unreachable latency (the message gives the fastest
@@ -71,7 +74,7 @@ def prune_to_budget(model: nn.Module, example: torch.Tensor, budget: Budget,
         importance = ImportanceConfig(importance)
     graph = DependencyGraph.build(model, example[:1], exclude=exclude)
     scores = score_groups(graph, importance, calibration)  # once: the model is not changed before pruning
-    table = latency_table_for(graph, config) if config.cost == "latency" else None  # once, like the scores
+    table = latency_table_for(graph, config, latency_table) if config.cost == "latency" else None  # once
     lat_batch = budget.batch if budget.metric == "latency_ms" else None
     dense = _measure(model, example, lat_batch, latency_repeats)
     kw = dict(config=config, importance=importance, calibration=calibration, sensitivity=sensitivity,

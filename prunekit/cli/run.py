@@ -40,11 +40,15 @@ def execute(recipe_path: Path, args: argparse.Namespace) -> int:
         recipe = apply_structured_flags(recipe, args)
         run_structured_recipe(recipe, args.out, force=args.force, progress=not args.no_progress)
         return 0
-    if any(getattr(args, k, None) is not None for k in ("criterion", "strategy", "target", "allocation_cost")):
-        raise ConfigError("--criterion, --strategy, --target and --allocation-cost apply to structured recipes (a "
-                          "top-level 'structured:' key); this recipe is unstructured: edit its prune: section instead")
+    if any(getattr(args, k, None) is not None for k in STRUCTURED_FLAGS):
+        raise ConfigError("--criterion, --strategy, --target, --allocation-cost and --latency-table apply to "
+                          "structured recipes (a top-level 'structured:' key); this recipe is unstructured: edit its "
+                          "prune: section instead")
     run_recipe(recipe, args.out, force=args.force, progress=not args.no_progress)
     return 0
+
+
+STRUCTURED_FLAGS = ("criterion", "strategy", "target", "allocation_cost", "latency_table")  # structured.<name>
 
 
 def _target(text: str) -> dict[str, float]:
@@ -66,10 +70,7 @@ def apply_structured_flags(recipe, args: argparse.Namespace):
     """Overrides the structured fields given as flags; the result is validated like a recipe."""
     from prunekit.recipe.structured import parse_structured_recipe
 
-    patch = {k: v for k, v in (("criterion", getattr(args, "criterion", None)),
-                               ("strategy", getattr(args, "strategy", None)),
-                               ("target", getattr(args, "target", None)),
-                               ("allocation_cost", getattr(args, "allocation_cost", None))) if v is not None}
+    patch = {k: getattr(args, k) for k in STRUCTURED_FLAGS if getattr(args, k, None) is not None}
     if not patch:
         return recipe
     raw = recipe.to_dict()
@@ -97,4 +98,6 @@ def register(sub) -> None:
                    "latency_ms=20,batch=1")
     p.add_argument("--allocation-cost", help="structured recipes, strategy sensitivity: rank steps by loss rise per "
                    "budget metric saved (budget) or per measured latency saved (latency)")
+    p.add_argument("--latency-table", metavar="JSON", help="structured recipes, allocation cost latency: rank by "
+                   "this table (latency_table.json of an earlier run) instead of measuring a new one")
     p.set_defaults(func=_run)

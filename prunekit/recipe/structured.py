@@ -29,7 +29,15 @@ import torch
 import yaml
 
 from prunekit._version import __version__
-from prunekit.allocation import COST_NAMES, STRATEGY_NAMES, AllocationConfig, Budget, prune_to_budget
+from prunekit.allocation import (
+    COST_NAMES,
+    STRATEGY_NAMES,
+    AllocationConfig,
+    Budget,
+    LatencyTable,
+    load_latency_table,
+    prune_to_budget,
+)
 from prunekit.data import load_dataset
 from prunekit.errors import ConfigError
 from prunekit.export import InferenceConfig, prepare_inference
@@ -78,6 +86,10 @@ class StructuredSpec:
             parameters saved) or ``latency`` (milliseconds saved, from a per-group latency table measured on
             this machine on the model as ``inference`` exports it; NetAdapt, Yang et al. 2018).
         latency_table_batch, latency_table_repeats: batch size and timed rounds of that table.
+        latency_table: path of a table measured earlier (the ``latency_table.json`` every run with
+            ``allocation_cost: latency`` writes, or its ``report.json``), used instead of measuring one:
+            measure once while the machine is quiet, then every run ranks by the same timings. It must come
+            from this model with the same limits and export, at ``latency_table_batch``.
         allocation_latency_weight: ``allocation_cost: latency`` only: null ranks a step by its loss rise per
             millisecond saved; a number μ ≥ 0 ranks it by (loss rise − μ · ms saved / dense ms) per MAC
             saved (AllocationConfig.latency_weight).
@@ -103,6 +115,7 @@ class StructuredSpec:
     latency_table_batch: int = 256
     latency_table_repeats: int = 5
     allocation_latency_weight: float | None = None
+    latency_table: str | None = None
 
     def __post_init__(self) -> None:
         IMPORTANCE.get(self.criterion)
@@ -116,6 +129,11 @@ class StructuredSpec:
         self.budget()
         self.importance()
         self.allocation()
+        if self.latency_table is not None:
+            if self.allocation_cost != "latency":
+                raise ConfigError(f"latency_table is read by allocation_cost: latency only (here "
+                                  f"{self.allocation_cost!r}): set allocation_cost: latency or remove latency_table")
+            self.saved_latency_table().check_covers({}, self.latency_table_batch)
         SensitivityConfig(tuple(self.sensitivity_ratios), max(self.sensitivity_samples, 1))
         if self.sensitivity_recalibration < 0:
             raise ConfigError(f"sensitivity_recalibration must be ≥ 0 training examples (0: off), got "
@@ -130,6 +148,9 @@ class StructuredSpec:
         if "batch" in t:
             t["batch"] = int(t["batch"])
         return Budget.from_dict(t)
+
+    def saved_latency_table(self) -> LatencyTable | None:
+        return None if self.latency_table is None else load_latency_table(self.latency_table)
 
     def importance(self) -> ImportanceConfig:
         return ImportanceConfig(self.criterion, self.reduction, self.normalize)
@@ -213,7 +234,8 @@ def _prune(recipe: StructuredRecipe, model, data, quiet: bool) -> tuple[Any, dic
     inf = recipe.inference
     export = inf if inf.fold_bn or inf.channels_last else None  # the table times what the report times
     res = prune_to_budget(model, data.x_train[:4], s.budget(), s.allocation(recipe.seed, export), s.importance(), cal,
-                          sens, (x_val, y_val), tuple(s.exclude), recipe.measure.latency_repeats)
+                          sens, (x_val, y_val), tuple(s.exclude), recipe.measure.latency_repeats,
+                          latency_table=s.saved_latency_table())
     return sens, res.to_dict()
 
 
@@ -255,6 +277,8 @@ def run_structured_recipe(recipe: StructuredRecipe, out: str | Path, force: bool
         atomic_write_text(stage / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
         if sens is not None:
             atomic_write_text(stage / "sensitivity.json", json.dumps(sens.to_dict(), indent=2))
+        if (table := pruning["allocation"].get("latency_table")) is not None:  # for structured.latency_table
+            atomic_write_text(stage / "latency_table.json", json.dumps(table, indent=2))
         save_pruned(model, stage / "model")
     _log(f"pruned: {report['macs_reduction']:.2f}× fewer MACs, {report['speedup'].get('256', 0) or 0:.2f}× faster "
          f"at batch 256, test accuracy {pruned['accuracy']:.2%} ({-report['accuracy_drop_pt']:+.2f} pt); "
