@@ -6,7 +6,10 @@ dense model of each seed is trained once with the recipe's ``train`` settings an
 ``--cache``; every variant of that seed starts from it (the recipe then loads it as
 ``model.checkpoint`` with ``train.epochs: 0``, which is what its own training would have produced).
 Each distinct pruned architecture is then timed against the dense one with
-:func:`structured_latency.compare` (interleaved, 1 thread, eager and the fold+channels_last export).
+:func:`structured_latency.compare` (interleaved, 1 thread, eager and the fold+channels_last export);
+``--sessions K`` repeats that K times with fresh model instances, architectures round-robin, and
+reports the median session with the min–max of the K speed-ups (on a shared host one session's
+speed-up of the same architecture can move by ±20%).
 
     .venv/bin/python bench/structured_resnet.py --seeds 0 1 2 --variant "base:" \
         --variant "distill: recovery.method=distill" --name resnet-mnist-2x
@@ -84,6 +87,17 @@ def run_variant(raw: dict, name: str, sets: dict, seed: int, args) -> dict:
     return row
 
 
+def merge_sessions(timings: list[dict]) -> dict:
+    """Per mode and batch: the median session's figures, plus every session's speed-up (median of repeats)."""
+    out: dict = {}
+    for mode, per_batch in timings[0].items():
+        out[mode] = {}
+        for b in per_batch:
+            runs = sorted((t[mode][b] for t in timings), key=lambda t: t["speedup_median"])
+            out[mode][b] = {**runs[(len(runs) - 1) // 2], "sessions": [t["speedup_median"] for t in runs]}
+    return out
+
+
 def markdown(res: dict) -> str:
     lines = [f"# {res['name']}: structured pruning of {res['model']} on {res['dataset']}", "",
              f"Recipe `{res['recipe']}`, seeds {res['seeds']}; each variant overrides recipe keys. Test split: "
@@ -100,13 +114,14 @@ def markdown(res: dict) -> str:
               "with BatchNorm folded and channels_last, under `torch.inference_mode`). Load average at the end: "
               f"{res['loadavg_end'][0]:.1f}.", "",
               "| architecture (variants) | MACs reduction | mode | dense ms | pruned ms | speed-up (median) | "
-              "speed-up (p10) |", "|---|---|---|---|---|---|---|"]
-    for a in res["latency"]:
+              "speed-up (p10) | sessions: speed-up min–max (n) |", "|---|---|---|---|---|---|---|---|"]
+    for a in res["latency"] or []:
         for mode, per_batch in a["modes"].items():
             for b, t in per_batch.items():
+                runs = t.get("sessions", [t["speedup_median"]])
                 lines.append(f"| {a['label']} | {a['macs_reduction']:.2f}× | {mode} (batch {b}) | "
                              f"{t['dense_ms']:.1f} | {t['pruned_ms']:.1f} | {t['speedup_median']:.2f}× | "
-                             f"{t['speedup_p10']:.2f}× |")
+                             f"{t['speedup_p10']:.2f}× | {min(runs):.2f}–{max(runs):.2f}× ({len(runs)}) |")
     return "\n".join(lines) + "\n"
 
 
@@ -119,6 +134,8 @@ def main() -> None:
     ap.add_argument("--modes", nargs="*", default=["eager", "fold+cl"], help="none: skip the timing")
     ap.add_argument("--batch", type=int, nargs="+", default=[256])
     ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--sessions", type=int, default=1, help="time every architecture this many times, each a fresh "
+                    "dense/pruned pair, round-robin; rows give the median session and the min–max")
     ap.add_argument("--cache", default="runs/dense-cache")
     ap.add_argument("--runs", default="runs/bench")
     ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
@@ -145,15 +162,18 @@ def main() -> None:
     archs: dict = {}
     for r in rows:
         archs.setdefault(json.dumps(r["removed"], sort_keys=True), []).append(f"{r['variant']}/s{r['seed']}")
-    latency = []
+    latency: list = []
+    sessions: dict = {key: [] for key in archs}
+    for session in range(args.sessions if args.modes else 0):  # round-robin: drift hits every architecture
+        for key, users in archs.items():
+            print(f"session {session + 1}/{args.sessions}: timing architecture of {', '.join(users)}", flush=True)
+            dense, pruned, x1 = architectures(raw["model"], raw["data"], json.loads(key))  # fresh instances
+            sessions[key].append(compare(dense, pruned, x1, args.batch, args.modes, args.repeats))
     for key, users in archs.items():
-        if not args.modes:
-            continue
-        print(f"timing architecture of {', '.join(users)}", flush=True)
-        dense, pruned, x1 = architectures(raw["model"], raw["data"], json.loads(key))
-        t = compare(dense, pruned, x1, args.batch, args.modes, args.repeats)
-        macs = next(r["macs_reduction"] for r in rows if json.dumps(r["removed"], sort_keys=True) == key)
-        latency.append({"label": ", ".join(users), "removed": json.loads(key), "macs_reduction": macs, "modes": t})
+        if sessions[key]:
+            macs = next(r["macs_reduction"] for r in rows if json.dumps(r["removed"], sort_keys=True) == key)
+            latency.append({"label": ", ".join(users), "removed": json.loads(key), "macs_reduction": macs,
+                            "modes": merge_sessions(sessions[key])})
     res = {"name": args.name, "recipe": args.recipe, "model": raw["model"], "dataset": raw["data"],
            "seeds": args.seeds, "command": "python " + " ".join(sys.argv), "threads": 1,
            "variants": variants, "latency": latency, "loadavg_end": os.getloadavg()}
