@@ -29,13 +29,13 @@ from pathlib import Path
 import torch
 
 from prunekit.allocation import AllocationConfig, Budget, allocate
-from prunekit.allocation._adaptive_bn import recalibrated_bn
 from prunekit.data import load_dataset
 from prunekit.data.base import DataSplits
 from prunekit.graph import DependencyGraph
 from prunekit.importance import Calibration, ImportanceConfig, score_groups
 from prunekit.measure import count_macs, count_params, measure_latency
 from prunekit.models import build_model
+from prunekit.recovery.bn import recalibrated_bn
 from prunekit.sensitivity import SensitivityConfig, analyze
 from prunekit.structured import prune_groups
 from prunekit.training import TrainConfig, evaluate, train

@@ -143,7 +143,7 @@ def test_sensitivity_penalty_keeps_rising_past_the_last_measured_ratio(net, digi
 
 
 def test_recalibrated_bn_uses_the_batch_statistics_and_restores_everything():
-    from prunekit.allocation._adaptive_bn import recalibrated_bn
+    from prunekit.recovery.bn import recalibrated_bn
 
     conv, bn = torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4)
     model = torch.nn.Sequential(conv, bn, torch.nn.Dropout(0.5)).eval()

@@ -53,7 +53,7 @@ def test_weight_curves_and_sparsity_allocation(net, digits):
 
 
 def test_recalibrated_curves_use_batch_statistics_and_restore_them(net, digits):
-    from prunekit.allocation._adaptive_bn import recalibrated_bn
+    from prunekit.recovery.bn import recalibrated_bn
 
     graph = DependencyGraph.build(net, digits.x_train[:1])
     before = {k: v.clone() for k, v in net.state_dict().items()}

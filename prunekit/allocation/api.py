@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from prunekit.allocation import search as _search  # noqa: F401  (registers "search")
-from prunekit.allocation._adaptive_bn import recalibrated_bn
 from prunekit.allocation.budget import AllocationConfig, Budget
 from prunekit.allocation.cost import CostModel
 from prunekit.allocation.latency import LatencyTable, measure_latency_table
@@ -25,6 +24,7 @@ from prunekit.allocation.strategies import ALLOCATORS, Counts, Problem, allowed_
 from prunekit.errors import ConfigError
 from prunekit.graph import DependencyGraph
 from prunekit.importance import Calibration, ImportanceConfig, score_groups, zeroed
+from prunekit.recovery.bn import recalibrated_bn
 from prunekit.training import evaluate
 
 __all__ = ["Allocation", "allocate", "latency_table_for", "proxy_evaluator", "normalised_scores"]
@@ -70,7 +70,7 @@ def proxy_evaluator(graph: DependencyGraph, x: torch.Tensor, y: torch.Tensor, co
     """Fast accuracy proxy: accuracy − 0.001·loss of the model with the planned units zeroed.
 
     With ``recalibration`` (training inputs), BatchNorm statistics are re-estimated on them for each
-    candidate first (adaptive BN, see :mod:`prunekit.allocation._adaptive_bn`).
+    candidate first (adaptive BN, see :mod:`prunekit.recovery.bn`).
     """
     def proxy(counts: Counts) -> float:
         with zeroed(graph, cost.removed_units(counts)), recalibrated_bn(graph.model, recalibration):

@@ -5,7 +5,10 @@
 - ``gradual``: one fine-tuning run during which the cubic schedule raises sparsity every Δt
   optimiser steps between ``gradual_start`` and ``gradual_end`` of the run.
 
-Each recorded step holds the sparsity reached and the validation and test accuracy after it.
+Each recorded step holds the sparsity reached and the validation and test accuracy after it. Given
+``recalibration`` inputs, the one_shot and iterative loops re-estimate the BatchNorm statistics after
+every pruning step, before the accuracy after pruning is recorded and fine-tuning starts
+(:func:`prunekit.recovery.bn.reestimate_bn`).
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from prunekit.data import DataSplits
 from prunekit.errors import ConfigError
 from prunekit.pruners.schedules import cubic_sparsity, iterative_sparsity
 from prunekit.pruners.unstructured import UnstructuredPruner
+from prunekit.recovery.bn import reestimate_bn
 from prunekit.training import TrainConfig, evaluate, train
 
 __all__ = ["ScheduleSpec", "run_schedule"]
@@ -53,11 +58,13 @@ def run_schedule(
     seed: int = 0,
     progress: bool = True,
     loss_fn: Callable | None = None,
+    recalibration: torch.Tensor | None = None,
 ) -> list[dict]:
     """Prunes ``model`` to ``spec.target`` on the schedule, fine-tuning as it goes.
 
     ``loss_fn`` is the fine-tuning loss (``None``: cross-entropy); distillation passes its own
-    (see :func:`prunekit.recovery.recovery_loss`).
+    (see :func:`prunekit.recovery.recovery_loss`). ``recalibration``: training inputs on which the
+    BatchNorm statistics are re-estimated after every pruning step (one_shot and iterative).
 
     Returns:
         The trajectory: one record per pruning step (gradual: one per fine-tuning epoch).
@@ -69,6 +76,8 @@ def run_schedule(
     steps = []
     for k in range(1, n + 1):
         pruner.prune_to(spec.target, lambda s, k=k: iterative_sparsity(s, k, n, start))
+        if recalibration is not None:
+            reestimate_bn(model, recalibration)
         before = evaluate(model, data.x_val, data.y_val).accuracy
         if finetune.epochs:
             train(model, data, finetune, seed=seed + k, progress=progress, desc=f"fine-tune {k}/{n}",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from prunekit.data import DataSplits
@@ -69,7 +70,12 @@ def _masks_then_finetune(ctx: RegimeContext) -> RegimeResult:
                   desc="fine-tune", loss_fn=ctx.loss_fn)
         return RegimeResult([_record(ctx, 1, masks.global_sparsity())], None, {}, masks)
     spec = ScheduleSpec(p.target, p.schedule, p.steps, p.gradual_start, p.gradual_end)
-    steps = run_schedule(ctx.model, ctx.data, ctx.pruner, spec, r.finetune, r.seed, ctx.progress, ctx.loss_fn)
+    recal = None
+    if p.recalibrate_bn:
+        pick = torch.randperm(len(ctx.data.x_train), generator=torch.Generator().manual_seed(r.seed))
+        recal = ctx.data.x_train[pick[: p.recalibrate_bn]]
+    steps = run_schedule(ctx.model, ctx.data, ctx.pruner, spec, r.finetune, r.seed, ctx.progress, ctx.loss_fn,
+                         recal)
     return RegimeResult(steps, ctx.pruner)
 
 

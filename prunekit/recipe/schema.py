@@ -126,6 +126,9 @@ class PruneSpec:
         calibration_samples: training examples the data-driven criteria (``gradient``, ``taylor``,
             ``hessian``, ``loss_change``, ``apoz``, ``mean_activation``, ``mi``) score with, re-scored at
             every pruning step of the trained model.
+        recalibrate_bn: schedules ``one_shot`` and ``iterative``: training examples on which the BatchNorm
+            statistics are re-estimated after every pruning step, before fine-tuning (adaptive BN; masked
+            weights shift the statistics every later BatchNorm sees); 0: off.
     """
 
     criterion: str = "l1"
@@ -145,6 +148,7 @@ class PruneSpec:
     remove_channels: bool = False
     lottery: LotterySpec = field(default_factory=LotterySpec)
     calibration_samples: int = 512
+    recalibrate_bn: int = 0
 
     def __post_init__(self) -> None:
         get_criterion(self.criterion)
@@ -183,6 +187,12 @@ class PruneSpec:
         if get_criterion(self.criterion).at_init and self.schedule != "at_init":
             raise ConfigError(f"criterion {self.criterion!r} scores weights at initialisation: set "
                               f"schedule: at_init (got {self.schedule!r})")
+        if self.recalibrate_bn < 0:
+            raise ConfigError(f"recalibrate_bn must be ≥ 0 training examples (0: off), got {self.recalibrate_bn}")
+        if self.recalibrate_bn and self.schedule not in ("one_shot", "iterative"):
+            raise ConfigError(f"recalibrate_bn re-estimates BatchNorm statistics after the pruning steps of schedules "
+                              f"one_shot and iterative; schedule {self.schedule!r} trains right after pruning (its "
+                              f"BatchNorm statistics follow): remove recalibrate_bn")
         if self.remove_channels and self.granularity != "filter":
             raise ConfigError("remove_channels removes the channels that filter masks left dead: set "
                               f"granularity: filter (got {self.granularity!r})")

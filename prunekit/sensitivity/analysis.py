@@ -6,7 +6,7 @@ and the model is evaluated on held-out data; the curves of accuracy and loss aga
 groups tolerate pruning (Li et al. 2017, §4.1 "sensitivity of each layer to pruning").
 Given training inputs (``analyze(..., recalibration=x)``) every evaluation, the unpruned reference
 included, first re-estimates the BatchNorm statistics on them (adaptive BN, EagleEye; see
-:mod:`prunekit.allocation._adaptive_bn`): without it, zeroing channels of a residual stream shifts the
+:mod:`prunekit.recovery.bn`): without it, zeroing channels of a residual stream shifts the
 input of every later BN, and the curve measures that mismatch as much as the lost channels (resnet_mini
 on MNIST, seed 1, ``stem.0`` at 50%: loss rise 5.5 plain, 0.04 recalibrated; seed 0's 2× recipe halves
 that stream and loses 0.1 pt after fine-tuning).
@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from prunekit.allocation._adaptive_bn import recalibrated_bn
 from prunekit.errors import ConfigError
 from prunekit.graph import DependencyGraph
 from prunekit.importance import zeroed
+from prunekit.recovery.bn import recalibrated_bn
 from prunekit.training import evaluate
 
 __all__ = ["Curve", "Sensitivity", "SensitivityConfig", "analyze", "analyze_weights", "DEFAULT_RATIOS"]
