@@ -237,9 +237,9 @@ def test_latency_table_measures_every_step_on_a_copy_and_fits_a_non_increasing_c
 def test_non_increasing_fit_pools_violators():
     from prunekit.allocation.latency import _non_increasing
 
-    assert _non_increasing(100.0, {8: 101.0, 16: 95.0, 24: 97.0, 32: 90.0}) == {0: 100.5, 8: 100.5, 16: 96.0,
+    assert _non_increasing({0: 100.0, 8: 101.0, 16: 95.0, 24: 97.0, 32: 90.0}) == {0: 100.5, 8: 100.5, 16: 96.0,
                                                                                 24: 96.0, 32: 90.0}
-    assert _non_increasing(100.0, {8: 80.0}) == {0: 100.0, 8: 80.0}
+    assert _non_increasing({8: 80.0, 0: 100.0}) == {0: 100.0, 8: 80.0}
 
 
 def test_prune_to_budget_with_latency_cost_measures_the_table_once(net, digits, monkeypatch):
@@ -356,3 +356,56 @@ def test_a_bad_latency_table_file_is_refused_by_name(tmp_path, content, match):
     with pytest.raises(ConfigError, match=match) as e:
         load_latency_table(path)
     assert "t.json" in str(e.value)
+
+
+def test_a_table_around_an_allocation_times_each_group_with_the_others_at_their_counts(net, digits):
+    graph = DependencyGraph.build(net, digits.x_train[:1])
+    steps = {"stem.0": [0, 8], "layers.6.conv1": [0, 32]}
+    table = measure_latency_table(graph, steps, batch=2, repeats=1, base={"stem.0": 8, "layers.3.conv2": 16})
+    assert table.base == {"stem.0": 8, "layers.3.conv2": 16}
+    assert set(table.measured["stem.0"]) == {0, 8} and set(table.measured["layers.6.conv1"]) == {32}
+    from prunekit.allocation.latency import _non_increasing
+
+    own = table.measured["stem.0"][8]  # the base model itself, timed once: also layers.6.conv1's count 0
+    assert table.ms["layers.6.conv1"] == _non_increasing({0: own, 32: table.measured["layers.6.conv1"][32]})
+    assert table.dense_ms > 0 and count_params(net).total == count_params(
+        build_model("resnet_mini", digits.input_shape, digits.num_classes)).total  # graph.model untouched
+    assert LatencyTable.from_dict(json.loads(json.dumps(table.to_dict()))).base == table.base
+
+
+def test_latency_passes_reallocate_with_a_table_measured_around_the_previous_allocation(net, digits, monkeypatch):
+    import prunekit.allocation.api as api
+
+    graph = DependencyGraph.build(net, digits.x_train[:1])
+    bases = []
+
+    def fake_measure(graph, steps, batch, repeats, export, base=None):
+        base = {g: n for g, n in (base or {}).items() if n}
+        bases.append(base)  # dense: only layers.0.conv1 saves time; around an allocation: only stem.0
+        fast = "stem.0" if base else "layers.0.conv1"
+        return LatencyTable(batch, 100.0, {g: {n: 100.0 - (90.0 * n / graph.group(g).size if g == fast else 0.0)
+                                               for n in counts} for g, counts in steps.items()}, base=base)
+
+    monkeypatch.setattr(api, "measure_latency_table", fake_measure)
+    sens = _equal_sensitivity(graph)
+    one, two = (allocate(graph, Budget(macs=0.5), AllocationConfig("sensitivity", 4, round_to=4, cost="latency",
+                                                                    latency_passes=k), "lp", sensitivity=sens)
+                for k in (1, 2))
+    first = {g: n for g, n in one.to_dict()["removed"].items() if n}
+    assert bases == [{}, {}, first]  # pass 2 of the second call is timed around pass 1's allocation
+    most = {g.name: allowed_steps(g, AllocationConfig(min_channels=4, round_to=4))[-1] / g.size
+            for g in graph.prunable_groups()}
+    assert one.ratios["layers.0.conv1"] == most["layers.0.conv1"] and one.ratios["stem.0"] < most["stem.0"]
+    assert two.ratios["stem.0"] == most["stem.0"]
+    d = two.to_dict()
+    assert d["latency_passes"] == [first, {g: n for g, n in d["removed"].items() if n}]
+    assert d["latency_table"]["base"] == first and abs(two.predicted["macs"] / two.dense["macs"] / 0.5 - 1) <= 0.02
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"cost": "latency", "latency_passes": 0}, "latency_passes must be an integer ≥ 1"),
+    ({"latency_passes": 2}, "latency_passes re-measures the latency table around an allocation and needs cost"),
+])
+def test_bad_latency_passes_are_refused(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        AllocationConfig("sensitivity", **kw)

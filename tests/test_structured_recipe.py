@@ -85,6 +85,7 @@ def test_structured_run_writes_the_report_fields(tmp_path):
     ({"max_deviation": 1.2}, r"max_deviation must be in \[0, 1\)"),
     ({"max_deviation": 0.1, "strategy": "uniform"}, "max_deviation bounds strategy 'sensitivity'; strategy 'uniform'"),
     ({"latency_table": "t.json"}, "latency_table is read by allocation_cost: latency only"),
+    ({"latency_passes": 2}, "latency_passes re-measures the latency table around an allocation and needs cost"),
     ({"allocation_cost": "latency", "latency_table": "no/t.json"}, "latency table 'no/t.json' does not exist"),
 ])
 def test_bad_structured_fields_are_refused(patch, match):

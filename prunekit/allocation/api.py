@@ -41,7 +41,8 @@ class Allocation:
     ratios: dict[str, float]  # group name -> fraction of its units removed
     dense: dict[str, int] = field(default_factory=dict)  # macs, params
     predicted: dict[str, int] = field(default_factory=dict)  # macs, params after pruning
-    latency_table: LatencyTable | None = None  # what the steps were ranked by (cost "latency")
+    latency_table: LatencyTable | None = None  # what the steps were ranked by (cost "latency"), the last pass's
+    passes: list[dict[str, int]] = field(default_factory=list)  # units removed per latency pass (latency_passes > 1)
 
     def to_dict(self) -> dict[str, Any]:
         out = {"strategy": self.strategy, "metric": self.metric, "target": self.target,
@@ -50,6 +51,8 @@ class Allocation:
                "dense": self.dense, "predicted": self.predicted}
         if self.latency_table is not None:
             out["latency_table"] = self.latency_table.to_dict()
+        if self.passes:
+            out["latency_passes"] = [{g: n for g, n in c.items() if n} for c in self.passes]
         return out
 
 
@@ -102,16 +105,18 @@ def _sensitivity_penalty(graph: DependencyGraph, sensitivity) -> Callable[[str, 
     return penalty
 
 
-def latency_table_for(graph: DependencyGraph, config: AllocationConfig,
-                      table: LatencyTable | None = None) -> LatencyTable:
-    """Measures the latency table of every step ``config`` allows (see :mod:`prunekit.allocation.latency`);
-    given a ``table`` measured earlier, checks that it covers those steps and returns it instead (its own
-    batch size stands: ``config.latency_batch`` says what to measure)."""
+def latency_table_for(graph: DependencyGraph, config: AllocationConfig, table: LatencyTable | None = None,
+                      base: Counts | None = None) -> LatencyTable:
+    """Measures the latency table of every step ``config`` allows (see :mod:`prunekit.allocation.latency`),
+    around the ``base`` allocation when given; given a ``table`` measured earlier, checks that it covers
+    those steps and returns it instead (its own batch size stands: ``config.latency_batch`` says what to
+    measure)."""
     steps = {g.name: [int(n) for n in allowed_steps(g, config)] for g in graph.prunable_groups()}
     if table is not None:
         table.check_covers(steps)
         return table
-    return measure_latency_table(graph, steps, config.latency_batch, config.latency_repeats, config.latency_export)
+    return measure_latency_table(graph, steps, config.latency_batch, config.latency_repeats, config.latency_export,
+                                 base)
 
 
 def allocate(graph: DependencyGraph, budget: Budget, config: AllocationConfig | None = None,
@@ -167,8 +172,14 @@ def allocate(graph: DependencyGraph, budget: Budget, config: AllocationConfig | 
     if proxy_data is not None:
         problem.proxy = proxy_evaluator(graph, proxy_data[0], proxy_data[1], cost, recalibration)
     counts = ALLOCATORS.get(config.strategy)(problem)
+    passes = [counts]
+    for _ in range(config.latency_passes - 1):  # NetAdapt-style: time each step in the allocated network
+        problem.latency = latency_table_for(graph, config, base=counts)
+        counts = ALLOCATORS.get(config.strategy)(problem)
+        passes.append(counts)
     plan = cost.removed_units(counts)
     return Allocation(config.strategy, budget.metric, budget.value, plan,
                       {g.name: counts[g.name] / g.size for g in groups},
                       {"macs": cost.dense_macs, "params": cost.dense_params},
-                      {"macs": cost.macs(counts), "params": cost.params(counts)}, problem.latency)
+                      {"macs": cost.macs(counts), "params": cost.params(counts)}, problem.latency,
+                      passes if len(passes) > 1 else [])

@@ -108,6 +108,11 @@ class AllocationConfig:
             saved; a number μ ≥ 0 ranks it by (loss rise − μ · ms saved / dense ms) per fraction of the
             budget's metric saved instead, so that among steps with (near) no loss rise the one that saves
             the most time per MAC goes first, rather than any step with no loss rise whatever time it saves.
+        latency_passes: cost ``latency`` only: after the first allocation, re-measure the table around
+            it (each group's counts timed with every other group at its allocated count) and allocate again,
+            ``latency_passes − 1`` times (NetAdapt measures each step in the current network for the same
+            reason). Savings are not additive: halving a residual stream saves far more once the
+            convolutions inside it are thin than it does in the dense model.
         latency_batch, latency_repeats: batch size and timed runs of the latency table.
         latency_export: how the models of the latency table are exported before timing (BatchNorm
             folded, channels_last: :class:`prunekit.export.InferenceConfig`); ``None`` times them as they are.
@@ -126,6 +131,7 @@ class AllocationConfig:
     latency_repeats: int = 5
     latency_export: InferenceConfig | None = None
     latency_weight: float | None = None
+    latency_passes: int = 1
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGY_NAMES:
@@ -147,6 +153,12 @@ class AllocationConfig:
                 raise ConfigError(f"latency_weight (recipe: structured.allocation_latency_weight) must be a finite "
                                   f"number ≥ 0 (loss rise per fraction of the dense latency saved) or null, got "
                                   f"{self.latency_weight!r}")
+        if isinstance(self.latency_passes, bool) or not isinstance(self.latency_passes, int) or self.latency_passes < 1:
+            raise ConfigError(f"latency_passes must be an integer ≥ 1 (1: the table of the dense model only), got "
+                              f"{self.latency_passes!r}")
+        if self.latency_passes > 1 and self.cost != "latency":
+            raise ConfigError(f"latency_passes re-measures the latency table around an allocation and needs cost "
+                              f"'latency'; cost is {self.cost!r}: set cost 'latency' or latency_passes 1")
         if self.latency_batch < 1 or self.latency_repeats < 1:
             raise ConfigError(f"latency_batch and latency_repeats must be ≥ 1, got {self.latency_batch}, "
                               f"{self.latency_repeats}")

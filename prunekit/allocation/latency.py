@@ -31,7 +31,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +57,15 @@ class LatencyTable:
         ms: ``{group: {units removed: ms}}``, non-increasing in the count (count 0: the fitted dense
             timing of that group's curve; ``dense_ms`` where absent).
         measured: the raw timings behind ``ms`` (default: ``ms``).
+        base: ``{group: units removed}`` of every other group while a group's counts were timed (empty:
+            the dense model; see ``AllocationConfig.latency_passes``).
     """
 
     batch: int
     dense_ms: float
     ms: dict[str, dict[int, float]]
     measured: dict[str, dict[int, float]] | None = None
+    base: dict[str, int] = field(default_factory=dict)
 
     def at(self, group: str, n: int) -> float:
         if n == 0 and 0 not in self.ms.get(group, {}):
@@ -94,13 +97,15 @@ class LatencyTable:
 
     def to_dict(self) -> dict[str, Any]:
         table = lambda t: {g: {str(n): round(ms, 4) for n, ms in v.items()} for g, v in t.items()}
-        return {"batch": self.batch, "dense_ms": round(self.dense_ms, 4), "ms": table(self.ms),
-                "measured": table(self.measured if self.measured is not None else self.ms)}
+        out = {"batch": self.batch, "dense_ms": round(self.dense_ms, 4), "ms": table(self.ms),
+               "measured": table(self.measured if self.measured is not None else self.ms)}
+        return {**out, "base": dict(self.base)} if self.base else out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LatencyTable:
         table = lambda t: {g: {int(n): float(ms) for n, ms in v.items()} for g, v in t.items()}
-        return cls(int(d["batch"]), float(d["dense_ms"]), table(d["ms"]), table(d.get("measured", d["ms"])))
+        return cls(int(d["batch"]), float(d["dense_ms"]), table(d["ms"]), table(d.get("measured", d["ms"])),
+                   {str(g): int(n) for g, n in d.get("base", {}).items()})
 
 
 def load_latency_table(path: str | Path) -> LatencyTable:
@@ -124,45 +129,53 @@ def load_latency_table(path: str | Path) -> LatencyTable:
 
 
 def measure_latency_table(graph: DependencyGraph, steps: Mapping[str, Sequence[int]], batch: int = 256,
-                          repeats: int = 5, export: InferenceConfig | None = None) -> LatencyTable:
-    """Times the model of ``graph`` with each group pruned alone by each count in ``steps``.
+                          repeats: int = 5, export: InferenceConfig | None = None,
+                          base: Mapping[str, int] | None = None) -> LatencyTable:
+    """Times the model of ``graph`` with each group pruned by each count in ``steps``, alone or, given a
+    ``base`` allocation, with every other group pruned as ``base`` says.
 
     Latency depends on the shapes only, so each variant removes the group's first free (unpinned)
-    units of a copy; ``graph.model`` is not changed. All variants and the dense model are timed in
-    one interleaved run (``repeats`` rounds) on a batch of ``batch`` copies of the graph's example.
+    units of a copy; ``graph.model`` is not changed. All variants, the dense model and the ``base``
+    model are timed in one interleaved run (``repeats`` rounds) on a batch of ``batch`` copies of the
+    graph's example.
 
     Args:
-        steps: ``{group name: numbers of units removed}`` (0 is the dense model and is skipped).
+        steps: ``{group name: numbers of units removed}`` (a group's count in ``base``, 0 by default, is
+            the dense or base model itself and is timed once).
         export: how every variant is prepared before timing (see :func:`prunekit.export.prepare_inference`);
             ``None`` times the models as they are.
+        base: ``{group: units removed}`` of the other groups (default: none, the dense model).
     """
     example = next((a for a in graph.args if isinstance(a, torch.Tensor)), None)
     if example is None or graph.kwargs:
         raise ConfigError("a latency table needs a model called with one tensor input; build the graph with "
                           "DependencyGraph.build(model, x[:1])")
+    base = {g: int(n) for g, n in (base or {}).items() if n}
+    free = {name: np.flatnonzero(~graph.group(name).pinned) for name in {*steps, *base}}
+    variant = lambda counts: _exported(copy.deepcopy(graph), {g: free[g][:n] for g, n in counts.items() if n}, export)
     keys: list[tuple[str, int]] = []
-    models = [_exported(copy.deepcopy(graph), {}, export)]
+    models = [variant({}), variant(base)] if base else [variant({})]
     for name, counts in steps.items():
-        free = np.flatnonzero(~graph.group(name).pinned)
         for n in counts:
-            if n > 0:
+            if n != base.get(name, 0):
                 keys.append((name, int(n)))
-                models.append(_exported(copy.deepcopy(graph), {name: free[: int(n)]}, export))
+                models.append(variant({**base, name: int(n)}))
     fmt = export.memory_format if export is not None else torch.contiguous_format
     times = compare_latency(models, example[:1], batch=batch, warmup=1, repeats=repeats, memory_format=fmt)
-    measured: dict[str, dict[int, float]] = {name: {} for name in steps}
-    for (name, n), t in zip(keys, times[1:], strict=True):
+    dense, own = times[0].min_ms, times[len(models) - len(keys) - 1].min_ms  # own: the base model
+    measured: dict[str, dict[int, float]] = {name: {base[name]: own} if base.get(name) else {} for name in steps}
+    for (name, n), t in zip(keys, times[len(models) - len(keys):], strict=True):
         measured[name][n] = t.min_ms
-    dense = times[0].min_ms
-    return LatencyTable(batch, dense, {g: _non_increasing(dense, v) for g, v in measured.items()}, measured)
+    fitted = {g: _non_increasing({0: own, **v}) for g, v in measured.items()}
+    return LatencyTable(batch, dense, fitted, measured, base)
 
 
-def _non_increasing(dense_ms: float, ms: Mapping[int, float]) -> dict[int, float]:
-    """Least-squares non-increasing fit of the dense timing (count 0) and ``ms`` by count (pool adjacent
-    violators: merge neighbouring blocks into their mean while a later one is slower)."""
-    counts = [0, *sorted(ms)]
+def _non_increasing(ms: Mapping[int, float]) -> dict[int, float]:
+    """Least-squares non-increasing fit of timings ``ms`` by count (pool adjacent violators: merge
+    neighbouring blocks into their mean while a later one is slower)."""
+    counts = sorted(ms)
     blocks: list[tuple[float, int]] = []  # (mean, points)
-    for y in [dense_ms, *(ms[n] for n in counts[1:])]:
+    for y in (ms[n] for n in counts):
         blocks.append((y, 1))
         while len(blocks) > 1 and blocks[-2][0] < blocks[-1][0]:
             (m2, k2), (m1, k1) = blocks.pop(), blocks.pop()

@@ -86,6 +86,8 @@ class StructuredSpec:
             parameters saved) or ``latency`` (milliseconds saved, from a per-group latency table measured on
             this machine on the model as ``inference`` exports it; NetAdapt, Yang et al. 2018).
         latency_table_batch, latency_table_repeats: batch size and timed rounds of that table.
+        latency_passes: ``allocation_cost: latency`` only: 1 ranks by the table of the dense model; k > 1
+            re-measures the table around the allocation and allocates again, k − 1 times (AllocationConfig).
         latency_table: path of a table measured earlier (the ``latency_table.json`` every run with
             ``allocation_cost: latency`` writes, or its ``report.json``), used instead of measuring one:
             measure once while the machine is quiet, then every run ranks by the same timings. It must come
@@ -116,6 +118,7 @@ class StructuredSpec:
     latency_table_repeats: int = 5
     allocation_latency_weight: float | None = None
     latency_table: str | None = None
+    latency_passes: int = 1
 
     def __post_init__(self) -> None:
         IMPORTANCE.get(self.criterion)
@@ -159,7 +162,8 @@ class StructuredSpec:
         return AllocationConfig(self.strategy, self.min_channels, self.max_ratio, self.round_to, seed=seed,
                                 cost=self.allocation_cost, latency_batch=self.latency_table_batch,
                                 latency_repeats=self.latency_table_repeats, latency_export=export,
-                                max_deviation=self.max_deviation, latency_weight=self.allocation_latency_weight)
+                                max_deviation=self.max_deviation, latency_weight=self.allocation_latency_weight,
+                                latency_passes=self.latency_passes)
 
 
 @dataclass(frozen=True)
@@ -326,7 +330,9 @@ def _cost_note(r: dict) -> str:
         return ""
     mu = s.get("allocation_latency_weight")
     how = "measured latency saved" if mu is None else f"loss rise − {mu:g}·latency saved (fraction) per MAC saved"
-    return f" (steps ranked by {how} at batch {s['latency_table_batch']})"
+    passes = s.get("latency_passes", 1)
+    again = f", the table re-measured around the allocation {passes - 1}×" if passes > 1 else ""
+    return f" (steps ranked by {how} at batch {s['latency_table_batch']}{again})"
 
 
 def _markdown(r: dict) -> str:
