@@ -191,13 +191,17 @@ def test_latency_cost_recipe_ranks_by_a_table_of_the_exported_model(tmp_path, mo
     monkeypatch.setattr(api, "measure_latency_table", lambda *a: exports.append(a[4]) or real(*a))
     raw = {**TINY, "train": {"epochs": 0, "lr": 0.05}, "inference": {"fold_bn": True, "channels_last": True},
            "structured": {**TINY["structured"], "allocation_cost": "latency", "latency_table_batch": 4,
-                          "latency_table_repeats": 1, "round_to": 8, "min_channels": 8}}
+                          "latency_table_repeats": 1, "round_to": 8, "min_channels": 8, "latency_passes": 2}}
     report = run_structured_recipe(parse_structured_recipe(raw), tmp_path / "out", progress=False, quiet=True)
-    assert exports == [InferenceConfig(fold_bn=True, channels_last=True)]
-    table = report["allocation"]["allocation"]["latency_table"]
+    assert exports == [InferenceConfig(fold_bn=True, channels_last=True)] * 2  # dense, then around pass 1
+    alloc = report["allocation"]["allocation"]
+    table = alloc["latency_table"]
     assert table["batch"] == 4 and len(table["ms"]) == 12
+    assert table.get("base", {}) == alloc["latency_passes"][0] and len(alloc["latency_passes"]) == 2
+    assert alloc["latency_passes"][1] == {g: n for g, n in alloc["removed"].items() if n}
     assert abs(report["pruned"]["macs"] / report["dense"]["macs"] - 0.5) <= 0.01
-    assert "ranked by measured latency saved at batch 4" in (tmp_path / "out" / "report.md").read_text()
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "ranked by measured latency saved at batch 4, the table re-measured around the allocation 1×" in md
 
 
 def test_allocation_fields_reach_the_allocation_config():
