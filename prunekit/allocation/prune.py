@@ -92,8 +92,11 @@ def prune_to_budget(model: nn.Module, example: torch.Tensor, budget: Budget,
     else:
         achieved = pruned[budget.metric] / dense[budget.metric]
         if abs(achieved / budget.value - 1) > budget.tol:
-            raise PruningError(f"the pruned model keeps {achieved:.4f} of the dense {budget.metric}, outside "
-                               f"{budget.describe()} ±{budget.tol:.0%} (cost model and count disagree)")
+            planned = alloc.predicted[budget.metric] / alloc.dense[budget.metric]
+            why = ("the cost model and the count disagree" if abs(planned - achieved) > 1e-6 else
+                   "no combination of allowed steps came closer: lower round_to or min_channels")
+            raise PruningError(f"the pruned model keeps {achieved:.4f} of the dense {budget.metric} (planned "
+                               f"{planned:.4f}), outside {budget.describe()} ±{budget.tol:.0%}: {why}")
     return BudgetResult(alloc, budget, dense, pruned, achieved, trials)
 
 

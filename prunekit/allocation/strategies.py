@@ -83,8 +83,10 @@ class Problem:
         """The least pruning every group allows (0 unless a deviation limit forbids it)."""
         return {g.name: int(self.steps[g.name][0]) for g in self.groups}
 
-    def greedy_down(self, counts: Counts, until: float, by_cost: bool = True) -> Counts:
-        """Removes one step at a time, cheapest penalty (per unit of cost saved) first, until ≤ ``until``.
+    def greedy_down(self, counts: Counts, until: float, by_cost: bool = True,
+                    frozen: frozenset[str] | set[str] = frozenset()) -> Counts:
+        """Removes one step at a time, cheapest penalty (per unit of cost saved) first, until ≤ ``until``
+        (the groups in ``frozen`` keep their counts).
 
         With a latency table the cost saved is the measured latency saved (floored at 1% of the dense
         latency per step, so a step that saves nothing measurable goes last rather than dividing by ~0),
@@ -99,7 +101,7 @@ class Problem:
         while cur > until:
             best, best_key = None, (np.inf, 0.0)
             for g in counts:
-                n2 = self.next_step(g, counts[g], True)
+                n2 = None if g in frozen else self.next_step(g, counts[g], True)
                 if n2 is None:
                     continue
                 c2 = self.at({**counts, g: n2})
@@ -130,27 +132,51 @@ class Problem:
         return (dp / ms if by_cost else dp, -ms)
 
     def settle(self, counts: Counts) -> Counts:
-        """Final single-step moves into [target·(1 − tol/2), target]: remove while above, restore while
-        far below (the most important step whose restoration stays within the budget)."""
+        """Final moves into the budget: remove while above ``target``; while below
+        ``target·(1 − tol/2)``, restore the most important step whose restoration stays within the
+        target. Coarse steps (``round_to``, a greedy's last big step) can leave no such restoration,
+        so then the best move landing in [target·(1 − tol/2), target] among swaps (restore one step,
+        remove another) and re-runs of the greedy after restoring one group's step (that group held) is
+        taken, and last a single restoration that overshoots by at most tol/2."""
         counts = self.greedy_down(counts, self.target)
         cur = self.at(counts)
-        low = self.target * (1 - self.tol / 2)
+        low, high = self.target * (1 - self.tol / 2), self.target * (1 + self.tol / 2)
         while cur < low:
-            best, best_gain = None, -np.inf
-            for g in counts:
-                n2 = self.next_step(g, counts[g], False)
-                if n2 is None:
-                    continue
-                c2 = self.at({**counts, g: n2})
-                if c2 > self.target:
-                    continue
-                gain = self.penalty(g, counts[g]) - self.penalty(g, n2)
-                if gain > best_gain:
-                    best, best_gain = (g, n2, c2), gain
+            best = self._best_move(counts, [self._restore(counts, g) for g in counts], self.target)
             if best is None:
                 break
-            counts[best[0]], cur = best[1], best[2]
+            counts, cur = best
+        if cur < low:
+            swaps = [self._remove(self._restore(counts, g), h) for g in counts for h in counts if h != g]
+            regreedy = [self.greedy_down(r, self.target, frozen={g}) for g in counts
+                        if (r := self._restore(counts, g)) is not None]
+            best = self._best_move(counts, swaps + regreedy, self.target, low)
+            best = best or self._best_move(counts, [self._restore(counts, g) for g in counts], high)
+            if best is not None:
+                counts, cur = best
         return counts
+
+    def _restore(self, counts: Counts, g: str) -> Counts | None:
+        n2 = self.next_step(g, counts[g], False) if counts is not None else None
+        return None if n2 is None else {**counts, g: n2}
+
+    def _remove(self, counts: Counts | None, g: str) -> Counts | None:
+        n2 = self.next_step(g, counts[g], True) if counts is not None else None
+        return None if n2 is None else {**counts, g: n2}
+
+    def _best_move(self, counts: Counts, moves: list[Counts | None], most: float,
+                   least: float = -np.inf) -> tuple[Counts, float] | None:
+        """Of ``moves`` whose cost lies in [least, most], the one that lowers the summed penalty most."""
+        total = lambda c: sum(self.penalty(g, n) for g, n in c.items())
+        now, best, best_gain = total(counts), None, -np.inf
+        for move in moves:
+            if move is None:
+                continue
+            c2 = self.at(move)
+            gain = now - total(move)
+            if least <= c2 <= most and gain > best_gain:
+                best, best_gain = (move, c2), gain
+        return best
 
     def project(self, ratios: Mapping[str, float]) -> Counts:
         """Scales a ratio profile by one factor so that the cost meets the target, then settles."""
