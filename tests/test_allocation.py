@@ -434,3 +434,32 @@ def test_coarse_steps_still_land_within_the_budget_tolerance(seed):
         for target in (0.5, 0.33):
             a = allocate(graph, Budget(macs=target), cfg, "lp", sensitivity=sens, latency_table=table)
             assert abs(a.predicted["macs"] / a.dense["macs"] / target - 1) <= 0.02, (cfg.cost, target)
+
+
+def test_one_slow_timing_of_the_dense_or_base_model_does_not_shift_the_table(net, digits, monkeypatch):
+    """The anchors run ANCHORS times a round; the median counts, so a single slow run of each is ignored."""
+    from types import SimpleNamespace
+
+    import prunekit.allocation.latency as lat
+
+    seen = []
+
+    def fake_compare(models, example, **kw):  # time ∝ parameters; the first run of each distinct model is 2× slow
+        out = []
+        for m in models:
+            ms = count_params(m).total / 1e3
+            out.append(SimpleNamespace(min_ms=ms * (2.0 if id(m) not in seen else 1.0)))
+            seen.append(id(m))
+        return out
+
+    monkeypatch.setattr(lat, "compare_latency", fake_compare)
+    graph = DependencyGraph.build(net, digits.x_train[:1])
+    base = {"stem.0": 8}
+    table = measure_latency_table(graph, {"stem.0": [0, 8], "layers.6.conv1": [0, 32]}, batch=2, repeats=1,
+                                  base=base)
+    assert table.dense_ms == pytest.approx(count_params(net).total / 1e3)
+    assert seen.count(seen[0]) == lat.ANCHORS  # the dense model ran ANCHORS times
+    pruned = build_model("resnet_mini", digits.input_shape, digits.num_classes)
+    g = DependencyGraph.build(pruned, digits.x_train[:1])
+    prune_groups(g, {"stem.0": list(range(8))})
+    assert table.measured["stem.0"][8] == pytest.approx(count_params(pruned).total / 1e3)  # the base, not 2× it

@@ -46,6 +46,8 @@ from prunekit.structured import prune_groups
 
 __all__ = ["LatencyTable", "load_latency_table", "measure_latency_table"]
 
+ANCHORS = 3  # timings per round of the dense (and base) model of a table
+
 
 @dataclass(frozen=True)
 class LatencyTable:
@@ -137,7 +139,7 @@ def measure_latency_table(graph: DependencyGraph, steps: Mapping[str, Sequence[i
     Latency depends on the shapes only, so each variant removes the group's first free (unpinned)
     units of a copy; ``graph.model`` is not changed. All variants, the dense model and the ``base``
     model are timed in one interleaved run (``repeats`` rounds) on a batch of ``batch`` copies of the
-    graph's example.
+    graph's example; the dense and base models run ``ANCHORS`` times a round (the median counts).
 
     Args:
         steps: ``{group name: numbers of units removed}`` (a group's count in ``base``, 0 by default, is
@@ -153,19 +155,30 @@ def measure_latency_table(graph: DependencyGraph, steps: Mapping[str, Sequence[i
     base = {g: int(n) for g, n in (base or {}).items() if n}
     free = {name: np.flatnonzero(~graph.group(name).pinned) for name in {*steps, *base}}
     variant = lambda counts: _exported(copy.deepcopy(graph), {g: free[g][:n] for g, n in counts.items() if n}, export)
-    keys: list[tuple[str, int]] = []
-    models = [variant({}), variant(base)] if base else [variant({})]
+    keys: list[tuple[str, int] | str] = []
+    models = []
     for name, counts in steps.items():
         for n in counts:
             if n != base.get(name, 0):
                 keys.append((name, int(n)))
                 models.append(variant({**base, name: int(n)}))
+    # Every step's saving is measured against the dense (or base) model, so one slow timing of it would
+    # shift them all: it runs ANCHORS times per round, spread through the round, and counts by its median.
+    anchors = {"dense": variant({}), **({"base": variant(base)} if base else {})}
+    for k in range(ANCHORS):
+        for tag, model in anchors.items():
+            at = k * len(models) // ANCHORS
+            keys.insert(at, tag)
+            models.insert(at, model)
     fmt = export.memory_format if export is not None else torch.contiguous_format
     times = compare_latency(models, example[:1], batch=batch, warmup=1, repeats=repeats, memory_format=fmt)
-    dense, own = times[0].min_ms, times[len(models) - len(keys) - 1].min_ms  # own: the base model
+    anchor = {tag: float(np.median([t.min_ms for key, t in zip(keys, times, strict=True) if key == tag]))
+              for tag in anchors}
+    dense, own = anchor["dense"], anchor.get("base", anchor["dense"])
     measured: dict[str, dict[int, float]] = {name: {base[name]: own} if base.get(name) else {} for name in steps}
-    for (name, n), t in zip(keys, times[len(models) - len(keys):], strict=True):
-        measured[name][n] = t.min_ms
+    for key, t in zip(keys, times, strict=True):
+        if isinstance(key, tuple):
+            measured[key[0]][key[1]] = t.min_ms
     fitted = {g: _non_increasing({0: own, **v}) for g, v in measured.items()}
     return LatencyTable(batch, dense, fitted, measured, base)
 
