@@ -14,17 +14,15 @@ import argparse
 import copy
 import json
 import statistics
-from pathlib import Path
 
 import torch
+from _common import train_dense, write_results  # bench/ is sys.path[0] when run as a script
 
 from prunekit.data import load_dataset
-from prunekit.models import build_model
 from prunekit.pruners import UnstructuredConfig, UnstructuredPruner
 from prunekit.pruners.pipeline import ScheduleSpec, run_schedule
-from prunekit.training import TrainConfig, evaluate, train
+from prunekit.training import TrainConfig
 
-RESULTS = Path(__file__).parent / "results"
 SETUPS = {"resnet_mini/digits": ("resnet_mini", "digits", TrainConfig(epochs=4, lr=0.05)),
           "cnn1d/mnist1d": ("cnn1d", "mnist1d", TrainConfig(epochs=8, lr=0.05))}
 
@@ -34,10 +32,7 @@ def run(args) -> list[dict]:
     for label, (model_name, data_name, dense_cfg) in SETUPS.items():
         data = load_dataset(data_name)
         for seed in args.seeds:
-            torch.manual_seed(seed)
-            dense = build_model(model_name, data.input_shape, data.num_classes)
-            train(dense, data, dense_cfg, seed=seed, progress=False)
-            dense_acc = evaluate(dense, data.x_test, data.y_test).accuracy
+            dense, dense_acc = train_dense(model_name, data, dense_cfg, seed)
             pick = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(seed))
             for target in args.targets:
                 for n in (0, args.recalibrate):
@@ -83,10 +78,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     rows = run(args)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bn_recalibration.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
-    (RESULTS / "bn_recalibration.md").write_text(markdown(rows, args))
-    print(markdown(rows, args))
+    write_results("bn_recalibration", {"args": vars(args), "rows": rows}, lambda r: markdown(r["rows"], args))
 
 
 if __name__ == "__main__":

@@ -20,15 +20,14 @@ import time
 from pathlib import Path
 
 import torch
+from _common import train_dense, write_results  # bench/ is sys.path[0] when run as a script
 
 from prunekit.data import load_dataset
 from prunekit.measure import count_params
-from prunekit.models import build_model
 from prunekit.pruners import UnstructuredConfig, UnstructuredPruner
 from prunekit.pruners.pipeline import ScheduleSpec, run_schedule
-from prunekit.training import TrainConfig, evaluate, train
+from prunekit.training import TrainConfig, evaluate
 
-RESULTS = Path(__file__).parent / "results"
 DENSE = {"lenet300": TrainConfig(epochs=15, lr=0.05, weight_decay=5e-4),
          "lenet5": TrainConfig(epochs=12, lr=0.05, weight_decay=5e-4)}
 
@@ -63,13 +62,10 @@ def run(args) -> dict:
     for name in args.models:
         for seed in args.seeds:
             t = time.perf_counter()
-            torch.manual_seed(seed)
-            dense = build_model(name, data.input_shape, data.num_classes)
             cfg = DENSE[name]
             cfg = TrainConfig(epochs=args.dense_epochs or cfg.epochs, lr=cfg.lr, augment=args.augment,
                               weight_decay=args.dense_wd if args.dense_wd is not None else cfg.weight_decay)
-            train(dense, data, cfg, seed=seed, progress=False)
-            dense_acc = evaluate(dense, data.x_test, data.y_test).accuracy
+            dense, dense_acc = train_dense(name, data, cfg, seed)
             for criterion in args.criteria:
                 traj = trajectory(copy.deepcopy(dense), data, criterion, args.points, args, seed)
                 for r in traj:
@@ -153,10 +149,7 @@ def main() -> None:
                   "rows": [r for p in parts for r in p["rows"]], "threads": parts[0]["threads"]}
     else:
         result = run(args)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=1))
-    (RESULTS / f"{args.out}.md").write_text(summarise(result))
-    print(summarise(result))
+    write_results(args.out, result, summarise)
 
 
 if __name__ == "__main__":

@@ -18,18 +18,16 @@ import copy
 import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
+from _common import RESULTS, train_dense, write_results  # bench/ is sys.path[0] when run as a script
 
 from prunekit.criteria import get_criterion
 from prunekit.data import load_dataset
 from prunekit.importance import Calibration
-from prunekit.models import build_model
 from prunekit.pruners import UnstructuredConfig, UnstructuredPruner
 from prunekit.training import TrainConfig, evaluate, train
 
-RESULTS = Path(__file__).parent / "results"
 CRITERIA = ["random", "l1", "gradient", "taylor", "hessian", "apoz", "mean_activation", "mi", "bn_scale", "fpgm",
             "loss_change"]
 SETUPS = {"lenet300": ("mnist", TrainConfig(epochs=15, lr=0.05, weight_decay=5e-4)),
@@ -57,10 +55,7 @@ def run(args) -> dict:
         dataset, cfg = SETUPS[name]
         data = load_dataset(dataset)
         for seed in args.seeds:
-            torch.manual_seed(seed)
-            dense = build_model(name, data.input_shape, data.num_classes)
-            train(dense, data, cfg, seed=seed, progress=False)
-            dense_acc = evaluate(dense, data.x_test, data.y_test).accuracy
+            dense, dense_acc = train_dense(name, data, cfg, seed)
             for criterion in args.criteria:
                 for s in args.sparsities:
                     try:
@@ -132,10 +127,7 @@ def main() -> None:
         args.models, args.seeds, args.sparsities = ["lenet300"], [0], [0.9]
     torch.set_num_threads(1)
     result = run(args)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=1))
-    (RESULTS / f"{args.out}.md").write_text(summarise(result))
-    print(summarise(result))
+    write_results(args.out, result, summarise)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from torch import nn
 
 from prunekit.allocation.api import Allocation, allocate, latency_table_for
 from prunekit.allocation.budget import AllocationConfig, Budget
+from prunekit.allocation.latency import LatencyTable
 from prunekit.errors import ConfigError, PruningError
 from prunekit.graph import DependencyGraph
 from prunekit.importance import Calibration, ImportanceConfig, score_groups
@@ -58,11 +59,11 @@ def prune_to_budget(model: nn.Module, example: torch.Tensor, budget: Budget,
                     config: AllocationConfig | None = None,
                     importance: ImportanceConfig | str = "lp", calibration: Calibration | None = None,
                     sensitivity=None, proxy_data=None, exclude: tuple = (), latency_repeats: int = 10,
-                    recalibration: torch.Tensor | None = None, latency_table=None) -> BudgetResult:
+                    recalibration: torch.Tensor | None = None,
+                    latency_table: LatencyTable | None = None) -> BudgetResult:
     """Prunes ``model`` in place to ``budget`` and checks the measured result against it.
 
-    ``latency_table`` (cost ``latency``): a :class:`prunekit.allocation.LatencyTable` measured earlier,
-    used instead of measuring one now.
+    ``latency_table`` (cost ``latency``): a table measured earlier, used instead of measuring one now.
 
     Raises:
         ConfigError: see :func:`allocate`; also an unreachable latency (the message gives the fastest

@@ -142,36 +142,31 @@ class Problem:
         cur = self.at(counts)
         low, high = self.target * (1 - self.tol / 2), self.target * (1 + self.tol / 2)
         while cur < low:
-            best = self._best_move(counts, [self._restore(counts, g) for g in counts], self.target)
+            best = self._best_move(counts, list(self._steps(counts, up=False).values()), self.target)
             if best is None:
                 break
             counts, cur = best
         if cur < low:
-            swaps = [self._remove(self._restore(counts, g), h) for g in counts for h in counts if h != g]
-            regreedy = [self.greedy_down(r, self.target, frozen={g}) for g in counts
-                        if (r := self._restore(counts, g)) is not None]
+            restores = self._steps(counts, up=False)
+            swaps = [m for g, r in restores.items() for h, m in self._steps(r, up=True).items() if h != g]
+            regreedy = [self.greedy_down(r, self.target, frozen={g}) for g, r in restores.items()]
             best = self._best_move(counts, swaps + regreedy, self.target, low)
-            best = best or self._best_move(counts, [self._restore(counts, g) for g in counts], high)
+            best = best or self._best_move(counts, list(restores.values()), high)
             if best is not None:
                 counts, cur = best
         return counts
 
-    def _restore(self, counts: Counts, g: str) -> Counts | None:
-        n2 = self.next_step(g, counts[g], False) if counts is not None else None
-        return None if n2 is None else {**counts, g: n2}
+    def _steps(self, counts: Counts, up: bool) -> dict[str, Counts]:
+        """``counts`` moved by one allowed step in one group, removing (``up``) or restoring, by group."""
+        moved = {g: self.next_step(g, n, up) for g, n in counts.items()}
+        return {g: {**counts, g: n2} for g, n2 in moved.items() if n2 is not None}
 
-    def _remove(self, counts: Counts | None, g: str) -> Counts | None:
-        n2 = self.next_step(g, counts[g], True) if counts is not None else None
-        return None if n2 is None else {**counts, g: n2}
-
-    def _best_move(self, counts: Counts, moves: list[Counts | None], most: float,
+    def _best_move(self, counts: Counts, moves: list[Counts], most: float,
                    least: float = -np.inf) -> tuple[Counts, float] | None:
         """Of ``moves`` whose cost lies in [least, most], the one that lowers the summed penalty most."""
         total = lambda c: sum(self.penalty(g, n) for g, n in c.items())
         now, best, best_gain = total(counts), None, -np.inf
         for move in moves:
-            if move is None:
-                continue
             c2 = self.at(move)
             gain = now - total(move)
             if least <= c2 <= most and gain > best_gain:
