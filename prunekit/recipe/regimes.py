@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import torch
 from torch import nn
 
 from prunekit.data import DataSplits
 from prunekit.errors import ConfigError
+from prunekit.importance import Calibration
 from prunekit.pruners.init_pruning import prune_at_init
 from prunekit.pruners.lottery import LotteryConfig, WeightSnapshot, run_lottery
 from prunekit.pruners.pipeline import ScheduleSpec, run_schedule
@@ -70,10 +70,7 @@ def _masks_then_finetune(ctx: RegimeContext) -> RegimeResult:
                   desc="fine-tune", loss_fn=ctx.loss_fn)
         return RegimeResult([_record(ctx, 1, masks.global_sparsity())], None, {}, masks)
     spec = ScheduleSpec(p.target, p.schedule, p.steps, p.gradual_start, p.gradual_end)
-    recal = None
-    if p.recalibrate_bn:
-        pick = torch.randperm(len(ctx.data.x_train), generator=torch.Generator().manual_seed(r.seed))
-        recal = ctx.data.x_train[pick[: p.recalibrate_bn]]
+    recal = Calibration.from_data(ctx.data.x_train, None, p.recalibrate_bn, r.seed).x if p.recalibrate_bn else None
     steps = run_schedule(ctx.model, ctx.data, ctx.pruner, spec, r.finetune, r.seed, ctx.progress, ctx.loss_fn,
                          recal)
     return RegimeResult(steps, ctx.pruner)

@@ -229,8 +229,7 @@ def _prune(recipe: StructuredRecipe, model, data, quiet: bool) -> tuple[Any, dic
         scores = score_groups(graph, s.importance(), cal)
         recal = None
         if s.sensitivity_recalibration:
-            pick = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(recipe.seed))
-            recal = data.x_train[pick[: s.sensitivity_recalibration]]
+            recal = Calibration.from_data(data.x_train, None, s.sensitivity_recalibration, recipe.seed).x
         sens = analyze(graph, data.x_val, data.y_val, scores,
                        SensitivityConfig(tuple(s.sensitivity_ratios), s.sensitivity_samples, recipe.seed), s.criterion,
                        recal)
