@@ -135,6 +135,13 @@ def test_cli_flags_override_the_structured_fields(tmp_path, capsys):
     r = apply_structured_flags(parse_structured_recipe(TINY), cost)
     cfg = r.structured.allocation(0, InferenceConfig(fold_bn=True))
     assert (cfg.cost, cfg.latency_batch, cfg.latency_export) == ("latency", 256, InferenceConfig(fold_bn=True))
+    shipped = load_any_recipe(shipped_recipe("structured-resnet-mnist"))  # ranks by latency
+    flags = ["run", "x.yaml", "--out", "o", "--strategy", "global", "--allocation-cost", "budget"]
+    r = apply_structured_flags(shipped, build_parser().parse_args(flags))
+    assert (r.structured.strategy, r.structured.allocation_cost, r.structured.latency_passes) == ("global", "budget", 1)
+    assert r.structured.allocation_latency_weight is None
+    with pytest.raises(RecipeError, match="strategy 'global' does not rank steps by cost"):
+        apply_structured_flags(shipped, build_parser().parse_args(flags[:-2]))
     bad = build_parser().parse_args(["run", "x.yaml", "--out", "o", "--strategy", "amc"])
     with pytest.raises(RecipeError, match="unknown allocation strategy 'amc'"):
         apply_structured_flags(parse_structured_recipe(TINY), bad)

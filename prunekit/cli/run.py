@@ -49,6 +49,7 @@ def execute(recipe_path: Path, args: argparse.Namespace) -> int:
 
 
 STRUCTURED_FLAGS = ("criterion", "strategy", "target", "allocation_cost", "latency_table")  # structured.<name>
+LATENCY_ONLY = ("allocation_latency_weight", "latency_passes", "latency_table")  # need allocation_cost: latency
 
 
 def _target(text: str) -> dict[str, float]:
@@ -74,7 +75,10 @@ def apply_structured_flags(recipe, args: argparse.Namespace):
     if not patch:
         return recipe
     raw = recipe.to_dict()
-    raw["structured"] = {**raw["structured"], **patch}
+    structured = {**raw["structured"], **patch}
+    if patch.get("allocation_cost") == "budget":  # the recipe's latency-only settings no longer apply
+        structured = {k: v for k, v in structured.items() if k not in LATENCY_ONLY}
+    raw["structured"] = structured
     return parse_structured_recipe(raw, "command line")
 
 
@@ -97,7 +101,8 @@ def register(sub) -> None:
     p.add_argument("--target", type=_target, help="structured recipes: budget, e.g. macs=0.5, params=0.25 or "
                    "latency_ms=20,batch=1")
     p.add_argument("--allocation-cost", help="structured recipes, strategy sensitivity: rank steps by loss rise per "
-                   "budget metric saved (budget) or per measured latency saved (latency)")
+                   "budget metric saved (budget; drops the recipe's latency-only settings) or per measured latency "
+                   "saved (latency)")
     p.add_argument("--latency-table", metavar="JSON", help="structured recipes, allocation cost latency: rank by "
                    "this table (latency_table.json of an earlier run) instead of measuring a new one")
     p.set_defaults(func=_run)
