@@ -58,7 +58,7 @@ def test_recipe_errors_name_key_value_and_choices(patch, match):
 
 def test_run_writes_complete_report_and_loadable_model(tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["run", str(_write(tmp_path, TINY)), "--out", str(out), "--no-progress"]) == 0
+    assert main(["run", str(_write(tmp_path, TINY)), "--out", str(out), "--no-progress", "--threads", "1"]) == 0
     files = {p.name for p in out.iterdir()}
     assert {"report.json", "report.md", "model.safetensors", "model.json", "recipe.yaml",
             "accuracy_vs_sparsity.png", "layer_sparsity.png"} <= files
@@ -72,6 +72,7 @@ def test_run_writes_complete_report_and_loadable_model(tmp_path, capsys):
         assert 0.0 <= report[side]["accuracy"] <= 1.0
         assert set(report[side]["latency_ms"]) == {"1", "8"}
         assert report[side]["latency"]["8"]["interleaved"]  # dense and pruned timed side by side
+    assert (report["threads"]["threads"], report["threads"]["source"]) == (1, "explicit")  # --threads, recorded
     assert report["sparsity"] == pytest.approx(0.75, abs=1e-4)
     assert report["compression"] == pytest.approx(report["pruned"]["params"] / report["pruned"]["nonzero_params"])
     assert report["pruned"]["nonzero_macs"] < 0.3 * report["dense"]["nonzero_macs"]

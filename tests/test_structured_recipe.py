@@ -53,7 +53,7 @@ def test_shipped_speedup_recipes_distill_and_time_the_export(name, macs):
 
 def test_structured_run_writes_the_report_fields(tmp_path):
     out = tmp_path / "out"
-    assert main(["run", str(_write(tmp_path, TINY)), "--out", str(out), "--no-progress"]) == 0
+    assert main(["run", str(_write(tmp_path, TINY)), "--out", str(out), "--no-progress", "--threads", "1"]) == 0
     report = json.loads((out / "report.json").read_text())
     for key in ("model", "dataset", "seed", "dense", "pruned", "sparsity", "compression", "steps"):
         assert key in report
@@ -61,7 +61,10 @@ def test_structured_run_writes_the_report_fields(tmp_path):
         for key in ("accuracy", "params", "nonzero_params", "macs", "nonzero_macs", "size_bytes", "latency_ms"):
             assert key in report[side]
         assert set(report[side]["latency_ms"]) == {"1", "8"}
-        assert all(t["interleaved"] and t["repeats"] == 2 for t in report[side]["latency"].values())
+        assert all(t["interleaved"] and t["repeats"] == 2 and t["threads"] == 1 and t["thread_cpu_ms"] > 0
+                   for t in report[side]["latency"].values())
+    assert (report["threads"]["threads"], report["threads"]["source"]) == (1, "explicit")
+    assert report["run_time_s"]["wall"] >= sum(report["timings_s"].values()) - 0.05
     assert abs(report["pruned"]["macs"] / report["dense"]["macs"] - 0.5) <= 0.01
     assert report["compression"] == pytest.approx(report["dense"]["params"] / report["pruned"]["params"])
     assert len(report["steps"]) == 1 and report["allocation"]["allocation"]["strategy"] == "sensitivity"

@@ -8,8 +8,13 @@ every allowed number ``n`` of removed units, the latency ``T_g(n)`` of the model
 inference) with only that group pruned, all variants timed alternately run by run
 (:func:`prunekit.measure.compare_latency`) so machine load hits them alike. A step ``n → n'`` of
 group ``g`` then saves ``T_g(n) − T_g(n')`` milliseconds; savings are assumed additive across groups.
-``T`` is the fastest of the timed runs, not the median: on a shared CPU contention only ever adds
-time (at a load of 3 on 2 cores, medians of 5 runs of this table scattered by tens of percent).
+``T`` is, by default (``clock="cpu"``), the median single-thread CPU time of a forward
+(``time.thread_time``, the variants timed on one intra-op thread): the CPU time a forward takes does
+not include the time the scheduler gives other runnable processes, so the table, and the
+architecture allocated from it, stays the same on a busy machine. Wall time does not: at a load of 3
+on 2 cores, medians of 5 runs of a wall-time table scattered by tens of percent, and the shipped 2×
+recipe measured 1.12× under load ~5. ``clock="wall"`` takes the fastest wall-time run instead (on a
+shared CPU contention only ever adds wall time), for tables of multi-threaded or GPU execution.
 
 On a shared CPU single timings scatter by several percent, more than removing 8 channels of a
 small late convolution saves. Removing units is assumed never to cost time, so each group's timings
@@ -42,16 +47,19 @@ from prunekit.errors import ConfigError
 from prunekit.export import InferenceConfig, prepare_inference
 from prunekit.graph import DependencyGraph
 from prunekit.measure import compare_latency
+from prunekit.measure.threads import using
 from prunekit.structured import prune_groups
 
-__all__ = ["LatencyTable", "load_latency_table", "measure_latency_table"]
+__all__ = ["CLOCKS", "LatencyTable", "load_latency_table", "measure_latency_table"]
 
 ANCHORS = 3  # timings per round of the dense (and base) model of a table
+# What a table's entry is, per clock: a field of prunekit.measure.Latency.
+CLOCKS = {"cpu": "thread_cpu_ms", "wall": "min_ms"}
 
 
 @dataclass(frozen=True)
 class LatencyTable:
-    """Latency (ms, fastest run) of the model with one group pruned, per group and number of units removed.
+    """Latency (ms) of the model with one group pruned, per group and number of units removed.
 
     Attributes:
         batch: batch size of the timings.
@@ -61,6 +69,9 @@ class LatencyTable:
         measured: the raw timings behind ``ms`` (default: ``ms``).
         base: ``{group: units removed}`` of every other group while a group's counts were timed (empty:
             the dense model; see ``AllocationConfig.latency_passes``).
+        clock: ``cpu`` (median single-thread CPU time of a forward) or ``wall`` (fastest wall time; tables
+            written before the clock was recorded are wall-time tables).
+        threads: intra-op threads the variants ran on.
     """
 
     batch: int
@@ -68,6 +79,8 @@ class LatencyTable:
     ms: dict[str, dict[int, float]]
     measured: dict[str, dict[int, float]] | None = None
     base: dict[str, int] = field(default_factory=dict)
+    clock: str = "wall"
+    threads: int | None = None
 
     def at(self, group: str, n: int) -> float:
         if n == 0 and 0 not in self.ms.get(group, {}):
@@ -100,14 +113,17 @@ class LatencyTable:
     def to_dict(self) -> dict[str, Any]:
         table = lambda t: {g: {str(n): round(ms, 4) for n, ms in v.items()} for g, v in t.items()}
         out = {"batch": self.batch, "dense_ms": round(self.dense_ms, 4), "ms": table(self.ms),
-               "measured": table(self.measured if self.measured is not None else self.ms)}
+               "measured": table(self.measured if self.measured is not None else self.ms),
+               "clock": self.clock, "threads": self.threads}
         return {**out, "base": dict(self.base)} if self.base else out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LatencyTable:
         table = lambda t: {g: {int(n): float(ms) for n, ms in v.items()} for g, v in t.items()}
+        threads = d.get("threads")
         return cls(int(d["batch"]), float(d["dense_ms"]), table(d["ms"]), table(d.get("measured", d["ms"])),
-                   {str(g): int(n) for g, n in d.get("base", {}).items()})
+                   {str(g): int(n) for g, n in d.get("base", {}).items()}, str(d.get("clock", "wall")),
+                   None if threads is None else int(threads))
 
 
 def load_latency_table(path: str | Path) -> LatencyTable:
@@ -132,7 +148,7 @@ def load_latency_table(path: str | Path) -> LatencyTable:
 
 def measure_latency_table(graph: DependencyGraph, steps: Mapping[str, Sequence[int]], batch: int = 256,
                           repeats: int = 5, export: InferenceConfig | None = None,
-                          base: Mapping[str, int] | None = None) -> LatencyTable:
+                          base: Mapping[str, int] | None = None, clock: str = "cpu") -> LatencyTable:
     """Times the model of ``graph`` with each group pruned by each count in ``steps``, alone or, given a
     ``base`` allocation, with every other group pruned as ``base`` says.
 
@@ -147,7 +163,12 @@ def measure_latency_table(graph: DependencyGraph, steps: Mapping[str, Sequence[i
         export: how every variant is prepared before timing (see :func:`prunekit.export.prepare_inference`);
             ``None`` times the models as they are.
         base: ``{group: units removed}`` of the other groups (default: none, the dense model).
+        clock: ``cpu``: each entry is the median CPU time of a forward on one intra-op thread (stable under
+            load); ``wall``: the fastest wall time, at the current thread count (see the module docstring).
     """
+    if clock not in CLOCKS:
+        raise ConfigError(f"unknown latency clock {clock!r}; choose one of: {', '.join(CLOCKS)} (cpu: single-thread "
+                          f"CPU time, stable on a busy machine)")
     example = next((a for a in graph.args if isinstance(a, torch.Tensor)), None)
     if example is None or graph.kwargs:
         raise ConfigError("a latency table needs a model called with one tensor input; build the graph with "
@@ -171,16 +192,28 @@ def measure_latency_table(graph: DependencyGraph, steps: Mapping[str, Sequence[i
             keys.insert(at, tag)
             models.insert(at, model)
     fmt = export.memory_format if export is not None else torch.contiguous_format
-    times = compare_latency(models, example[:1], batch=batch, warmup=1, repeats=repeats, memory_format=fmt)
-    anchor = {tag: float(np.median([t.min_ms for key, t in zip(keys, times, strict=True) if key == tag]))
-              for tag in anchors}
+    ms = _timed(models, example[:1], batch, repeats, fmt, clock)
+    anchor = {tag: float(np.median([t for key, t in zip(keys, ms, strict=True) if key == tag])) for tag in anchors}
     dense, own = anchor["dense"], anchor.get("base", anchor["dense"])
     measured: dict[str, dict[int, float]] = {name: {base[name]: own} if base.get(name) else {} for name in steps}
-    for key, t in zip(keys, times, strict=True):
+    for key, t in zip(keys, ms, strict=True):
         if isinstance(key, tuple):
-            measured[key[0]][key[1]] = t.min_ms
+            measured[key[0]][key[1]] = t
     fitted = {g: _non_increasing({0: own, **v}) for g, v in measured.items()}
-    return LatencyTable(batch, dense, fitted, measured, base)
+    threads = 1 if clock == "cpu" else torch.get_num_threads()
+    return LatencyTable(batch, dense, fitted, measured, base, clock, threads)
+
+
+def _timed(models: list, example: torch.Tensor, batch: int, repeats: int, fmt, clock: str) -> list[float]:
+    """One entry (ms) per model: ``clock`` ``cpu`` times on one intra-op thread, whose CPU time is then all
+    the forward's work (``time.thread_time`` does not see other threads)."""
+    run = lambda: compare_latency(models, example, batch=batch, warmup=1, repeats=repeats, memory_format=fmt)
+    if clock == "cpu":
+        with using(1):
+            times = run()
+    else:
+        times = run()
+    return [getattr(t, CLOCKS[clock]) for t in times]
 
 
 def _non_increasing(ms: Mapping[int, float]) -> dict[int, float]:

@@ -12,6 +12,7 @@ import sys
 
 from prunekit._version import __version__
 from prunekit.errors import PrunekitError
+from prunekit.measure import threads
 
 # Subcommand modules, in the order --help lists them.
 _COMMANDS = ["demo", "run", "check", "sensitivity"]
@@ -29,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # subcommand not built yet
             raise
         module.register(sub)
+    for p in sub.choices.values():
+        p.add_argument("--threads", type=int, default=None, metavar="N",
+                       help="intra-op CPU threads (default: OMP_NUM_THREADS, else 1 per process under "
+                       "torchrun/pytest-xdist, else the CPUs not busy with other processes); recorded in reports")
     return parser
 
 
@@ -36,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        threads.configure(args.threads)
         return int(args.func(args) or 0)
     except PrunekitError as e:
         print(f"prunekit: error: {e}", file=sys.stderr)

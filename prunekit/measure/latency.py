@@ -1,7 +1,12 @@
 """Measured inference latency on the current device.
 
-The median of repeated timed runs after warm-up; the thread count is recorded with the result
-because CPU latency depends on it.
+The median of repeated timed runs after warm-up. Every run records its wall time and, beside it, the
+CPU time it took (``time.thread_time`` of the timing thread and ``time.process_time`` of the whole
+process): on a machine other processes share, wall time grows with every runnable process (the
+scheduler hands the core to someone else mid-forward), while the CPU time a forward takes barely
+moves, so CPU time is the measure to *rank* variants by under load (see
+:mod:`prunekit.allocation.latency`) and wall time the one to *report*. The thread count and the
+load average are recorded with the result because both change CPU latency.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-__all__ = ["Latency", "compare_latency", "measure_latency"]
+from prunekit.measure.threads import load_average
+
+__all__ = ["Latency", "Stopwatch", "compare_latency", "measure_latency"]
 
 
 @dataclass(frozen=True)
@@ -27,9 +34,27 @@ class Latency:
     threads: int
     device: str
     min_ms: float  # the fastest run: contention on a shared machine only ever adds time
+    cpu_ms: float | None = None  # median CPU time per run, all threads of the process (time.process_time)
+    thread_cpu_ms: float | None = None  # median CPU time per run of the timing thread (time.thread_time)
+    load_avg: float | None = None  # 1-minute load average when the timing started
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+class Stopwatch:
+    """Wall and CPU seconds since it was made: ``Stopwatch().read() -> {"wall": s, "cpu": s}``.
+
+    CPU time is ``time.process_time`` (every thread of the process); on a busy machine wall time grows
+    with the other runnable processes, CPU time does not, so a report that gives both tells a slow
+    machine from a slow run.
+    """
+
+    def __init__(self) -> None:
+        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
+
+    def read(self) -> dict[str, float]:
+        return {"wall": round(time.perf_counter() - self.wall0, 2), "cpu": round(time.process_time() - self.cpu0, 2)}
 
 
 @torch.no_grad()
@@ -81,6 +106,9 @@ def compare_latency(
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     was_training = [m.training for m in models]
     times: list[list[float]] = [[] for _ in models]
+    cpu: list[list[float]] = [[] for _ in models]
+    thread_cpu: list[list[float]] = [[] for _ in models]
+    load = load_average()
     try:
         for m in models:
             m.eval()
@@ -90,19 +118,24 @@ def compare_latency(
         sync()
         start = time.perf_counter()
         while len(times[0]) < repeats or time.perf_counter() - start < min_seconds:
-            for m, out in zip(models, times, strict=True):
-                t0 = time.perf_counter()
+            for m, out, c, tc in zip(models, times, cpu, thread_cpu, strict=True):
+                p0, tc0, t0 = time.process_time(), time.thread_time(), time.perf_counter()
                 m(x)
                 sync()
-                out.append((time.perf_counter() - t0) * 1e3)
+                t1, tc1, p1 = time.perf_counter(), time.thread_time(), time.process_time()
+                out.append((t1 - t0) * 1e3)
+                tc.append((tc1 - tc0) * 1e3)
+                c.append((p1 - p0) * 1e3)
     finally:
         for m, flag in zip(models, was_training, strict=True):
             m.train(flag)
-    return [_summary(t, batch, device) for t in times]
+    return [_summary(t, c, tc, batch, device, load) for t, c, tc in zip(times, cpu, thread_cpu, strict=True)]
 
 
-def _summary(times: list[float], batch: int, device: torch.device) -> Latency:
+def _summary(times: list[float], cpu: list[float], thread_cpu: list[float], batch: int, device: torch.device,
+             load: float | None) -> Latency:
     times = sorted(times)
     q = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
     return Latency(median_ms=statistics.median(times), p10_ms=q[0], p90_ms=q[-1], batch=batch,
-                   repeats=len(times), threads=torch.get_num_threads(), device=str(device), min_ms=times[0])
+                   repeats=len(times), threads=torch.get_num_threads(), device=str(device), min_ms=times[0],
+                   cpu_ms=statistics.median(cpu), thread_cpu_ms=statistics.median(thread_cpu), load_avg=load)

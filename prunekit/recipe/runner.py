@@ -20,6 +20,7 @@ from prunekit.errors import ConfigError
 from prunekit.importance import Calibration
 from prunekit.io.checkpoint import atomic_write_text, save_state_dict
 from prunekit.io.outdir import check_output_dir, staged_output
+from prunekit.measure import Stopwatch, threads
 from prunekit.measure.summary import measure_model, time_side_by_side
 from prunekit.models import build_model
 from prunekit.pruners import UnstructuredConfig, UnstructuredPruner
@@ -46,6 +47,7 @@ def run_recipe(recipe: Recipe, out: str | Path, force: bool = False, progress: b
                quiet: bool = False) -> dict:
     """Carries out ``recipe`` and writes its results to ``out``; returns the report dict."""
     check_output_dir(out, force)  # fail before any training
+    thread_choice, clock = threads.ensure_configured(), Stopwatch()  # the CLI's --threads, else the default
     timings: dict[str, float] = {}
     t = time.perf_counter()
     data = load_dataset(recipe.data.name, **recipe.data.options)
@@ -90,6 +92,7 @@ def run_recipe(recipe: Recipe, out: str | Path, force: bool = False, progress: b
     if p.remove_channels:
         result.extra["structural"] = structural_macs(model, data.x_test[:1].to(default_device()))
     report = _report(recipe, model, dense, pruned, sparsity, result, timings)
+    report.update(threads=thread_choice.to_dict(), run_time_s=clock.read())
     _write_outputs(recipe, model, data, report, out, force)
     _log(f"pruned: sparsity {sparsity:.2%}, compression {report['compression']:.1f}×, test accuracy "
          f"{pruned['accuracy']:.2%} ({-report['accuracy_drop_pt']:+.2f} pt); report in {out}", quiet)

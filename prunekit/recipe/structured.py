@@ -44,6 +44,7 @@ from prunekit.export import InferenceConfig, prepare_inference
 from prunekit.importance import IMPORTANCE, Calibration, ImportanceConfig, score_groups
 from prunekit.io.checkpoint import atomic_write_text
 from prunekit.io.outdir import check_output_dir, staged_output
+from prunekit.measure import Stopwatch, threads
 from prunekit.measure.summary import measure_model, time_side_by_side
 from prunekit.models import build_model
 from prunekit.recipe.schema import (
@@ -248,6 +249,7 @@ def run_structured_recipe(recipe: StructuredRecipe, out: str | Path, force: bool
     model (``model/spec.json`` + ``model/weights.safetensors``, loaded back with
     :func:`prunekit.structured.load_pruned` given the original model) to ``out``."""
     check_output_dir(out, force)
+    thread_choice, clock = threads.ensure_configured(), Stopwatch()  # the CLI's --threads, else the default
     timings: dict[str, float] = {}
     t = time.perf_counter()
     data = load_dataset(recipe.data.name, **recipe.data.options)
@@ -274,6 +276,7 @@ def run_structured_recipe(recipe: StructuredRecipe, out: str | Path, force: bool
     _time_side_by_side(recipe, reference, model, data, dense, pruned)
     del reference
     report = _report(recipe, dense, pruned, pruning, after_prune, hist, timings)
+    report.update(threads=thread_choice.to_dict(), run_time_s=clock.read())
     with staged_output(out, force) as stage:
         atomic_write_text(stage / "report.json", json.dumps(report, indent=2))
         atomic_write_text(stage / "report.md", _markdown(report))
