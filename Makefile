@@ -31,8 +31,10 @@ test-slow: $(STAMP)
 test-timing: $(STAMP)
 	$(PY) -m pytest -m timing
 
+# ruff, then the import contract of pyproject.toml ([tool.importlinter]: layers, no cycles, private modules)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check prunekit tests bench
+	$(VENV)/bin/lint-imports --no-cache
 
 # The documentation site, into site/. Strict: a broken link or a missing API object fails the build.
 # (NO_MKDOCS_2_WARNING silences mkdocs-material's banner about MkDocs 2.0.)
