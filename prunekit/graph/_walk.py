@@ -13,9 +13,7 @@ LEAVES = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.Si
 def iter_tensors(values: Any):
     """Yields every tensor inside nested tuples, lists, dicts and dataclass-like outputs.
 
-    Example:
-        >>> [tuple(t.shape) for t in iter_tensors({"a": torch.zeros(2), "b": (torch.zeros(3), 1)})]
-        [(2,), (3,)]
+    ``iter_tensors({"a": x, "b": (y, 1)})`` yields ``x`` then ``y``.
     """
     if isinstance(values, torch.Tensor):
         yield values
