@@ -31,8 +31,10 @@ test-slow: $(STAMP)
 test-timing: $(STAMP)
 	$(PY) -m pytest -m timing
 
+# ruff, then the import contract of pyproject.toml ([tool.importlinter]: layers, no cycles, private modules)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check prunekit tests bench
+	$(VENV)/bin/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) runs
