@@ -57,7 +57,7 @@ def _readme_rows() -> dict[str, tuple[str, list[str]]]:
     rows = {}
     for line in table:
         cells = [c.strip() for c in line.strip("|").split(" | ")]
-        rows[cells[0]] = (cells[2], re.findall(r"\]\(bench/results/([^)]+\.json)\)", cells[3]))
+        rows[cells[0]] = (cells[2], re.findall(r"`([^`]+\.json)`", cells[3]))
     return rows
 
 
