@@ -118,32 +118,31 @@ def _criteria_table() -> str:
     return "\n".join(rows)
 
 
-_TABLE_START = re.compile(r"^\| benchmark \|", re.M)
+_TABLE = re.compile(r"<!-- results-table:start[^>]*-->\n(?P<table>.*?)<!-- results-table:end -->", re.S)
 
 
 def _readme_benchmarks() -> str:
-    """The README's benchmark table (generated there from the results JSON), with file names as links."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    start = _TABLE_START.search(text)
-    if start is None:
-        raise ValueError("README.md has no benchmark table (a line starting '| benchmark |')")
-    lines = []
-    for line in text[start.start():].splitlines():
-        if not line.startswith("|"):
-            break
-        lines.append(line)
-    return _link_results("\n".join(lines))
+    """The README's benchmark table (rendered there from the results JSON), with file names as links."""
+    m = _TABLE.search((ROOT / "README.md").read_text(encoding="utf-8"))
+    if m is None:
+        raise ValueError("README.md has no benchmark table between <!-- results-table:start --> and "
+                         "<!-- results-table:end --> (bench/render.py writes it)")
+    return _link_results(m.group("table").strip())
 
 
 def _link_results(markdown: str) -> str:
-    """`` `han.md` `` → a link to the published results page, where that file exists."""
+    """`` `han.json` `` / `` `han.md` `` → a link to the published results page (or file), where it exists."""
 
     def link(m: re.Match) -> str:
         name = m.group(1)
-        path = RESULTS / name
-        return f"[`{name}`]({RESULTS_URL}/{name})" if path.is_file() else m.group(0)
+        page = RESULTS / (name.rsplit(".", 1)[0] + ".md")
+        if page.is_file():
+            return f"[`{name}`]({RESULTS_URL}/{page.relative_to(RESULTS).as_posix()})"
+        if (RESULTS / name).is_file():
+            return f"[`{name}`]({RESULTS_URL}/{name})"
+        return m.group(0)
 
-    return re.sub(r"`([\w./-]+\.md)`", link, markdown)
+    return re.sub(r"`([\w./-]+\.(?:md|json))`", link, markdown)
 
 
 def _results_index() -> str:
