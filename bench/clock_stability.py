@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_results  # noqa: E402
+from _common import render_footer, write_results  # noqa: E402
 
 from prunekit.allocation import Budget, allocate  # noqa: E402
 from prunekit.allocation.latency import measure_latency_table  # noqa: E402
@@ -119,9 +119,9 @@ def main() -> None:
                        "allocation": {c: allocation_with(graph, cfg, sens, c) for c in ("cpu", "wall")}}
             rows.append(row)
             print(n, row["pair"], {c: row["allocation"][c]["dense_ms"] for c in ("cpu", "wall")}, flush=True)
-    write_results(args.name, {"name": args.name, "command": " ".join(sys.argv), "batch": args.batch,
+    write_results(args.name, {"name": args.name, "batch": args.batch,
                               "repeats": args.repeats, "table_repeats": args.table_repeats, "steps": steps,
-                              "threads": 1, "rows": rows, "summary": summary(rows, args.loops)}, markdown)
+                              "threads": 1, "rows": rows, "summary": summary(rows, args.loops)}, render)
 
 
 def _spread(values: list[float]) -> float:
@@ -148,9 +148,9 @@ def summary(rows: list[dict], loops: list[int]) -> dict:
     return out
 
 
-def markdown(res: dict) -> str:
+def render(res: dict) -> str:
     lines = [f"# {res['name']}: wall vs CPU time of a forward on a busy machine", "",
-             f"Command: `{res['command']}`. resnet_mini (MNIST 28×28), inference export (BN folded, channels_last), "
+             "resnet_mini (MNIST 28×28), inference export (BN folded, channels_last), "
              f"batch {res['batch']}, 1 thread; dense and a variant (half of one group's channels removed) timed "
              f"alternately, {res['repeats']} runs each. Busy loops are extra pure-Python processes on the 2 cores, on "
              f"top of the machine's own load (load before each condition in the JSON).", "",
@@ -164,8 +164,8 @@ def markdown(res: dict) -> str:
                      f"{e['cpu_median_ms_ratio']:.3f} | {e['cpu_same_counts']}/{e['runs']} | "
                      f"{e['wall_same_counts']}/{e['runs']} |")
     lines += ["", f"Latency tables: {res['steps']} steps, {res['table_repeats']} rounds each, the recipe's limits; "
-              "allocation of the 2× MAC budget by the recipe's μ blend from fixed seeded sensitivity curves.", ""]
-    return "\n".join(lines)
+              "allocation of the 2× MAC budget by the recipe's μ blend from fixed seeded sensitivity curves."]
+    return "\n".join(lines) + "\n" + render_footer(res)
 
 
 if __name__ == "__main__":
