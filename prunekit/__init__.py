@@ -23,3 +23,8 @@ __all__ = [
     "RecipeError",
     "UnsupportedOpError",
 ]
+
+# The one saved-model format (pruned.json + model.safetensors) and its loader; loading never runs code a file names.
+from prunekit.structured.serialize import load_pruned, save_pruned  # noqa: E402
+
+__all__ += ["load_pruned", "save_pruned"]
