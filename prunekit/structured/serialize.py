@@ -122,11 +122,15 @@ def save_pruned(model: nn.Module, path: str | Path, constructor: str | None = No
     from prunekit.io.checkpoint import atomic_write_text, save_state_dict
 
     path = Path(path)
+    kwargs = dict(kwargs or {})
+    if constructor is not None and ":" not in constructor:  # a built-in model: its two build arguments, named
+        input_shape = kwargs.pop("input_shape", input_shape)
+        num_classes = kwargs.pop("num_classes", num_classes)
     path.mkdir(parents=True, exist_ok=True)
     spec = architecture_spec(model)
     state, masks = _weights(model, spec)
     meta = {"format": FORMAT, "format_version": VERSION, "prunekit_version": __version__,
-            "model": {"name": constructor, "kwargs": dict(kwargs or {}),
+            "model": {"name": constructor, "kwargs": kwargs,
                       "input_shape": list(input_shape) if input_shape is not None else None,
                       "num_classes": num_classes},
             "architecture": spec, "masks": masks, "info": dict(info or {})}
