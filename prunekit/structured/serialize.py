@@ -115,7 +115,8 @@ def save_pruned(model: nn.Module, path: str | Path, constructor: str | None = No
         constructor: the registered name that builds the original model (``lenet300``, ``torchvision:resnet18``…);
             ``None``: the loader must be given the model or its constructor.
         kwargs: keyword arguments of the constructor.
-        input_shape, num_classes: what a built-in model is built for.
+        input_shape: the input shape a built-in model is built for (also read from ``kwargs``).
+        num_classes: the classes a built-in model is built for (also read from ``kwargs``).
         info: extra JSON-ready data stored under ``info``.
     """
     from prunekit._version import __version__
