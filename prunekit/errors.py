@@ -15,6 +15,8 @@ __all__ = [
     "PruningError",
     "UnsupportedOpError",
     "OutputExistsError",
+    "ExportError",
+    "MissingDependencyError",
 ]
 
 
@@ -48,3 +50,11 @@ class UnsupportedOpError(PruningError):
 
 class OutputExistsError(PrunekitError):
     """The output directory already holds results."""
+
+
+class ExportError(PrunekitError):
+    """A model that cannot be exported, or whose export does not compute what the model computes."""
+
+
+class MissingDependencyError(PrunekitError, ImportError):
+    """An optional dependency (an extra such as ``prunekit[deploy]``) is not installed."""
