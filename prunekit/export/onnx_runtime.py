@@ -126,7 +126,9 @@ def compare_onnx_latency(paths: Sequence[str | Path], example: torch.Tensor | Se
         example: one example input (or a tuple); the first sample is repeated to ``batch``.
         batch: batch size to time.
         threads: ONNX Runtime intra-op threads of every session (recorded in the result).
-        warmup, repeats, min_seconds: as in :func:`prunekit.measure.compare_latency`.
+        warmup: untimed runs of each session first.
+        repeats: timed runs of each session (at least).
+        min_seconds: keep timing until this much time has passed.
     """
     if batch < 1 or repeats < 1:
         raise ConfigError(f"batch and repeats must be ≥ 1, got batch={batch}, repeats={repeats}")
