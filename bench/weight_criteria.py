@@ -20,7 +20,7 @@ import statistics
 import time
 
 import torch
-from _common import RESULTS, train_dense, write_results  # bench/ is sys.path[0] when run as a script
+from _common import render_footer, train_dense, write_results  # bench/ is sys.path[0] when run as a script
 
 from prunekit.criteria import get_criterion
 from prunekit.data import load_dataset
@@ -69,14 +69,16 @@ def run(args) -> dict:
                           f"{r['accuracy_finetuned']:.3f} ({r['score_seconds']:.1f}s)", flush=True)
     return {"settings": {k: v for k, v in vars(args).items() if k != "out"}, "rows": rows,
             "skipped": [{"model": m, "criterion": c, "reason": why} for (m, c), why in skipped.items()],
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(),
+            "criteria_docs": {c: get_criterion(c).doc for c in dict.fromkeys(r["criterion"] for r in rows)}}
 
 
 def _ms(xs: list[float]) -> str:
     return f"{100 * statistics.mean(xs):.2f} ± {100 * (statistics.stdev(xs) if len(xs) > 1 else 0):.2f}"
 
 
-def summarise(result: dict) -> str:
+def render(result: dict) -> str:
+    """weight_criteria.md from its JSON."""
     rows = result["rows"]
     seeds = sorted({r["seed"] for r in rows})
     lines = ["# Single-weight criteria for unstructured pruning of trained models", "",
@@ -101,9 +103,9 @@ def summarise(result: dict) -> str:
         lines.append("")
     if result["skipped"]:
         lines += ["Not run:", ""] + [f"- {s['model']} × {s['criterion']}: {s['reason']}" for s in result["skipped"]]
-    lines += ["", "Criteria (single-weight forms; `prunekit/criteria`):", ""]
-    lines += [f"- `{c}`: {get_criterion(c).doc}" for c in dict.fromkeys(r["criterion"] for r in rows)]
-    return "\n".join(lines) + "\n"
+    lines += ["", "Criteria (single-weight forms, as documented in the code that ran):", ""]
+    lines += [f"- `{c}`: {doc}" for c, doc in result["criteria_docs"].items()]
+    return "\n".join(lines) + "\n" + render_footer(result)
 
 
 def main() -> None:
@@ -117,17 +119,12 @@ def main() -> None:
     ap.add_argument("--ft-lr", type=float, default=0.01)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default="weight_criteria")
-    ap.add_argument("--report", action="store_true", help="rewrite the markdown from the JSON of --out")
     args = ap.parse_args()
-    if args.report:
-        result = json.loads((RESULTS / f"{args.out}.json").read_text())
-        (RESULTS / f"{args.out}.md").write_text(summarise(result))
-        return
     if args.quick:
         args.models, args.seeds, args.sparsities = ["lenet300"], [0], [0.9]
     torch.set_num_threads(1)
     result = run(args)
-    write_results(args.out, result, summarise)
+    write_results(args.out, result, render)
 
 
 if __name__ == "__main__":
