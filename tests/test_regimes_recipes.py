@@ -32,7 +32,7 @@ def _recipe(prune, **top):
     (_recipe({"granularity": "nm", "nm": [2, 4], "sparsity": 0.9}),
      r"fixes the sparsity at 1 − N/M = 0.5, but sparsity is 0.9; set sparsity: 0.5"),
     (_recipe({"granularity": "nm", "nm": [4, 4], "sparsity": 0.0}), r"0 < N < M"),
-    (_recipe({"granularity": "kernal"}), "unknown granularity 'kernal'; choose one of: element, filter, kernel"),
+    (_recipe({"granularity": "kernal"}), "unknown granularity 'kernal'; choose one of: .*element, filter, kernel"),
     (_recipe({"method": "lottery"}, train={"epochs": 0}),
      r"'lottery' rewinds to the weights stored before training.*set train.epochs ≥ 1"),
     (_recipe({"method": "lottery", "rewind": "iteration"}), r"rewind_step ≥ 1"),
