@@ -25,6 +25,13 @@ __all__ = [
 ]
 
 # The one saved-model format (pruned.json + model.safetensors) and its loader; loading never runs code a file names.
-from prunekit.structured.serialize import load_pruned, save_pruned  # noqa: E402
-
+# Imported on first use, so `import prunekit.graph` does not load prunekit.structured.
 __all__ += ["load_pruned", "save_pruned"]
+
+
+def __getattr__(name: str):
+    if name in ("load_pruned", "save_pruned"):
+        from prunekit.structured import serialize
+
+        return getattr(serialize, name)
+    raise AttributeError(f"module 'prunekit' has no attribute {name!r}")
