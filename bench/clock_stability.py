@@ -38,7 +38,7 @@ from prunekit.graph import DependencyGraph  # noqa: E402
 from prunekit.measure import compare_latency  # noqa: E402
 from prunekit.measure.threads import using  # noqa: E402
 from prunekit.models import build_model  # noqa: E402
-from prunekit.recipe.structured import load_any_recipe  # noqa: E402
+from prunekit.pipeline import load_recipe  # noqa: E402
 from prunekit.sensitivity import Curve, Sensitivity  # noqa: E402
 from prunekit.structured import prune_groups  # noqa: E402
 
@@ -101,12 +101,13 @@ def main() -> None:
     ap.add_argument("--table-repeats", type=int, default=3)
     ap.add_argument("--name", default="clock_stability")
     args = ap.parse_args()
-    r = load_any_recipe(RECIPE)
+    r = load_recipe(RECIPE)
     data = load_dataset(r.data.name)
     torch.manual_seed(0)
     graph = DependencyGraph.build(build_model(r.model.name, data.input_shape, data.num_classes).eval(),
                                   data.x_train[:1])
-    cfg = replace(r.structured.allocation(0, r.inference), latency_batch=args.batch,
+    inf = r.measure.inference
+    cfg = replace(r.prune.options.allocation_config(0, inf), latency_batch=args.batch,
                   latency_repeats=args.table_repeats, latency_passes=1)
     sens = sensitivity(graph)
     steps = sum(len(allowed_steps(g, cfg)) for g in graph.prunable_groups())
@@ -115,7 +116,7 @@ def main() -> None:
         for n in args.loops:
             with busy_loops(n):
                 row = {"session": session, "busy_loops": n, "load_before": os.getloadavg()[0],
-                       "pair": pair_timings(graph, r.inference, args.batch, args.repeats),
+                       "pair": pair_timings(graph, inf, args.batch, args.repeats),
                        "allocation": {c: allocation_with(graph, cfg, sens, c) for c in ("cpu", "wall")}}
             rows.append(row)
             print(n, row["pair"], {c: row["allocation"][c]["dense_ms"] for c in ("cpu", "wall")}, flush=True)

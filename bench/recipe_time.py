@@ -39,6 +39,7 @@ def run_one(recipe: str, seed: int, threads: int | None) -> dict:
             "speedup": r["speedup"],
             "latency_ms": {"dense": r["dense"]["latency_ms"], "pruned": r["pruned"]["latency_ms"]},
             "removed": r["allocation"]["allocation"]["removed"], "timings_s": r["timings_s"],
+            "latency_table_clock": (r["allocation"]["allocation"].get("latency_table") or {}).get("clock"),
             "run_time_s": r.get("run_time_s"), "thread_choice": r.get("threads"), "loadavg_start": load,
             "loadavg_end": os.getloadavg()[0]}
 
@@ -65,7 +66,7 @@ def render(res: dict) -> str:
              "reduction | speed-up | removed |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
         t, ph = r.get("run_time_s") or {}, r["timings_s"]
-        phases = " / ".join(str(ph.get(k, "-")) for k in ("train", "score_allocate_prune", "finetune"))
+        phases = " / ".join(str(ph.get(k, "-")) for k in ("train", "prune", "recover"))
         sp = ", ".join(f"{v:.2f}× (batch {b})" for b, v in r["speedup"].items())
         lines.append(f"| {r['seed']} | {(r.get('thread_choice') or {}).get('threads', '-')} | {t.get('wall', '-')} | "
                      f"{t.get('cpu', '-')} | {r['loadavg_start']:.1f} / {r['loadavg_end']:.1f} | {phases} | "
