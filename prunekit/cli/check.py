@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-import torch
-
+from prunekit.measure import threads
 from prunekit.structured.check import check_model
 from prunekit.structured.criteria import GROUP_CRITERIA
 from prunekit.structured.pruner import SCOPES, StructuredConfig
@@ -49,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     rep = check_model(args.model, zm.model, zm.example_inputs, config, latency=not args.no_latency)
     _print_human(rep)
     if args.json:
-        print(json.dumps(rep.to_dict()))
+        print(json.dumps({**rep.to_dict(), "threads": threads.current().to_dict()}))
     return 0 if rep.ok else 1
 
 
@@ -58,7 +57,7 @@ def _ratio(a: float | None, b: float | None) -> str:
 
 
 def _print_human(rep) -> None:
-    print(f"model      {rep.model}  (threads={torch.get_num_threads()})")
+    print(f"model      {rep.model}  (threads={threads.current().threads}, {threads.current().source})")
     if rep.error:
         print(f"error      {rep.error}")
     print(f"groups     {rep.groups} found, {rep.groups_pruned} pruned, {rep.units_removed} units removed")

@@ -13,6 +13,7 @@ from prunekit.graph import DependencyGraph
 from prunekit.importance import IMPORTANCE, Calibration, ImportanceConfig, check_needs, score_groups, score_weights
 from prunekit.io.checkpoint import atomic_write_text
 from prunekit.io.outdir import check_output_dir, staged_output
+from prunekit.measure import threads
 from prunekit.models import build_model
 from prunekit.report import have_matplotlib
 from prunekit.sensitivity import DEFAULT_RATIOS, SensitivityConfig, analyze, analyze_weights, plot_sensitivity
@@ -74,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
     table = sens.to_markdown()
     with staged_output(args.out, args.force) as stage:
         atomic_write_text(stage / "sensitivity.json", json.dumps(
-            {**sens.to_dict(), "model": args.model, "dataset": args.data, "seed": args.seed}, indent=2))
+            {**sens.to_dict(), "model": args.model, "dataset": args.data, "seed": args.seed,
+             "threads": threads.current().to_dict()}, indent=2))
         atomic_write_text(stage / "sensitivity.md", f"# Sensitivity of {args.model} on {args.data}\n\n{table}")
         if have_matplotlib():
             plot_sensitivity(sens, stage / "sensitivity.png")

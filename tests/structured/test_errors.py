@@ -114,9 +114,11 @@ def test_unsupported_op_named() -> None:
 
 
 def test_cli_check_json(capsys) -> None:
-    rc = main(["check", "torchvision:resnet18", "--ratio", "0.25", "--image-size", "64", "--json", "--no-latency"])
+    rc = main(["check", "torchvision:resnet18", "--ratio", "0.25", "--image-size", "64", "--json", "--no-latency",
+               "--threads", "1"])
     rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert rc == 0 and rec["ok"] and rec["equivalent"] and rec["error"] is None
+    assert (rec["threads"]["threads"], rec["threads"]["source"]) == (1, "explicit")
     assert rec["model"] == "torchvision:resnet18" and rec["ratio"] == 0.25 and rec["groups_pruned"] > 0
     assert rec["params_after"] < rec["params_before"] and rec["macs_after"] < rec["macs_before"]
 
