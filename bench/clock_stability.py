@@ -100,6 +100,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--table-repeats", type=int, default=3)
     ap.add_argument("--name", default="clock_stability")
+    ap.add_argument("--note", action="append", default=[], help="a note rendered with the results (repeatable)")
     args = ap.parse_args()
     r = load_recipe(RECIPE)
     data = load_dataset(r.data.name)
@@ -120,7 +121,7 @@ def main() -> None:
                        "allocation": {c: allocation_with(graph, cfg, sens, c) for c in ("cpu", "wall")}}
             rows.append(row)
             print(n, row["pair"], {c: row["allocation"][c]["dense_ms"] for c in ("cpu", "wall")}, flush=True)
-    write_results(args.name, {"name": args.name, "batch": args.batch,
+    write_results(args.name, {"name": args.name, "notes": args.note, "batch": args.batch,
                               "repeats": args.repeats, "table_repeats": args.table_repeats, "steps": steps,
                               "threads": 1, "rows": rows, "summary": summary(rows, args.loops)}, render)
 

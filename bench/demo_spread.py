@@ -68,13 +68,15 @@ def main() -> None:
     ap.add_argument("--recipe", default="demo")
     ap.add_argument("--name", default="demo_spread")
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time")
+    ap.add_argument("--note", action="append", default=[], help="a note rendered with the results (repeatable)")
     args = ap.parse_args()
     cases = [(seed, t) for seed in args.seeds for t in args.threads]
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(lambda c: run_one(c[0], c[1], args.mkl_cbwr, args.recipe), cases))
     for row in rows:
         print(json.dumps(row), flush=True)
-    write_results(args.name, {"name": args.name, "recipe": args.recipe, "mkl_cbwr": args.mkl_cbwr or "prunekit default",
+    write_results(args.name, {"name": args.name, "recipe": args.recipe, "notes": args.note,
+                              "mkl_cbwr": args.mkl_cbwr or "prunekit default",
                               "rows": rows}, render)
 
 

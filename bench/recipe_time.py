@@ -51,10 +51,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="--threads of each run (default: prunekit's choice)")
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time")
     ap.add_argument("--name", default="structured_resnet_2x_time")
+    ap.add_argument("--note", action="append", default=[], help="a note rendered with the results (repeatable)")
     args = ap.parse_args()
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(lambda s: run_one(args.recipe, s, args.threads), args.seeds))
-    write_results(args.name, {"name": args.name, "recipe": args.recipe, "rows": rows}, render)
+    write_results(args.name, {"name": args.name, "recipe": args.recipe, "rows": rows, "notes": args.note}, render)
 
 
 def render(res: dict) -> str:
