@@ -179,10 +179,42 @@ def _recipe_schema() -> str:
     raise ValueError("no recipe schema module (prunekit/pipeline/schema.py) to document")
 
 
+def _prune_methods() -> str:
+    """The recipe's prune methods, from their registry: a table, then each method's keys and defaults."""
+    from prunekit.pipeline.methods import PRUNE_METHODS
+
+    rows = ["| `prune.method` | kind | what it does |", "|---|---|---|"]
+    sections = []
+    for name in PRUNE_METHODS.names():
+        method = PRUNE_METHODS.get(name)
+        rows.append(f"| [`{name}`](#method-{name}) | {method.kind} | {_cell(method.summary)} |")
+        sections += [f"### `{name}` {{ #method-{name} }}", "", _options_table(method.options), ""]
+    return "\n".join(rows + [""] + sections)
+
+
+def _options_table(options: type) -> str:
+    """A dataclass's docstring and a table of its fields (the ``prune:`` keys) with their defaults."""
+    import dataclasses
+    import inspect
+
+    doc = inspect.getdoc(options) or ""
+    rows = ["| key | default |", "|---|---|"]
+    for f in dataclasses.fields(options):
+        if f.default is not dataclasses.MISSING:
+            default = f"`{f.default!r}`"
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f"`{f.default_factory()!r}`"
+        else:
+            default = "required"
+        rows.append(f"| `{f.name}` | {_cell(default)} |")
+    return f"{doc}\n\n" + "\n".join(rows) + f"\n\n(`{options.__module__}.{options.__qualname__}`)"
+
+
 GENERATORS = {
     "api-index": _api_index,
     "cli-help": _cli_help,
     "criteria-table": _criteria_table,
+    "prune-methods": _prune_methods,
     "readme-benchmarks": _readme_benchmarks,
     "recipe-schema": _recipe_schema,
     "results-index": _results_index,
