@@ -119,6 +119,13 @@ def _criteria_table() -> str:
     return "\n".join(rows)
 
 
+def _criteria_needs() -> str:
+    """What each word of a criterion's ``needs`` means, from ``prunekit.importance.NEEDS``."""
+    from prunekit.importance import NEEDS
+
+    return "\n".join(["| need | meaning |", "|---|---|"] + [f"| `{k}` | {_cell(v)} |" for k, v in NEEDS.items()])
+
+
 _TABLE = re.compile(r"<!-- results-table:start[^>]*-->\n(?P<table>.*?)<!-- results-table:end -->", re.S)
 
 
@@ -213,6 +220,7 @@ def _options_table(options: type) -> str:
 GENERATORS = {
     "api-index": _api_index,
     "cli-help": _cli_help,
+    "criteria-needs": _criteria_needs,
     "criteria-table": _criteria_table,
     "prune-methods": _prune_methods,
     "readme-benchmarks": _readme_benchmarks,
