@@ -178,14 +178,6 @@ def _shipped_recipes() -> str:
     return "\n".join(rows)
 
 
-def _recipe_schema() -> str:
-    """The recipe schema's reference, from the module that defines it."""
-    for module in ("prunekit.pipeline.schema", "prunekit.recipe.schema"):
-        if (ROOT / (module.replace(".", "/") + ".py")).is_file():
-            return f"::: {module}\n    options:\n      heading_level: 3\n      show_root_heading: false\n"
-    raise ValueError("no recipe schema module (prunekit/pipeline/schema.py) to document")
-
-
 def _prune_methods() -> str:
     """The recipe's prune methods, from their registry: a table, then each method's keys and defaults."""
     from prunekit.pipeline.methods import PRUNE_METHODS
@@ -224,7 +216,6 @@ GENERATORS = {
     "criteria-table": _criteria_table,
     "prune-methods": _prune_methods,
     "readme-benchmarks": _readme_benchmarks,
-    "recipe-schema": _recipe_schema,
     "results-index": _results_index,
     "shipped-recipes": _shipped_recipes,
 }
