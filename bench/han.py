@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import render_footer, train_dense, write_results  # bench/ is sys.path[0] when run as a script
+from _common import provenance_line, render_footer, train_dense, write_results  # bench/ is sys.path[0]
 
 from prunekit.data import load_dataset
 from prunekit.measure import count_params
@@ -123,6 +123,12 @@ def render(result: dict) -> str:
             drop = 100 * statistics.mean(r["dense_accuracy"] - r["test_accuracy"] for r in sel)
             verdict = "met" if drop <= limit else f"**not met** (gap {drop - limit:.2f} pt)"
             lines.append(f"- {model} at {c}×: mean loss {drop:.2f} pt (target ≤ {limit} pt): {verdict}")
+    if result.get("sources"):  # a merge: which run measured which rows
+        lines += ["", "## Measured in", ""] + [
+            f"- `{src['file']}` (models {', '.join(dict.fromkeys(src['settings']['models']))}, criteria "
+            f"{', '.join(src['settings']['criteria'])}, seeds {src['settings']['seeds']}): "
+            + (provenance_line(src["provenance"]) if src.get("provenance") else "no provenance recorded.")
+            for src in result["sources"]]
     return "\n".join(lines) + "\n" + render_footer(result)
 
 
