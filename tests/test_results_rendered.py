@@ -25,7 +25,8 @@ def _render(*args: str) -> subprocess.CompletedProcess:
 
 def test_every_results_page_and_the_readme_table_are_the_render_of_their_json():
     run = _render()
-    assert run.returncode == 0, f"stale or hand-edited page(s): run `python bench/render.py`\n{run.stdout[-6000:]}"
+    assert run.returncode == 0, (f"stale or hand-edited page(s), or a bench script that no longer imports: run "
+                                 f"`python bench/render.py`\n{run.stdout[-6000:]}\n{run.stderr[-3000:]}")
 
 
 def test_a_hand_edited_readme_figure_fails_the_check(tmp_path):
