@@ -109,10 +109,14 @@ def render(result: dict) -> str:
             sel = {crit: [r for r in rows if r["model"] == model and r["compression_target"] == c
                           and r["criterion"] == crit] for crit in ("l1", "random")}
             l1, rnd = sel["l1"], sel["random"]
+            base = l1 or rnd  # a control-only run has no L1 rows
+            if not base:
+                continue
             lines.append(
-                f"| {model} | {statistics.mean(r['compression'] for r in l1):.1f}× | "
-                f"{100 * statistics.mean(r['sparsity'] for r in l1):.2f}% | {ms([r['dense_accuracy'] for r in l1])} | "
-                f"{ms([r['test_accuracy'] for r in l1])} | {ms(delta(l1))} | {lrs(l1)} | "
+                f"| {model} | {statistics.mean(r['compression'] for r in base):.1f}× | "
+                f"{100 * statistics.mean(r['sparsity'] for r in base):.2f}% | "
+                f"{ms([r['dense_accuracy'] for r in base])} | "
+                + (f"{ms([r['test_accuracy'] for r in l1])} | {ms(delta(l1))} | {lrs(l1)} | " if l1 else "– | – | – | ")
                 + (f"{ms([r['test_accuracy'] for r in rnd])} | {ms(delta(rnd))} | {lrs(rnd)} |" if rnd
                    else "– | – | – |"))
     lines += ["", "## Targets (issue 2)", ""]
