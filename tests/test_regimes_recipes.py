@@ -9,7 +9,7 @@ import yaml
 
 from prunekit.cli.main import main
 from prunekit.cli.run import shipped_recipe
-from prunekit.errors import RecipeError
+from prunekit.errors import ConfigError, RecipeError
 from prunekit.pruners.granularity import is_nm
 from prunekit.recipe import load_recipe, parse_recipe
 from prunekit.recipe.runner import load_pruned, run_recipe
@@ -29,7 +29,7 @@ def _recipe(prune, **top):
     (_recipe({"granularity": "nm", "nm": [2, 4], "target": 0.9}),
      r"fixes the sparsity at 1 − N/M = 0.5, but target is 0.9; set target: 0.5"),
     (_recipe({"granularity": "nm", "nm": [4, 4], "target": 0.0}), r"0 < N < M"),
-    (_recipe({"granularity": "kernal"}), "unknown granularity 'kernal'; choose one of: element, filter, kernel"),
+    (_recipe({"granularity": "kernal"}), "unknown granularity 'kernal'; choose one of: .*element, filter, kernel"),
     (_recipe({"schedule": "lottery"}, train={"epochs": 0}),
      r"'lottery' rewinds to the weights stored before training.*set train.epochs ≥ 1"),
     (_recipe({"schedule": "lottery", "lottery": {"rewind": "iteration"}}), r"rewind_step ≥ 1"),
@@ -50,7 +50,7 @@ def test_incompatible_options_name_the_option_and_the_fix(raw, match):
 
 def test_nm_on_a_bad_layer_fails_before_training(tmp_path):
     raw = _recipe({"granularity": "nm", "nm": [4, 8], "target": 0.5}, train={"epochs": 50})
-    with pytest.raises(Exception, match=r"input size 300 .*prune.exclude: \['3'\]"):
+    with pytest.raises(ConfigError, match=r"granularity 'nm' \(4:8\).*input size 300 .*prune.exclude: \['3'\]"):
         run_recipe(parse_recipe(raw), tmp_path / "o", progress=False, quiet=True)
     assert not (tmp_path / "o").exists()
 

@@ -15,9 +15,7 @@ import torch
 from torch import nn
 
 from prunekit.errors import ConfigError, PrunekitError
-from prunekit.graph import DependencyGraph, split_inputs
-from prunekit.graph._trace import iter_tensors
-from prunekit.graph.groups import raise_no_groups
+from prunekit.graph import DependencyGraph, iter_tensors, raise_no_groups, split_inputs
 from prunekit.measure import count_macs, count_params
 from prunekit.structured.apply import failing_module
 from prunekit.structured.equivalence import snapshot_members, zero_members
@@ -51,6 +49,9 @@ class CheckReport:
     skipped: list[str] = field(default_factory=list)
     exact_only: bool = True
     redrawn: list[str] = field(default_factory=list)
+    # shape-only runs (graph capture, the pruned model's check) that had to be repeated as real forwards
+    shape_only_fallbacks: int = 0
+    fallback_reasons: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,6 +146,7 @@ def check_model(name: str, model: nn.Module, example_inputs: Any, config: Struct
     """
     config = config or StructuredConfig()
     rep = CheckReport(model=name, ratio=config.ratio, exact_only=config.exact_only)
+    graph = None
     try:
         config.validate()
         model.eval()
@@ -194,4 +196,6 @@ def check_model(name: str, model: nn.Module, example_inputs: Any, config: Struct
     except Exception as e:  # a bug of prunekit's, not the user's: still one line naming where it happened
         rep.error = (f"internal error in {_where(e, model)}: {_first_line(e)} (please report it with the "
                      f"model name)")
+    if graph is not None:
+        rep.shape_only_fallbacks, rep.fallback_reasons = graph.shape_only_fallbacks, list(graph.fallback_reasons)
     return rep
