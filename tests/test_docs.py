@@ -70,6 +70,34 @@ def test_examples_run(page, tmp_path, monkeypatch, one_thread):
             raise AssertionError(f"the example at {where} fails: {type(e).__name__}: {e}") from e
 
 
+_YAML = re.compile(r"^```yaml[^\n]*\n(?P<code>.*?)^```[ \t]*$", re.M | re.S)
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if _YAML.search(p.read_text(encoding="utf-8"))],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_recipe_examples_validate(page):
+    """Every YAML block that is a recipe (has a ``prune`` section) passes the recipe schema."""
+    import yaml
+
+    from prunekit.pipeline.schema import parse_recipe
+
+    text = page.read_text(encoding="utf-8")
+    checked = 0
+    for m in _YAML.finditer(text):
+        if m.group("code").lstrip().startswith("--8<--"):
+            continue  # a shipped recipe file included verbatim: the pipeline's tests validate those
+        raw = yaml.safe_load(m.group("code"))
+        if isinstance(raw, dict) and "prune" in raw:
+            line = text.count("\n", 0, m.start()) + 1
+            try:
+                parse_recipe(raw, f"{page.relative_to(ROOT)}:{line}", notice=None)
+            except Exception as e:
+                raise AssertionError(f"the recipe at {page.relative_to(ROOT)}:{line} is invalid: {e}") from e
+            checked += 1
+    if not checked:
+        pytest.skip("no recipe among this page's YAML blocks")
+
+
 def test_docs_build_strict(tmp_path):
     """``mkdocs build --strict`` succeeds: no broken link, no missing page, every ``:::`` object exists."""
     pytest.importorskip("mkdocs", reason="the docs extra is not installed: pip install -e '.[docs]'")
