@@ -41,7 +41,7 @@ def sparsity_for(model, compression: float) -> float:
 
 
 def trajectory(model, data, criterion, points, args, seed):
-    pruner = UnstructuredPruner(model, UnstructuredConfig(criterion=criterion, scope="global", seed=seed))
+    pruner = UnstructuredPruner(model, UnstructuredConfig(importance=criterion, allocation="global", seed=seed))
     ft = TrainConfig(epochs=args.ft_epochs, lr=args.ft_lr, weight_decay=args.ft_wd, augment=args.augment)
     out = []
     for c in points:

@@ -39,14 +39,14 @@ def _write(tmp_path, recipe):
 def test_shipped_structured_recipe_is_structured():
     r = load_any_recipe(shipped_recipe("structured-resnet-mnist"))
     assert isinstance(r, StructuredRecipe)
-    assert (r.model.name, r.data.name, r.structured.budget().macs) == ("resnet_mini", "mnist", 0.5)
+    assert (r.model.name, r.data.name, r.structured.budget().macs_kept) == ("resnet_mini", "mnist", 0.5)
     assert r.finetune.lr == pytest.approx(r.train.lr / 10)
 
 
 @pytest.mark.parametrize("name,macs", [("structured-resnet-mnist", 0.5), ("structured-resnet-mnist-3x", 0.3333)])
 def test_shipped_speedup_recipes_distill_and_time_the_export(name, macs):
     r = load_any_recipe(shipped_recipe(name))
-    assert r.structured.budget().macs == macs and r.structured.round_to == 8
+    assert r.structured.budget().macs_kept == macs and r.structured.round_to == 8
     assert r.recovery.method == "distill"
     assert (r.inference.fold_bn, r.inference.channels_last) == (True, True)
 
@@ -72,7 +72,7 @@ def test_structured_run_writes_the_report_fields(tmp_path):
 @pytest.mark.parametrize("patch,match", [
     ({"criterion": "taylor9"}, "unknown criterion 'taylor9'; choose one of: apoz"),
     ({"strategy": "amc"}, "unknown allocation strategy 'amc'; choose one of: uniform, global, sensitivity, search"),
-    ({"target": {"macs": 2}}, r"give the fraction of the dense model to keep, in \(0, 1\)"),
+    ({"target": {"macs_kept": 2}}, r"give the fraction of the dense model to KEEP, in \(0, 1\)"),
     ({"target": {"flops": 0.5}}, "unknown budget key"),
     ({"calibration_samples": 0}, "criterion 'taylor' needs calibration data"),
     ({"allocation_cost": "macs"}, "unknown allocation_cost 'macs'; choose one of: budget, latency"),
@@ -151,7 +151,7 @@ def test_cli_flags_override_the_structured_fields(tmp_path, capsys):
     assert code == 2 and "apply to structured recipes" in capsys.readouterr().err
 
 
-TINY_SAVE = {**TINY, "structured": {"criterion": "lp", "strategy": "global", "target": {"macs": 0.5}}}
+TINY_SAVE = {**TINY, "structured": {"criterion": "l2", "strategy": "global", "target": {"macs": 0.5}}}
 
 
 def test_structured_recipe_end_to_end(tmp_path):

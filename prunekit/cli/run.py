@@ -53,7 +53,7 @@ LATENCY_ONLY = ("allocation_latency_weight", "latency_passes", "latency_table") 
 
 
 def _target(text: str) -> dict[str, float]:
-    """``macs=0.5`` or ``latency_ms=20,batch=1`` → a budget mapping."""
+    """``macs_kept=0.5`` or ``latency_ms=20,batch=1`` → a budget mapping."""
     out = {}
     for part in text.split(","):
         key, sep, value = part.partition("=")
@@ -62,7 +62,7 @@ def _target(text: str) -> dict[str, float]:
         except ValueError:
             sep = ""
         if not sep:
-            raise argparse.ArgumentTypeError(f"--target: expected KEY=VALUE[,KEY=VALUE] such as macs=0.5 or "
+            raise argparse.ArgumentTypeError(f"--target: expected KEY=VALUE[,KEY=VALUE] such as macs_kept=0.5 or "
                                              f"latency_ms=20,batch=1, got {text!r}")
     return out
 

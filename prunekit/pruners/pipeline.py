@@ -105,7 +105,7 @@ def _gradual(model, data, pruner, spec, finetune, seed, progress, loss_fn=None) 
 
     train(model, data, finetune, seed=seed + 1, on_step=on_step, progress=progress, desc="gradual",
           loss_fn=loss_fn)
-    if abs(pruner.sparsity() - spec.target) > 1e-3 and pruner.config.scope != "ratios":
+    if abs(pruner.sparsity() - spec.target) > 1e-3 and pruner.config.allocation != "ratios":
         pruner.prune_to(spec.target)  # the last event fell after the run's final step
         records.append(_record(model, data, pruner, len(records) + 1, None))
     return records

@@ -23,6 +23,7 @@ from prunekit.io.outdir import check_output_dir, staged_output
 from prunekit.measure.summary import measure_model, time_side_by_side
 from prunekit.models import build_model
 from prunekit.pruners import UnstructuredConfig, UnstructuredPruner
+from prunekit.pruners.allocations import allocation_name
 from prunekit.pruners.channels import structural_macs
 from prunekit.pruners.lottery import WeightSnapshot, capture_at_step
 from prunekit.pruners.regularizers import RegularizerConfig, regularized_loss
@@ -54,10 +55,10 @@ def run_recipe(recipe: Recipe, out: str | Path, force: bool = False, progress: b
                         recipe.model.checkpoint).to(default_device())
     p = recipe.prune
     pruner = UnstructuredPruner(model, UnstructuredConfig(  # built now: bad layers fail before training
-        criterion=p.criterion, scope=p.scope, ratios=p.ratios, threshold=p.threshold,
+        importance=p.criterion, allocation=allocation_name(p.scope), ratios=p.ratios, threshold=p.threshold,
         exclude=tuple(p.exclude), include_bias=p.include_bias, seed=recipe.seed,
         granularity=p.granularity, nm=tuple(p.nm)))
-    needs = pruner.criterion.needs & {"data", "input_shape"}
+    needs = pruner.criterion.needs & {"data", "example_inputs"}
     if needs and not pruner.criterion.at_init:  # at_init brings its own batch
         cal = Calibration.from_data(data.x_train, data.y_train, p.calibration_samples, recipe.seed)
         pruner.calibration = (cal.x, cal.y)

@@ -19,11 +19,12 @@ from typing import Any
 
 import yaml
 
-from prunekit.criteria import get_criterion
 from prunekit.data import DATASETS
 from prunekit.errors import ConfigError, RecipeError
+from prunekit.importance import get
 from prunekit.models import MODELS
-from prunekit.pruners import SCHEDULES, SCOPES
+from prunekit.pruners import SCHEDULES
+from prunekit.pruners.allocations import allocation_name
 from prunekit.pruners.granularity import GRANULARITIES, check_nm, nm_sparsity
 from prunekit.pruners.lottery import REWINDS
 from prunekit.pruners.regularizers import REGULARIZERS
@@ -151,8 +152,8 @@ class PruneSpec:
     recalibrate_bn: int = 0
 
     def __post_init__(self) -> None:
-        get_criterion(self.criterion)
-        SCOPES.get(self.scope)
+        get(self.criterion, "weight")
+        allocation_name(self.scope)
         SCHEDULES.get(self.schedule)
         GRANULARITIES.get(self.granularity)
         self._check_combinations()
@@ -184,7 +185,7 @@ class PruneSpec:
         if self.iterations is not None and self.schedule != "at_init":
             raise ConfigError(f"iterations counts the scoring rounds of schedule 'at_init'; remove it or "
                               f"set schedule: at_init (got schedule {self.schedule!r})")
-        if get_criterion(self.criterion).at_init and self.schedule != "at_init":
+        if get(self.criterion).at_init and self.schedule != "at_init":
             raise ConfigError(f"criterion {self.criterion!r} scores weights at initialisation: set "
                               f"schedule: at_init (got {self.schedule!r})")
         if self.recalibrate_bn < 0:

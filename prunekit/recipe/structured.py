@@ -5,12 +5,12 @@ A recipe with a top-level ``structured:`` key (``recipes/structured-resnet-mnist
     model: resnet_mini
     data: mnist
     train: {epochs: 4, lr: 0.05}
-    structured: {criterion: taylor, strategy: sensitivity, target: {macs: 0.5}}
+    structured: {criterion: taylor, strategy: sensitivity, target: {macs_kept: 0.5}}
     finetune: {epochs: 3, lr: 0.005}
     recovery: {method: distill}                         # optional: fine-tune by distilling the dense model
     inference: {fold_bn: true, channels_last: true}     # optional: latency of the inference export
 
-``target`` is a :class:`~prunekit.allocation.Budget`: ``{macs: 0.5}``, ``{params: 0.25}`` or
+``target`` is a :class:`~prunekit.allocation.Budget`: ``{macs_kept: 0.5}``, ``{params_kept: 0.25}`` or
 ``{latency_ms: 20, batch: 1}``. ``allocation_cost: latency`` makes the sensitivity greedy rank steps by
 latency saved, measured at ``latency_table_batch`` on the model as ``inference`` exports it (see
 :mod:`prunekit.allocation.latency`). :func:`load_any_recipe` reads either kind of recipe.
@@ -41,7 +41,7 @@ from prunekit.allocation import (
 from prunekit.data import load_dataset
 from prunekit.errors import ConfigError
 from prunekit.export import InferenceConfig, prepare_inference
-from prunekit.importance import IMPORTANCE, Calibration, ImportanceConfig, score_groups
+from prunekit.importance import Calibration, ImportanceConfig, get, score_groups
 from prunekit.io.checkpoint import atomic_write_text
 from prunekit.io.outdir import check_output_dir, staged_output
 from prunekit.measure.summary import measure_model, time_side_by_side
@@ -70,10 +70,12 @@ class StructuredSpec:
     """What to remove and how much (see :mod:`prunekit.importance` and :mod:`prunekit.allocation`).
 
     Attributes:
-        criterion: importance criterion (lp, random, gradient, taylor, hessian, apoz, mean_activation,
+        criterion: importance criterion with a group form (l1, l2, random, gradient, taylor, hessian, apoz,
+            mean_activation,
             bn_scale, fpgm, mi, loss_change).
         strategy: allocation strategy (uniform, global, sensitivity, search).
-        target: the budget: ``{macs: 0.5}``, ``{params: 0.25}`` or ``{latency_ms: 20, batch: 1}``.
+        target: the budget: ``{macs_kept: 0.5}``, ``{params_kept: 0.25}`` (fractions KEPT) or
+            ``{latency_ms: 20, batch: 1}``.
         calibration_samples: training examples used by data-driven criteria.
         sensitivity_ratios: ratios of the sensitivity analysis (strategy ``sensitivity``).
         sensitivity_samples: validation examples per sensitivity evaluation (and search proxy).
@@ -101,7 +103,7 @@ class StructuredSpec:
 
     criterion: str = "taylor"
     strategy: str = "sensitivity"
-    target: dict[str, float] = field(default_factory=lambda: {"macs": 0.5})
+    target: dict[str, float] = field(default_factory=lambda: {"macs_kept": 0.5})
     calibration_samples: int = 512
     sensitivity_ratios: list[float] = field(default_factory=lambda: list(DEFAULT_RATIOS))
     sensitivity_samples: int = 500
@@ -121,7 +123,7 @@ class StructuredSpec:
     latency_passes: int = 1
 
     def __post_init__(self) -> None:
-        IMPORTANCE.get(self.criterion)
+        get(self.criterion, "group")
         if self.strategy not in STRATEGY_NAMES:
             raise ConfigError(f"unknown allocation strategy {self.strategy!r}; choose one of: "
                               f"{', '.join(STRATEGY_NAMES)}")
@@ -141,10 +143,10 @@ class StructuredSpec:
         if self.sensitivity_recalibration < 0:
             raise ConfigError(f"sensitivity_recalibration must be ≥ 0 training examples (0: off), got "
                               f"{self.sensitivity_recalibration}")
-        if IMPORTANCE.get(self.criterion).needs and self.calibration_samples < 1:
+        if get(self.criterion).needs_data and self.calibration_samples < 1:
             raise ConfigError(f"criterion {self.criterion!r} needs calibration data "
-                              f"({', '.join(sorted(IMPORTANCE.get(self.criterion).needs))}): set "
-                              f"calibration_samples ≥ 1, or choose lp, fpgm, bn_scale or random")
+                              f"({', '.join(sorted(get(self.criterion).needs))}): set "
+                              f"calibration_samples ≥ 1, or choose l1, l2, fpgm, bn_scale or random")
 
     def budget(self) -> Budget:
         t = dict(self.target)
@@ -218,7 +220,7 @@ def _log(msg: str, quiet: bool) -> None:
 def _prune(recipe: StructuredRecipe, model, data, quiet: bool) -> tuple[Any, dict]:
     s = recipe.structured
     cal = None
-    if s.calibration_samples and IMPORTANCE.get(s.criterion).needs:
+    if s.calibration_samples and get(s.criterion).needs_data:
         cal = Calibration.from_data(data.x_train, data.y_train, s.calibration_samples, recipe.seed)
     sens = None
     x_val, y_val = data.x_val[: s.sensitivity_samples], data.y_val[: s.sensitivity_samples]
