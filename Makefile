@@ -10,7 +10,7 @@ TORCH   ?= torch==2.14.1 torchvision==0.29.1
 FIND    := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo test test-slow test-timing lint clean
+.PHONY: demo test test-slow test-timing lint docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,8 +31,15 @@ test-slow: $(STAMP)
 test-timing: $(STAMP)
 	$(PY) -m pytest -m timing
 
+# ruff, then the import contract of pyproject.toml ([tool.importlinter]: layers, no cycles, private modules)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check prunekit tests bench
+	$(VENV)/bin/lint-imports --no-cache
+
+# The documentation site, into site/. Strict: a broken link or a missing API object fails the build.
+# (NO_MKDOCS_2_WARNING silences mkdocs-material's banner about MkDocs 2.0.)
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs site
