@@ -239,56 +239,8 @@ def _merge(files: list[Path]) -> dict | None:
 # timed slower than the dense one (speed-ups < 1×). They are kept in criteria_<config>*.json but not shown.
 SHOW_LATENCY = False
 
-NOTES = """## What was run, and how to read it
-
-- Machine: 2 CPU cores shared with other engineers' benchmarks and test runs (load average 8–15
-  throughout), 1 torch thread per process; the resnet points ran in 3–6 parallel processes (one per
-  seed, with 2.5× and seed 2's 1.5× split off into their own processes: the `_r*` files; every
-  (criterion, strategy, target, seed) point ran exactly once). Each process got a fraction of a core,
-  so run times say nothing about the method.
-- **No latency columns.** The earlier runs timed pruned models slower than the dense one (speed-ups
-  < 1× at 2–4× fewer MACs) because of that load; those timings stay in the raw
-  `criteria_cnn1d.json` but are not shown, and the resnet run did not time anything. The interleaved
-  dense/pruned timing of the shipped recipe (`structured-resnet-mnist/latency_interleaved.json`,
-  `bench/structured_latency.py`) is the fairer latency number for the resnet at 2×.
-- MNIST-1D / cnn1d (measured before commit 8a2fc1b, unchanged here): every criterion except
-  `bn_scale` (the classifier's hidden Linear group has no normalisation layer, so `bn_scale` refuses
-  it) × `uniform` and `global`; `sensitivity` with lp, gradient and taylor; `search` with lp
-  (population 8, 3 generations, proxy = accuracy of the zeroed model on 200 validation images, no BN
-  re-estimation, and — a bug fixed in 8a2fc1b — without the sensitivity allocation among its starting
-  candidates); 5 MAC budgets × 3 seeds; fine-tune 1 epoch over all 3,600 training series.
-- Why sensitivity collapses on cnn1d at 3–4× (`bench/criteria_ratios.py`,
-  `criteria-ratios_cnn1d_s2.json`, seed 2, lp): the single-group curves say the third conv (group `6`,
-  64 channels) hurts little alone (+0.41 loss at 70%, +1.71 at 90%) and saves many MACs per channel,
-  so the greedy takes it to 89% at 4× (7 channels left; uniform: 52%), which also cuts the classifier's
-  input; 10,722 parameters remain instead of 26,086 and the fine-tuned accuracy is 60.9% vs 93.1% for
-  lp/uniform. Single-group loss rises without recovery do not add up, and they miss that a
-  bottleneck cannot be fine-tuned back.
-- Residual CNN / MNIST (this run): dense trained 4 epochs at LR 0.05 as in the shipped recipe
-  (cached per seed under `runs/criteria_dense/`); every point fine-tuned **1 epoch over the full
-  3,500-image training split** (55 steps; the previous run used 10 steps on 640 images) at LR 0.005.
-  Two epochs were planned; at the measured ~140 s of wall time per point on this loaded machine they
-  would not have finished before the deadline. Criteria × strategies cut to what answers the
-  allocation question: random/uniform and lp/uniform (controls), taylor/uniform (the same-criterion
-  baseline), taylor/sensitivity and taylor/search (sensitivity curves at 7 ratios up to 90% on 300
-  validation images; search: population 8, 3 generations, proxy = accuracy on 300 validation
-  images after re-estimating BN statistics on 256 training images, starting from the uniform, global
-  and sensitivity allocations). `global` was cut for CPU time.
-- "Beats by more than the seed spread" compares the difference of the means with the larger of the
-  two standard deviations over 3 seeds; the paired column is the per-seed difference (same dense
-  model, same calibration images), mean ± std. With 1,000 test images one seed's accuracy has a
-  binomial standard error of about 0.6 pt at 96%, so differences below ~0.5 pt are within noise.
-- The proxy check table shows whether the search's fitness ranks allocations like the fine-tuned
-  accuracy; without BN re-estimation the pruned resnet scores near chance before fine-tuning.
-- Every point met its MAC budget within ±2% (column "MACs kept").
-"""
-
-
-NO_LATENCY = NOTES[NOTES.index("- **No latency columns.**"):NOTES.index("- MNIST-1D / cnn1d")]
-
-
 def latency_note(latency: dict, recipe: dict | None = None) -> str:
-    """The notes' latency bullet once bench/criteria_latency.py has run (replaces NO_LATENCY); ``recipe``:
+    """The notes' latency bullet once bench/criteria_latency.py has run ; ``recipe``:
     bench/structured_latency.py's timing of the shipped recipe's architecture, for comparison."""
     cfgs = latency["configs"]
     per = "; ".join(f"{c['model']}: batch {c['batch']}, {c['repeats']} repeats, {c['unique_architectures']} "
@@ -318,8 +270,10 @@ def latency_note(latency: dict, recipe: dict | None = None) -> str:
     return textwrap.fill(text, 104, initial_indent="- ", subsequent_indent="  ", break_on_hyphens=False) + "\n"
 
 
-def write_report(results: Path, files: dict[str, list[Path]]) -> None:
-    runs = [r for r in (_merge(fs) for fs in files.values()) if r is not None]
+def _build(results: Path, sources: dict[str, list[str]]) -> tuple[dict, list[str], list]:
+    """criteria.json's per-config summary, criteria.md's generated lines and the plot's runs, from the raw files
+    ``sources`` (per config, file names under ``results``) and criteria_latency*.json."""
+    runs = [r for r in (_merge([results / f for f in fs]) for fs in sources.values()) if r is not None]
     lat_file = results / "criteria_latency.json"  # bench/criteria_latency.py: measured on rebuilt architectures
     latency = json.loads(lat_file.read_text()) if lat_file.exists() else {"configs": {}}
     summary, md, plotted = {}, ["# Criteria × allocation strategies at MAC budgets", "",
@@ -337,33 +291,62 @@ def write_report(results: Path, files: dict[str, list[Path]]) -> None:
                                   "dense": [{k: v for k, v in d.items() if SHOW_LATENCY or k != "latency_ms"}
                                             for d in dense], "rows": rows,
                                   "pareto": pareto(rows)}
-        lat = dense[0].get("latency_ms") if SHOW_LATENCY else None
-        search = run.get("search")
-        md += [f"## {run['model']} on {run['data']}", "",
-               f"Dense: {100 * acc_m:.2f} ± {100 * acc_s:.2f}% over seeds {[d['seed'] for d in dense]} "
-               f"({dense[0]['macs']:,} MACs, {dense[0]['params']:,} params"
-               + (f", latency {lat} ms at batch sizes" if lat else "") + f"). Training {run['train']['epochs']} "
-               f"epochs at LR {run['train']['lr']}; fine-tune {run['finetune']['epochs']} epoch(s) at LR "
-               f"{run['finetune']['lr']} (10× lower) on {run['ft_subset'] or 'all'} training images, the same for "
-               f"every point; calibration {run['calibration']} images; sensitivity ratios "
-               f"{run['sensitivity_ratios']}"
-               + (f" on {run['sensitivity_samples']} validation images" if "sensitivity_samples" in run else "")
-               + (f"; search: population {search['population']}, {search['generations']} generations, proxy on "
-                  f"{search['proxy_val']} validation images"
-                  + (f" after re-estimating BN statistics on {search['recalibration']} training images"
-                     if search["recalibration"] else " (no BN re-estimation)") if search else "")
-               + (". Latency: seed 0 only, median of 5, 1 thread." if lat else
-                  f". Speed-up: measured on the rebuilt architectures, batch {measured['batch']}, 1 thread "
-                  "(`criteria_latency.md`, notes below)." if measured else ". No latency: see the notes."),
-               "", *_table(run, rows, measured), "", "Pareto front (mean accuracy vs MACs): " +
-               ", ".join(f"{r['criterion']}/{r['strategy']}@{r['reduction_target']:g}×" for r in pareto(rows)), "",
-               "Allocation vs uniform at ≥ 2×:", "", *_comparisons(rows, run["points"]), "", *_proxy_check(run),
-               *(["Measured latency (`criteria_latency.md`):", "", *latency_summary(latency, run["config"]), ""]
-                 if measured else [])]
-    (results / "criteria.json").write_text(json.dumps(summary, indent=1))
+        md += _run_lines(run, rows, measured, latency)
     rec_file = results / "criteria_latency_recipe.json"
     recipe = json.loads(rec_file.read_text()) if rec_file.exists() else None
-    notes = NOTES.replace(NO_LATENCY, latency_note(latency, recipe)) if latency["configs"] else NOTES
-    (results / "criteria.md").write_text("\n".join(md) + "\n![accuracy vs MACs](criteria.png)\n\n" + notes)
+    md += ["![accuracy vs MACs](criteria.png)", ""]
+    if latency["configs"]:
+        md += ["## Latency", "", latency_note(latency, recipe).rstrip("\n")]
+    return summary, md, plotted
+
+
+def _run_lines(run: dict, rows: list[dict], measured: dict | None, latency: dict) -> list[str]:
+    dense = run["dense"]
+    acc_m, acc_s = _ms([d["accuracy"] for d in dense])
+    lat = dense[0].get("latency_ms") if SHOW_LATENCY else None
+    search = run.get("search")
+    return [f"## {run['model']} on {run['data']}", "",
+            f"Dense: {100 * acc_m:.2f} ± {100 * acc_s:.2f}% over seeds {[d['seed'] for d in dense]} "
+            f"({dense[0]['macs']:,} MACs, {dense[0]['params']:,} params"
+            + (f", latency {lat} ms at batch sizes" if lat else "") + f"). Training {run['train']['epochs']} "
+            f"epochs at LR {run['train']['lr']}; fine-tune {run['finetune']['epochs']} epoch(s) at LR "
+            f"{run['finetune']['lr']} (10× lower) on {run['ft_subset'] or 'all'} training images, the same for "
+            f"every point; calibration {run['calibration']} images; sensitivity ratios "
+            f"{run['sensitivity_ratios']}"
+            + (f" on {run['sensitivity_samples']} validation images" if "sensitivity_samples" in run else "")
+            + (f"; search: population {search['population']}, {search['generations']} generations, proxy on "
+               f"{search['proxy_val']} validation images"
+               + (f" after re-estimating BN statistics on {search['recalibration']} training images"
+                  if search["recalibration"] else " (no BN re-estimation)") if search else "")
+            + (". Latency: seed 0 only, median of 5, 1 thread." if lat else
+               f". Speed-up: measured on the rebuilt architectures, batch {measured['batch']}, 1 thread "
+               "(`criteria_latency.md`, section Latency below)." if measured else ". No latency: see the notes."),
+            "", *_table(run, rows, measured), "", "Pareto front (mean accuracy vs MACs): " +
+            ", ".join(f"{r['criterion']}/{r['strategy']}@{r['reduction_target']:g}×" for r in pareto(rows)), "",
+            "Allocation vs uniform at ≥ 2×:", "", *_comparisons(rows, run["points"]), "", *_proxy_check(run),
+            *(["Measured latency (`criteria_latency.md`):", "", *latency_summary(latency, run["config"]), ""]
+              if measured else [])]
+
+
+def render(result: dict) -> str:
+    """criteria.md from criteria.json (which names the raw files it summarises)."""
+    from _common import RESULTS, render_footer, render_sources  # bench/ is sys.path[0]
+
+    _, md, _ = _build(RESULTS, result["sources"])
+    names = [f for fs in result["sources"].values() for f in fs]
+    return "\n".join(md) + "\n" + render_sources(names) + render_footer(result)
+
+
+def write_report(results: Path, files: dict[str, list[Path]]) -> None:
+    """criteria.json (keeping its notes), criteria.md and criteria.png from the raw per-config files."""
+    from _common import render_footer, render_sources, write_json  # bench/ is sys.path[0]
+
+    sources = {name: [f.name for f in fs] for name, fs in files.items() if fs}
+    summary, md, plotted = _build(results, sources)
+    old = results / "criteria.json"
+    notes = json.loads(old.read_text()).get("notes", []) if old.exists() else []
+    result = write_json(old, {"configs": summary, "sources": sources, "notes": notes})
+    names = [f for fs in sources.values() for f in fs]
+    (results / "criteria.md").write_text("\n".join(md) + "\n" + render_sources(names) + render_footer(result))
     if plotted:
         _plot(plotted, results / "criteria.png")

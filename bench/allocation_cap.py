@@ -9,7 +9,7 @@ Pass ``--combos`` to run a subset (e.g. only the ``+bn`` ones, merged with an ea
 
     .venv/bin/python bench/allocation_cap.py --config cnn1d     # → results/allocation_cap_cnn1d.json
     .venv/bin/python bench/allocation_cap.py --config resnet --seeds 0
-    .venv/bin/python bench/allocation_cap.py --report           # → results/allocation_cap.md
+    .venv/bin/python bench/allocation_cap.py --report           # → results/allocation_cap.{json,md}
 """
 
 from __future__ import annotations
@@ -19,21 +19,23 @@ import json
 import statistics
 
 import torch
-from criteria import CONFIGS, RESULTS, run_config  # bench/ is sys.path[0] when run as a script
+from _common import render_footer, render_sources, write_results  # bench/ is sys.path[0] when run as a script
+from criteria import CONFIGS, RESULTS, run_config
 
 COMBOS = [("taylor", "uniform"), ("taylor", "sensitivity"), ("taylor", "sensitivity@0.15"),
           ("taylor", "sensitivity@0.3"), ("taylor", "sensitivity+bn"), ("taylor", "sensitivity+bn@0.15")]
 
 
-def report() -> str:
+def render(result: dict) -> str:
+    """allocation_cap.md from allocation_cap.json (which names the per-config files it merges)."""
     lines = ["# Sensitivity allocation with a bounded deviation from uniform", "",
              "Test accuracy (%) after the criteria benchmark's 1-epoch fine-tune, mean ± std over seeds; taylor "
              "scores; `sensitivity@d` = greedy on the sensitivity curves with no group's ratio more than d from "
              "the uniform allocation's (`AllocationConfig.max_deviation`). Δ = mean difference to uniform over "
              "the same seeds (pt); spread = the larger of the two stds. Produced by `bench/allocation_cap.py`.", ""]
     runs: dict[tuple[str, str], dict] = {}  # (model, data) → points merged over files, the later file wins
-    for path in sorted(RESULTS.glob("allocation_cap_*.json")):
-        run = json.loads(path.read_text())
+    for name in result["sources"]:
+        run = json.loads((RESULTS / name).read_text())
         merged = runs.setdefault((run["model"], run["data"]), {"model": run["model"], "data": run["data"], "pts": {}})
         for pt in run["points"]:
             merged["pts"][(pt["strategy"], pt["reduction_target"], pt["seed"])] = pt
@@ -60,8 +62,7 @@ def report() -> str:
                 lines.append(f"| {red:g}× | {s} | {mean:.2f} ± {std:.2f} | {100 * delta:+.2f} | {100 * spread:.2f} "
                              f"| {verdict} |")
         lines.append("")
-    notes = RESULTS / "allocation_cap_notes.md"  # hand-written findings, kept apart so --report keeps them
-    return "\n".join(lines) + ("\n" + notes.read_text() if notes.exists() else "")
+    return "\n".join(lines) + render_sources(result["sources"]) + render_footer(result)
 
 
 def main() -> None:
@@ -73,8 +74,11 @@ def main() -> None:
     ap.add_argument("--report", action="store_true")
     ap.add_argument("--combos", nargs="+", help="strategies to run (default: all of COMBOS), e.g. sensitivity+bn")
     args = ap.parse_args()
-    if args.report:
-        (RESULTS / "allocation_cap.md").write_text(report())
+    if args.report:  # allocation_cap.json names the files (keeping its notes); the page is rendered from it
+        old = RESULTS / "allocation_cap.json"
+        notes = json.loads(old.read_text()).get("notes", []) if old.exists() else []
+        sources = sorted(p.name for p in RESULTS.glob("allocation_cap_*.json"))
+        write_results("allocation_cap", {"sources": sources, "notes": notes}, render)
         return
     torch.set_num_threads(1)
     cfg = CONFIGS[args.config]

@@ -16,7 +16,7 @@ import json
 import statistics
 
 import torch
-from _common import train_dense, write_results  # bench/ is sys.path[0] when run as a script
+from _common import render_footer, train_dense, write_results  # bench/ is sys.path[0] when run as a script
 
 from prunekit.data import load_dataset
 from prunekit.pruners import UnstructuredConfig, UnstructuredPruner
@@ -50,7 +50,10 @@ def run(args) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], args) -> str:
+def render(result: dict) -> str:
+    """bn_recalibration.md from its JSON."""
+    rows, args = result["rows"], argparse.Namespace(**result["args"])
+
     def ms(v: list[float]) -> str:
         sd = f" ± {100 * statistics.stdev(v):.2f}" if len(v) > 1 else ""
         return f"{100 * statistics.mean(v):.2f}{sd}"
@@ -59,7 +62,7 @@ def markdown(rows: list[dict], args) -> str:
              f"L1 magnitude, same sparsity in every layer, one shot; {args.ft_epochs} fine-tuning epoch(s) at a 10× "
              f"lower LR; seeds {args.seeds}; mean ± std (%). `recalibrate_bn`: training images on which BatchNorm "
              "statistics are re-estimated right after pruning (0: off). Produced by "
-             f"`OMP_NUM_THREADS=1 python bench/bn_recalibration.py --seeds {' '.join(map(str, args.seeds))}`.", "",
+             f"`bench/bn_recalibration.py` (command below).", "",
              "| setup | sparsity | recalibrate_bn | dense test | val right after pruning | test after fine-tuning |",
              "|---|---|---|---|---|---|"]
     keys = sorted({(r["setup"], r["target"], r["recalibrate_bn"]) for r in rows})
@@ -67,7 +70,7 @@ def markdown(rows: list[dict], args) -> str:
         sel = [r for r in rows if (r["setup"], r["target"], r["recalibrate_bn"]) == (setup, target, n)]
         lines.append(f"| {setup} | {target:.0%} | {n} | {ms([r['dense_acc'] for r in sel])} | "
                      f"{ms([r['after_pruning_val'] for r in sel])} | {ms([r['after_finetune_test'] for r in sel])} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + render_footer(result)
 
 
 def main() -> None:
@@ -79,7 +82,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     rows = run(args)
-    write_results("bn_recalibration", {"args": vars(args), "rows": rows}, lambda r: markdown(r["rows"], args))
+    write_results("bn_recalibration", {"args": vars(args), "rows": rows}, render)
 
 
 if __name__ == "__main__":

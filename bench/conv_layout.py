@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
+from _common import render_footer, write_results  # bench/ is sys.path[0] when run as a script
 from torch import nn
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def bench(cin: int, cout: int, size: int, batch: int, repeats: int) -> dict:
@@ -58,22 +54,24 @@ def main() -> None:
         for cout in args.channels:
             rows.append(bench(cin, cout, args.size, args.batch, args.repeats))
             print(json.dumps(rows[-1]), flush=True)
-    load = os.getloadavg()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "conv_layout.json").write_text(json.dumps({"args": vars(args), "loadavg_end": load, "rows": rows},
-                                                         indent=1))
+    write_results("conv_layout", {"args": vars(args), "rows": rows}, render)
+
+
+def render(result: dict) -> str:
+    """conv_layout.md from its JSON."""
+    args, rows, load = result["args"], result["rows"], result["provenance"]["loadavg_end"]
+    load = "unknown" if load is None else f"{load[0]:.1f}"
     md = ["# 3×3 convolution throughput by channel count and layout (CPU, 1 thread)", "",
-          f"Batch {args.batch}, {args.size}×{args.size}, stride 1, `torch.inference_mode`, NCHW and channels_last "
-          f"runs interleaved, median of {args.repeats}. Load average at the end {load[0]:.1f} (shared 2-core "
-          f"machine: compare within a row). Produced by `bench/conv_layout.py {' '.join(sys.argv[1:])}`.", "",
+          f"Batch {args['batch']}, {args['size']}×{args['size']}, stride 1, `torch.inference_mode`, NCHW and "
+          f"channels_last runs interleaved, median of {args['repeats']}. Load average at the end {load} (shared "
+          "2-core machine: compare within a row). Produced by `bench/conv_layout.py` (command below).", "",
           "| in → out | GMAC | NCHW ms | NCHW GMAC/s | channels_last ms | channels_last GMAC/s | NCHW / CL time |",
           "|---|---|---|---|---|---|---|"]
     for r in rows:
         md.append(f"| {r['cin']} → {r['cout']} | {r['gmac']:.2f} | {r['nchw_ms']:.1f} | {r['nchw_gmacs']:.1f} | "
                   f"{r['channels_last_ms']:.1f} | {r['channels_last_gmacs']:.1f} | "
                   f"{r['nchw_ms'] / r['channels_last_ms']:.2f} |")
-    (RESULTS / "conv_layout.md").write_text("\n".join(md) + "\n")
-
+    return "\n".join(md) + "\n" + render_footer(result)
 
 if __name__ == "__main__":
     main()

@@ -16,7 +16,8 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
+
+from _common import RESULTS, render_footer, write_results  # bench/ is sys.path[0] when run as a script
 
 TIMM = ["resnet50", "efficientnet_b0", "mobilenetv3_large_100", "convnext_tiny", "vit_small_patch16_224",
         "deit_small_patch16_224", "swin_tiny_patch4_window7_224", "regnety_016", "densenet121", "ghostnet_100",
@@ -38,7 +39,6 @@ OUTSIDE_TIMM = ["efficientformer_l1", "mobilevit_xxs", "resnest14d", "rexnet_100
 OUTSIDE_HF = ["distilbert", "roberta", "albert", "electra", "deberta-v2", "mpnet", "xlm-roberta", "mobilebert",
               "mistral", "qwen2", "qwen3", "gemma", "phi", "gpt_neox", "opt", "bloom", "falcon", "bart", "convnext",
               "swin", "resnet", "mobilevit", "segformer", "deit", "whisper", "wav2vec2"]
-RESULTS = Path(__file__).parent / "results"
 
 
 def model_lists() -> dict[str, list[str]]:
@@ -95,7 +95,9 @@ def _fmt(n: int | None) -> str:
     return "-" if not n else f"{n / 1e6:.2f}M"
 
 
-def write_markdown(results: dict[str, list[dict]], ratio: float, path: Path) -> None:
+def render(result: dict) -> str:
+    """coverage*.md from its JSON."""
+    results, ratio = result["results"], result["ratio"]
     lines = ["# Structured pruning coverage", "",
              f"`prunekit check MODEL --ratio {ratio} --small-images` on each model (L2 criterion, uniform ratio, "
              "exactly-prunable groups). ok = pruned, forward runs, output shapes kept, and the pruned output "
@@ -116,7 +118,7 @@ def write_markdown(results: dict[str, list[dict]], ratio: float, path: Path) -> 
                          f"{_fmt(r.get('params_before'))} -> {_fmt(r.get('params_after'))} | {macs} | {diff} | "
                          f"{r.get('seconds', 0):.2f} | {err} |")
         lines.append("")
-    path.write_text("\n".join(lines))
+    return "\n".join(lines) + render_footer(result)
 
 
 def main() -> None:
@@ -142,12 +144,11 @@ def main() -> None:
                         old[hit[0]] = row
                     else:
                         old.append(row)
-        (RESULTS / f"{args.out}.json").write_text(json.dumps({"ratio": args.ratio, "results": merged}, indent=1))
-        write_markdown(merged, args.ratio, RESULTS / f"{args.out}.md")
+        write_results(args.out, {"ratio": args.ratio, "results": merged,
+                                 "sources": [f"{name}.json" for name in args.render]}, render)
         return
     lists = model_lists()
     results: dict[str, list[dict]] = {}
-    out_json = RESULTS / f"{args.out}.json"
     for name in args.lists:
         for spec in lists[name]:
             if args.only and spec not in args.only:
@@ -155,9 +156,7 @@ def main() -> None:
             rec = run_inprocess(spec, args.ratio) if args.inprocess else run_one(spec, args.ratio, args.timeout)
             results.setdefault(name, []).append(rec)
             print(f"{spec}: ok={rec.get('ok')} {rec.get('error') or ''} ({rec['wall']}s)", flush=True)
-            RESULTS.mkdir(parents=True, exist_ok=True)
-            out_json.write_text(json.dumps({"ratio": args.ratio, "results": results}, indent=1))
-            write_markdown(results, args.ratio, RESULTS / f"{args.out}.md")
+            write_results(args.out, {"ratio": args.ratio, "results": results}, render)  # after every model
 
 
 if __name__ == "__main__":

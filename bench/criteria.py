@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import platform
 import time
 from pathlib import Path
 
 import torch
+from _common import RESULTS, write_json  # bench/ is sys.path[0] when run as a script
 
 from prunekit.allocation import AllocationConfig, Budget, allocate
 from prunekit.data import load_dataset
@@ -40,7 +40,6 @@ from prunekit.sensitivity import SensitivityConfig, analyze
 from prunekit.structured import prune_groups
 from prunekit.training import TrainConfig, evaluate, train
 
-RESULTS = Path(__file__).parent / "results"
 CACHE = Path(__file__).parent.parent / "runs" / "criteria_dense"
 REDUCTIONS = (1.5, 2.0, 2.5, 3.0, 4.0)
 RUN_ORDER = (2.0, 3.0, 4.0, 1.5, 2.5)  # the targets' points first, so a cut-short run still answers them
@@ -154,13 +153,20 @@ def run_config(name: str, seeds: list[int], out: Path, args_only=None, reduction
                 rows.append(row)
                 print(f"[{name}] {red}× {crit}/{strat} seed {seed}: acc {row['accuracy']:.4f} "
                       f"macs {row['macs'] / d['macs']:.3f}", flush=True)
-                out.write_text(json.dumps({"config": name, "model": cfg["model"], "data": cfg["data"],
+                write_json(out, {"config": name, "model": cfg["model"], "data": cfg["data"],
                                            "train": vars(cfg["train"]), "finetune": vars(cfg["finetune"]),
                                            "ft_subset": cfg["ft_subset"], "calibration": cfg["cal"],
                                            "sensitivity_ratios": cfg["sens"].ratios,
                                            "sensitivity_samples": cfg["sens"].max_samples,
                                            "search": cfg["search"], "dense": dense_rows,
-                                           "points": rows}, indent=1))
+                                           "points": rows})
+
+
+def render(result: dict) -> str:
+    """criteria.md from criteria.json (see ``_criteria_report``)."""
+    from _criteria_report import render as render_report  # bench/ is sys.path[0] when run as a script
+
+    return render_report(result)
 
 
 def main() -> None:

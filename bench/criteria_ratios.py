@@ -10,9 +10,9 @@ ratios of uniform, global and sensitivity allocation at each MAC target. No fine
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
+from _common import write_json
 from criteria import CONFIGS, REDUCTIONS, RESULTS, _dense  # bench/ is on sys.path when run as a script
 
 from prunekit.allocation import AllocationConfig, Budget, allocate
@@ -45,7 +45,7 @@ def main() -> None:
             print(f"{red:g}× {strat:11s} params {a.predicted['params']:6d} ratios "
                   + " ".join(f"{g}:{r:.2f}" for g, r in a.ratios.items()))
     path = RESULTS / f"criteria-ratios_cnn1d_s{args.seed}.json"  # not criteria_cnn1d*: the report globs that
-    path.write_text(json.dumps(out, indent=1))
+    write_json(path, out)
     print(f"wrote {path}")
 
 

@@ -21,13 +21,13 @@ import os
 import statistics
 import subprocess
 import sys
-from pathlib import Path
+
+from _common import render_footer, write_results  # bench/ is sys.path[0] when run as a script
 
 MODELS = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "densenet121",
           "regnet_y_400mf", "resnext50_32x4d", "shufflenet_v2_x1_0", "squeezenet1_0", "vgg16_bn", "googlenet",
           "inception_v3", "convnext_tiny", "mnasnet1_0", "wide_resnet50_2", "efficientnet_v2_s", "alexnet",
           "vit_b_16", "swin_t"]
-RESULTS = Path(__file__).parent / "results"
 
 _CHILD = r"""
 import json, sys, time, torch, torchvision
@@ -94,24 +94,20 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--ratio", type=float, default=0.5)
     ap.add_argument("--timeout", type=int, default=600)
-    ap.add_argument("--render", action="store_true", help="rewrite the markdown from engine_speed.json")
     args = ap.parse_args()
-    if args.render:
-        saved = json.loads((RESULTS / "engine_speed.json").read_text())
-        rows, load = saved["rows"], saved["summary"].get("load_average_15min")
-    else:
-        rows = []
-        for name in args.models:
-            rows.append(run(name, args.size, args.ratio, args.timeout))
-            print(json.dumps(rows[-1]), flush=True)
-        load = round(os.getloadavg()[2], 1)  # the machine is shared: say how busy it was
-    write(rows, args, load)
+    rows = []
+    for name in args.models:
+        rows.append(run(name, args.size, args.ratio, args.timeout))
+        print(json.dumps(rows[-1]), flush=True)
+    load = round(os.getloadavg()[2], 1)  # the machine is shared: say how busy it was
+    write_results("engine_speed", {"args": {"ratio": args.ratio, "size": args.size}, "summary": summarise(rows, load),
+                                   "rows": rows}, render)
 
 
-def write(rows: list[dict], args: argparse.Namespace, load: float | None = None) -> None:
-    # a model counts for the comparison only if both engines pruned it and the result ran
+def summarise(rows: list[dict], load: float | None) -> dict:
+    """Medians over the models both engines pruned (and whose Torch-Pruning result ran)."""
     both = [r for r in rows if "prunekit_s" in r and "tp_s" in r and "tp_error" not in r]
-    summary = {
+    return {
         "models": len(rows),
         "both_ok": len(both),
         "prunekit_ok": sum("prunekit_s" in r for r in rows),
@@ -123,19 +119,24 @@ def write(rows: list[dict], args: argparse.Namespace, load: float | None = None)
                              / statistics.median(r["tp_s"] for r in both)) if both else None,
         "load_average_15min": load,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "engine_speed.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
+
+
+def render(result: dict) -> str:
+    """engine_speed.md from its JSON."""
+    rows, summary, args = result["rows"], result["summary"], result["args"]
+    load = summary["load_average_15min"]
     md = ["# Engine speed: prunekit vs Torch-Pruning (same run, same models, same ratio)", "",
-          f"Capture + prune seconds at ratio {args.ratio}, batch 1, one CPU thread, input {args.size}px "
+          f"Capture + prune seconds at ratio {args['ratio']}, batch 1, one CPU thread, input {args['size']}px "
           "(224 for vit/swin). prunekit's time includes one verification forward of the pruned model. "
           "Produced by `bench/engine_speed.py`.", "",
-          f"Median over the {len(both)} models both engines pruned: prunekit {summary['median_prunekit_s']:.3f} s, "
+          f"Median over the {summary['both_ok']} models both engines pruned: prunekit "
+          f"{summary['median_prunekit_s']:.3f} s, "
           f"Torch-Pruning {summary['median_tp_s']:.3f} s (ratio of medians {summary['ratio_of_medians']:.2f}); "
           f"median per-model ratio prunekit/TP {summary['median_ratio']:.2f}. A model whose Torch-Pruning result "
           "fails to run counts as a Torch-Pruning failure. The machine was shared with other jobs (15-minute load "
           f"average {load if load is not None else '?'} on 2 cores at the end of the run); both engines ran in the "
           "same process, one after the other."
-          if both else "No model was pruned by both engines.", "",
+          if summary["both_ok"] else "No model was pruned by both engines.", "",
           "| model | prunekit s | Torch-Pruning s | ratio | prunekit params | TP params | note |",
           "|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -145,8 +146,7 @@ def write(rows: list[dict], args: argparse.Namespace, load: float | None = None)
         md.append(f"| {r['model']} | {pk and f'{pk:.3f}' or '-'} | {t and f'{t:.3f}' or '-'} | "
                   f"{f'{pk / t:.2f}' if pk and t else '-'} | {r.get('prunekit_params', '-')} | "
                   f"{r.get('tp_params', '-')} | {note} |")
-    (RESULTS / "engine_speed.md").write_text("\n".join(md) + "\n")
-
+    return "\n".join(md) + "\n" + render_footer(result)
 
 if __name__ == "__main__":
     main()

@@ -8,6 +8,8 @@ Compression = all parameters / non-zero parameters (biases stay dense and count)
 
     .venv/bin/python bench/han.py                  # full run: 2 models × 3 seeds × 6 points
     .venv/bin/python bench/han.py --quick          # 1 seed, lenet300 only
+    .venv/bin/python bench/han.py --models lenet5 --criteria random --control-ft-lr 0.01 --out han_lenet5_control
+    .venv/bin/python bench/han.py --merge results/han.json results/han_lenet5_control.json --out han
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import train_dense, write_results  # bench/ is sys.path[0] when run as a script
+from _common import render_footer, train_dense, write_results  # bench/ is sys.path[0] when run as a script
 
 from prunekit.data import load_dataset
 from prunekit.measure import count_params
@@ -42,7 +44,8 @@ def sparsity_for(model, compression: float) -> float:
 
 def trajectory(model, data, criterion, points, args, seed):
     pruner = UnstructuredPruner(model, UnstructuredConfig(importance=criterion, allocation="global", seed=seed))
-    ft = TrainConfig(epochs=args.ft_epochs, lr=args.ft_lr, weight_decay=args.ft_wd, augment=args.augment)
+    lr = args.control_ft_lr if criterion == "random" and args.control_ft_lr else args.ft_lr
+    ft = TrainConfig(epochs=args.ft_epochs, lr=lr, weight_decay=args.ft_wd, augment=args.augment)
     out = []
     for c in points:
         target = sparsity_for(model, c)
@@ -50,7 +53,7 @@ def trajectory(model, data, criterion, points, args, seed):
                      progress=False)
         params = count_params(model)
         out.append({"compression_target": c, "compression": params.total / params.nonzero,
-                    "sparsity": pruner.sparsity(),
+                    "sparsity": pruner.sparsity(), "ft_lr": lr,
                     "test_accuracy": evaluate(model, data.x_test, data.y_test).accuracy,
                     "val_accuracy": evaluate(model, data.x_val, data.y_val).accuracy})
     return out
@@ -80,30 +83,38 @@ def run(args) -> dict:
             "threads": torch.get_num_threads()}
 
 
-def summarise(result: dict) -> str:
-    rows = result["rows"]
+def _lr(row: dict, settings: dict) -> float:
+    """The fine-tuning lr of a row (rows written before lr was recorded per row used ``settings['ft_lr']``)."""
+    return row.get("ft_lr", settings["ft_lr"])
+
+
+def render(result: dict) -> str:
+    """han.md (and han_lenet300.md) from its JSON."""
+    rows, settings = result["rows"], result["settings"]
     lines = ["# Han et al. 2015 Table 1 on built-in MNIST (5,000-image subset)", "",
              "Test accuracy (1,000 images), mean ± std over seeds "
              f"{sorted({r['seed'] for r in rows})}. Δ = pruned − dense, in points. "
              "Global L1 magnitude, iterative prune → fine-tune; control = random scores, same "
-             "sparsity and fine-tuning.", "",
-             f"Settings: `{json.dumps(result['settings'])}`", "",
-             "| model | compression | sparsity | dense acc. | L1 acc. | Δ L1 (pt) | random acc. | Δ random (pt) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "sparsity and fine-tuning schedule, at the fine-tuning learning rate in the `random lr` column "
+             "(L1 at the `L1 lr` column's).", "",
+             f"Settings: `{json.dumps(settings)}`", "",
+             "| model | compression | sparsity | dense acc. | L1 acc. | Δ L1 (pt) | L1 lr | random acc. | "
+             "Δ random (pt) | random lr |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     ms = lambda xs: f"{100 * statistics.mean(xs):.2f} ± {100 * (statistics.stdev(xs) if len(xs) > 1 else 0):.2f}"
+    lrs = lambda rs: "/".join(f"{lr:g}" for lr in sorted({_lr(r, settings) for r in rs}))
+    delta = lambda rs: [r["test_accuracy"] - r["dense_accuracy"] for r in rs]
     for model in dict.fromkeys(r["model"] for r in rows):
         for c in dict.fromkeys(r["compression_target"] for r in rows):
             sel = {crit: [r for r in rows if r["model"] == model and r["compression_target"] == c
                           and r["criterion"] == crit] for crit in ("l1", "random")}
-            l1 = sel["l1"]
-            dense = [r["dense_accuracy"] for r in l1]
-            delta = lambda rs: [r["test_accuracy"] - r["dense_accuracy"] for r in rs]
-            rnd = sel["random"]
+            l1, rnd = sel["l1"], sel["random"]
             lines.append(
                 f"| {model} | {statistics.mean(r['compression'] for r in l1):.1f}× | "
-                f"{100 * statistics.mean(r['sparsity'] for r in l1):.2f}% | {ms(dense)} | "
-                f"{ms([r['test_accuracy'] for r in l1])} | {ms(delta(l1))} | "
-                + (f"{ms([r['test_accuracy'] for r in rnd])} | {ms(delta(rnd))} |" if rnd else "– | – |"))
+                f"{100 * statistics.mean(r['sparsity'] for r in l1):.2f}% | {ms([r['dense_accuracy'] for r in l1])} | "
+                f"{ms([r['test_accuracy'] for r in l1])} | {ms(delta(l1))} | {lrs(l1)} | "
+                + (f"{ms([r['test_accuracy'] for r in rnd])} | {ms(delta(rnd))} | {lrs(rnd)} |" if rnd
+                   else "– | – | – |"))
     lines += ["", "## Targets (issue 2)", ""]
     for model, c, limit in (("lenet300", 12, 0.3), ("lenet300", 50, 0.3), ("lenet300", 100, 2.0),
                             ("lenet5", 12, 0.3)):
@@ -112,14 +123,24 @@ def summarise(result: dict) -> str:
             drop = 100 * statistics.mean(r["dense_accuracy"] - r["test_accuracy"] for r in sel)
             verdict = "met" if drop <= limit else f"**not met** (gap {drop - limit:.2f} pt)"
             lines.append(f"- {model} at {c}×: mean loss {drop:.2f} pt (target ≤ {limit} pt): {verdict}")
-    chance = [r for r in rows if r["criterion"] == "random" and r["test_accuracy"] < 0.15]
-    if chance:
-        lines += ["", f"Note: {len(chance)} random-control runs end below 15% accuracy "
-                  f"({sorted({(r['model'], r['compression_target']) for r in chance})[:3]} …), at "
-                  f"{sorted({round(100 * r['test_accuracy'], 1) for r in chance})} %; 10.7% is the share of "
-                  "class 0 in the test split, i.e. the randomly pruned network predicts a single class and "
-                  "the fine-tuning budget does not bring it back. That is the control as measured."]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + render_footer(result)
+
+
+def merge(files: list[str]) -> dict:
+    """One result from earlier result files: a row of a later file replaces the same (model, seed, criterion,
+    compression) row of an earlier one, so a re-measured control replaces the old one."""
+    parts = [json.loads(Path(f).read_text()) for f in files]
+    rows: dict = {}
+    for part in parts:
+        for r in part["rows"]:
+            rows[(r["model"], r["seed"], r["criterion"], r["compression_target"])] = \
+                {"ft_lr": part["settings"]["ft_lr"], **r}
+    models = list(dict.fromkeys(m for p in parts for m in p["settings"]["models"]))
+    return {"settings": {**parts[0]["settings"], "models": models, "control_ft_lr": None},
+            "rows": list(rows.values()), "threads": parts[0]["threads"],
+            "sources": [{"file": Path(f).name, "settings": p["settings"], "provenance": p.get("provenance")}
+                        for f, p in zip(files, parts, strict=True)],
+            "notes": [n for p in parts for n in p.get("notes", [])]}
 
 
 def main() -> None:
@@ -131,25 +152,23 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="prune → fine-tune rounds between points")
     ap.add_argument("--ft-epochs", type=int, default=4)
     ap.add_argument("--ft-lr", type=float, default=0.05)
+    ap.add_argument("--control-ft-lr", type=float, default=None,
+                    help="fine-tuning lr of the random control (default --ft-lr)")
     ap.add_argument("--ft-wd", type=float, default=5e-4)
     ap.add_argument("--dense-epochs", type=int, default=None)
     ap.add_argument("--dense-wd", type=float, default=None)
     ap.add_argument("--augment", default="none", choices=["none", "shift"])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids oversubscription)")
-    ap.add_argument("--merge", nargs="+", metavar="JSON", help="only merge earlier result files")
+    ap.add_argument("--merge", nargs="+", metavar="JSON",
+                    help="only merge earlier result files (a later file's rows replace the same rows of an earlier)")
     ap.add_argument("--out", default="han")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.quick:
         args.models, args.seeds = ["lenet300"], [0]
-    if args.merge:
-        parts = [json.loads(Path(f).read_text()) for f in args.merge]
-        result = {"settings": {**parts[0]["settings"], "models": [m for p in parts for m in p["settings"]["models"]]},
-                  "rows": [r for p in parts for r in p["rows"]], "threads": parts[0]["threads"]}
-    else:
-        result = run(args)
-    write_results(args.out, result, summarise)
+    result = merge(args.merge) if args.merge else run(args)
+    write_results(args.out, result, render)
 
 
 if __name__ == "__main__":

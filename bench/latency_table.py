@@ -13,13 +13,13 @@ refits the non-increasing curves.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
+from _common import write_json  # bench/ is sys.path[0] when run as a script
 
 from prunekit.allocation.api import latency_table_for
 from prunekit.allocation.latency import LatencyTable, _non_increasing
@@ -56,9 +56,9 @@ def main() -> None:
         t0, load = time.time(), os.getloadavg()
         tables.append(latency_table_for(graph, cfg))
         note = {"seconds": round(time.time() - t0, 1), "load_before": load, "load_after": os.getloadavg()}
-        Path(f"{args.out}_quiet{k + 1}.json").write_text(json.dumps({**tables[-1].to_dict(), "note": note}, indent=1))
+        write_json(Path(f"{args.out}_quiet{k + 1}.json"), {**tables[-1].to_dict(), "note": note})
         print(note, tables[-1].dense_ms, flush=True)
-    Path(f"{args.out}_min.json").write_text(json.dumps(fastest(tables).to_dict(), indent=1))
+    write_json(Path(f"{args.out}_min.json"), fastest(tables).to_dict())
 
 
 if __name__ == "__main__":

@@ -16,15 +16,11 @@ import argparse
 import copy
 import json
 import os
-import sys
-from pathlib import Path
 
 import torch
+from _common import render_footer, write_results  # bench/ is sys.path[0] when run as a script
 
 from prunekit.export import InferenceConfig, prepare_inference
-
-RESULTS = Path(__file__).parent / "results"
-
 
 MODES = {"eager": None, "fold+cl": InferenceConfig(fold_bn=True, channels_last=True)}
 
@@ -73,23 +69,25 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", default=["eager", "fold+cl"], choices=list(MODES))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    load_start = os.getloadavg()
     rows = []
     for name in args.models:
         rows += measure(name, args.batches, {1: args.repeats_b1, 32: args.repeats_b32}, args.modes)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    load = os.getloadavg()
-    (RESULTS / "latency_vs_macs.json").write_text(json.dumps({"threads": args.threads, "loadavg_start": load_start,
-                                                             "loadavg": load, "rows": rows}, indent=1))
+    write_results("latency_vs_macs", {"threads": args.threads, "rows": rows}, render)
+
+
+def render(result: dict) -> str:
+    """latency_vs_macs.md from its JSON."""
+    rows, p = result["rows"], result["provenance"]
+    repeats = " / ".join(f"{n} (batch {b})" for b, n in sorted({(r["batch"], r["repeats"]) for r in rows}))
+    load = lambda v: "unknown" if v is None else f"{v[0]:.1f}"
     md = ["# MACs vs measured CPU latency at 50% channels", "",
           f"torchvision models, weights=None, 224x224, L2 uniform 50% of every exactly-prunable group, "
-          f"{args.threads} CPU thread(s), dense and pruned runs alternated; median of "
-          f"{args.repeats_b1} (batch 1) / {args.repeats_b32} (batch 32) repeats. Modes, applied to dense and pruned "
-          "alike: `eager` = the models as built, `torch.no_grad`; `fold+cl` = inference export "
-          "(`prunekit.export.prepare_inference`: BatchNorm folded into the convolutions, channels_last weights and "
-          f"inputs), `torch.inference_mode`. Load average at the start {load_start[0]:.1f}, at the end "
-          f"{load[0]:.1f} (the 2-core machine was shared). speed-up = dense / pruned. Produced by "
-          f"`bench/latency_vs_macs.py {' '.join(sys.argv[1:])}`.", "",
+          f"{result['threads']} CPU thread(s), dense and pruned runs alternated; median of {repeats} repeats. "
+          "Modes, applied to dense and pruned alike: `eager` = the models as built, `torch.no_grad`; `fold+cl` = "
+          "inference export (`prunekit.export.prepare_inference`: BatchNorm folded into the convolutions, "
+          "channels_last weights and inputs), `torch.inference_mode`. Load average at the start "
+          f"{load(p['loadavg_start'])}, at the end {load(p['loadavg_end'])} (the 2-core machine was shared). "
+          "speed-up = dense / pruned. Produced by `bench/latency_vs_macs.py` (command below).", "",
           "| model | mode | batch | MACs dense | MACs pruned | MACs speed-up | latency dense ms | latency pruned ms | "
           "latency speed-up | latency / MACs speed-up |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -97,8 +95,7 @@ def main() -> None:
                   f"{r['macs_pruned'] / 1e9:.2f}G | "
                   f"{r['macs_speedup']:.2f}x | {r['latency_dense_ms']:.1f} | {r['latency_pruned_ms']:.1f} | "
                   f"{r['latency_speedup']:.2f}x | {r['latency_over_macs']:.2f} |")
-    (RESULTS / "latency_vs_macs.md").write_text("\n".join(md) + "\n")
-
+    return "\n".join(md) + "\n" + render_footer(result)
 
 if __name__ == "__main__":
     main()

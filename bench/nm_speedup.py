@@ -10,18 +10,16 @@ sparse in fp16 (CUDA events, median of ``--repeats`` after warm-up). Also checks
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
-from pathlib import Path
 
 import torch
+from _common import render_footer, write_results  # bench/ is sys.path[0] when run as a script
 from torch import nn
 
 from prunekit.pruners import UnstructuredConfig, UnstructuredPruner
 from prunekit.pruners.nm import to_semi_structured
 
-RESULTS = Path(__file__).parent / "results"
 SHAPES = [(4096, 4096, 4096), (4096, 4096, 11008), (4096, 11008, 4096), (16384, 8192, 8192), (256, 4096, 4096)]
 
 
@@ -57,6 +55,18 @@ def measure(batch: int, cin: int, cout: int, repeats: int) -> dict:
             "speedup": dense_ms / sparse_ms, "max_rel_error": err}
 
 
+def render(result: dict) -> str:
+    """nm_speedup.md from its JSON."""
+    gpu, rows = result["gpu"], result["rows"]
+    lines = [f"# 2:4 semi-structured sparsity speed-up ({gpu}, torch {result['torch']}, fp16)", "",
+             "`bench/nm_speedup.py` (command below) — F.linear, median of CUDA-event timings.", "",
+             "| batch × in → out | dense ms | 2:4 sparse ms | speed-up | max rel. error |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['batch']} × {r['in']} → {r['out']} | {r['dense_ms']:.3f} | {r['sparse_ms']:.3f} | "
+                     f"{r['speedup']:.2f}× | {r['max_rel_error']:.1e} |")
+    return "\n".join(lines) + "\n" + render_footer(result)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=50)
@@ -66,18 +76,8 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 1
     rows = [measure(b, i, o, args.repeats) for b, i, o in SHAPES]
-    gpu = torch.cuda.get_device_name()
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "nm_speedup.json").write_text(json.dumps({"gpu": gpu, "torch": torch.__version__, "rows": rows},
-                                                        indent=2))
-    lines = [f"# 2:4 semi-structured sparsity speed-up ({gpu}, torch {torch.__version__}, fp16)", "",
-             "`.venv/bin/python bench/nm_speedup.py` — F.linear, median of CUDA-event timings.", "",
-             "| batch × in → out | dense ms | 2:4 sparse ms | speed-up | max rel. error |", "|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['batch']} × {r['in']} → {r['out']} | {r['dense_ms']:.3f} | {r['sparse_ms']:.3f} | "
-                     f"{r['speedup']:.2f}× | {r['max_rel_error']:.1e} |")
-    (RESULTS / "nm_speedup.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("nm_speedup", {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows},
+                  render)
     return 0
 
 

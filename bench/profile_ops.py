@@ -15,16 +15,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import sys
-from pathlib import Path
 
 import torch
+from _common import render_footer, write_results  # bench/ is sys.path[0] when run as a script
 from torch.profiler import ProfilerActivity, profile
 
 from prunekit.export import InferenceConfig, prepare_inference
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def op_times(model, x, ctx) -> dict[str, float]:
@@ -69,12 +65,18 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     rows = [r for name in args.models for r in run(name, args.batch)]
-    load = os.getloadavg()
-    (RESULTS / "profile_ops.json").write_text(json.dumps({"loadavg_end": load, "rows": rows}, indent=1))
+    write_results("profile_ops", {"batch": args.batch, "rows": rows}, render)
+
+
+def render(result: dict) -> str:
+    """profile_ops.md from its JSON."""
+    rows, load = result["rows"], result["provenance"]["loadavg_end"]
+    batch = result.get("batch") or rows[0]["batch"]
     md = ["# Self-CPU time per op, dense vs pruned (50% channels)", "",
-          f"torch.profiler, 2 forwards each, batch {args.batch}, 1 thread; dense and pruned profiled one after "
+          f"torch.profiler, 2 forwards each, batch {batch}, 1 thread; dense and pruned profiled one after "
           f"the other (not interleaved: shares within a column are more reliable than ratios across columns). "
-          f"Load average at the end {load[0]:.1f}. Produced by `bench/profile_ops.py {' '.join(sys.argv[1:])}`.", ""]
+          f"Load average at the end {'unknown' if load is None else f'{load[0]:.1f}'}. Produced by "
+          "`bench/profile_ops.py` (command below).", ""]
     for r in rows:
         md += [f"## {r['model']}, {r['mode']}: dense {r['dense_ms']:.0f} ms, pruned {r['pruned_ms']:.0f} ms "
                f"({r['dense_ms'] / r['pruned_ms']:.2f}×)", "",
@@ -83,9 +85,7 @@ def main() -> None:
             md.append(f"| `{o['op']}` | {o['dense_ms']:.1f} | {o['dense_ms'] / r['dense_ms']:.1%} | "
                       f"{o['pruned_ms']:.1f} | {o['pruned_ms'] / r['pruned_ms']:.1%} | "
                       f"{o['dense_ms'] / max(o['pruned_ms'], 1e-9):.2f}× |")
-        md.append("")
-    (RESULTS / "profile_ops.md").write_text("\n".join(md))
-
+    return "\n".join(md) + "\n" + render_footer(result)
 
 if __name__ == "__main__":
     main()

@@ -24,9 +24,9 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
+from _common import RESULTS, provenance_line, render_footer, write_results  # bench/ is sys.path[0] as a script
 
 from prunekit.data import load_dataset
 from prunekit.models import build_model
@@ -38,8 +38,6 @@ from prunekit.pruners.pipeline import ScheduleSpec, run_schedule
 from prunekit.pruners.soft_filter import SoftFilterConfig, hard_filter_pruner, soft_filter_train
 from prunekit.recovery import DistillConfig, RecoveryConfig, recovery_loss
 from prunekit.training import TrainConfig, evaluate, train
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def _acc(model, data) -> float:
@@ -184,7 +182,7 @@ def _verdicts(s: dict) -> list[str]:
     ]
 
 
-def render(result: dict) -> str:
+def _render_run(result: dict) -> str:
     s, c = result["summary"], result["config"]
     n_seeds = len(result["runs"])
     lines = ["# Pruning regimes on LeNet-300-100 / built-in MNIST", "",
@@ -218,45 +216,14 @@ def render(result: dict) -> str:
     return "\n".join(lines)
 
 
-#: Notes on the committed runs (bench/results/regimes.md), placed after the main run's tables.
-NOTES = """## Notes on these runs
-
-- **Lottery ticket target not met.** In none of the three lottery configurations is the ticket within 0.3 pt
-  of dense: −1.03 pt at 5% of the weights, −0.70 pt at 10% (SGD, 10 epochs per round), −0.40 pt at 10% with
-  Frankle & Carbin's optimiser (Adam, lr 1.2e-3, batch 60, 20 epochs per round). The training budget here
-  (550–1,200 steps per round on 3,500 images) is far below their 50k iterations on 60k images. The random
-  re-initialisation control falls short of the ticket by 1.1–2.1 pt, more than the largest seed std in all three.
-  At 95% the ticket is no better than one-shot magnitude pruning + 10 fine-tuning epochs (94.0 vs 94.0).
-- A ticket std of 0.00 means the three seeds gave the same count of correct test images (943, resp. 941); the
-  weights differ.
-- **Distillation vs fine-tuning**: +0.07 pt at 3.6× fewer MACs (defaults T = 4, α = 0.9) and +0.17 pt at 11×
-  (T = 2, α = 0.5) — both within one seed std, i.e. distillation is *as good as* fine-tuning here, not clearly
-  better. T = 2, α = 0.5 was picked on the validation split (seed 0, 70% of neurons, 10 epochs; four settings
-  within 0.2 pt = one validation image).
-- **Soft vs hard filter pruning**: equal at 3.6× (+0.03 pt) and soft is worse at 11× (−0.37 pt): on this data
-  soft filter pruning does not beat hard pruning. Soft pruning runs during fine-tuning at lr 0.01 from the trained
-  dense model; at that rate zeroed neurons regrow little and the selection rarely changes. LeNet-300-100 has no
-  BatchNorm, which keeps zeroed filters alive in He et al.'s ResNets.
-- SNIP and SynFlow (mask chosen at θ₀, then 10 epochs from scratch) trail the methods that prune a trained
-  network by 1.8–1.9 pt at 95%.
-- Not run: LeNet-5 / conv filters (about 12 s per epoch on this shared 2-core machine); the 2:4 GPU speed-up
-  (no GPU was lent to this task; `bench/nm_speedup.py` measures it where one is).
-"""
-
-
-def combine(names: list[str], out: str) -> str:
-    """Renders several result files (the main run first, then supplementary runs) into one markdown file."""
-    parts = []
-    for i, name in enumerate(names):
-        text = render(json.loads((RESULTS / f"{name}.json").read_text()))
-        if i:
-            head, _, body = text.partition("\n")
-            text = f"---\n\n# Supplementary run: `{name}.json`\n{body}"
-        parts.append(text)
-        if i == 0:
-            parts.append(NOTES)
-    (RESULTS / f"{out}.md").write_text("\n".join(parts))
-    return out
+def render(result: dict) -> str:
+    """regimes*.md from its JSON; ``supplementary``: names of further result files shown after this run's."""
+    parts = [_render_run(result)]
+    for name in result.get("supplementary", []):
+        sub = json.loads((RESULTS / f"{name}.json").read_text())
+        _, _, body = _render_run(sub).partition("\n")
+        parts.append(f"---\n\n# Supplementary run: `{name}.json`\n{body}\n{provenance_line(sub['provenance'])}\n")
+    return "\n".join(parts) + render_footer(result)
 
 
 def main(argv=None) -> None:
@@ -277,12 +244,9 @@ def main(argv=None) -> None:
                    help="lottery: only the ticket and its control of part A")
     p.add_argument("--quick", action="store_true", help="2 epochs everywhere (smoke test)")
     p.add_argument("--out", default="regimes")
-    p.add_argument("--combine", nargs="+", metavar="NAME",
-                   help="only render results/NAME.json files (main run first) into results/OUT.md")
+    p.add_argument("--supplementary", nargs="+", metavar="NAME", default=[],
+                   help="earlier results/NAME.json files whose tables regimes.md shows after this run's")
     args = p.parse_args(argv)
-    if args.combine:
-        combine(args.combine, args.out)
-        return
     if args.quick:
         args.epochs, args.ft_epochs, args.rounds = 2, 2, 2
     args.dense_cfg = TrainConfig(epochs=args.epochs, lr=args.lr, optimizer=args.optimizer, batch_size=args.batch_size)
@@ -292,10 +256,9 @@ def main(argv=None) -> None:
     runs = [run_seed(data, args, s) for s in args.seeds]
     result = {"command": " ".join([".venv/bin/python bench/regimes.py", *(argv or sys.argv[1:])]), "config": {
         k: v for k, v in vars(args).items() if k != "dense_cfg"}, "runs": runs, "summary": summarise(runs),
-        "seconds": round(time.perf_counter() - t, 1), "threads": torch.get_num_threads()}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=2))
-    (RESULTS / f"{args.out}.md").write_text(render(result))
+        "seconds": round(time.perf_counter() - t, 1), "threads": torch.get_num_threads(),
+        "supplementary": args.supplementary}
+    write_results(args.out, result, render)
 
 
 if __name__ == "__main__":

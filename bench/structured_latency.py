@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 import torch
+from _common import write_json  # bench/ is sys.path[0] when run as a script
 
 from prunekit.data import load_dataset
 from prunekit.export import InferenceConfig, prepare_inference
@@ -92,7 +93,7 @@ def main() -> None:
     if args.out:
         with contextlib.suppress(FileNotFoundError):
             Path(args.out).unlink()
-        Path(args.out).write_text(json.dumps(result, indent=2))
+        write_json(Path(args.out), result)
 
 
 if __name__ == "__main__":

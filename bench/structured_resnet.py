@@ -26,18 +26,15 @@ from pathlib import Path
 
 import torch
 import yaml
+from _common import render_footer, write_results  # bench/ is sys.path[0] when run as a script
+from structured_latency import architectures, compare
 
-sys.path.insert(0, str(Path(__file__).parent))
-from structured_latency import architectures, compare  # noqa: E402
-
-from prunekit.data import load_dataset  # noqa: E402
-from prunekit.io.checkpoint import save_state_dict  # noqa: E402
-from prunekit.models import build_model  # noqa: E402
-from prunekit.recipe.schema import read_yaml  # noqa: E402
-from prunekit.recipe.structured import parse_structured_recipe, run_structured_recipe  # noqa: E402
-from prunekit.training import TrainConfig, train  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results"
+from prunekit.data import load_dataset
+from prunekit.io.checkpoint import save_state_dict
+from prunekit.models import build_model
+from prunekit.recipe.schema import read_yaml
+from prunekit.recipe.structured import parse_structured_recipe, run_structured_recipe
+from prunekit.training import TrainConfig, train
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -98,7 +95,8 @@ def merge_sessions(timings: list[dict]) -> dict:
     return out
 
 
-def markdown(res: dict) -> str:
+def render(res: dict) -> str:
+    """structured_resnet*.md from its JSON."""
     lines = [f"# {res['name']}: structured pruning of {res['model']} on {res['dataset']}", "",
              f"Recipe `{res['recipe']}`, seeds {res['seeds']}; each variant overrides recipe keys. Test split: "
              "1,000 images (1 image = 0.1 pt). Produced by `bench/structured_resnet.py`: "
@@ -122,7 +120,7 @@ def markdown(res: dict) -> str:
                 lines.append(f"| {a['label']} | {a['macs_reduction']:.2f}× | {mode} (batch {b}) | "
                              f"{t['dense_ms']:.1f} | {t['pruned_ms']:.1f} | {t['speedup_median']:.2f}× | "
                              f"{t['speedup_p10']:.2f}× | {min(runs):.2f}–{max(runs):.2f}× ({len(runs)}) |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + render_footer(res)
 
 
 def main() -> None:
@@ -177,10 +175,7 @@ def main() -> None:
     res = {"name": args.name, "recipe": args.recipe, "model": raw["model"], "dataset": raw["data"],
            "seeds": args.seeds, "command": "python " + " ".join(sys.argv), "threads": 1,
            "variants": variants, "latency": latency, "loadavg_end": os.getloadavg()}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(res, indent=1))
-    (RESULTS / f"{args.name}.md").write_text(markdown(res))
-    print(markdown(res))
+    write_results(args.name, res, render)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import statistics
 import time
 
 import torch
-from _common import RESULTS, train_dense, write_results  # bench/ is sys.path[0] when run as a script
+from _common import render_footer, train_dense, write_results  # bench/ is sys.path[0] when run as a script
 
 from prunekit.data import load_dataset
 from prunekit.importance import Calibration, get
@@ -29,8 +29,6 @@ from prunekit.training import TrainConfig, evaluate, train
 
 CRITERIA = ["random", "l1", "gradient", "taylor", "hessian", "apoz", "mean_activation", "mi", "bn_folded", "fpgm",
             "loss_change"]
-#: names in results measured before the importance registries were merged -> today's name of that formula
-RENAMED = {"bn_scale": "bn_folded"}
 SETUPS = {"lenet300": ("mnist", TrainConfig(epochs=15, lr=0.05, weight_decay=5e-4)),
           "cnn1d": ("mnist1d", TrainConfig(epochs=15, lr=0.05, weight_decay=5e-4))}
 
@@ -70,14 +68,16 @@ def run(args) -> dict:
                           f"{r['accuracy_finetuned']:.3f} ({r['score_seconds']:.1f}s)", flush=True)
     return {"settings": {k: v for k, v in vars(args).items() if k != "out"}, "rows": rows,
             "skipped": [{"model": m, "criterion": c, "reason": why} for (m, c), why in skipped.items()],
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(),
+            "criteria_docs": {c: get(c).doc for c in dict.fromkeys(r["criterion"] for r in rows)}}
 
 
 def _ms(xs: list[float]) -> str:
     return f"{100 * statistics.mean(xs):.2f} ± {100 * (statistics.stdev(xs) if len(xs) > 1 else 0):.2f}"
 
 
-def summarise(result: dict) -> str:
+def render(result: dict) -> str:
+    """weight_criteria.md from its JSON."""
     rows = result["rows"]
     seeds = sorted({r["seed"] for r in rows})
     lines = ["# Single-weight criteria for unstructured pruning of trained models", "",
@@ -102,10 +102,9 @@ def summarise(result: dict) -> str:
         lines.append("")
     if result["skipped"]:
         lines += ["Not run:", ""] + [f"- {s['model']} × {s['criterion']}: {s['reason']}" for s in result["skipped"]]
-    lines += ["", "Criteria (single-weight forms; `prunekit.importance`):", ""]
-    lines += [f"- `{c}`: {get(RENAMED.get(c, c)).doc}" + (f" (now named `{RENAMED[c]}`)" if c in RENAMED else "")
-              for c in dict.fromkeys(r["criterion"] for r in rows)]
-    return "\n".join(lines) + "\n"
+    lines += ["", "Criteria (single-weight forms, as documented in the code that ran):", ""]
+    lines += [f"- `{c}`: {doc}" for c, doc in result["criteria_docs"].items()]
+    return "\n".join(lines) + "\n" + render_footer(result)
 
 
 def main() -> None:
@@ -119,17 +118,12 @@ def main() -> None:
     ap.add_argument("--ft-lr", type=float, default=0.01)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default="weight_criteria")
-    ap.add_argument("--report", action="store_true", help="rewrite the markdown from the JSON of --out")
     args = ap.parse_args()
-    if args.report:
-        result = json.loads((RESULTS / f"{args.out}.json").read_text())
-        (RESULTS / f"{args.out}.md").write_text(summarise(result))
-        return
     if args.quick:
         args.models, args.seeds, args.sparsities = ["lenet300"], [0], [0.9]
     torch.set_num_threads(1)
     result = run(args)
-    write_results(args.out, result, summarise)
+    write_results(args.out, result, render)
 
 
 if __name__ == "__main__":

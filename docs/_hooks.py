@@ -27,13 +27,63 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+# API reference: one generated page per public subpackage of prunekit, in the order of the layers
+# (top first); a package not listed here goes after them. ``cli`` and the recipe files have none.
+API_ORDER = ["pipeline", "api", "pruners", "allocation", "sensitivity", "importance", "structured", "graph",
+             "measure", "masks", "recovery", "training", "data", "models", "io", "report", "export"]
+API_SKIP = {"cli", "recipes"}
+API_CORE = ["errors", "registry", "zoo"]  # top-level modules, on one page
+
+
+def api_packages() -> list[str]:
+    """The public subpackages of ``prunekit`` in this checkout, top layer first."""
+    found = {p.parent.name for p in (ROOT / "prunekit").glob("*/__init__.py")
+             if not p.parent.name.startswith("_") and p.parent.name not in API_SKIP}
+    return [n for n in API_ORDER if n in found] + sorted(found - set(API_ORDER))
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell."""
+    return text.replace("|", "\\|")
+
+
+def on_config(config):
+    """Lists the generated API pages under the nav's "API reference" section."""
+    entries = [{"prunekit": "api/index.md"}]
+    entries += [{f"prunekit.{name}": f"api/{name}.md"} for name in api_packages()]
+    entries.append({"core (errors, registry, zoo)": "api/core.md"})
+    for item in config["nav"]:
+        if isinstance(item, dict) and "API reference" in item:
+            item["API reference"] = entries
+            return config
+    raise ValueError("mkdocs.yml's nav has no 'API reference' section for the generated API pages")
+
+
 def on_files(files, config):
-    """Adds every file under ``bench/results/`` to the site (Markdown files become pages)."""
+    """Adds the generated API pages and every file under ``bench/results/`` (Markdown files become pages)."""
+    for name in api_packages():
+        files.append(File.generated(config, f"api/{name}.md",
+                                    content=f"# `prunekit.{name}`\n\n::: prunekit.{name}\n"
+                                            f"    options:\n      show_root_heading: false\n"))
+    core = "".join(f"\n::: prunekit.{m}\n" for m in API_CORE if (ROOT / "prunekit" / f"{m}.py").is_file())
+    files.append(File.generated(config, "api/core.md", content=f"# Core: errors, registry, zoo\n{core}"))
     for path in sorted(RESULTS.rglob("*")):
         if path.is_file():
             rel = path.relative_to(RESULTS).as_posix()
             files.append(File.generated(config, f"{RESULTS_URL}/{rel}", abs_src_path=str(path)))
     return files
+
+
+def _api_index() -> str:
+    """A table of the generated API pages with each package's one-line summary."""
+    import importlib
+
+    rows = ["| package | what it is |", "|---|---|"]
+    for name in api_packages():
+        doc = (importlib.import_module(f"prunekit.{name}").__doc__ or "").strip().split("\n\n")[0]
+        rows.append(f"| [`prunekit.{name}`]({name}.md) | {_cell(' '.join(doc.split()))} |")
+    rows.append("| [core](core.md) | errors, the registry, model zoos |")
+    return "\n".join(rows)
 
 
 def _cli_help() -> str:
@@ -64,36 +114,35 @@ def _criteria_table() -> str:
         needs = ", ".join(sorted(crit.needs)) or "nothing (data-free)"
         weight = "yes" if getattr(crit, "weight", None) is not None else "no"
         summary = " ".join((crit.doc or "").strip().split("\n\n")[0].split())
-        rows.append(f"| `{name}` | {needs} | {weight} | {summary.replace('|', '/')} |")
+        rows.append(f"| `{name}` | {needs} | {weight} | {_cell(summary)} |")
     return "\n".join(rows)
 
 
-_TABLE_START = re.compile(r"^\| benchmark \|", re.M)
+_TABLE = re.compile(r"<!-- results-table:start[^>]*-->\n(?P<table>.*?)<!-- results-table:end -->", re.S)
 
 
 def _readme_benchmarks() -> str:
-    """The README's benchmark table (generated there from the results JSON), with file names as links."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    start = _TABLE_START.search(text)
-    if start is None:
-        raise ValueError("README.md has no benchmark table (a line starting '| benchmark |')")
-    lines = []
-    for line in text[start.start():].splitlines():
-        if not line.startswith("|"):
-            break
-        lines.append(line)
-    return _link_results("\n".join(lines))
+    """The README's benchmark table (rendered there from the results JSON), with file names as links."""
+    m = _TABLE.search((ROOT / "README.md").read_text(encoding="utf-8"))
+    if m is None:
+        raise ValueError("README.md has no benchmark table between <!-- results-table:start --> and "
+                         "<!-- results-table:end --> (bench/render.py writes it)")
+    return _link_results(m.group("table").strip())
 
 
 def _link_results(markdown: str) -> str:
-    """`` `han.md` `` → a link to the published results page, where that file exists."""
+    """`` `han.json` `` / `` `han.md` `` → a link to the published results page (or file), where it exists."""
 
     def link(m: re.Match) -> str:
         name = m.group(1)
-        path = RESULTS / name
-        return f"[`{name}`]({RESULTS_URL}/{name})" if path.is_file() else m.group(0)
+        page = RESULTS / (name.rsplit(".", 1)[0] + ".md")
+        if page.is_file():
+            return f"[`{name}`]({RESULTS_URL}/{page.relative_to(RESULTS).as_posix()})"
+        if (RESULTS / name).is_file():
+            return f"[`{name}`]({RESULTS_URL}/{name})"
+        return m.group(0)
 
-    return re.sub(r"`([\w./-]+\.md)`", link, markdown)
+    return re.sub(r"`([\w./-]+\.(?:md|json))`", link, markdown)
 
 
 def _results_index() -> str:
@@ -103,7 +152,7 @@ def _results_index() -> str:
         rel = path.relative_to(RESULTS).as_posix()
         title = next((ln.lstrip("# ").strip() for ln in path.read_text(encoding="utf-8").splitlines()
                       if ln.startswith("#")), rel)
-        rows.append(f"| [`{rel}`]({RESULTS_URL}/{rel}) | {title.replace('|', '/')} |")
+        rows.append(f"| [`{rel}`]({RESULTS_URL}/{rel}) | {_cell(title)} |")
     if len(rows) == 2:
         raise ValueError(f"no Markdown results under {RESULTS}")
     return "\n".join(rows)
@@ -115,16 +164,26 @@ def _shipped_recipes() -> str:
     for path in sorted((ROOT / "prunekit" / "recipes").glob("*.yaml")):
         comment = next((ln.lstrip("# ").strip() for ln in path.read_text(encoding="utf-8").splitlines()
                         if ln.startswith("#")), "")
-        rows.append(f"| `{path.stem}` | {comment.replace('|', '/')} |")
+        rows.append(f"| `{path.stem}` | {_cell(comment)} |")
     if len(rows) == 2:
         raise ValueError("no shipped recipes under prunekit/recipes/")
     return "\n".join(rows)
 
 
+def _recipe_schema() -> str:
+    """The recipe schema's reference, from the module that defines it."""
+    for module in ("prunekit.pipeline.schema", "prunekit.recipe.schema"):
+        if (ROOT / (module.replace(".", "/") + ".py")).is_file():
+            return f"::: {module}\n    options:\n      heading_level: 3\n      show_root_heading: false\n"
+    raise ValueError("no recipe schema module (prunekit/pipeline/schema.py) to document")
+
+
 GENERATORS = {
+    "api-index": _api_index,
     "cli-help": _cli_help,
     "criteria-table": _criteria_table,
     "readme-benchmarks": _readme_benchmarks,
+    "recipe-schema": _recipe_schema,
     "results-index": _results_index,
     "shipped-recipes": _shipped_recipes,
 }
@@ -141,3 +200,11 @@ def on_page_markdown(markdown, page, config, files):
         return GENERATORS[name]()
 
     return _MARKER.sub(generate, markdown)
+
+
+_SPHINX_ROLE = re.compile(r":(?:func|class|mod|data|meth|attr|exc|obj):(?=<code>)")
+
+
+def on_page_content(html, page, config, files):
+    """Docstrings use Sphinx roles (``:func:`name```); on the site the name alone reads better."""
+    return _SPHINX_ROLE.sub("", html)

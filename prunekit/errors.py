@@ -21,6 +21,7 @@ __all__ = [
     "PruningError",
     "UnsupportedOpError",
     "OutputExistsError",
+    "TrainingDivergedError",
 ]
 
 
@@ -54,6 +55,11 @@ class UnsupportedOpError(PruningError):
 
 class OutputExistsError(PrunekitError):
     """The output directory already holds results."""
+
+
+class TrainingDivergedError(PrunekitError):
+    """Training produced a non-finite loss (NaN or inf): the run diverged, usually from too high a
+    learning rate. Raised at the first such step so a diverged run is never reported as a result."""
 
 
 def strict_fields(hints: Mapping[str, str] = {}):  # noqa: B006 (read only)

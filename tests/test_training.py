@@ -54,3 +54,37 @@ def test_random_shift_translates_each_sample_within_bounds():
     assert torch.equal(random_shift(x, 0, torch.Generator()), x)
     with pytest.raises(ConfigError, match="unknown augment 'flip'"):
         TrainConfig(augment="flip")
+
+
+def test_a_diverging_run_stops_at_the_first_non_finite_loss_naming_step_and_lr(digits):
+    import pytest
+
+    from prunekit.errors import PrunekitError, TrainingDivergedError
+
+    torch.manual_seed(0)
+    model = build_model("lenet300", digits.input_shape, 10)
+    steps = []
+    expected = r"step \d+ \(epoch 1 of 3.*learning rate 1e\+04.*lower the learning"
+    with pytest.raises(TrainingDivergedError, match=expected):
+        train(model, digits, TrainConfig(epochs=3, lr=1e4, schedule="constant"), on_step=lambda s, t: steps.append(s),
+              progress=False)
+    assert issubclass(TrainingDivergedError, PrunekitError)
+    assert 0 < len(steps) < 20  # stopped within the first epoch (20 steps), not after all 60
+
+
+def test_a_non_finite_loss_reports_its_exact_step_and_epoch(digits):
+    import pytest
+
+    from prunekit.errors import TrainingDivergedError
+
+    calls = []
+
+    def loss_fn(logits, y, x):  # finite for 25 steps, then NaN: step 26 is batch 6 of epoch 2 (20 per epoch)
+        calls.append(1)
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        return loss * float("nan") if len(calls) == 26 else loss
+
+    model = build_model("lenet300", digits.input_shape, 10)
+    with pytest.raises(TrainingDivergedError, match=r"loss is nan at step 26 \(epoch 2 of 2, batch 6 of 20\)"):
+        train(model, digits, TrainConfig(epochs=2, lr=0.05), loss_fn=loss_fn, progress=False)
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # stopped before the NaN step updated weights

@@ -17,7 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from prunekit.data.base import DataSplits, iterate_batches
-from prunekit.errors import ConfigError
+from prunekit.errors import ConfigError, TrainingDivergedError
 
 __all__ = ["TrainConfig", "EvalResult", "train", "evaluate", "default_device", "seed_everything"]
 
@@ -115,6 +115,17 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
                            nesterov=cfg.momentum > 0)
 
 
+def _diverged(value: float, step: int, steps_per_epoch: int, cfg: TrainConfig,
+              opt: torch.optim.Optimizer) -> TrainingDivergedError:
+    """The error for a non-finite loss at 0-based optimiser ``step``: where, at which learning rate, the fix."""
+    lr_now = opt.param_groups[0]["lr"]
+    return TrainingDivergedError(
+        f"training diverged: the loss is {value} at step {step + 1} (epoch {step // steps_per_epoch + 1} of "
+        f"{cfg.epochs}, batch {step % steps_per_epoch + 1} of {steps_per_epoch}) with learning rate {lr_now:.4g} "
+        f"(TrainConfig.lr={cfg.lr:g}, schedule {cfg.schedule!r}, optimizer {cfg.optimizer!r}); the weights are no "
+        f"longer finite. Fix: lower the learning rate (e.g. lr={cfg.lr / 10:g}) or check the data and the loss.")
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> EvalResult:
     """Top-1 accuracy (a fraction in [0, 1]) and mean cross-entropy of ``model`` on ``(x, y)``."""
@@ -169,11 +180,15 @@ def train(
                 group["lr"] = cfg.lr * _lr_factor(cfg.schedule, step / max(total, 1))
             logits = model(xb)
             loss = loss_fn(logits, yb, xb) if loss_fn else F.cross_entropy(logits, yb)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                bar.close()
+                raise _diverged(value, step, steps_per_epoch, cfg, opt)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             step += 1
-            running += float(loss.detach())
+            running += value
             if on_step:
                 on_step(step, total)
             bar.update(1)
