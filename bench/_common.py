@@ -27,8 +27,23 @@ from prunekit.training import TrainConfig, evaluate, train
 RESULTS = Path(__file__).parent / "results"
 REPO = Path(__file__).resolve().parent.parent
 
-#: Load average and time when the benchmark started (this module is imported at the script's start).
-_START = {"loadavg": list(os.getloadavg()), "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+
+def _git(*args: str) -> str | None:
+    try:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _git_state() -> tuple[str | None, bool | None]:
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return _git("rev-parse", "HEAD"), None if status is None else bool(status)
+
+
+#: Load average, time and code version when the benchmark started (this module is imported at the script's
+#: start): the commit is the code that ran, even if the checkout moves while a long run goes on.
+_START = {"loadavg": list(os.getloadavg()), "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+          "git": _git_state()}
 
 
 def train_dense(name: str, data, cfg: TrainConfig, seed: int) -> tuple[torch.nn.Module, float]:
@@ -37,13 +52,6 @@ def train_dense(name: str, data, cfg: TrainConfig, seed: int) -> tuple[torch.nn.
     dense = build_model(name, data.input_shape, data.num_classes)
     train(dense, data, cfg, seed=seed, progress=False)
     return dense, evaluate(dense, data.x_test, data.y_test).accuracy
-
-
-def _git(*args: str) -> str | None:
-    try:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def cpu_model() -> str | None:
@@ -60,13 +68,13 @@ def cpu_model() -> str | None:
 def provenance(script: str | None = None) -> dict:
     """How and where this run was measured: written into every results JSON by :func:`write_results`.
 
-    ``dirty`` is True when tracked files differed from ``commit`` (the figures may come from uncommitted
-    code); ``threads`` is torch's intra-op thread count at the end of the run.
+    ``commit`` and ``dirty`` are read when the script started; ``dirty`` is True when tracked files differed
+    from ``commit`` (the figures may come from uncommitted code); ``threads`` is torch's intra-op thread
+    count at the end of the run.
     """
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    commit, dirty = _START["git"]
     return {"script": script or Path(sys.argv[0]).name, "command": shlex.join(["python", *sys.argv]),
-            "argv": sys.argv[1:], "commit": _git("rev-parse", "HEAD"),
-            "dirty": None if status is None else bool(status), "torch": torch.__version__,
+            "argv": sys.argv[1:], "commit": commit, "dirty": dirty, "torch": torch.__version__,
             "python": platform.python_version(), "cpu": cpu_model(), "cores": os.cpu_count(),
             "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
             "loadavg_start": _START["loadavg"], "loadavg_end": list(os.getloadavg()),

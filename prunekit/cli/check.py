@@ -79,4 +79,6 @@ def _print_human(rep) -> None:
     note = "" if rep.exact_only else "; not expected: norm groups pruned"
     print(f"equivalent {rep.equivalent}  (max relative difference {diff}{note})")
     print(f"seconds    {rep.seconds:.3f} (graph capture + pruning)")
+    why = f": {'; '.join(rep.fallback_reasons[:2])}" if rep.fallback_reasons else ""
+    print(f"fallbacks  {rep.shape_only_fallbacks} shape-only runs repeated as real forwards{why}")
     print(f"ok         {rep.ok}")

@@ -11,9 +11,15 @@ the run is abandoned and repeated for real, so data-dependent models (detection)
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
+
+from prunekit.graph._walk import LEAVES, iter_tensors, op_name
+
+log = logging.getLogger("prunekit.graph")
 
 HEAVY = frozenset({"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
                    "linear", "matmul", "mm", "bmm", "addmm", "baddbmm", "einsum", "scaled_dot_product_attention"})
@@ -47,8 +53,6 @@ class ShapeOnly:
         self.keep: list[torch.Tensor] = []
 
     def call(self, name: str, func: Any, args: tuple, kwargs: dict) -> Any:
-        from prunekit.graph._trace import iter_tensors
-
         derived = any(id(t) in self.made_up for t in iter_tensors((args, kwargs)))
         if derived and (name in _DATA_SHAPED or (name == "where" and len(args) == 1)
                         or (name == "getitem" and any(True for _ in iter_tensors(args[1:])))):
@@ -74,7 +78,6 @@ class ShapeOnly:
 
 def _allocate(name: str, func: Any, args: tuple, kwargs: dict) -> Any:
     """The output of a same-shape or broadcasting op, allocated but not computed."""
-    from prunekit.graph._trace import iter_tensors
 
     raw = getattr(func, "__name__", "")
     if (raw.endswith("_") and not raw.startswith("__")) or raw.startswith("__i") or kwargs.get("inplace"):
@@ -164,20 +167,16 @@ class ShapeOnlyMode(torch.overrides.TorchFunctionMode):
         self.state = ShapeOnly()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        from prunekit.graph._trace import op_name
-
         return self.state.call(op_name(func), func, args, kwargs or {})
 
 
 def check_not_cached(model: torch.nn.Module, state: ShapeOnly) -> None:
     """Raises :class:`NeedsRealForward` if a module kept a made-up tensor (a cache) as an attribute."""
-    from prunekit.graph._trace import _LEAVES, iter_tensors
-
     for m in model.modules():
         for k, v in vars(m).items():
             if k in ("_parameters", "_modules", "_forward_hooks", "_forward_pre_hooks"):
                 continue
-            if isinstance(v, _LEAVES) or (isinstance(v, torch.Tensor) and id(v) not in state.made_up):
+            if isinstance(v, LEAVES) or (isinstance(v, torch.Tensor) and id(v) not in state.made_up):
                 continue
             if isinstance(v, (dict, list, tuple)) and not v:  # most attributes: empty hook dicts
                 continue
@@ -185,14 +184,31 @@ def check_not_cached(model: torch.nn.Module, state: ShapeOnly) -> None:
                 raise NeedsRealForward(f"{type(m).__name__}.{k} cached a value")
 
 
-def shape_only_forward(model: torch.nn.Module, args: tuple, kwargs: dict) -> Any:
-    """Runs ``model`` shape-only; falls back to a real forward when values matter."""
+def shape_only_forward(model: torch.nn.Module, args: tuple, kwargs: dict, *,
+                       on_fallback: Callable[[str], None] | None = None) -> Any:
+    """Runs ``model`` shape-only (heavy ops on the meta device); falls back to a real forward when values matter.
+
+    The fallback is never silent: it is logged at debug level on the ``prunekit.graph`` logger and
+    ``on_fallback`` receives its reason (:class:`~prunekit.graph.DependencyGraph` counts them).
+    """
     try:
         mode = ShapeOnlyMode()
         with torch.no_grad(), mode:
             out = model(*args, **kwargs)
         check_not_cached(model, mode.state)
         return out
-    except Exception:  # NeedsRealForward, or anything shape-only mode got wrong: the real run decides
+    except Exception as e:  # NeedsRealForward, or anything shape-only mode got wrong: the real run decides
+        reason = fallback_reason(e)
+        log.debug("shape-only forward of %s repeated as a real forward: %s", type(model).__name__, reason)
+        if on_fallback is not None:
+            on_fallback(reason)
         with torch.no_grad():
             return model(*args, **kwargs)
+
+
+def fallback_reason(e: BaseException) -> str:
+    """One line saying why a shape-only run was abandoned."""
+    text = str(e).splitlines()[0] if str(e) else ""
+    if isinstance(e, NeedsRealForward):
+        return f"a value computed from skipped arithmetic was needed ({text})"
+    return f"{type(e).__name__}: {text}"

@@ -26,6 +26,8 @@ from torch.overrides import TorchFunctionMode
 
 from prunekit.graph._fake import ShapeOnly, check_not_cached
 from prunekit.graph._labels import Block, LabelStore
+from prunekit.graph._walk import iter_tensors, op_name
+from prunekit.graph.replacements import traced_as_replacements  # stock layers that hide their heads
 
 Rule = Callable[["Trace", tuple, dict, Any], None]
 RULES: dict[str, Rule] = {}
@@ -45,16 +47,6 @@ def rule(*names: str) -> Callable[[Rule], Rule]:
         return fn
 
     return add
-
-
-def op_name(func: Any) -> str:
-    """``torch.Tensor.__add__`` -> ``add``, ``relu_`` -> ``relu``, ``Tensor.T.__get__`` -> ``get.T``."""
-    name = getattr(func, "__name__", str(func))
-    if name == "__get__":
-        return "get." + getattr(getattr(func, "__self__", None), "__name__", "?")
-    if name.startswith("__r") and name.endswith("__") and name not in ("__rshift__", "__repr__"):
-        return "r" + name[3:-2]
-    return name.strip("_")
 
 
 @dataclass
@@ -204,25 +196,6 @@ class _Recorder(TorchFunctionMode):
         return out
 
 
-_LEAVES = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.Size)
-
-
-def iter_tensors(values: Any):
-    """Yields every tensor inside nested tuples, lists, dicts and dataclass-like outputs."""
-    if isinstance(values, torch.Tensor):
-        yield values
-    elif isinstance(values, (list, tuple)):
-        for v in values:  # tensors and scalars inline: this runs for every op of a recorded forward
-            if isinstance(v, torch.Tensor):
-                yield v
-            elif not isinstance(v, _LEAVES):
-                yield from iter_tensors(v)
-    elif isinstance(values, dict):
-        yield from iter_tensors(tuple(values.values()))
-    elif not isinstance(values, _LEAVES) and hasattr(values, "to_tuple"):  # transformers ModelOutput
-        yield from iter_tensors(values.to_tuple())
-
-
 def arg(args: tuple, kwargs: dict, i: int, name: str, default: Any = None) -> Any:
     """Argument ``i`` (positional) or ``name`` (keyword) of an op call."""
     if len(args) > i:
@@ -234,10 +207,9 @@ def record(model: nn.Module, args: tuple, kwargs: dict, trace: Trace, shape_only
     """Runs ``model(*args, **kwargs)`` once under the recorder, filling ``trace``; returns the output.
 
     With ``shape_only`` heavy ops skip their arithmetic (see :mod:`prunekit.graph._fake`); the caller
-    repeats the recording for real on :class:`NeedsRealForward`.
+    repeats the recording for real on :class:`NeedsRealForward`. The op rules are registered by
+    :mod:`prunekit.graph.groups`, which imports :mod:`prunekit.graph._rules`.
     """
-    import prunekit.graph._rules  # noqa: F401  (registers the op rules)
-    from prunekit.structured.layers import traced_as_replacements  # stock layers that hide their heads
 
     def enter(module: nn.Module, inputs: Any) -> None:
         trace.module_stack.append(module)

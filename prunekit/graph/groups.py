@@ -14,41 +14,58 @@ one head); a residual stream gives one group shared by every block that reads an
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+import prunekit.graph._rules  # noqa: F401  (registers the op rules, whatever else was imported)
 from prunekit.errors import ConfigError, PruningError
+from prunekit.graph._fake import fallback_reason, shape_only_forward
 from prunekit.graph._labels import LabelStore, _components
-from prunekit.graph._trace import Trace, iter_tensors, record
+from prunekit.graph._trace import Trace, record
+from prunekit.graph._walk import iter_tensors
 
-__all__ = ["DependencyGraph", "Group", "Member", "split_inputs"]
+__all__ = ["DependencyGraph", "Group", "Member", "raise_no_groups", "split_inputs"]
+
+log = logging.getLogger("prunekit.graph")
 
 
-@dataclass
+def _frozen(a: np.ndarray) -> np.ndarray:
+    """``a`` made read-only: the graph's id arrays change only through :meth:`DependencyGraph.record_removal`."""
+    a.setflags(write=False)
+    return a
+
+
+@dataclass(frozen=True, eq=False)
 class Member:
-    """One dim of one parameter or buffer inside a group: ``unit[i]`` is the unit of position i."""
+    """One dim of one parameter or buffer inside a group: ``unit[i]`` is the unit of position i (read-only)."""
 
     name: str
     dim: int
     unit: np.ndarray
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True, eq=False)
 class Group:
-    """Coupled structures pruned together; see the module docstring."""
+    """Coupled structures pruned together; see the module docstring.
+
+    Read-only: only the graph renumbers a group, when units were removed (:meth:`DependencyGraph.record_removal`).
+    A group is hashed by identity, so it can key a removal plan.
+    """
 
     name: str
-    members: list[Member]
+    members: tuple[Member, ...]
     units: np.ndarray  # root id of every unit, in the order of the leader member
     pinned: np.ndarray  # bool per unit: may not be removed
     exact: bool  # removing an all-zero unit leaves outputs unchanged (no norm or mean over it)
-    reasons: list[str] = field(default_factory=list)  # why pinned units are pinned (non-empty if any is)
+    reasons: tuple[str, ...] = ()  # why pinned units are pinned (non-empty if any is)
 
     @property
     def size(self) -> int:
@@ -78,21 +95,112 @@ def split_inputs(example_inputs: Any) -> tuple[tuple, dict]:
 
 
 class DependencyGraph:
-    """Groups of coupled channels of ``model``; build it with :meth:`build`."""
+    """Groups of coupled channels of ``model``; build it with :meth:`build`.
+
+    Everything it exposes is read-only (tuples, frozen groups, read-only arrays, mapping views); the
+    one change it accepts is :meth:`record_removal`, from the code that removed units from the model.
+
+    Unit ids: every channel, head or feature the recorder saw has an integer id in ``range(n_ids)``;
+    ``Group.units``, ``Member.unit`` and the hints below hold such ids.
+    """
 
     def __init__(self, model: nn.Module, args: tuple, kwargs: dict) -> None:
-        self.model, self.args, self.kwargs = model, args, kwargs
-        self.groups: list[Group] = []
-        self.tensors: dict[str, torch.Tensor] = {}
-        self.owners: dict[str, list[tuple[nn.Module, str]]] = {}
-        self.attr_hints: list[tuple[str, np.ndarray]] = []
-        self.size_hints: list[tuple[str, str, list[np.ndarray]]] = []  # (module, attr, ids of each piece)
-        self.splits: list[tuple[str, np.ndarray, int]] = []
-        self.n_ids = 0
-        self.buffers: set[str] = set()
-        self.pin_reasons: dict[str, int] = {}
-        self.output_shapes: list[tuple[int, ...]] = []
-        self.seconds = 0.0
+        self.model = model
+        self._args, self._kwargs = tuple(args), dict(kwargs)
+        self._groups: tuple[Group, ...] = ()
+        self._tensors: dict[str, torch.Tensor] = {}
+        self._owners: dict[str, tuple[tuple[nn.Module, str], ...]] = {}
+        self._attr_hints: tuple[tuple[str, np.ndarray], ...] = ()
+        self._size_hints: tuple[tuple[str, str, tuple[np.ndarray, ...]], ...] = ()
+        self._splits: tuple[tuple[str, np.ndarray, int], ...] = ()
+        self._n_ids = 0
+        self._buffers: frozenset[str] = frozenset()
+        self._pin_reasons: dict[str, int] = {}
+        self._output_shapes: tuple[tuple[int, ...], ...] = ()
+        self._fallbacks: list[str] = []
+        self._seconds = 0.0
+
+    # ------------------------------------------------------------------ read-only views
+    @property
+    def args(self) -> tuple:
+        """The example inputs' positional part."""
+        return self._args
+
+    @property
+    def kwargs(self) -> Mapping[str, Any]:
+        """The example inputs' keyword part (a read-only view)."""
+        return MappingProxyType(self._kwargs)
+
+    @property
+    def groups(self) -> tuple[Group, ...]:
+        """Every group, in the order of their first parameter in the model."""
+        return self._groups
+
+    @property
+    def tensors(self) -> Mapping[str, torch.Tensor]:
+        """Each member's parameter or buffer by qualified name, as the model holds it now."""
+        return MappingProxyType(self._tensors)
+
+    @property
+    def owners(self) -> Mapping[str, tuple[tuple[nn.Module, str], ...]]:
+        """Every ``(module, attribute)`` holding each member tensor (tied weights have several)."""
+        return MappingProxyType(self._owners)
+
+    @property
+    def buffers(self) -> frozenset[str]:
+        """The member names that are buffers (running statistics), not parameters."""
+        return self._buffers
+
+    @property
+    def pin_reasons(self) -> Mapping[str, int]:
+        """Why units are pinned, with how many ids each reason pinned."""
+        return MappingProxyType(self._pin_reasons)
+
+    @property
+    def output_shapes(self) -> tuple[tuple[int, ...], ...]:
+        """Shapes of the model's outputs on the example inputs."""
+        return self._output_shapes
+
+    @property
+    def n_ids(self) -> int:
+        """Size of the unit id space (``np.zeros(graph.n_ids, bool)`` masks ids)."""
+        return self._n_ids
+
+    @property
+    def splits(self) -> tuple[tuple[str, np.ndarray, int], ...]:
+        """``(module, ids, axis)``: a module reshaped its channels into heads along ``axis`` of ``ids``."""
+        return self._splits
+
+    @property
+    def attr_hints(self) -> tuple[tuple[str, np.ndarray], ...]:
+        """``(module, ids)``: a module holds ``len(ids)`` in an attribute that must follow removals."""
+        return self._attr_hints
+
+    @property
+    def size_hints(self) -> tuple[tuple[str, str, tuple[np.ndarray, ...]], ...]:
+        """``(module, attribute, ids of each piece)``: ``torch.split`` sizes held in an attribute."""
+        return self._size_hints
+
+    @property
+    def seconds(self) -> float:
+        """Wall time of :meth:`build`."""
+        return self._seconds
+
+    @property
+    def shape_only_fallbacks(self) -> int:
+        """How many shape-only runs (capture, verification) had to be repeated as real forwards."""
+        return len(self._fallbacks)
+
+    @property
+    def fallback_reasons(self) -> tuple[str, ...]:
+        """Why each of those runs fell back, in order (``"capture: ..."``, ``"forward: ..."``)."""
+        return tuple(self._fallbacks)
+
+    def _fell_back(self, stage: str, reason: str, logged: bool = False) -> None:
+        if not logged:
+            log.debug("%s of %s: shape-only run repeated as a real forward: %s", stage, type(self.model).__name__,
+                      reason)
+        self._fallbacks.append(f"{stage}: {reason}")
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -121,7 +229,8 @@ class DependencyGraph:
         try:
             try:
                 out = record(model, args, kwargs, holder[0], shape_only=True)
-            except Exception:  # NeedsRealForward, or anything shape-only mode got wrong
+            except Exception as e:  # NeedsRealForward, or anything shape-only mode got wrong
+                graph._fell_back("capture", f"{fallback_reason(e)} in {holder[0].where()}")
                 holder[0] = Trace(model)
                 out = record(model, args, kwargs, holder[0], shape_only=False)
             trace = holder[0]
@@ -133,10 +242,10 @@ class DependencyGraph:
             ) from e
         finally:
             model.train(was_training)
-        graph.output_shapes = [tuple(t.shape) for t in iter_tensors(out)]
+        graph._output_shapes = tuple(tuple(t.shape) for t in iter_tensors(out))
         _check_branches(model, trace)
         graph._solve(trace, excluded)
-        graph.seconds = time.perf_counter() - t0
+        graph._seconds = time.perf_counter() - t0
         return graph
 
     def _solve(self, trace: Trace, excluded: set[int]) -> None:
@@ -144,7 +253,7 @@ class DependencyGraph:
         roots = store.resolve()
         store.final_pins(roots)
         inexact = store.final_inexact(roots)
-        self.pin_reasons = dict(store.pin_reasons)
+        self._pin_reasons = dict(store.pin_reasons)
         members: list[tuple[str, int, np.ndarray]] = []
         why = store.pin_why.copy()
         texts = {t: k for k, t in enumerate(store.pin_texts)}
@@ -158,15 +267,16 @@ class DependencyGraph:
             elif (r == r[0]).all():
                 _pin_roots(why, texts, r, f"{ref.name}: a single entry along dim {dim}")
             members.append((ref.name, dim, r))
-            self.tensors[ref.name] = ref.tensor
-            self.owners[ref.name] = ref.owners
-            if not ref.is_param:
-                self.buffers.add(ref.name)
+            self._tensors[ref.name] = ref.tensor
+            self._owners[ref.name] = tuple(ref.owners)
+        self._buffers = frozenset(ref.name for ref in trace.params.values()
+                                  if not ref.is_param and ref.name in self._tensors)
         pinned = why[roots] >= 0
-        self.n_ids = store.n
-        self.attr_hints = [(m, roots[ids].ravel()) for m, _, ids in store.attr_hints if ids.ndim == 1]
-        self.size_hints = [(m, a, [roots[p] for p in parts]) for m, a, parts in store.size_hints]
-        self.splits = [(sc.module, roots[sc.ids], sc.shrink_axis) for sc in store.splits if sc.shrink_axis >= 0]
+        self._n_ids = store.n
+        self._attr_hints = tuple((m, _frozen(roots[ids].ravel())) for m, _, ids in store.attr_hints if ids.ndim == 1)
+        self._size_hints = tuple((m, a, tuple(_frozen(roots[p]) for p in parts)) for m, a, parts in store.size_hints)
+        self._splits = tuple((sc.module, _frozen(roots[sc.ids]), sc.shrink_axis)
+                             for sc in store.splits if sc.shrink_axis >= 0)
         self._make_groups(members, roots, pinned, inexact, trace, (why, list(texts)))
 
     def _make_groups(self, members, roots, pinned, inexact, trace: Trace, why: tuple[np.ndarray, list[str]]) -> None:
@@ -180,19 +290,20 @@ class DependencyGraph:
             by_group.setdefault(int(comp[m[2][0]]), []).append(m)
         names: set[str] = set()
         lut = np.full(len(roots), -1, dtype=np.int64)
+        groups: list[Group] = []
         for ms in by_group.values():
             leader = _leader(ms)
             allr = np.concatenate([leader[2]] + [r for _, _, r in ms])
             _, first = np.unique(allr, return_index=True)
             units_arr = allr[np.sort(first)]  # in order of first appearance, leader first
             lut[units_arr] = np.arange(len(units_arr))
-            group_members = [Member(n, d, lut[r]) for n, d, r in ms]
+            group_members = tuple(Member(n, d, _frozen(lut[r])) for n, d, r in ms)
             name = _unique(_readable(leader[0], leader[1]), names)
-            reasons = [why[1][k] for k in sorted(set(why[0][units_arr].tolist())) if k >= 0]
-            self.groups.append(Group(name, group_members, units_arr, pinned[units_arr],
-                                     not bool(inexact[units_arr].any()), reasons))
+            reasons = tuple(why[1][k] for k in sorted(set(why[0][units_arr].tolist())) if k >= 0)
+            groups.append(Group(name, group_members, _frozen(units_arr), _frozen(pinned[units_arr]),
+                                not bool(inexact[units_arr].any()), reasons))
         order = {ref.name: k for k, ref in enumerate(trace.params.values())}
-        self.groups.sort(key=lambda g: _order(g, order))
+        self._groups = tuple(sorted(groups, key=lambda g: _order(g, order)))
 
     # ------------------------------------------------------------------ queries
     def group(self, name: str) -> Group:
@@ -204,6 +315,54 @@ class DependencyGraph:
 
     def prunable_groups(self, exact_only: bool = True) -> list[Group]:
         return [g for g in self.groups if g.prunable and (g.exact or not exact_only)]
+
+    def run_shape_only(self) -> Any:
+        """Runs the model on the example inputs, shape-only, in eval mode; returns its outputs (values made up).
+
+        Used to check that a pruned model still runs; a fallback to a real forward is counted in
+        :attr:`shape_only_fallbacks`.
+        """
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return shape_only_forward(self.model, self._args, self._kwargs,
+                                      on_fallback=lambda why: self._fell_back("forward", why, logged=True))
+        finally:
+            self.model.train(was_training)
+
+    # ------------------------------------------------------------------ the one change it accepts
+    def record_removal(self, removed: np.ndarray) -> None:
+        """Renumbers the graph after units were removed from its model (``removed``: bool mask over ids).
+
+        Called by :func:`prunekit.structured.prune_groups` once the model's tensors were sliced: groups
+        lose the removed units (the rest are renumbered), head splits and size hints shrink, and the
+        member tensors are read back from their modules.
+        """
+        if removed.shape != (self._n_ids,) or removed.dtype != bool:
+            raise ValueError(f"removed must be a bool mask of shape ({self._n_ids},), not {removed.dtype} "
+                             f"{removed.shape}")
+        for g in self._groups:
+            gone = removed[g.units]
+            if not gone.any():
+                continue
+            remap = np.cumsum(~gone) - 1
+            members = tuple(Member(m.name, m.dim, _frozen(remap[m.unit[~gone[m.unit]]])) for m in g.members)
+            object.__setattr__(g, "members", members)  # frozen for everyone else; identity kept (plans key on it)
+            object.__setattr__(g, "units", _frozen(g.units[~gone]))
+            object.__setattr__(g, "pinned", _frozen(g.pinned[~gone]))
+            for m in members:
+                module, attr = self._owners[m.name][0]
+                self._tensors[m.name] = module._parameters.get(attr, module._buffers.get(attr))
+        splits = []
+        for mname, ids, axis in self._splits:
+            kept = ~removed[ids]
+            others = tuple(a for a in range(ids.ndim) if a != axis)
+            along = kept.any(axis=others) if others else kept
+            splits.append((mname, _frozen(np.take(ids, np.flatnonzero(along), axis=axis)), axis))
+        self._splits = tuple(splits)
+        self._attr_hints = tuple((m, _frozen(ids[~removed[ids]])) for m, ids in self._attr_hints)
+        self._size_hints = tuple((m, a, tuple(_frozen(p[~removed[p]]) for p in parts))
+                                 for m, a, parts in self._size_hints)
 
     def summary(self) -> str:
         lines = [f"{len(self.groups)} groups, {len(self.prunable_groups())} prunable exactly, "
@@ -277,6 +436,7 @@ def _check_branches(model: nn.Module, trace: Trace) -> None:
 
 
 def raise_no_groups(graph: DependencyGraph, exact_only: bool = True) -> None:
+    """Raises the :class:`~prunekit.errors.PruningError` for a graph without prunable groups, saying why."""
     loose = graph.prunable_groups(exact_only=False) if exact_only else []
     if loose:
         names = ", ".join(g.name for g in loose[:3]) + (" ..." if len(loose) > 3 else "")

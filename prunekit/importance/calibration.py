@@ -126,7 +126,7 @@ def _activation_hooks(graph: DependencyGraph, stats: CalibrationStats, want_samp
     for g in graph.prunable_groups(False):
         for m, module in consumers(graph, g.members):
             key = (m.name, m.dim)
-            unit = torch.from_numpy(m.unit)
+            unit = torch.tensor(m.unit)  # a copy: the graph's arrays are read-only
 
             def hook(_mod, args, key=key, unit=unit, size=g.size):
                 x = args[0] if args and isinstance(args[0], torch.Tensor) else None

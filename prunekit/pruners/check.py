@@ -15,9 +15,7 @@ import torch
 from torch import nn
 
 from prunekit.errors import ConfigError, PrunekitError
-from prunekit.graph import DependencyGraph, split_inputs
-from prunekit.graph._trace import iter_tensors
-from prunekit.graph.groups import raise_no_groups
+from prunekit.graph import DependencyGraph, iter_tensors, raise_no_groups, split_inputs
 from prunekit.importance import check_needs
 from prunekit.measure import count_macs, count_params
 from prunekit.pruners.configs import StructuredConfig
@@ -54,6 +52,9 @@ class CheckReport:
     skipped: list[str] = field(default_factory=list)
     exact_only: bool = True
     redrawn: list[str] = field(default_factory=list)
+    # shape-only runs (graph capture, the pruned model's check) that had to be repeated as real forwards
+    shape_only_fallbacks: int = 0
+    fallback_reasons: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -151,6 +152,7 @@ def check_model(name: str, model: nn.Module, example_inputs: Any, config: Struct
         raise ConfigError("check_model removes a fraction of units: StructuredConfig(sparsity=...), not a budget")
     check_needs(config.importance, None, kind="group")
     rep = CheckReport(model=name, ratio=config.sparsity, exact_only=config.exact_only)
+    graph = None
     try:
         model.eval()
         if redraw_zeros:
@@ -199,4 +201,6 @@ def check_model(name: str, model: nn.Module, example_inputs: Any, config: Struct
     except Exception as e:  # a bug of prunekit's, not the user's: still one line naming where it happened
         rep.error = (f"internal error in {_where(e, model)}: {_first_line(e)} (please report it with the "
                      f"model name)")
+    if graph is not None:
+        rep.shape_only_fallbacks, rep.fallback_reasons = graph.shape_only_fallbacks, list(graph.fallback_reasons)
     return rep

@@ -13,15 +13,15 @@ from collections.abc import Callable
 
 from torch import nn
 
-from prunekit.graph._rules.shape import HEAD_ATTRS as _HEAD_ATTRS
-from prunekit.graph._rules.shape import INNER_ATTRS as _INNER_ATTRS
+from prunekit.graph import HEAD_ATTRS, INNER_ATTRS, replacement_for
 from prunekit.registry import Registry
 
 Adapter = Callable[[nn.Module, dict], None]
 LAYER_ADAPTERS: Registry[Adapter] = Registry("layer adapter")
 
-# Attribute names holding a head count or a heads x head_dim size, rewritten when heads are pruned.
-HEAD_ATTRS, INNER_ATTRS = _HEAD_ATTRS, _INNER_ATTRS
+# Attribute names holding a head count or a heads x head_dim size, rewritten when heads are pruned
+# (defined by the graph, whose rules recognise them).
+__all__ = ["HEAD_ATTRS", "INNER_ATTRS", "LAYER_ADAPTERS", "adapter_for", "snapshot"]
 
 
 def adapter_for(module: nn.Module) -> Adapter | None:
@@ -101,8 +101,6 @@ def hf_conv1d(m: nn.Module, old: dict) -> None:
 
 
 def _switch_to_replacement(m: nn.Module) -> None:
-    from prunekit.structured.layers import replacement_for
-
     cls = replacement_for(m)
     if cls is not None:
         m.__class__ = cls

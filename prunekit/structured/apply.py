@@ -15,10 +15,8 @@ import torch
 from torch import nn
 
 from prunekit.errors import PruningError
-from prunekit.graph import DependencyGraph, Group
-from prunekit.graph._fake import shape_only_forward
-from prunekit.graph._trace import iter_tensors
-from prunekit.structured.adapters import HEAD_ATTRS, INNER_ATTRS, adapter_for, snapshot
+from prunekit.graph import HEAD_ATTRS, INNER_ATTRS, DependencyGraph, Group, iter_tensors
+from prunekit.structured.adapters import adapter_for, snapshot
 
 
 class _Transaction:
@@ -75,7 +73,7 @@ def remove_units(graph: DependencyGraph, removal: Mapping[Group, np.ndarray], ve
         )
         err.module_name = name  # type: ignore[attr-defined]  (lets prune() skip the groups it touches)
         raise err from e
-    _update_graph(graph, removed_mask)
+    graph.record_removal(removed_mask)
 
 
 def _slice_tensors(graph: DependencyGraph, keeps: dict, tx: _Transaction) -> None:
@@ -92,8 +90,7 @@ def _slice_tensors(graph: DependencyGraph, keeps: dict, tx: _Transaction) -> Non
         for module, attr in graph.owners[name]:
             touched.setdefault(id(module), (module, snapshot(module)))
             store = module._parameters if attr in module._parameters else module._buffers
-            tx.set_item(store, attr, new)
-        tx.set_item(graph.tensors, name, new)
+            tx.set_item(store, attr, new)  # the graph reads its tensors back in record_removal
     for module, old_attrs in touched.values():
         adapter = adapter_for(module)
         if adapter is None:
@@ -145,13 +142,7 @@ def _rewrite(module: nn.Module, names: frozenset, mapping: dict[int, int], tx: _
 
 
 def _verify(graph: DependencyGraph) -> None:
-    model = graph.model
-    was_training = model.training
-    model.eval()
-    try:
-        out = shape_only_forward(model, graph.args, graph.kwargs)
-    finally:
-        model.train(was_training)
+    out = graph.run_shape_only()  # a fallback to a real forward is counted on the graph
     shapes = [tuple(t.shape) for t in iter_tensors(out)]
     if len(shapes) == len(graph.output_shapes):
         for got, want in zip(shapes, graph.output_shapes, strict=True):
@@ -171,23 +162,3 @@ def failing_module(e: BaseException, model: nn.Module) -> tuple[str, str | None]
             where = f"module {name or '<model>'!r} ({type(obj).__name__})"
         tb = tb.tb_next
     return where, name
-
-
-def _update_graph(graph: DependencyGraph, removed: np.ndarray) -> None:
-    for g in graph.groups:
-        gone = removed[g.units]
-        if not gone.any():
-            continue
-        remap = np.cumsum(~gone) - 1
-        for m in g.members:
-            m.unit = remap[m.unit[~gone[m.unit]]]
-        g.units, g.pinned = g.units[~gone], g.pinned[~gone]
-    new_splits = []
-    for mname, ids, axis in graph.splits:
-        kept = ~removed[ids]
-        others = tuple(a for a in range(ids.ndim) if a != axis)
-        along = kept.any(axis=others) if others else kept
-        new_splits.append((mname, np.take(ids, np.flatnonzero(along), axis=axis), axis))
-    graph.splits = new_splits
-    graph.attr_hints = [(m, ids[~removed[ids]]) for m, ids in graph.attr_hints]
-    graph.size_hints = [(m, a, [p[~removed[p]] for p in parts]) for m, a, parts in graph.size_hints]
