@@ -5,18 +5,17 @@ Example:
     >>> pk.prune_(model, pk.UnstructuredConfig(sparsity=0.9, importance="l1"), example_inputs=x)
     >>> pk.prune_(model, pk.StructuredConfig(budget=pk.Budget(macs_kept=0.5), importance="taylor"),
     ...           example_inputs=x, calibration=pk.Calibration(x_cal, y_cal))
+
+The public API (:mod:`prunekit.api`) is loaded on first use (PEP 562), so that importing a lower layer
+(``import prunekit.graph``) does not load the whole library above it.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from prunekit._version import __version__
-from prunekit.api import (
-    Budget,
-    Calibration,
-    PruneResult,
-    StructuredConfig,
-    UnstructuredConfig,
-    list_criteria,
-    prune_,
-)
 from prunekit.errors import (
     ConfigError,
     DataError,
@@ -25,8 +24,24 @@ from prunekit.errors import (
     PrunekitError,
     PruningError,
     RecipeError,
+    TrainingDivergedError,
     UnsupportedOpError,
 )
+
+if TYPE_CHECKING:
+    from prunekit.api import (
+        Budget,
+        Calibration,
+        PruneResult,
+        StructuredConfig,
+        UnstructuredConfig,
+        list_criteria,
+        prune_,
+    )
+
+#: public name -> the module that defines it (loaded on first access)
+_API = {name: "prunekit.api" for name in ("Budget", "Calibration", "PruneResult", "StructuredConfig",
+                                          "UnstructuredConfig", "list_criteria", "prune_")}
 
 __all__ = [
     "__version__",
@@ -44,5 +59,18 @@ __all__ = [
     "PrunekitError",
     "PruningError",
     "RecipeError",
+    "TrainingDivergedError",
     "UnsupportedOpError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'prunekit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
