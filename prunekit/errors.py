@@ -22,6 +22,8 @@ __all__ = [
     "UnsupportedOpError",
     "OutputExistsError",
     "TrainingDivergedError",
+    "ExportError",
+    "MissingDependencyError",
 ]
 
 
@@ -60,6 +62,14 @@ class OutputExistsError(PrunekitError):
 class TrainingDivergedError(PrunekitError):
     """Training produced a non-finite loss (NaN or inf): the run diverged, usually from too high a
     learning rate. Raised at the first such step so a diverged run is never reported as a result."""
+
+
+class ExportError(PrunekitError):
+    """A model that cannot be exported, or whose export does not compute what the model computes."""
+
+
+class MissingDependencyError(PrunekitError, ImportError):
+    """An optional dependency (an extra such as ``prunekit[deploy]``) is not installed."""
 
 
 def strict_fields(hints: Mapping[str, str] = {}):  # noqa: B006 (read only)

@@ -15,7 +15,9 @@ def _cnn():
                          nn.Linear(16, 4))
 
 
-@pytest.mark.parametrize("name", [g for g in GRANULARITIES.names() if g != "nm"])
+# block granularities have smaller edge tiles on these small layers, so their per-layer weight sparsity is
+# off the group target; tests/test_export_sparse.py checks them on layers that are multiples of the block
+@pytest.mark.parametrize("name", [g for g in GRANULARITIES.names() if g != "nm" and not g.startswith("block")])
 def test_every_granularity_reaches_the_target_per_layer(name):
     model = _cnn()
     pruner = UnstructuredPruner(model, UnstructuredConfig(allocation="uniform", granularity=name))

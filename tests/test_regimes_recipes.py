@@ -29,7 +29,7 @@ def _recipe(prune, **top):
     (_recipe({"granularity": "nm", "nm": [2, 4], "target": 0.9}),
      r"fixes the sparsity at 1 − N/M = 0.5, but target is 0.9; set target: 0.5"),
     (_recipe({"granularity": "nm", "nm": [4, 4], "target": 0.0}), r"0 < N < M"),
-    (_recipe({"granularity": "kernal"}), "unknown granularity 'kernal'; choose one of: element, filter, kernel"),
+    (_recipe({"granularity": "kernal"}), "unknown granularity 'kernal'; choose one of: .*element, filter, kernel"),
     (_recipe({"schedule": "lottery"}, train={"epochs": 0}),
      r"'lottery' rewinds to the weights stored before training.*set train.epochs ≥ 1"),
     (_recipe({"schedule": "lottery", "lottery": {"rewind": "iteration"}}), r"rewind_step ≥ 1"),

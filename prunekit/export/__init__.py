@@ -3,9 +3,39 @@
 - :func:`fold_batchnorm`: merge each BatchNorm into the convolution before it.
 - :func:`prepare_inference`: a copy in eval mode, BatchNorm folded, optionally in channels-last
   memory format (:class:`InferenceConfig`).
+- :func:`export_onnx`: an ONNX file, verified against PyTorch in ONNX Runtime before it is kept;
+  :func:`quantize_onnx`: its int8 version (static QDQ or dynamic); :func:`evaluate_onnx` and
+  :func:`compare_onnx_latency`: accuracy and latency measured in ONNX Runtime. These need the
+  ``[deploy]`` extra (onnx, onnxruntime, onnxscript), imported only when called.
+- :func:`sparsify_for_cpu`: sparse CSR/BSR kernels for the layers where they are measured faster.
 """
 
 from prunekit.export.fold import fold_batchnorm, foldable_pairs
 from prunekit.export.inference import InferenceConfig, prepare_inference
+from prunekit.export.onnx_export import EXPORTERS, ExportResult, OutputDiff, export_onnx
+from prunekit.export.onnx_runtime import OnnxEval, compare_onnx_latency, evaluate_onnx, ort_session
+from prunekit.export.quantize import QUANT_MODES, QuantizeResult, quantize_onnx
+from prunekit.export.sparse import KERNELS, SparseDecision, SparseLinear, SparsifyResult, sparsify_for_cpu
 
-__all__ = ["InferenceConfig", "fold_batchnorm", "foldable_pairs", "prepare_inference"]
+__all__ = [
+    "EXPORTERS",
+    "KERNELS",
+    "QUANT_MODES",
+    "ExportResult",
+    "InferenceConfig",
+    "OnnxEval",
+    "OutputDiff",
+    "QuantizeResult",
+    "SparseDecision",
+    "SparseLinear",
+    "SparsifyResult",
+    "compare_onnx_latency",
+    "evaluate_onnx",
+    "export_onnx",
+    "fold_batchnorm",
+    "foldable_pairs",
+    "ort_session",
+    "prepare_inference",
+    "quantize_onnx",
+    "sparsify_for_cpu",
+]

@@ -14,6 +14,11 @@ group mask back to the weight's shape. For a conv weight W of shape (C_out, C_in
   Zhou et al. 2021): in every run of M consecutive weights along the input dimension, keep the N
   with the highest score. Its sparsity is fixed at 1 − N/M, so the scope and the target do not choose
   it; 2:4 is what sparse tensor cores accelerate.
+- ``block1x8``, ``block4x4``, ``block8x8``, ``block16x16``: R×C tiles of the weight seen as a matrix
+  (C_out, C_in·k_h·k_w) — the blocks of a BSR sparse matrix, so that CPU sparse kernels pay off at
+  lower sparsity than for single weights (Gray et al. 2017, "GPU kernels for block-sparse weights";
+  Narang et al. 2017, "Block-sparse recurrent neural networks"). Edge tiles of a matrix whose sides
+  are not multiples of the block are smaller.
 
 A Linear layer is a 1×1 convolution, so for it ``vector`` and ``kernel`` coincide with ``element``.
 
@@ -33,7 +38,7 @@ import torch
 from prunekit.errors import ConfigError
 from prunekit.registry import Registry
 
-__all__ = ["GRANULARITIES", "Granularity", "nm_mask", "check_nm", "nm_sparsity"]
+__all__ = ["GRANULARITIES", "BlockGranularity", "Granularity", "nm_mask", "check_nm", "nm_sparsity"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,36 @@ _register(Granularity("filter", lambda s: tuple(range(1, len(s))),
                       doc="one output filter W[o] and its bias (Li et al. 2017)"))
 _register(Granularity("nm", lambda s: (), fixed_pattern=True,
                       doc="N of every M consecutive input weights kept (Mishra et al. 2021)"))
+
+
+@dataclass(frozen=True)
+class BlockGranularity(Granularity):
+    """R×C tiles of the weight as a (C_out, rest) matrix; a tile's score is the sum of its weights'."""
+
+    block: tuple[int, int] = (1, 1)
+
+    def _tiles(self, t: torch.Tensor) -> torch.Tensor:
+        r, c = self.block
+        m = t.reshape(t.shape[0], -1)
+        m = torch.nn.functional.pad(m, (0, -m.shape[1] % c, 0, -m.shape[0] % r))
+        return m.reshape(m.shape[0] // r, r, m.shape[1] // c, c)
+
+    def group_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        return self._tiles(scores).sum(dim=(1, 3))
+
+    def group_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        return self._tiles(mask).amax(dim=(1, 3))
+
+    def expand(self, group_mask: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        r, c = self.block
+        rows, cols = shape[0], torch.Size(shape[1:]).numel()
+        full = group_mask.repeat_interleave(r, 0).repeat_interleave(c, 1)
+        return full[:rows, :cols].reshape(shape).clone()
+
+
+for _r, _c in ((1, 8), (4, 4), (8, 8), (16, 16)):
+    _register(BlockGranularity(f"block{_r}x{_c}", lambda s: (), block=(_r, _c),
+                               doc=f"{_r}×{_c} tiles of the weight matrix (BSR blocks, Gray et al. 2017)"))
 
 
 def nm_sparsity(nm: tuple[int, int]) -> float:

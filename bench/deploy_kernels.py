@@ -1,0 +1,160 @@
+"""CPU kernels for deployment: sparse CSR/BSR Linear layers vs dense, and ONNX Runtime int8 vs fp32.
+
+Table 1 (sparse kernels): for each Linear shape (out × in) × sparsity × mask pattern (single weights
+or the ``block1x8`` / ``block4x4`` / ``block16x16`` granularities) × batch size, the weight is pruned
+with prunekit's unstructured pruner (random scores: a random pattern of that shape), and the dense
+layer and every applicable sparse kernel of :data:`prunekit.export.KERNELS` (the ones
+:func:`prunekit.export.sparsify_for_cpu` chooses from) are timed alternately, run by run, on one
+torch thread; the row gives the medians and the best kernel's speed-up. To keep the run bounded,
+each kernel is first timed once and only those within 2× of the fastest go on to the repeated runs.
+
+Table 2 (ONNX Runtime): LeNet-300-100 and resnet_mini (random init: latency only, no accuracy) on
+28×28 inputs, exported with :func:`prunekit.export.export_onnx` (verified), quantised to int8 static
+QDQ (per-channel, calibrated on 256 random inputs) and dynamic, and the three files timed side by
+side in ONNX Runtime with one intra-op thread at batch 1 and 256.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/deploy_kernels.py      # bench/results/deploy_kernels.{json,md}
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from _common import render_footer, write_results  # bench/ is sys.path[0] when run as a script
+from torch import nn
+
+from prunekit.export import KERNELS, SparseLinear, compare_onnx_latency, export_onnx, quantize_onnx
+from prunekit.export.sparse import bsr_blocksize, torch_threads
+from prunekit.measure import compare_latency
+from prunekit.models import build_model
+from prunekit.pruners import UnstructuredConfig, UnstructuredPruner
+
+SHAPES = [(300, 784), (100, 300), (1024, 1024), (4096, 4096)]  # (out, in): LeNet-300-100's two, square ones
+SPARSITIES = [0.8, 0.9, 0.95, 0.98]
+PATTERNS = ["element", "block1x8", "block4x4", "block16x16"]
+BATCHES = [1, 64, 256]
+
+
+def _pruned(out_f: int, in_f: int, sparsity: float, pattern: str, seed: int) -> nn.Linear:
+    torch.manual_seed(seed)
+    layer = nn.Linear(in_f, out_f)
+    pruner = UnstructuredPruner(nn.Sequential(layer), UnstructuredConfig(criterion="random", scope="layer",
+                                                                         granularity=pattern, seed=seed))
+    pruner.prune_to(sparsity)
+    pruner.make_permanent()
+    return layer.eval()
+
+
+@torch.no_grad()
+def kernel_cell(layer: nn.Linear, sparsity: float, batch: int, repeats: int) -> dict:
+    """Dense and the sparse kernels for one layer at one batch size, timed side by side."""
+    w = layer.weight.detach()
+    block = bsr_blocksize(w, 0.9 * sparsity)
+    kernels = {k: SparseLinear(w, layer.bias, k, block) for k in KERNELS.names()
+               if KERNELS.get(k).layout == "csr" or block is not None}
+    x = torch.randn(1, w.shape[1])
+    want = layer(x.expand(batch, -1))
+    for k, m in kernels.items():
+        assert torch.allclose(m(x.expand(batch, -1)), want, atol=1e-4), k  # never time a wrong kernel
+    once = {k: compare_latency([m], x, batch=batch, warmup=1, repeats=1)[0].median_ms for k, m in kernels.items()}
+    kept = [k for k in kernels if once[k] <= 2 * min(once.values())]
+    times = compare_latency([layer, *(kernels[k] for k in kept)], x, batch=batch, warmup=1, repeats=repeats)
+    ms = {k: t.median_ms for k, t in zip(kept, times[1:], strict=True)}
+    best = min(ms, key=ms.get)
+    return {"batch": batch, "dense_ms": times[0].median_ms, "kernels_ms": ms,
+            "screened_out": sorted(set(once) - set(kept)), "best": best,
+            "blocksize": block if best.startswith("bsr") else None, "sparse_ms": ms[best],
+            "speedup": times[0].median_ms / ms[best], "weight_sparsity": float((w == 0).float().mean())}
+
+
+def kernel_table(shapes, sparsities, patterns, batches, repeats: int) -> list[dict]:
+    rows = []
+    for out_f, in_f in shapes:
+        for s in sparsities:
+            for p in patterns:
+                layer = _pruned(out_f, in_f, s, p, seed=0)
+                for b in batches:
+                    reps = repeats if out_f * in_f * b < 1024 * 1024 * 64 else max(3, repeats // 4)
+                    rows.append({"shape": [out_f, in_f], "sparsity": s, "pattern": p,
+                                 **kernel_cell(layer, s, b, reps), "loadavg": os.getloadavg()[0]})
+                    r = rows[-1]
+                    print(f"{out_f}x{in_f} {s:.0%} {p:10s} b{b:<3d} dense {r['dense_ms']:.3f} ms, {r['best']} "
+                          f"{r['sparse_ms']:.3f} ms: {r['speedup']:.2f}x", flush=True)
+    return rows
+
+
+def ort_table(models: list[str], batches: list[int], repeats: int) -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in models:
+            torch.manual_seed(0)
+            model = build_model(name, (1, 28, 28), 10).eval()
+            calib = torch.randn(256, 1, 28, 28)
+            fp32 = export_onnx(model, calib[:8], Path(tmp) / f"{name}.onnx", exporter="torchscript")
+            files = {"fp32": fp32.path}
+            for mode in ("static", "dynamic"):
+                files[f"int8_{mode}"] = quantize_onnx(fp32.path, Path(tmp) / f"{name}.{mode}.onnx", mode,
+                                                      calibration=calib).path
+            sizes = {k: os.path.getsize(v) for k, v in files.items()}
+            for b in batches:
+                lat = compare_onnx_latency(list(files.values()), calib[:1], batch=b, threads=1, repeats=repeats)
+                ms = {k: t.median_ms for k, t in zip(files, lat, strict=True)}
+                rows.append({"model": name, "batch": b, "latency_ms": ms, "size_bytes": sizes,
+                             "speedup": {k: ms["fp32"] / v for k, v in ms.items()}, "export_max_rel": fp32.max_rel,
+                             "exporter": fp32.exporter, "opset": fp32.opset, "loadavg": os.getloadavg()[0]})
+                print(name, b, {k: round(v, 3) for k, v in ms.items()}, flush=True)
+    return rows
+
+
+def render(result: dict) -> str:
+    """deploy_kernels.md from its JSON."""
+    out = ["# CPU deployment kernels", "",
+           "## Sparse Linear kernels vs dense (torch, 1 thread, timed side by side)", "",
+           "Speed-up = dense median / fastest sparse kernel's median; `best` is that kernel (BSR block in "
+           "brackets); `load` is the 1-minute load average when the row was measured.", "",
+           "| out×in | sparsity | pattern | batch | dense ms | sparse ms | best | speed-up | load |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for r in result["kernels"]:
+        best = r["best"] + (f" [{r['blocksize']}]" if r.get("blocksize") else "")
+        out.append(f"| {r['shape'][0]}×{r['shape'][1]} | {r['sparsity']:.0%} | {r['pattern']} | {r['batch']} | "
+                   f"{r['dense_ms']:.3f} | {r['sparse_ms']:.3f} | {best} | {r['speedup']:.2f}× | {r['loadavg']:.1f} |")
+    out += ["", "## ONNX Runtime: fp32 vs int8 (1 intra-op thread, three sessions timed side by side)", "",
+            "Random-init models (latency only; accuracy is measured by `prunekit.export.evaluate_onnx` on "
+            "trained models). int8 static: QDQ, per-channel weights, 256 random calibration inputs.", "",
+            "| model | batch | fp32 ms | int8 static ms | int8 dynamic ms | static speed-up | dynamic speed-up | "
+            "sizes fp32 / static / dynamic (KB) | load |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in result["onnxruntime"]:
+        ms, sp, sz = r["latency_ms"], r["speedup"], r["size_bytes"]
+        out.append(f"| {r['model']} | {r['batch']} | {ms['fp32']:.3f} | {ms['int8_static']:.3f} | "
+                   f"{ms['int8_dynamic']:.3f} | {sp['int8_static']:.2f}× | {sp['int8_dynamic']:.2f}× | "
+                   f"{sz['fp32'] / 1e3:.0f} / {sz['int8_static'] / 1e3:.0f} / {sz['int8_dynamic'] / 1e3:.0f} | "
+                   f"{r['loadavg']:.1f} |")
+    return "\n".join(out) + "\n" + render_footer(result)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=12, help="timed runs per kernel (a quarter for the largest)")
+    ap.add_argument("--ort-repeats", type=int, default=30)
+    ap.add_argument("--shapes", default=",".join(f"{o}x{i}" for o, i in SHAPES), help="out×in list, e.g. 300x784")
+    ap.add_argument("--name", default="deploy_kernels")
+    args = ap.parse_args(argv)
+    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    start = time.perf_counter()
+    with torch_threads(1):
+        kernels = kernel_table(shapes, SPARSITIES, PATTERNS, BATCHES, args.repeats)
+        ort = ort_table(["lenet300", "resnet_mini"], [1, 256], args.ort_repeats)
+    result = {"kernels": kernels, "onnxruntime": ort, "seconds": time.perf_counter() - start,
+              "settings": {"sparsities": SPARSITIES, "patterns": PATTERNS, "batches": BATCHES, "repeats": args.repeats,
+                           "ort_repeats": args.ort_repeats}}
+    write_results(args.name, result, render)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
