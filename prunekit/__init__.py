@@ -38,10 +38,13 @@ if TYPE_CHECKING:
         list_criteria,
         prune_,
     )
+    from prunekit.structured.serialize import load_pruned, save_pruned
 
 #: public name -> the module that defines it (loaded on first access)
-_API = {name: "prunekit.api" for name in ("Budget", "Calibration", "PruneResult", "StructuredConfig",
-                                          "UnstructuredConfig", "list_criteria", "prune_")}
+_API = {**{name: "prunekit.api" for name in ("Budget", "Calibration", "PruneResult", "StructuredConfig",
+                                             "UnstructuredConfig", "list_criteria", "prune_")},
+        # the one saved-model format (pruned.json + model.safetensors); loading never runs code a file names
+        "load_pruned": "prunekit.structured.serialize", "save_pruned": "prunekit.structured.serialize"}
 
 __all__ = [
     "__version__",
@@ -61,6 +64,8 @@ __all__ = [
     "RecipeError",
     "TrainingDivergedError",
     "UnsupportedOpError",
+    "load_pruned",
+    "save_pruned",
 ]
 
 

@@ -26,7 +26,7 @@ synflow                  ✓       example_inputs, at_init               Tanaka 
 ================  =====  ======  ====================================  =========================================
 """
 
-from prunekit.importance.base import NEEDS, Importance, ScoreInputs, WeightInputs
+from prunekit.importance.base import DATA_NEEDS, NEEDS, Importance, ScoreInputs, WeightInputs
 from prunekit.importance.calibration import Calibration, CalibrationStats, collect_stats, recording
 from prunekit.importance.masking import zeroed
 from prunekit.importance.registry import IMPORTANCE, KINDS, get, names
@@ -39,6 +39,6 @@ from prunekit.importance.score import (
     score_weights,
 )
 
-__all__ = ["IMPORTANCE", "KINDS", "NEEDS", "NORMALIZATIONS", "REDUCTIONS", "Calibration", "CalibrationStats",
-           "Importance", "ImportanceConfig", "ScoreInputs", "WeightInputs", "check_needs", "collect_stats", "get",
-           "names", "recording", "score_groups", "score_weights", "zeroed"]
+__all__ = ["DATA_NEEDS", "IMPORTANCE", "KINDS", "NEEDS", "NORMALIZATIONS", "REDUCTIONS", "Calibration",
+           "CalibrationStats", "Importance", "ImportanceConfig", "ScoreInputs", "WeightInputs", "check_needs",
+           "collect_stats", "get", "names", "recording", "score_groups", "score_weights", "zeroed"]
