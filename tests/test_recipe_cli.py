@@ -117,12 +117,25 @@ def test_output_dir_with_results_is_refused_unless_force(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / "report.json").write_text("{}")
+    (out / ".prunekit-output").write_text("")  # an earlier run's results
+    out.chmod(0o750)
     recipe = _write(tmp_path, TINY)
     _expect_failure(["run", str(recipe), "--out", str(out)], capsys, "already holds results; pass --force")
     assert (out / "report.json").read_text() == "{}"  # untouched
     assert main(["run", str(recipe), "--out", str(out), "--force", "--no-progress"]) == 0
     assert json.loads((out / "report.json").read_text())["model"] == "lenet300"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no staging left
+    assert (out.stat().st_mode & 0o777) == 0o750 and (out / ".prunekit-output").is_file()
+
+
+def test_force_never_deletes_a_directory_prunekit_did_not_write(tmp_path, capsys):
+    out = tmp_path / "thesis"
+    (out / "sub").mkdir(parents=True)
+    (out / "precious.txt").write_text("keep me")
+    (out / "sub" / "thesis.tex").write_text("keep me too")
+    _expect_failure(["run", str(_write(tmp_path, TINY)), "--out", str(out), "--force"], capsys,
+                    "holds files that are not prunekit results")
+    assert (out / "precious.txt").read_text() == "keep me" and (out / "sub" / "thesis.tex").is_file()
 
 
 @pytest.mark.parametrize("patch,match", [
