@@ -55,6 +55,7 @@ def test_shipped_names_are_the_wave_1_recipes():
     ({"train": {"lr": float("inf")}}, "recipe.train.lr: expected a finite number"),
     ({"model": "resnet9000"}, "unknown model 'resnet9000'; choose one of"),
     ({"data": "imagenet"}, "unknown dataset 'imagenet'; choose one of"),
+    ({"data": "imagefolder:"}, "data 'imagefolder:' names no path: write imagefolder:PATH"),
     ({"colour": "blue"}, r"unknown key\(s\) 'colour'"),
     ({"version": 7}, "version 7 is not supported"),
     ({"seed": 2**70}, r"seed must be in \[0, 2\*\*63\)"),
@@ -158,10 +159,18 @@ def test_model_file_that_does_not_load(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_a_checkpoint_that_is_a_directory(tmp_path, capsys):
+    recipe = {**TINY, "model": {"name": "lenet300", "checkpoint": str(tmp_path)}}
+    _expect_failure(["run", str(_write(tmp_path, recipe)), "--out", str(tmp_path / "out")], capsys,
+                    "is a directory; give the .safetensors or torch file inside it")
+
+
 def test_missing_and_invalid_recipe_files(tmp_path, capsys):
     _expect_failure(["run", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o")], capsys, "does not exist")
     (tmp_path / "bad.yaml").write_text("model: [unclosed")
     _expect_failure(["run", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "o")], capsys, "not valid YAML")
+    (tmp_path / "latin1.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
+    _expect_failure(["run", str(tmp_path / "latin1.yaml"), "--out", str(tmp_path / "o")], capsys, "not UTF-8 text")
 
 
 def test_gradual_schedule_reaches_target_during_training(tmp_path):
