@@ -56,6 +56,9 @@ FORBIDDEN = [  # (module, added line, the contract that must break, the import i
     # a cycle between two modules of one package
     ("prunekit.graph._walk", "import prunekit.graph._fake", "no import cycles",
      "No cycles are allowed in prunekit.graph"),
+    # a graph module that is not its public API
+    ("prunekit.structured.apply", "from prunekit.graph.groups import Group", "prunekit.graph is used",
+     "prunekit.structured.apply -> prunekit.graph.groups"),
     # a private module of another package
     ("prunekit.structured.apply", "from prunekit.graph._labels import Block", "private modules",
      "prunekit.structured.apply -> prunekit.graph._labels"),
