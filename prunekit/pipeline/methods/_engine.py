@@ -64,12 +64,7 @@ def mask_pruner(model: nn.Module, opts: Any, seed: int) -> UnstructuredPruner:
 
 def budget_from(budget: dict[str, Any]):
     """The allocation Budget of a recipe budget (``macs_kept``/``params_kept`` are fractions kept)."""
-    names = ("macs_kept", "params_kept", "latency_ms", "batch", "tolerance")
-    unknown = sorted(set(budget) - set(names))
-    if unknown:
-        raise ConfigError(f"unknown budget key(s) {unknown}; valid: {', '.join(names)} (e.g. {{macs_kept: 0.5}} keeps "
-                          f"half the MACs)")
-    return Budget(**{k: (int(v) if k == "batch" else v) for k, v in budget.items()})
+    return Budget.from_dict(budget)
 
 
 def structured_prune(model: nn.Module, example, budget, allocation, importance, calibration, sensitivity,
