@@ -104,17 +104,18 @@ def _plain_help(parser: argparse.ArgumentParser) -> str:
 
 
 def _criteria_table() -> str:
-    """One row per registered importance criterion: name, what it needs, forms, first docstring line."""
+    """One row per registered importance criterion: name, its needs, its forms, its docstring's summary."""
     from prunekit import importance
 
     registry = importance.IMPORTANCE
-    rows = ["| criterion | needs | unstructured (single weights) | what it scores |", "|---|---|---|---|"]
+    rows = ["| criterion | needs | structured (groups) | unstructured (weights) | formula and paper |",
+            "|---|---|---|---|---|"]
     for name in registry.names():
         crit = registry.get(name)
-        needs = ", ".join(sorted(crit.needs)) or "nothing (data-free)"
-        weight = "yes" if getattr(crit, "weight", None) is not None else "no"
+        needs = ", ".join(sorted(crit.needs)) or "nothing"
+        forms = ["yes" if getattr(crit, form, None) is not None else "—" for form in ("group", "weight")]
         summary = " ".join((crit.doc or "").strip().split("\n\n")[0].split())
-        rows.append(f"| `{name}` | {needs} | {weight} | {_cell(summary)} |")
+        rows.append(f"| `{name}` | {needs} | {forms[0]} | {forms[1]} | {_cell(summary)} |")
     return "\n".join(rows)
 
 

@@ -368,7 +368,7 @@ def test_a_table_around_an_allocation_times_each_group_with_the_others_at_their_
 
     own = table.measured["stem.0"][8]  # the base model itself, timed once: also layers.6.conv1's count 0
     assert table.ms["layers.6.conv1"] == _non_increasing({0: own, 32: table.measured["layers.6.conv1"][32]})
-    assert table.dense_ms > 0 and count_params(net).total == count_params(
+    assert count_params(net).total == count_params(
         build_model("resnet_mini", digits.input_shape, digits.num_classes)).total  # graph.model untouched
     assert LatencyTable.from_dict(json.loads(json.dumps(table.to_dict()))).base == table.base
 

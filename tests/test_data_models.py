@@ -74,6 +74,8 @@ def test_builtin_models_forward_and_backward(name):
     out = model(torch.randn(3, *shape))
     assert out.shape == (3, 10)
     out.sum().backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.isfinite().all()]
+    assert not no_grad, no_grad  # every parameter takes part in the forward
 
 
 def test_published_parameter_counts():

@@ -49,16 +49,16 @@ def test_readme_has_examples():
 
 
 # Pages written against the issue-11 API before it lands on main (removed once it has).
-_WAITS_FOR = {"docs/getting-started.md": "prune_"}
+_WAITS_FOR = {"docs/getting-started.md": ("prune_", "save_pruned", "load_pruned")}
 
 
 @pytest.mark.parametrize("page", _pages_with_code(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_examples_run(page, tmp_path, monkeypatch, one_thread):
     import prunekit
 
-    needed = _WAITS_FOR.get(page.relative_to(ROOT).as_posix())
-    if needed and not hasattr(prunekit, needed):
-        pytest.skip(f"waits for prunekit.{needed}")
+    missing = [n for n in _WAITS_FOR.get(page.relative_to(ROOT).as_posix(), ()) if not hasattr(prunekit, n)]
+    if missing:
+        pytest.skip(f"waits for prunekit.{', prunekit.'.join(missing)}")
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": "__docs__"}
     for line, code in python_blocks(page.read_text(encoding="utf-8")):

@@ -83,11 +83,29 @@ def test_sparse_encoding_round_trips_and_shrinks():
     assert sparse.compressed_bytes < dense.dense_bytes / 4
 
 
-def test_latency_records_threads_and_batch():
-    lat = measure_latency(nn.Linear(8, 8), torch.randn(1, 8), batch=4, repeats=5)
-    assert lat.batch == 4 and lat.repeats >= 5 and lat.threads == torch.get_num_threads()
-    assert 0 < lat.min_ms <= lat.median_ms <= lat.p90_ms and lat.p10_ms <= lat.median_ms
-    with pytest.raises(ValueError, match="batch"):
+def test_latency_statistics_of_known_run_times(monkeypatch):
+    """A fake clock that each forward advances by a known time: the figures are exact, not just ordered."""
+    import time
+
+    durations_ms = [3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0, 5.0, 3.0]  # sorted: 1 1 2 3 3 4 5 5 6 9
+    clock = {"now": 100.0, "runs": 0}
+
+    class Clocked(nn.Linear):
+        def forward(self, x):
+            clock["now"] += durations_ms[clock["runs"]] / 1e3
+            clock["runs"] += 1
+            return super().forward(x)
+
+    monkeypatch.setattr(time, "perf_counter", lambda: clock["now"])
+    lat = measure_latency(Clocked(8, 8), torch.randn(1, 8), batch=4, warmup=0, repeats=10)
+    assert lat.batch == 4 and lat.repeats == 10 and lat.threads == torch.get_num_threads()
+    assert lat.min_ms == pytest.approx(1.0) and lat.median_ms == pytest.approx(3.5)
+    # deciles by the exclusive method: p10 at rank 1.1 (1 + 0.1 * 0), p90 at rank 9.9 (6 + 0.9 * 3)
+    assert lat.p10_ms == pytest.approx(1.0) and lat.p90_ms == pytest.approx(8.7)
+
+
+def test_latency_refuses_an_empty_batch():
+    with pytest.raises(ValueError, match=r"batch and repeats must be ≥ 1, got batch=0"):
         measure_latency(nn.Linear(8, 8), torch.randn(1, 8), batch=0)
 
 

@@ -9,7 +9,7 @@ import yaml
 
 from prunekit.cli.main import main
 from prunekit.cli.run import shipped_recipe
-from prunekit.errors import RecipeError
+from prunekit.errors import ConfigError, RecipeError
 from prunekit.pruners.granularity import is_nm
 from prunekit.recipe import load_recipe, parse_recipe
 from prunekit.recipe.runner import load_pruned, run_recipe
@@ -50,7 +50,7 @@ def test_incompatible_options_name_the_option_and_the_fix(raw, match):
 
 def test_nm_on_a_bad_layer_fails_before_training(tmp_path):
     raw = _recipe({"granularity": "nm", "nm": [4, 8], "target": 0.5}, train={"epochs": 50})
-    with pytest.raises(Exception, match=r"input size 300 .*prune.exclude: \['3'\]"):
+    with pytest.raises(ConfigError, match=r"granularity 'nm' \(4:8\).*input size 300 .*prune.exclude: \['3'\]"):
         run_recipe(parse_recipe(raw), tmp_path / "o", progress=False, quiet=True)
     assert not (tmp_path / "o").exists()
 

@@ -31,9 +31,10 @@ def test_distillation_needs_a_teacher():
     with pytest.raises(ConfigError, match="'distill' needs a teacher: pass the dense model as teacher="):
         with recovery_loss(model, RecoveryConfig(method="distill")):
             pass
-    with pytest.raises(ConfigError, match="unknown recovery method 'kd'; choose one of: distill, finetune"):
+    choices = ", ".join(RECOVERY.names())  # the message lists the registry, whatever it holds
+    with pytest.raises(ConfigError, match=f"unknown recovery method 'kd'; choose one of: {choices}$"):
         RecoveryConfig(method="kd")
-    assert RECOVERY.names() == ["distill", "finetune"]
+    assert {"distill", "finetune"} <= set(RECOVERY.names())
 
 
 def test_feature_matching_adds_the_mse_and_checks_names():

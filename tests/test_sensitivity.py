@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from prunekit.errors import ConfigError
 from prunekit.graph import DependencyGraph
 from prunekit.importance import score_groups, score_weights
 from prunekit.sensitivity import Curve, Sensitivity, SensitivityConfig, allocate_sparsity, analyze, analyze_weights
@@ -47,7 +48,7 @@ def test_weight_curves_and_sparsity_allocation(net, digits):
     ratios = allocate_sparsity(fake, 0.7)
     assert ratios["b"] == pytest.approx(0.9) and ratios["a"] == pytest.approx(0.1)
     assert (100 * ratios["a"] + 300 * ratios["b"]) / 400 == pytest.approx(0.7)
-    with pytest.raises(Exception, match="unreachable: the curves go up to 0.900"):
+    with pytest.raises(ConfigError, match="sparsity target 0.95 is unreachable: the curves go up to 0.900"):
         allocate_sparsity(fake, 0.95)
     assert np.isfinite(list(ratios.values())).all()
 

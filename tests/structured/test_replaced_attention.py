@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from prunekit.errors import PruningError
 from prunekit.graph import DependencyGraph
 from prunekit.structured import StructuredConfig, prune_groups, select_units, zero_units
 from prunekit.structured.layers import PrunedMultiheadAttention
@@ -197,7 +198,7 @@ def test_failed_pruning_restores_the_class(monkeypatch) -> None:
         raise RuntimeError("made up")
 
     monkeypatch.setattr(apply, "_verify", broken)
-    with pytest.raises(Exception, match="made up"):
+    with pytest.raises(PruningError, match="failed to run in .*RuntimeError: made up; the model was left unchanged"):
         prune_groups(graph, {"mha.in_proj_weight": [1]})
     assert type(model.mha) is nn.MultiheadAttention and model.mha.num_heads == 4
     assert model.mha.in_proj_weight.shape == (96, 32)

@@ -174,7 +174,7 @@ def test_prune_reports_sizes() -> None:
     model = TOPOLOGIES["residual"][0]().eval()
     res = prune(model, torch.randn(2, 3, 16, 16), ratio=0.5)
     assert res.params_after == sum(p.numel() for p in model.parameters()) < res.params_before
-    assert 0 < res.macs_after < res.macs_before and res.seconds > 0 and res.removed
+    assert 0 < res.macs_after < res.macs_before and res.removed
 
 
 @pytest.mark.parametrize("name", list(TOPOLOGIES))
