@@ -19,8 +19,8 @@ import torch
 from _common import render_footer, train_dense, write_results  # bench/ is sys.path[0] when run as a script
 
 from prunekit.data import load_dataset
+from prunekit.pipeline.methods.masks import ScheduleSpec, run_schedule
 from prunekit.pruners import UnstructuredConfig, UnstructuredPruner
-from prunekit.pruners.pipeline import ScheduleSpec, run_schedule
 from prunekit.training import TrainConfig
 
 SETUPS = {"resnet_mini/digits": ("resnet_mini", "digits", TrainConfig(epochs=4, lr=0.05)),

@@ -26,8 +26,8 @@ from _common import render_footer, train_dense, write_results  # bench/ is sys.p
 
 from prunekit.data import load_dataset
 from prunekit.measure import count_params
+from prunekit.pipeline.methods.masks import ScheduleSpec, run_schedule
 from prunekit.pruners import UnstructuredConfig, UnstructuredPruner
-from prunekit.pruners.pipeline import ScheduleSpec, run_schedule
 from prunekit.training import TrainConfig, evaluate
 
 DENSE = {"lenet300": TrainConfig(epochs=15, lr=0.05, weight_decay=5e-4),

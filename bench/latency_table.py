@@ -26,7 +26,7 @@ from prunekit.allocation.latency import LatencyTable, _non_increasing
 from prunekit.data import load_dataset
 from prunekit.graph import DependencyGraph
 from prunekit.models import build_model
-from prunekit.recipe.structured import load_any_recipe
+from prunekit.pipeline import load_recipe
 
 
 def fastest(tables: list[LatencyTable]) -> LatencyTable:
@@ -45,11 +45,11 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="path prefix: PREFIX_quiet1.json … and PREFIX_min.json")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    r = load_any_recipe(args.recipe)
+    r = load_recipe(args.recipe)
     data = load_dataset(r.data.name)
     graph = DependencyGraph.build(build_model(r.model.name, data.input_shape, data.num_classes), data.x_train[:1])
-    inf = r.inference
-    cfg = r.structured.allocation(r.seed, inf if inf.fold_bn or inf.channels_last else None)
+    inf = r.measure.inference
+    cfg = r.prune.options.allocation_config(r.seed, inf if inf.fold_bn or inf.channels_last else None)
     cfg = replace(cfg, cost="latency", latency_weight=None, latency_passes=1, latency_repeats=args.repeats)
     tables = []
     for k in range(args.tables):

@@ -30,12 +30,14 @@ from _common import RESULTS, provenance_line, render_footer, write_results  # be
 
 from prunekit.data import load_dataset
 from prunekit.models import build_model
+from prunekit.pipeline.methods.lottery import LotteryConfig, run_lottery
+from prunekit.pipeline.methods.masks import ScheduleSpec, run_schedule
+from prunekit.pipeline.methods.soft_filter import soft_filter_train
 from prunekit.pruners import UnstructuredConfig, UnstructuredPruner
 from prunekit.pruners.channels import structural_macs
 from prunekit.pruners.init_pruning import prune_at_init
-from prunekit.pruners.lottery import LotteryConfig, WeightSnapshot, run_lottery
-from prunekit.pruners.pipeline import ScheduleSpec, run_schedule
-from prunekit.pruners.soft_filter import SoftFilterConfig, hard_filter_pruner, soft_filter_train
+from prunekit.pruners.lottery import WeightSnapshot
+from prunekit.pruners.soft_filter import SoftFilterConfig, hard_filter_pruner
 from prunekit.recovery import DistillConfig, RecoveryConfig, recovery_loss
 from prunekit.training import TrainConfig, evaluate, train
 

@@ -32,8 +32,7 @@ from structured_latency import architectures, compare
 from prunekit.data import load_dataset
 from prunekit.io.checkpoint import save_state_dict
 from prunekit.models import build_model
-from prunekit.recipe.schema import read_yaml
-from prunekit.recipe.structured import parse_structured_recipe, run_structured_recipe
+from prunekit.pipeline import parse_recipe, read_yaml, run_recipe
 from prunekit.training import TrainConfig, train
 
 
@@ -57,7 +56,7 @@ def override(raw: dict, sets: dict) -> dict:
 
 
 def dense_checkpoint(raw: dict, seed: int, cache: Path) -> Path:
-    """Trains (once) the dense model exactly as ``run_structured_recipe`` would for ``seed``."""
+    """Trains (once) the dense model exactly as ``run_recipe`` would for ``seed``."""
     path = cache / f"{raw['model']}-{raw['data']}-seed{seed}-{json.dumps(raw['train'], sort_keys=True)}.safetensors"
     if not path.exists():
         data = load_dataset(raw["data"])
@@ -73,9 +72,9 @@ def run_variant(raw: dict, name: str, sets: dict, seed: int, args) -> dict:
     ckpt = dense_checkpoint(raw, seed, Path(args.cache))
     r = override(raw, {**sets, "seed": seed, "model": {"name": raw["model"], "checkpoint": str(ckpt)},
                        "train.epochs": 0, "measure.latency_batches": [256], "measure.latency_repeats": 3})
-    recipe = parse_structured_recipe(r, f"{args.recipe} [{name}]")
+    recipe = parse_recipe(r, f"{args.recipe} [{name}]")
     out = Path(args.runs) / args.name / name / f"seed{seed}"
-    rep = run_structured_recipe(recipe, out, force=True, progress=False, quiet=True)
+    rep = run_recipe(recipe, out, force=True, progress=False, quiet=True)
     row = {"variant": name, "overrides": sets, "seed": seed, "dense_acc": rep["dense"]["accuracy"],
            "pruned_acc": rep["pruned"]["accuracy"], "drop_pt": rep["accuracy_drop_pt"],
            "macs_reduction": rep["macs_reduction"], "removed": rep["allocation"]["allocation"]["removed"],

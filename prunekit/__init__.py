@@ -23,3 +23,15 @@ __all__ = [
     "RecipeError",
     "UnsupportedOpError",
 ]
+
+# The one saved-model format (pruned.json + model.safetensors) and its loader; loading never runs code a file names.
+# Imported on first use, so `import prunekit.graph` does not load prunekit.structured.
+__all__ += ["load_pruned", "save_pruned"]
+
+
+def __getattr__(name: str):
+    if name in ("load_pruned", "save_pruned"):
+        from prunekit.structured import serialize
+
+        return getattr(serialize, name)
+    raise AttributeError(f"module 'prunekit' has no attribute {name!r}")

@@ -14,9 +14,8 @@ from prunekit.criteria.channel import channel_index
 from prunekit.errors import ConfigError
 from prunekit.export import fold_batchnorm
 from prunekit.importance import IMPORTANCE, Calibration, score_weights
+from prunekit.pipeline import parse_recipe, run_recipe
 from prunekit.pruners import UnstructuredConfig, UnstructuredPruner
-from prunekit.recipe import parse_recipe
-from prunekit.recipe.runner import run_recipe
 
 CHANNEL = ["apoz", "mean_activation", "mi", "bn_scale", "fpgm", "loss_change"]
 
@@ -229,11 +228,11 @@ def test_channel_forms_need_a_calibration_batch():
 @pytest.mark.parametrize("criterion", ["apoz", "mean_activation"])
 def test_a_recipe_prunes_a_trained_model_with_an_activation_criterion(tmp_path, criterion):
     raw = {"name": criterion, "seed": 0, "model": "lenet300", "data": "digits",
-           "train": {"epochs": 1, "lr": 0.05}, "finetune": {"epochs": 1, "lr": 0.01},
-           "prune": {"criterion": criterion, "schedule": "iterative", "steps": 2, "target": 0.8,
+           "train": {"epochs": 1, "lr": 0.05}, "recover": {"epochs": 1, "lr": 0.01},
+           "prune": {"importance": criterion, "method": "iterative", "steps": 2, "sparsity": 0.8,
                      "calibration_samples": 200},
            "measure": {"latency_batches": [1], "latency_repeats": 2}}
     run_recipe(parse_recipe(raw), tmp_path / "o", progress=False, quiet=True)
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["sparsity"] == pytest.approx(0.8, abs=0.01)
-    assert report["prune"]["criterion"] == criterion
+    assert report["prune"]["importance"] == criterion

@@ -12,9 +12,8 @@ from torch import nn
 from prunekit.criteria import get_criterion
 from prunekit.criteria.saliency import _MINI
 from prunekit.errors import ConfigError
+from prunekit.pipeline import parse_recipe, run_recipe
 from prunekit.pruners import UnstructuredConfig, UnstructuredPruner
-from prunekit.recipe import parse_recipe
-from prunekit.recipe.runner import run_recipe
 
 
 def _mlp():
@@ -77,8 +76,8 @@ def test_data_criteria_need_a_calibration_batch_and_are_not_at_init_only():
 
 def test_a_recipe_prunes_a_trained_model_with_taylor(tmp_path):
     raw = {"name": "taylor", "seed": 0, "model": "lenet300", "data": "digits",
-           "train": {"epochs": 1, "lr": 0.05}, "finetune": {"epochs": 1, "lr": 0.01},
-           "prune": {"criterion": "taylor", "schedule": "iterative", "steps": 2, "target": 0.8,
+           "train": {"epochs": 1, "lr": 0.05}, "recover": {"epochs": 1, "lr": 0.01},
+           "prune": {"importance": "taylor", "method": "iterative", "steps": 2, "sparsity": 0.8,
                      "calibration_samples": 200},
            "measure": {"latency_batches": [1], "latency_repeats": 2}}
     run_recipe(parse_recipe(raw), tmp_path / "o", progress=False, quiet=True)

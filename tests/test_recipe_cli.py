@@ -10,14 +10,14 @@ import yaml
 from prunekit.cli.main import main
 from prunekit.cli.run import shipped_recipe, shipped_recipe_names
 from prunekit.errors import RecipeError
-from prunekit.recipe import parse_recipe
-from prunekit.recipe.runner import load_pruned
+from prunekit.pipeline import load_recipe, parse_recipe, run_recipe
+from prunekit.structured.serialize import load_pruned
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {
     "name": "tiny", "seed": 1, "model": "lenet300", "data": "digits",
-    "train": {"epochs": 2, "lr": 0.05}, "finetune": {"epochs": 1, "lr": 0.01},
-    "prune": {"criterion": "l1", "scope": "global", "target": 0.75, "schedule": "iterative", "steps": 2},
+    "train": {"epochs": 2, "lr": 0.05}, "recover": {"epochs": 1, "lr": 0.01},
+    "prune": {"method": "iterative", "importance": "l1", "allocation": "global", "sparsity": 0.75, "steps": 2},
     "measure": {"latency_batches": [1, 8], "latency_repeats": 3},
 }
 
@@ -29,26 +29,43 @@ def _write(tmp_path, recipe, name="r.yaml"):
 
 
 @pytest.mark.parametrize("name", shipped_recipe_names())
-def test_every_shipped_recipe_loads(name):
-    from prunekit.recipe.structured import load_any_recipe  # unstructured or structured (``structured:`` key)
-
-    recipe = load_any_recipe(shipped_recipe(name))
-    assert recipe.version == 1 and recipe.model.name and recipe.data.name
+def test_every_shipped_recipe_is_version_2_and_equals_its_converted_version_1(name):
+    """Each shipped recipe is the conversion of the version-1 file it replaced (kept in tests/data/recipes_v1)."""
+    raw = yaml.safe_load(shipped_recipe(name).read_text())
+    assert raw["version"] == 2
+    recipe = parse_recipe(raw, notice=None)
+    old = load_recipe(REPO / "tests" / "data" / "recipes_v1" / f"{name}.yaml", notice=None)
+    assert old.to_dict() == recipe.to_dict()
     assert (REPO / "recipes" / f"{name}.yaml").is_file()  # the repo's recipes/ shows them too
-    assert len(shipped_recipe_names()) >= 3
+
+
+def test_shipped_names_are_the_wave_1_recipes():
+    assert shipped_recipe_names() == sorted(p.stem for p in (REPO / "tests" / "data" / "recipes_v1").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("patch,match", [
-    ({"prune": {"scop": "global"}}, r"recipe.prune: unknown key\(s\) 'scop'; valid keys: criterion"),
-    ({"prune": {"target": 1.0}}, r"target must be in \[0, 1\), got 1.0"),
-    ({"prune": {"target": -0.2}}, r"target must be in \[0, 1\)"),
-    ({"prune": {"criterion": "taylor9"}}, "unknown criterion 'taylor9'; choose one of: apoz, bn_scale, fpgm, gradient"),
+    ({"prune": {"alocation": "global"}}, r"recipe.prune: unknown key\(s\) 'alocation'; valid keys: importance"),
+    ({"prune": {"sparsity": 1.0}}, r"sparsity must be in \[0, 1\), got 1.0"),
+    ({"prune": {"sparsity": -0.2}}, r"sparsity must be in \[0, 1\)"),
+    ({"prune": {"sparsity": float("nan")}}, r"recipe.prune.sparsity: expected a finite number"),
+    ({"prune": {"importance": "taylor9"}}, "unknown criterion 'taylor9'; choose one of: apoz, bn_scale, fpgm, grad"),
+    ({"prune": {"method": "snap"}}, "recipe.prune.method: unknown prune method 'snap'; choose one of: at_init"),
+    ({"prune": {"allocation": "layer"}}, "unknown allocation 'layer'; choose one of: global, ratios, threshold, unif"),
     ({"train": {"epochs": "ten"}}, "recipe.train.epochs: expected int, got 'ten'"),
+    ({"train": {"lr": float("inf")}}, "recipe.train.lr: expected a finite number"),
     ({"model": "resnet9000"}, "unknown model 'resnet9000'; choose one of"),
     ({"data": "imagenet"}, "unknown dataset 'imagenet'; choose one of"),
     ({"colour": "blue"}, r"unknown key\(s\) 'colour'"),
     ({"version": 7}, "version 7 is not supported"),
-    ({"prune": {"scope": "threshold"}}, "needs a threshold value"),
+    ({"seed": 2**70}, r"seed must be in \[0, 2\*\*63\)"),
+    ({"prune": {"allocation": "threshold"}}, "allocation 'threshold' needs threshold"),
+    # settings that would be accepted and ignored are refused
+    ({"prune": {"nm": [2, 4]}}, "nm is read by granularity: nm only"),
+    ({"prune": {"threshold": 0.1}}, "threshold is read by allocation: threshold only"),
+    ({"prune": {"ratios": {"1.weight": 0.5}}}, "ratios are read by allocation: ratios only"),
+    ({"prune": {"rewind": "init"}}, r"unknown key\(s\) 'rewind'.*method 'iterative'"),
+    ({"prune": {"calibration_samples": 64}}, "calibration_samples is read only by criteria that score with data"),
+    ({"recover": {"distill": {"alpha": 0.5}}}, "distill is read by method: distill only"),
 ])
 def test_recipe_errors_name_key_value_and_choices(patch, match):
     raw = {**TINY, **{k: ({**TINY.get(k, {}), **v} if isinstance(v, dict) else v) for k, v in patch.items()}}
@@ -60,16 +77,15 @@ def test_run_writes_complete_report_and_loadable_model(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["run", str(_write(tmp_path, TINY)), "--out", str(out), "--no-progress"]) == 0
     files = {p.name for p in out.iterdir()}
-    assert {"report.json", "report.md", "model.safetensors", "model.json", "recipe.yaml",
+    assert {"report.json", "report.md", "model.safetensors", "pruned.json", "recipe.yaml",
             "accuracy_vs_sparsity.png", "layer_sparsity.png"} <= files
     report = json.loads((out / "report.json").read_text())
-    for key in ("model", "dataset", "seed", "dense", "pruned", "sparsity", "compression", "steps"):
+    for key in ("model", "dataset", "seed", "dense", "pruned", "sparsity", "compression", "steps", "accuracy_drop_pt"):
         assert key in report
     for side in ("dense", "pruned"):
         for key in ("accuracy", "params", "nonzero_params", "macs", "nonzero_macs", "size_bytes",
                     "latency_ms"):
             assert key in report[side]
-        assert 0.0 <= report[side]["accuracy"] <= 1.0
         assert set(report[side]["latency_ms"]) == {"1", "8"}
         assert report[side]["latency"]["8"]["interleaved"]  # dense and pruned timed side by side
     assert report["sparsity"] == pytest.approx(0.75, abs=1e-4)
@@ -78,7 +94,7 @@ def test_run_writes_complete_report_and_loadable_model(tmp_path, capsys):
     assert [s["step"] for s in report["steps"]] == [1, 2]
     assert report["pruned"]["accuracy"] > 0.8
     # the recipe as run round-trips, and the saved model loads back with the reported accuracy
-    assert parse_recipe(yaml.safe_load((out / "recipe.yaml").read_text())).seed == 1
+    assert parse_recipe(yaml.safe_load((out / "recipe.yaml").read_text())).to_dict() == parse_recipe(TINY).to_dict()
     model = load_pruned(out)
     from prunekit.data import load_dataset
     from prunekit.training import evaluate
@@ -112,8 +128,8 @@ def test_output_dir_with_results_is_refused_unless_force(tmp_path, capsys):
 @pytest.mark.parametrize("patch,match", [
     ({"data": "cifar"}, "unknown dataset 'cifar'"),
     ({"model": "vgg"}, "unknown model 'vgg'"),
-    ({"prune": {**TINY["prune"], "criterion": "l3"}}, "unknown criterion 'l3'"),
-    ({"prune": {**TINY["prune"], "target": 1.2}}, "target must be in [0, 1), got 1.2"),
+    ({"prune": {**TINY["prune"], "importance": "l3"}}, "unknown criterion 'l3'"),
+    ({"prune": {**TINY["prune"], "sparsity": 1.2}}, "sparsity must be in [0, 1), got 1.2"),
 ])
 def test_cli_bad_names_fail_in_one_line_and_write_nothing(tmp_path, capsys, patch, match):
     out = tmp_path / "out"
@@ -136,11 +152,9 @@ def test_missing_and_invalid_recipe_files(tmp_path, capsys):
 
 
 def test_gradual_schedule_reaches_target_during_training(tmp_path):
-    recipe = {**TINY, "prune": {"criterion": "l2", "scope": "layer", "target": 0.6, "schedule": "gradual",
-                                "steps": 4, "gradual_end": 0.5},
-              "finetune": {"epochs": 2, "lr": 0.01}}
-    from prunekit.recipe.runner import run_recipe
-
+    recipe = {**TINY, "prune": {"importance": "l2", "allocation": "uniform", "sparsity": 0.6, "method": "gradual",
+                                "steps": 4, "end": 0.5},
+              "recover": {"epochs": 2, "lr": 0.01}}
     report = run_recipe(parse_recipe(recipe), tmp_path / "g", progress=False, quiet=True)
     assert report["sparsity"] == pytest.approx(0.6, abs=1e-3)
     assert len(report["steps"]) == 2  # one record per fine-tuning epoch

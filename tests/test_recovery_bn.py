@@ -6,8 +6,7 @@ import torch
 from torch import nn
 
 from prunekit.errors import RecipeError
-from prunekit.recipe.runner import run_recipe
-from prunekit.recipe.schema import parse_recipe
+from prunekit.pipeline import parse_recipe, run_recipe
 from prunekit.recovery import recalibrated_bn, reestimate_bn
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -53,8 +52,8 @@ def test_recalibrated_bn_restores_what_reestimate_bn_changes():
 
 def _recipe(recalibrate_bn: int, schedule: str = "one_shot") -> dict:
     return {"name": "t", "seed": 0, "model": "resnet_mini", "data": "digits", "train": {"epochs": 2, "lr": 0.05},
-            "finetune": {"epochs": 0, "lr": 0.005},
-            "prune": {"criterion": "l1", "scope": "layer", "target": 0.8, "schedule": schedule,
+            "recover": {"epochs": 0, "lr": 0.005},
+            "prune": {"method": schedule, "importance": "l1", "allocation": "uniform", "sparsity": 0.8,
                       "recalibrate_bn": recalibrate_bn},
             "measure": {"latency_batches": [1], "latency_repeats": 1}}
 
@@ -71,7 +70,7 @@ def test_one_shot_recipe_with_recalibrate_bn_recovers_accuracy_before_fine_tunin
 
 @pytest.mark.parametrize("patch,match", [
     ({"recalibrate_bn": -1}, "recalibrate_bn must be ≥ 0 training examples"),
-    ({"recalibrate_bn": 64, "schedule": "gradual", "steps": 2}, "schedule 'gradual' trains right after pruning"),
+    ({"recalibrate_bn": 64, "method": "gradual", "steps": 2}, r"unknown key\(s\) 'recalibrate_bn'.*method 'gradual'"),
 ])
 def test_bad_recalibrate_bn_is_refused(patch, match):
     raw = _recipe(0)

@@ -6,8 +6,9 @@ import torch
 
 from prunekit.errors import ConfigError
 from prunekit.models import build_model
+from prunekit.pipeline.methods.lottery import LotteryConfig, run_lottery
 from prunekit.pruners import UnstructuredConfig, UnstructuredPruner, iterative_sparsity
-from prunekit.pruners.lottery import LotteryConfig, WeightSnapshot, capture_at_step, run_lottery
+from prunekit.pruners.lottery import WeightSnapshot, capture_at_step
 from prunekit.training import TrainConfig, train
 
 CFG = TrainConfig(epochs=1, lr=0.05)

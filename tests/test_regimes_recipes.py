@@ -10,38 +10,47 @@ import yaml
 from prunekit.cli.main import main
 from prunekit.cli.run import shipped_recipe
 from prunekit.errors import ConfigError, RecipeError
+from prunekit.pipeline import load_recipe, parse_recipe, run_recipe
 from prunekit.pruners.granularity import is_nm
-from prunekit.recipe import load_recipe, parse_recipe
-from prunekit.recipe.runner import load_pruned, run_recipe
+from prunekit.structured.serialize import load_pruned
 
 BASE = {
     "name": "tiny", "seed": 0, "model": "lenet300", "data": "digits",
-    "train": {"epochs": 2, "lr": 0.05}, "finetune": {"epochs": 1, "lr": 0.01},
+    "train": {"epochs": 2, "lr": 0.05}, "recover": {"epochs": 1, "lr": 0.01},
     "measure": {"latency_batches": [1], "latency_repeats": 2},
 }
 
 
 def _recipe(prune, **top):
-    return {**BASE, "prune": prune, **top}
+    raw = {**BASE, "prune": {"method": "iterative", **prune}, **top}
+    if raw["prune"]["method"] in ("lottery", "at_init") and "recover" not in top:
+        del raw["recover"]  # those retrain with the train settings
+    return raw
 
 
 @pytest.mark.parametrize("raw,match", [
-    (_recipe({"granularity": "nm", "nm": [2, 4], "target": 0.9}),
-     r"fixes the sparsity at 1 − N/M = 0.5, but target is 0.9; set target: 0.5"),
-    (_recipe({"granularity": "nm", "nm": [4, 4], "target": 0.0}), r"0 < N < M"),
+    (_recipe({"granularity": "nm", "nm": [2, 4], "sparsity": 0.9}),
+     r"fixes the sparsity at 1 − N/M = 0.5, but sparsity is 0.9; set sparsity: 0.5"),
+    (_recipe({"granularity": "nm", "nm": [4, 4], "sparsity": 0.0}), r"0 < N < M"),
     (_recipe({"granularity": "kernal"}), "unknown granularity 'kernal'; choose one of: .*element, filter, kernel"),
-    (_recipe({"schedule": "lottery"}, train={"epochs": 0}),
+    (_recipe({"method": "lottery"}, train={"epochs": 0}),
      r"'lottery' rewinds to the weights stored before training.*set train.epochs ≥ 1"),
-    (_recipe({"schedule": "lottery", "lottery": {"rewind": "iteration"}}), r"rewind_step ≥ 1"),
-    (_recipe({"target": 0.5}, train={"epochs": 0}, recovery={"method": "distill"}),
-     r"'distill' needs a teacher.*set train.epochs ≥ 1 or model.checkpoint"),
-    (_recipe({"schedule": "soft_filter"}), r"'soft_filter' zeroes whole filters: set granularity: filter"),
-    (_recipe({"criterion": "snip"}), r"'snip' scores weights at initialisation: set schedule: at_init"),
-    (_recipe({"iterations": 10}), r"iterations counts the scoring rounds of schedule 'at_init'"),
+    (_recipe({"method": "lottery", "rewind": "iteration"}), r"rewind_step ≥ 1"),
+    (_recipe({"method": "lottery", "rewind_step": 3}), r"rewind_step is read by rewind: iteration only"),
+    (_recipe({"method": "lottery"}, recover={"epochs": 1}), r"'lottery' retrains with the train settings.*remove reco"),
+    (_recipe({"sparsity": 0.5}, train={"epochs": 0}, recover={"method": "distill"}),
+     r"'distill' needs a trained teacher.*set train.epochs ≥ 1 or model.checkpoint"),
+    (_recipe({"method": "soft_filter", "granularity": "filter"}), r"unknown key\(s\) 'granularity'.*'soft_filter'"),
+    (_recipe({"importance": "snip"}), r"'snip' scores weights at initialisation: set method: at_init"),
+    (_recipe({"iterations": 10}), r"unknown key\(s\) 'iterations'.*method 'iterative'"),
     (_recipe({"remove_channels": True}), r"remove_channels .* set granularity: filter"),
-    (_recipe({}, regularize={"kind": "l3"}), r"unknown regularizer 'l3'; choose one of: bn_l1, group_lasso, l1"),
-    (_recipe({}, recovery={"method": "kd"}), r"unknown recovery method 'kd'; choose one of: distill, finetune"),
-    (_recipe({}, recovery={"method": "distill", "distill": {"alpha": 2}}), r"alpha must be in \[0, 1\], got 2"),
+    (_recipe({"allocation": "threshold", "threshold": 0.1}), r"allocation 'threshold' .* use method: one_shot"),
+    (_recipe({"method": "one_shot", "allocation": "threshold", "threshold": -1.0}), r"a score ≥ 0 .* got -1.0"),
+    (_recipe({"regularize": {"kind": "l3"}}), r"unknown regularizer 'l3'; choose one of: l1, group_lasso"),
+    (_recipe({"regularize": {"kind": "bn_l1"}}), r"'bn_l1' is network slimming: use prune.method: slimming"),
+    (_recipe({"regularize": {"kind": "l1", "strength": 1e6}}), r"regularize.strength \(λ\) must be in \[0, 1\]"),
+    (_recipe({}, recover={"method": "kd"}), r"unknown recovery method 'kd'; choose one of: distill, finetune"),
+    (_recipe({}, recover={"method": "distill", "distill": {"alpha": 2}}), r"alpha must be in \[0, 1\], got 2"),
 ])
 def test_incompatible_options_name_the_option_and_the_fix(raw, match):
     with pytest.raises(RecipeError, match=match):
@@ -49,7 +58,7 @@ def test_incompatible_options_name_the_option_and_the_fix(raw, match):
 
 
 def test_nm_on_a_bad_layer_fails_before_training(tmp_path):
-    raw = _recipe({"granularity": "nm", "nm": [4, 8], "target": 0.5}, train={"epochs": 50})
+    raw = _recipe({"granularity": "nm", "nm": [4, 8], "sparsity": 0.5}, train={"epochs": 50})
     with pytest.raises(ConfigError, match=r"granularity 'nm' \(4:8\).*input size 300 .*prune.exclude: \['3'\]"):
         run_recipe(parse_recipe(raw), tmp_path / "o", progress=False, quiet=True)
     assert not (tmp_path / "o").exists()
@@ -57,8 +66,8 @@ def test_nm_on_a_bad_layer_fails_before_training(tmp_path):
 
 def test_shipped_lottery_recipe_is_lenet300_mnist_at_most_10_percent_weights():
     r = load_recipe(shipped_recipe("lottery-lenet"))
-    assert (r.model.name, r.data.name, r.prune.schedule) == ("lenet300", "mnist", "lottery")
-    assert r.prune.target >= 0.9 and r.prune.lottery.control and r.prune.lottery.rewind == "init"
+    assert (r.model.name, r.data.name, r.prune.method) == ("lenet300", "mnist", "lottery")
+    assert r.prune.options.sparsity >= 0.9 and r.prune.options.control and r.prune.options.rewind == "init"
 
 
 def _run(tmp_path, raw):
@@ -70,19 +79,23 @@ def _run(tmp_path, raw):
 
 
 def test_lottery_recipe_reports_the_control(tmp_path):
-    report, out = _run(tmp_path, _recipe({"schedule": "lottery", "steps": 2, "target": 0.75, "scope": "layer"}))
+    report, out = _run(tmp_path, _recipe({"method": "lottery", "steps": 2, "sparsity": 0.75, "allocation": "uniform"}))
     assert report["sparsity"] == pytest.approx(0.75, abs=1e-3)
     assert report["control"]["sparsity"] == pytest.approx(0.75, abs=1e-3)
-    assert 0.0 <= report["control"]["accuracy"] <= 1.0
+    # 2 epochs on digits train the rewound ticket (measured 93.0%) but not a 75%-sparse random re-initialisation
+    # (measured 9.2%, loss 2.27: the masked default init barely moves in 2 epochs; the same on the old runner)
+    assert report["pruned"]["accuracy"] > report["control"]["accuracy"] + 0.3
+    assert report["control"]["init_seed"] == 10_000 and 0 < report["control"]["loss"] < 2.31
     assert [s["step"] for s in report["steps"]] == [1, 2]
     assert "Lottery ticket vs control" in (out / "report.md").read_text()
 
 
 def test_nm_recipe_with_distillation_keeps_the_pattern(tmp_path):
-    raw = _recipe({"granularity": "nm", "nm": [2, 4], "target": 0.5, "schedule": "one_shot"},
-                  recovery={"method": "distill", "distill": {"temperature": 3.0}})
+    raw = _recipe({"granularity": "nm", "nm": [2, 4], "sparsity": 0.5, "method": "one_shot"},
+                  recover={"epochs": 1, "lr": 0.01, "method": "distill", "distill": {"temperature": 3.0}})
     report, out = _run(tmp_path, raw)
     assert report["recovery"] == "distill" and report["prune"]["nm"] == [2, 4]
+    assert report["recover"]["distill"]["temperature"] == 3.0
     assert report["sparsity"] == pytest.approx(0.5)
     model = load_pruned(out)
     assert all(is_nm(model[i].weight, (2, 4)) for i in (1, 3, 5))
@@ -91,15 +104,15 @@ def test_nm_recipe_with_distillation_keeps_the_pattern(tmp_path):
 
 @pytest.mark.parametrize("criterion", ["snip", "synflow"])
 def test_at_init_recipe_trains_the_sparse_net_from_scratch(tmp_path, criterion):
-    raw = _recipe({"criterion": criterion, "schedule": "at_init", "target": 0.8, "iterations": 5})
+    raw = _recipe({"importance": criterion, "method": "at_init", "sparsity": 0.8, "iterations": 5})
     report, _ = _run(tmp_path, raw)
     assert report["sparsity"] == pytest.approx(0.8, abs=0.01)
     assert report["pruned"]["accuracy"] > 0.5  # 2 epochs from scratch; chance is 0.1
 
 
 def test_soft_filter_recipe_removes_channels_in_the_structural_measure(tmp_path):
-    raw = _recipe({"granularity": "filter", "schedule": "soft_filter", "target": 0.5, "scope": "layer",
-                   "exclude": ["5"], "remove_channels": True}, finetune={"epochs": 2, "lr": 0.02})
+    raw = _recipe({"method": "soft_filter", "sparsity": 0.5, "exclude": ["5"], "remove_channels": True},
+                  recover={"epochs": 2, "lr": 0.02})
     report, _ = _run(tmp_path, raw)
     s = report["structural"]
     assert s["removed"] == {"1": 150, "3": 50}
@@ -108,18 +121,17 @@ def test_soft_filter_recipe_removes_channels_in_the_structural_measure(tmp_path)
 
 
 def test_group_lasso_then_filter_pruning(tmp_path):
-    raw = _recipe({"granularity": "filter", "criterion": "l2", "scope": "layer", "target": 0.5,
-                   "schedule": "one_shot", "exclude": ["5"]},
-                  regularize={"kind": "group_lasso", "strength": 1e-3})
+    raw = _recipe({"granularity": "filter", "importance": "l2", "allocation": "uniform", "sparsity": 0.5,
+                   "method": "one_shot", "exclude": ["5"], "regularize": {"kind": "group_lasso", "strength": 1e-3}})
     report, _ = _run(tmp_path, raw)
-    assert report["regularize"] == {"kind": "group_lasso", "strength": 1e-3}
+    assert report["prune"]["regularize"] == {"kind": "group_lasso", "strength": 1e-3}
     assert report["pruned"]["layer_sparsity"]["1.weight"] == pytest.approx(0.5)
 
 
 @pytest.mark.slow  # resnet_mini: ~20 s even on digits; the masks themselves are tested in test_regimes_regularizers
 def test_network_slimming_recipe_masks_bn_channels(tmp_path):
-    raw = {**_recipe({"target": 0.3, "schedule": "one_shot"}, regularize={"kind": "bn_l1", "strength": 1e-4}),
-           "model": "resnet_mini", "train": {"epochs": 1, "lr": 0.05}, "finetune": {"epochs": 0}}
+    raw = {**_recipe({"method": "slimming", "sparsity": 0.3, "strength": 1e-4}),
+           "model": "resnet_mini", "train": {"epochs": 1, "lr": 0.05}, "recover": {"epochs": 0}}
     report, out = _run(tmp_path, raw)
     assert report["sparsity"] == pytest.approx(0.3, abs=0.01)
     model = load_pruned(out)

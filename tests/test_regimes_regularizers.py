@@ -6,8 +6,9 @@ from torch import nn
 
 from prunekit.errors import ConfigError
 from prunekit.models import build_model
+from prunekit.pipeline.methods.soft_filter import soft_filter_train
 from prunekit.pruners.regularizers import REGULARIZERS, RegularizerConfig, bn_channel_masks, regularized_loss
-from prunekit.pruners.soft_filter import SoftFilterConfig, soft_filter_train, zero_lowest_filters
+from prunekit.pruners.soft_filter import SoftFilterConfig, zero_lowest_filters
 from prunekit.training import TrainConfig, train
 
 

@@ -1,4 +1,4 @@
-"""``prunekit run RECIPE.yaml``: carry out a recipe."""
+"""``prunekit run RECIPE.yaml``: carry out a recipe (and ``prunekit convert-recipe OLD NEW``)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import argparse
 from importlib import resources
 from pathlib import Path
 
-from prunekit.errors import ConfigError
-from prunekit.recipe.runner import run_recipe
+from prunekit.errors import RecipeError
+from prunekit.pipeline import load_recipe, parse_recipe, run_recipe
+from prunekit.pipeline.methods.structured import LATENCY_ONLY, SENSITIVITY_ONLY
 
 
 def shipped_recipe(name: str) -> Path:
@@ -16,8 +17,7 @@ def shipped_recipe(name: str) -> Path:
 
 
 def shipped_recipe_names() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("prunekit.recipes").iterdir()
-                  if p.name.endswith(".yaml"))
+    return sorted(p.name[:-5] for p in resources.files("prunekit.recipes").iterdir() if p.name.endswith(".yaml"))
 
 
 def add_run_options(p: argparse.ArgumentParser, default_out: str | None) -> None:
@@ -28,58 +28,61 @@ def add_run_options(p: argparse.ArgumentParser, default_out: str | None) -> None
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+#: Flags that patch ``prune:`` (flag dest → prune key); the last three apply to method structured only.
+PRUNE_FLAGS = {"importance": "importance", "allocation": "allocation", "budget": "budget",
+               "allocation_cost": "allocation_cost", "latency_table": "latency_table"}
+STRUCTURED_FLAGS = ("budget", "allocation_cost", "latency_table")
+
+
 def execute(recipe_path: Path, args: argparse.Namespace) -> int:
-    from prunekit.recipe.structured import StructuredRecipe, load_any_recipe, run_structured_recipe
-
-    recipe = load_any_recipe(recipe_path)  # a top-level ``structured:`` key selects the structured runner
-    if args.seed is not None:
-        from dataclasses import replace
-
-        recipe = replace(recipe, seed=args.seed)
-    if isinstance(recipe, StructuredRecipe):
-        recipe = apply_structured_flags(recipe, args)
-        run_structured_recipe(recipe, args.out, force=args.force, progress=not args.no_progress)
-        return 0
-    if any(getattr(args, k, None) is not None for k in STRUCTURED_FLAGS):
-        raise ConfigError("--criterion, --strategy, --target, --allocation-cost and --latency-table apply to "
-                          "structured recipes (a top-level 'structured:' key); this recipe is unstructured: edit its "
-                          "prune: section instead")
+    recipe = apply_flags(load_recipe(recipe_path), args)
     run_recipe(recipe, args.out, force=args.force, progress=not args.no_progress)
     return 0
 
 
-STRUCTURED_FLAGS = ("criterion", "strategy", "target", "allocation_cost", "latency_table")  # structured.<name>
-LATENCY_ONLY = ("allocation_latency_weight", "latency_passes", "latency_table")  # need allocation_cost: latency
+def apply_flags(recipe, args: argparse.Namespace):
+    """Overrides the recipe keys given as flags; the result is validated like a recipe file."""
+    patch = {key: getattr(args, dest) for dest, key in PRUNE_FLAGS.items() if getattr(args, dest, None) is not None}
+    seed = getattr(args, "seed", None)
+    if not patch and seed is None:
+        return recipe
+    raw = recipe.to_dict()
+    if seed is not None:
+        raw["seed"] = seed
+    if patch:
+        if recipe.prune.method != "structured" and any(k in patch for k in STRUCTURED_FLAGS):
+            raise RecipeError("--budget, --allocation-cost and --latency-table apply to prune.method: structured; this "
+                              f"recipe's method is {recipe.prune.method!r}: edit its prune: section instead")
+        prune = {**raw["prune"], **patch}
+        if recipe.prune.method == "structured":
+            prune = _drop_unread(prune, patch)
+        raw["prune"] = prune
+    return parse_recipe(raw, "command line")
 
 
-def _target(text: str) -> dict[str, float]:
-    """``macs=0.5`` or ``latency_ms=20,batch=1`` → a budget mapping."""
+def _drop_unread(prune: dict, patch: dict) -> dict:
+    """A flag that changes the allocation or its cost drops the recipe's settings the new one does not read."""
+    drop: tuple[str, ...] = ()
+    if patch.get("allocation_cost") == "budget":
+        drop += LATENCY_ONLY
+    if "allocation" in patch and patch["allocation"] != "sensitivity":
+        drop += SENSITIVITY_ONLY
+    return {k: v for k, v in prune.items() if k not in drop or k in patch}
+
+
+def _budget(text: str) -> dict[str, float]:
+    """``macs_kept=0.5`` or ``latency_ms=20,batch=1`` → a budget mapping (``macs=``/``params=`` read as kept)."""
     out = {}
     for part in text.split(","):
         key, sep, value = part.partition("=")
         try:
-            out[key.strip()] = float(value)
+            out[{"macs": "macs_kept", "params": "params_kept"}.get(key.strip(), key.strip())] = float(value)
         except ValueError:
             sep = ""
         if not sep:
-            raise argparse.ArgumentTypeError(f"--target: expected KEY=VALUE[,KEY=VALUE] such as macs=0.5 or "
+            raise argparse.ArgumentTypeError(f"--budget: expected KEY=VALUE[,KEY=VALUE] such as macs_kept=0.5 or "
                                              f"latency_ms=20,batch=1, got {text!r}")
     return out
-
-
-def apply_structured_flags(recipe, args: argparse.Namespace):
-    """Overrides the structured fields given as flags; the result is validated like a recipe."""
-    from prunekit.recipe.structured import parse_structured_recipe
-
-    patch = {k: getattr(args, k) for k in STRUCTURED_FLAGS if getattr(args, k, None) is not None}
-    if not patch:
-        return recipe
-    raw = recipe.to_dict()
-    structured = {**raw["structured"], **patch}
-    if patch.get("allocation_cost") == "budget":  # the recipe's latency-only settings no longer apply
-        structured = {k: v for k, v in structured.items() if k not in LATENCY_ONLY}
-    raw["structured"] = structured
-    return parse_structured_recipe(raw, "command line")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -91,18 +94,35 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("run", help="run a pruning recipe (YAML)",
-                       description="Train, prune, fine-tune and measure as a recipe says. RECIPE is a "
-                       f"YAML file or a shipped recipe name ({', '.join(shipped_recipe_names())}).")
+                       description="Train, prune, recover and measure as a recipe says. RECIPE is a YAML file or a "
+                       f"shipped recipe name ({', '.join(shipped_recipe_names())}).")
     p.add_argument("recipe", metavar="RECIPE")
     add_run_options(p, default_out=None)
-    p.add_argument("--criterion", help="structured recipes: importance criterion (e.g. taylor, lp, fpgm)")
-    p.add_argument("--strategy", help="structured recipes: allocation strategy (uniform, global, sensitivity, "
-                   "search)")
-    p.add_argument("--target", type=_target, help="structured recipes: budget, e.g. macs=0.5, params=0.25 or "
-                   "latency_ms=20,batch=1")
-    p.add_argument("--allocation-cost", help="structured recipes, strategy sensitivity: rank steps by loss rise per "
-                   "budget metric saved (budget; drops the recipe's latency-only settings) or per measured latency "
-                   "saved (latency)")
-    p.add_argument("--latency-table", metavar="JSON", help="structured recipes, allocation cost latency: rank by "
-                   "this table (latency_table.json of an earlier run) instead of measuring a new one")
+    p.add_argument("--importance", "--criterion", dest="importance", help="prune.importance: the criterion (e.g. "
+                   "taylor, lp, fpgm; l1 for masks)")
+    p.add_argument("--allocation", "--strategy", dest="allocation", help="prune.allocation (structured: uniform, "
+                   "global, sensitivity, search; masks: uniform, global, ratios, threshold)")
+    p.add_argument("--budget", "--target", dest="budget", type=_budget, help="structured: what to keep, e.g. "
+                   "macs_kept=0.5, params_kept=0.25 or latency_ms=20,batch=1")
+    p.add_argument("--allocation-cost", help="structured, allocation sensitivity: rank steps by loss rise per budget "
+                   "metric saved (budget; drops the recipe's latency-only settings) or per measured latency saved "
+                   "(latency)")
+    p.add_argument("--latency-table", metavar="JSON", help="structured, allocation cost latency: rank by this table "
+                   "(latency_table.json of an earlier run) instead of measuring a new one")
     p.set_defaults(func=_run)
+    c = sub.add_parser("convert-recipe", help="convert a version-1 recipe to version 2",
+                       description="Write the version-2 form of a version-1 recipe (prune.method, importance, "
+                       "sparsity, allocation, budget: {macs_kept}, recover). Leading comments are kept.")
+    c.add_argument("old", metavar="OLD")
+    c.add_argument("new", metavar="NEW")
+    c.set_defaults(func=_convert)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from prunekit.pipeline import convert_file
+
+    if Path(args.new).exists():
+        raise RecipeError(f"{args.new} exists; choose another NEW path")
+    convert_file(args.old, args.new)
+    print(f"wrote {args.new}")
+    return 0

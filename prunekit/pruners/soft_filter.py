@@ -3,7 +3,8 @@
 After every epoch, in each pruned layer the fraction ``ratio`` of filters with the smallest L2 norm
 ‖W_o‖₂ is set to zero — but not masked: the zeroed filters keep receiving gradients and may grow back
 and be chosen again later. At the end the lowest-norm filters are zeroed a last time and masked for
-good (hard), bias included, so they can be removed physically.
+good (hard), bias included, so they can be removed physically. The training loop is
+:func:`prunekit.pipeline.methods.soft_filter.soft_filter_train`.
 
 Only the filter weights are zeroed during training, not the biases: with a zero bias a ReLU unit
 without BatchNorm outputs exactly 0 and has zero gradient, so it could never grow back and soft
@@ -13,24 +14,21 @@ Hard filter pruning, the comparison: mask the same fraction of filters once (by 
 fine-tune with the mask fixed.
 
 Example:
-    >>> pruner = soft_filter_train(model, data, TrainConfig(epochs=5), SoftFilterConfig(ratio=0.5))
-    >>> pruner.layer_sparsity()            # every pruned layer: half of its filters masked
+    >>> zero_lowest_filters(model, ["0.weight"], 0.5)   # after an epoch: half the filters zero, not masked
+    >>> hard_filter_pruner(model, 0.5).layer_sparsity()  # the comparison: masked once
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from prunekit.data import DataSplits
 from prunekit.errors import ConfigError
 from prunekit.pruners.unstructured import UnstructuredConfig, UnstructuredPruner, check_sparsity
-from prunekit.training import TrainConfig, evaluate, train
 
-__all__ = ["SoftFilterConfig", "soft_filter_train", "zero_lowest_filters", "hard_filter_pruner"]
+__all__ = ["SoftFilterConfig", "zero_lowest_filters", "hard_filter_pruner", "filter_pruner"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +43,7 @@ class SoftFilterConfig:
         check_sparsity(self.ratio, "soft_filter ratio")
 
 
-def _filter_pruner(model: nn.Module, ratio: float, exclude: tuple[str, ...]) -> UnstructuredPruner:
+def filter_pruner(model: nn.Module, ratio: float, exclude: tuple[str, ...]) -> UnstructuredPruner:
     cfg = UnstructuredConfig(criterion="l2", scope="layer", granularity="filter", exclude=tuple(exclude))
     pruner = UnstructuredPruner(model, cfg)
     if ratio <= 0:
@@ -77,43 +75,8 @@ def zero_lowest_filters(model: nn.Module, names: list[str], ratio: float, biases
     return zeroed
 
 
-def soft_filter_train(
-    model: nn.Module,
-    data: DataSplits,
-    train_cfg: TrainConfig,
-    cfg: SoftFilterConfig,
-    seed: int = 0,
-    progress: bool = True,
-    loss_fn: Callable | None = None,
-) -> tuple[UnstructuredPruner, list[dict]]:
-    """Trains with soft filter pruning after every epoch, then masks the zero filters (hard).
-
-    Returns:
-        The pruner holding the final filter masks, and one record per epoch.
-    """
-    if train_cfg.epochs < 1:
-        raise ConfigError("soft filter pruning zeroes filters after each epoch: set finetune.epochs ≥ 1")
-    pruner = _filter_pruner(model, cfg.ratio, cfg.exclude)
-    names = list(pruner.names)
-    steps_per_epoch = -(-len(data.x_train) // train_cfg.batch_size)
-    records: list[dict] = []
-
-    def on_step(step: int, _total: int) -> None:
-        if step % steps_per_epoch == 0:
-            zero_lowest_filters(model, names, cfg.ratio)
-            records.append({"step": step // steps_per_epoch, "sparsity": cfg.ratio, "val_accuracy_pruned": None,
-                            "val_accuracy": evaluate(model, data.x_val, data.y_val).accuracy,
-                            "test_accuracy": evaluate(model, data.x_test, data.y_test).accuracy})
-
-    zero_lowest_filters(model, names, cfg.ratio)
-    train(model, data, train_cfg, seed=seed, on_step=on_step, progress=progress, desc="soft filter",
-          loss_fn=loss_fn)
-    pruner.prune_to(cfg.ratio)  # the zero filters score lowest: the mask fixes exactly them
-    return pruner, records
-
-
 def hard_filter_pruner(model: nn.Module, ratio: float, exclude: tuple[str, ...] = ()) -> UnstructuredPruner:
     """Masks the ``ratio`` lowest-L2 filters of every prunable layer once (Li et al. 2017)."""
-    pruner = _filter_pruner(model, ratio, exclude)
+    pruner = filter_pruner(model, ratio, exclude)
     pruner.prune_to(ratio)
     return pruner

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["render_markdown"]
+__all__ = ["render_markdown", "render_masks_extra", "render_structured_markdown"]
 
 
 def _fmt_bytes(n: int) -> str:
@@ -24,8 +24,8 @@ def render_markdown(report: dict, plots: dict[str, str]) -> str:
         f"# prunekit report: {report['name']}",
         "",
         f"Model `{report['model']}` on `{report['dataset']}`, seed {report['seed']}; "
-        f"criterion `{report['prune']['criterion']}`, scope `{report['prune']['scope']}`, "
-        f"schedule `{report['prune']['schedule']}`.",
+        f"method `{report['prune']['method']}`, importance `{report['prune'].get('importance', 'l2')}`, "
+        f"allocation `{report['prune'].get('allocation', 'uniform')}`.",
         "",
         f"**Sparsity {report['sparsity']:.1%}** of the prunable weights; "
         f"**compression {report['compression']:.1f}×** (all parameters / non-zero parameters); "
@@ -68,4 +68,63 @@ def render_markdown(report: dict, plots: dict[str, str]) -> str:
     for caption, file in plots.items():
         lines += ["", f"![{caption}]({file})"]
     lines += ["", f"Timings: {report['timings_s']}", ""]
+    return "\n".join(lines)
+
+
+def render_masks_extra(report: dict) -> str:
+    """The lottery-vs-control table and the dead-channel removal, when the report has them."""
+    lines = []
+    if "control" in report:
+        c = report["control"]
+        lines += ["", "## Lottery ticket vs control", "",
+                  "| | test accuracy |", "|---|---|",
+                  f"| dense | {report['dense']['accuracy']:.2%} |",
+                  f"| ticket (rewound to {report['lottery']['rewind']}, retrained) | "
+                  f"{report['pruned']['accuracy']:.2%} |",
+                  f"| control (same mask, random re-initialisation, same training) | {c['accuracy']:.2%} |", ""]
+    if "structural" in report:
+        s = report["structural"]
+        lines += ["", "## With dead channels removed", "",
+                  f"MACs / sample {s['macs']:,} (dense {report['dense']['macs']:,}), parameters {s['params']:,}; "
+                  f"units removed per group: {s['removed']}.", ""]
+    return "\n".join(lines)
+
+
+def _cost_note(p: dict) -> str:
+    if p.get("allocation_cost", "budget") != "latency":
+        return ""
+    mu = p.get("latency_weight")
+    how = "measured latency saved" if mu is None else f"loss rise − {mu:g}·latency saved (fraction) per MAC saved"
+    passes = p.get("latency_passes", 1)
+    again = f", the table re-measured around the allocation {passes - 1}×" if passes > 1 else ""
+    return f" (steps ranked by {how} at batch {p['latency_table_batch']}{again})"
+
+
+def _export_note(inference: dict) -> str:
+    names = (("BatchNorm folded", "fold_bn"), ("channels_last", "channels_last"))
+    parts = [p for p, key in names if inference.get(key)]
+    return ", ".join(parts) or "as trained (eager, no export)"
+
+
+def render_structured_markdown(r: dict) -> str:
+    """report.md of a structured run: both models' figures, the speed-up per batch and the per-group ratios."""
+    d, p, pr = r["dense"], r["pruned"], r["prune"]
+    lines = [f"# {r['name']}: {r['model']} on {r['dataset']} (seed {r['seed']})", "",
+             f"Importance `{pr['importance']}`, allocation `{pr['allocation']}`, budget `{pr['budget']}`"
+             f"{_cost_note(pr)}, recovery `{r.get('recovery', 'finetune')}`. Latency of both models as exported for "
+             f"inference: {_export_note(r['measure'].get('inference', {}))}; the two timed alternately, run by run, "
+             "after fine-tuning (medians).", "",
+             "| | dense | pruned |", "|---|---|---|",
+             f"| test accuracy | {d['accuracy']:.2%} | {p['accuracy']:.2%} |",
+             f"| parameters | {d['params']:,} | {p['params']:,} |", f"| MACs | {d['macs']:,} | {p['macs']:,} |",
+             f"| size (bytes) | {d['size_bytes']:,} | {p['size_bytes']:,} |"]
+    for b in d["latency_ms"]:
+        lines.append(f"| latency, batch {b} (ms) | {d['latency_ms'][b]:.2f} | {p['latency_ms'][b]:.2f} "
+                     f"({r['speedup'][b]:.2f}×) |")
+    after = r.get("accuracy_after_pruning")
+    before = f" ({after:.2%} before fine-tuning)" if after is not None else ""
+    lines += ["", f"{r['macs_reduction']:.2f}× fewer MACs, {r['compression']:.2f}× fewer parameters, accuracy "
+              f"{-r['accuracy_drop_pt']:+.2f} pt{before}.", "",
+              "Per-group ratios removed: " + ", ".join(f"{k} {v:.0%}" for k, v in
+                                                      r["allocation"]["allocation"]["ratios"].items()), ""]
     return "\n".join(lines)

@@ -1,41 +1,52 @@
-"""Saving and loading pruned models without pickles.
+"""The one saved-model format: ``pruned.json`` + ``model.safetensors``, and the one loader.
 
-A pruned model is saved as a directory:
+A pruned model — masked (weights zeroed, shapes kept) or physically smaller (channels, heads removed) — is
+saved as a directory:
 
-* ``spec.json`` -- a versioned description of the new architecture: the shape of every parameter
-  and buffer, which names share one tensor (tied weights), and the integer/tuple attributes of every
-  module (``out_channels``, ``groups``, ``num_heads``...), plus an optional constructor string. A
-  module that pruning switched to a replacement layer (:mod:`prunekit.structured.layers`) records
-  the stock type it replaces, so loading switches the freshly built module the same way.
-* ``weights.safetensors`` -- the weights (shared tensors stored once).
+* ``pruned.json``: ``format``/``format_version``; ``model``: how to build the *original* architecture, as a
+  registered name only (a built-in model of :data:`prunekit.models.MODELS` with its ``input_shape`` and
+  ``num_classes``, or a zoo name ``torchvision:NAME``, ``timm:NAME``, ``hf:MODEL_TYPE``) with ``kwargs``;
+  ``architecture``: the shape of every parameter and buffer, which names share one tensor (tied weights) and
+  the integer attributes of every module (``out_channels``, ``num_heads``…; a module switched to a replacement
+  layer records the stock type it replaces); ``masks``: the sparsity of every masked weight (masks are folded
+  into the weights); ``info``: free-form data (e.g. the run's sparsity).
+* ``model.safetensors``: the weights (shared tensors stored once).
 
-To load, build the *original* model (same constructor, no weights needed), then
-:func:`load_pruned` resizes it from the spec and loads the weights. ``torch.save(model)`` of the
-whole model also works, and :func:`hf_config_for` gives a transformers config describing a
-uniformly pruned model so ``save_pretrained``/``from_pretrained`` round-trip.
+:func:`load_pruned` builds the original model from data only, resizes it to the recorded architecture and loads
+the weights. It never imports or calls a name read from a file: a model saved from ``package.module:factory``
+loads only when the caller passes the model (``model=``), its constructor (``constructor=``) or opts in with
+``trust_code=True``. Every failure is a :class:`~prunekit.errors.ModelLoadError` naming the file and field.
 
 Example:
     >>> save_pruned(model, "out/resnet18-pruned", constructor="torchvision:resnet18")
-    >>> model2 = load_pruned("out/resnet18-pruned")          # or load_pruned(path, fresh_model)
+    >>> model2 = load_pruned("out/resnet18-pruned")            # or load_pruned(path, model=fresh_original)
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from prunekit.errors import ConfigError, ModelLoadError, PruningError
+from prunekit.errors import ModelLoadError, PruningError
 from prunekit.structured.layers import replacement_named, stock_name
 
-FORMAT = "prunekit.pruned-architecture"
-VERSION = 2  # 2: modules may record "replaces" (a replacement layer); version 1 files still load
-READABLE = (1, 2)
-__all__ = ["FORMAT", "VERSION", "hf_config_for", "load_pruned", "save_pretrained_pruned", "save_pruned"]
+FORMAT = "prunekit.pruned"
+VERSION = 1
+READABLE = (1,)
+PRUNED_JSON = "pruned.json"
+WEIGHTS = "model.safetensors"
+ZOO_PREFIXES = ("torchvision:", "timm:", "hf:")
+#: The largest tensor a saved architecture may declare (elements); anything above is a corrupt or hostile file.
+MAX_TENSOR_ELEMENTS = 2**34
+__all__ = ["FORMAT", "VERSION", "PRUNED_JSON", "WEIGHTS", "architecture_spec", "hf_config_for", "load_pruned",
+           "save_pretrained_pruned", "save_pruned"]
 
 
 def _attrs(module: nn.Module) -> dict[str, Any]:
@@ -56,105 +67,299 @@ def _module_entry(module: nn.Module) -> dict[str, Any]:
     return entry
 
 
-def architecture_spec(model: nn.Module, constructor: str | None = None) -> dict[str, Any]:
-    """The JSON-serialisable spec of ``model``'s (pruned) architecture."""
+def _named_tensors(model: nn.Module):
+    for prefix, module in model.named_modules(remove_duplicate=False):
+        for attr, t in list(module._parameters.items()) + list(module._buffers.items()):
+            if t is not None:
+                yield (f"{prefix}.{attr}" if prefix else attr), module, attr, t
+
+
+def architecture_spec(model: nn.Module) -> dict[str, Any]:
+    """The JSON-ready description of ``model``'s (pruned) architecture; mask buffers are left out."""
     tensors: dict[str, list[int]] = {}
     aliases: dict[str, str] = {}
     first: dict[int, str] = {}
-    for prefix, module in model.named_modules(remove_duplicate=False):
-        for attr, t in list(module._parameters.items()) + list(module._buffers.items()):
-            if t is None:
-                continue
-            name = f"{prefix}.{attr}" if prefix else attr
-            if id(t) in first and first[id(t)] != name:
-                aliases[name] = first[id(t)]
-            else:
-                first[id(t)] = name
-                tensors[name] = list(t.shape)
+    for name, _m, attr, t in _named_tensors(model):
+        if attr.endswith("_mask"):
+            continue
+        if id(t) in first and first[id(t)] != name:
+            aliases[name] = first[id(t)]
+        else:
+            first[id(t)] = name
+            tensors[name] = list(t.shape)
     modules = {n or "": _module_entry(m) for n, m in model.named_modules()}
-    return {"format": FORMAT, "version": VERSION, "constructor": constructor, "tensors": tensors,
-            "aliases": aliases, "modules": modules}
+    return {"tensors": tensors, "aliases": aliases, "modules": modules}
 
 
-def save_pruned(model: nn.Module, path: str | Path, constructor: str | None = None) -> Path:
-    """Writes ``spec.json`` and ``weights.safetensors`` under directory ``path``."""
-    from safetensors.torch import save_file
+def _weights(model: nn.Module, spec: dict) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """The tensors to store (masks folded in: W ⊙ M) and the sparsity of every masked weight."""
+    state, masks = {}, {}
+    for name, module, attr, t in _named_tensors(model):
+        if name not in spec["tensors"]:
+            continue
+        t = t.detach()
+        mask = module._buffers.get(f"{attr}_mask")
+        if mask is not None:
+            t = t * mask
+            masks[name] = 1.0 - float(mask.sum()) / mask.numel()
+        state[name] = t.contiguous().cpu()
+    return state, masks
+
+
+def save_pruned(model: nn.Module, path: str | Path, constructor: str | None = None, kwargs: dict | None = None,
+                input_shape: tuple[int, ...] | None = None, num_classes: int | None = None,
+                info: dict | None = None) -> Path:
+    """Writes ``pruned.json`` and ``model.safetensors`` under directory ``path`` (created if needed).
+
+    Args:
+        constructor: the registered name that builds the original model (``lenet300``, ``torchvision:resnet18``…);
+            ``None``: the loader must be given the model or its constructor.
+        kwargs: keyword arguments of the constructor.
+        input_shape: the input shape a built-in model is built for (also read from ``kwargs``).
+        num_classes: the classes a built-in model is built for (also read from ``kwargs``).
+        info: extra JSON-ready data stored under ``info``.
+    """
+    from prunekit._version import __version__
+    from prunekit.io.checkpoint import atomic_write_text, save_state_dict
 
     path = Path(path)
+    kwargs = dict(kwargs or {})
+    if constructor is not None and ":" not in constructor:  # a built-in model: its two build arguments, named
+        input_shape = kwargs.pop("input_shape", input_shape)
+        num_classes = kwargs.pop("num_classes", num_classes)
     path.mkdir(parents=True, exist_ok=True)
-    spec = architecture_spec(model, constructor)
-    state = {}
-    for prefix, module in model.named_modules(remove_duplicate=False):
-        for attr, t in list(module._parameters.items()) + list(module._buffers.items()):
-            name = f"{prefix}.{attr}" if prefix else attr
-            if t is not None and name in spec["tensors"]:
-                state[name] = t.detach().contiguous().cpu()
-    (path / "spec.json").write_text(json.dumps(spec, indent=1))
-    save_file(state, str(path / "weights.safetensors"), metadata={"format": FORMAT, "version": str(VERSION)})
+    spec = architecture_spec(model)
+    state, masks = _weights(model, spec)
+    meta = {"format": FORMAT, "format_version": VERSION, "prunekit_version": __version__,
+            "model": {"name": constructor, "kwargs": kwargs,
+                      "input_shape": list(input_shape) if input_shape is not None else None,
+                      "num_classes": num_classes},
+            "architecture": spec, "masks": masks, "info": dict(info or {})}
+    save_state_dict(state, path / WEIGHTS, {"format": FORMAT, "format_version": VERSION})
+    atomic_write_text(path / PRUNED_JSON, json.dumps(meta, indent=1))
     return path
 
 
-def load_pruned(path: str | Path, model: nn.Module | None = None) -> nn.Module:
-    """Resizes ``model`` (the original architecture) from the spec at ``path`` and loads the weights.
+# -- loading ---------------------------------------------------------------------------------------------------
 
-    Without ``model``, the spec's constructor string (e.g. ``torchvision:resnet18``) builds it.
 
-    Raises:
-        ModelLoadError: missing files, an unknown format version, or a model that does not match.
-    """
-    from safetensors.torch import load_file
+def _fail(where: str, field: str, problem: str) -> ModelLoadError:
+    return ModelLoadError(f"{where}: field {field!r}: {problem}")
 
-    path = Path(path)
+
+def _read_meta(path: Path) -> dict:
+    f = path / PRUNED_JSON
+    if not f.is_file():
+        for old, what in (("model.json", "a prunekit 0.x masked-model directory (model.json)"),
+                          ("spec.json", "a prunekit 0.x structured-model directory (spec.json)")):
+            if (path / old).is_file():
+                raise ModelLoadError(f"{path} is {what}, a format this prunekit no longer reads: re-run the recipe "
+                                     f"with this prunekit (its output holds {PRUNED_JSON}), or load the model with "
+                                     "the prunekit that wrote it and save it again with prunekit.save_pruned")
+        if (path / "model" / PRUNED_JSON).is_file():
+            return _read_meta(path / "model")
+        raise ModelLoadError(f"{path}: no {PRUNED_JSON}; save the model with prunekit.save_pruned")
     try:
-        spec = json.loads((path / "spec.json").read_text())
-    except FileNotFoundError as e:
-        raise ModelLoadError(f"{path} has no spec.json; save it with prunekit's save_pruned") from e
-    if spec.get("format") != FORMAT or spec.get("version") not in READABLE:
-        raise ModelLoadError(f"{path}/spec.json is {spec.get('format')} v{spec.get('version')}; this prunekit "
-                             f"reads {FORMAT} v{', v'.join(map(str, READABLE))}")
-    if model is None:
-        if not spec.get("constructor"):
-            raise ConfigError(f"{path} records no constructor; pass the original model: load_pruned(path, model)")
-        from prunekit.zoo import load
+        meta = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"{f}: not readable JSON ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    if not isinstance(meta, dict):
+        raise ModelLoadError(f"{f}: expected a JSON object at the top level, got {type(meta).__name__}")
+    if meta.get("format") != FORMAT or meta.get("format_version") not in READABLE:
+        raise _fail(str(f), "format_version", f"{meta.get('format')!r} v{meta.get('format_version')!r}; this prunekit "
+                    f"reads {FORMAT} v{', v'.join(map(str, READABLE))}")
+    _check_meta(meta, str(f))
+    return meta
 
-        model = load(spec["constructor"]).model
-    _resize(model, spec, path)
-    state = load_file(str(path / "weights.safetensors"))
-    for name, target in spec["aliases"].items():
-        state[name] = state[target]
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [m for m in missing if m in spec["tensors"]]
-    if missing or unexpected:
-        raise ModelLoadError(f"weights do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+def _is_shape(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in v)
+
+
+def _check_meta(meta: dict, where: str) -> None:
+    """Types and bounds of every field read later, so nothing below fails with a raw KeyError/TypeError."""
+    m = meta.get("model")
+    if not isinstance(m, dict):
+        raise _fail(where, "model", f"expected an object, got {m!r}")
+    if m.get("name") is not None and not isinstance(m.get("name"), str):
+        raise _fail(where, "model.name", f"expected a string or null, got {m.get('name')!r}")
+    if not isinstance(m.get("kwargs", {}), dict):
+        raise _fail(where, "model.kwargs", f"expected an object, got {m.get('kwargs')!r}")
+    if m.get("input_shape") is not None and not (_is_shape(m["input_shape"]) and m["input_shape"]):
+        raise _fail(where, "model.input_shape", f"expected a list of sizes, got {m['input_shape']!r}")
+    if m.get("num_classes") is not None and not (isinstance(m["num_classes"], int) and m["num_classes"] > 0):
+        raise _fail(where, "model.num_classes", f"expected a positive integer, got {m['num_classes']!r}")
+    a = meta.get("architecture")
+    if not isinstance(a, dict):
+        raise _fail(where, "architecture", f"expected an object, got {a!r}")
+    for key in ("tensors", "aliases", "modules"):
+        if not isinstance(a.get(key), dict):
+            raise _fail(where, f"architecture.{key}", f"expected an object, got {a.get(key)!r}")
+    for name, shape in a["tensors"].items():
+        if not _is_shape(shape) or math.prod(shape) > MAX_TENSOR_ELEMENTS:
+            raise _fail(where, f"architecture.tensors.{name}", f"not a plausible tensor shape: {shape!r}")
+    for name, target in a["aliases"].items():
+        if target not in a["tensors"]:
+            raise _fail(where, f"architecture.aliases.{name}", f"names no stored tensor: {target!r}")
+    for name, entry in a["modules"].items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("type"), str)
+                and isinstance(entry.get("attrs"), dict)):
+            raise _fail(where, f"architecture.modules.{name}", f"expected {{type, attrs}}, got {entry!r}")
+        for k, v in entry["attrs"].items():
+            if not (k.isidentifier() and not k.startswith("_") and (_is_shape(v) or isinstance(v, int))):
+                raise _fail(where, f"architecture.modules.{name}.attrs.{k}",
+                            f"expected an integer attribute, got {v!r}")
+    if not isinstance(meta.get("masks", {}), dict):
+        raise _fail(where, "masks", f"expected an object, got {meta.get('masks')!r}")
+
+
+def _build_original(meta: dict, where: str, constructor: Callable | None, trust_code: bool) -> nn.Module:
+    """The original architecture, from a registered name only (unless the caller opted in)."""
+    m = meta["model"]
+    name, kwargs = m.get("name"), dict(m.get("kwargs") or {})
+    try:
+        if constructor is not None:
+            model = constructor(**kwargs)
+        elif name is None:
+            raise _fail(where, "model.name", "null (saved without a constructor name): pass the original model, "
+                        "load_pruned(dir, model=...), or its constructor, load_pruned(dir, constructor=...)")
+        elif name.startswith(ZOO_PREFIXES):
+            model = _build_zoo(name, kwargs)
+        elif ":" not in name:
+            model = _build_builtin(name, kwargs, m, where)
+        elif trust_code:
+            from prunekit.models import build_model
+
+            model = build_model(name, tuple(m.get("input_shape") or ()), m.get("num_classes") or 0, kwargs)
+        else:
+            raise _fail(where, "model.name", f"{name!r} names code to import, and loading never runs code a file "
+                        "names: pass the model (model=...) or its constructor (constructor=...), or trust_code=True if "
+                        "you trust this file; saved files may name only built-in models and torchvision:/timm:/hf: "
+                        "models")
+    except ModelLoadError:
+        raise
+    except Exception as e:
+        raise _fail(where, "model", f"building {name!r} with kwargs {kwargs} failed: {type(e).__name__}: {e}") from None
+    if not isinstance(model, nn.Module):
+        raise _fail(where, "model", f"the constructor returned {type(model).__name__}, not a torch.nn.Module")
     return model
 
 
-def _resize(model: nn.Module, spec: dict, path: Path) -> None:
+def _build_builtin(name: str, kwargs: dict, m: dict, where: str) -> nn.Module:
+    from prunekit.models import MODELS
+
+    if name not in MODELS:
+        raise _fail(where, "model.name", f"unknown model {name!r}; built-in models: {', '.join(MODELS.names())}")
+    if m.get("input_shape") is None or m.get("num_classes") is None:
+        raise _fail(where, "model.input_shape", f"built-in model {name!r} needs input_shape and num_classes")
+    return MODELS.get(name)(tuple(m["input_shape"]), m["num_classes"], **kwargs)
+
+
+def _build_zoo(name: str, kwargs: dict) -> nn.Module:
+    import importlib
+
+    from prunekit.zoo import load
+
+    if not kwargs:
+        return load(name).model
+    source, _, model_name = name.partition(":")
+    if source == "torchvision":
+        return importlib.import_module("torchvision").models.get_model(model_name, weights=None, **kwargs)
+    if source == "timm":
+        return importlib.import_module("timm").create_model(model_name, pretrained=False, **kwargs)
+    raise ModelLoadError(f"{name}: hf models take no kwargs here; pass the model itself (model=...)")
+
+
+def _set_attrs(module: nn.Module, attrs: dict, where: str, mname: str) -> None:
+    for k, v in attrs.items():
+        if callable(getattr(type(module), k, None)) or isinstance(getattr(type(module), k, None), property):
+            raise _fail(where, f"architecture.modules.{mname}.attrs.{k}", "names a method, not a size attribute")
+        setattr(module, k, tuple(v) if isinstance(v, list) else v)
+
+
+def _resize(model: nn.Module, spec: dict, where: str) -> None:
     modules = dict(model.named_modules())
-    new: dict[str, torch.Tensor] = {}
     for mname, entry in spec["modules"].items():
         module = modules.get(mname)
-        if module is not None and entry.get("replaces") == type(module).__name__ and replacement_named(entry["type"]):
-            module.__class__ = replacement_named(entry["type"])
+        replacement = replacement_named(entry["type"]) if entry.get("replaces") else None
+        if module is not None and replacement is not None and entry["replaces"] == type(module).__name__:
+            module.__class__ = replacement
         if module is None or type(module).__name__ != entry["type"]:
-            raise ModelLoadError(f"{path}: module {mname!r} ({entry['type']}) is not in the model given; build the "
-                                 f"same original architecture the pruned model came from")
-        for k, v in entry["attrs"].items():
-            setattr(module, k, tuple(v) if isinstance(v, list) else v)
-    for prefix, module in model.named_modules(remove_duplicate=False):
-        for store in (module._parameters, module._buffers):
-            for attr, t in list(store.items()):
-                name = f"{prefix}.{attr}" if prefix else attr
-                key = spec["aliases"].get(name, name)
-                if t is None or key not in spec["tensors"]:
-                    continue
-                if key not in new:
-                    shape = spec["tensors"][key]
-                    data = torch.empty(shape, dtype=t.dtype, device=t.device)
-                    if isinstance(t, nn.Parameter):
-                        data = nn.Parameter(data, requires_grad=t.requires_grad)
-                    new[key] = data
-                store[attr] = new[key]
+            raise _fail(where, f"architecture.modules.{mname}", f"module ({entry['type']}) is not in the model given; "
+                        "build the same original architecture the pruned model came from")
+        _set_attrs(module, entry["attrs"], where, mname)
+    new: dict[str, torch.Tensor] = {}
+    for name, module, attr, t in list(_named_tensors(model)):
+        key = spec["aliases"].get(name, name)
+        if key not in spec["tensors"]:
+            continue
+        if key not in new:
+            data = torch.empty(spec["tensors"][key], dtype=t.dtype, device=t.device)
+            new[key] = nn.Parameter(data, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else data
+        store = module._parameters if attr in module._parameters else module._buffers
+        store[attr] = new[key]
+
+
+def _load_weights(model: nn.Module, spec: dict, f: Path) -> None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not f.is_file():
+        raise ModelLoadError(f"{f}: missing; a saved model is {PRUNED_JSON} + {WEIGHTS}")
+    try:
+        state = load_file(str(f))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise ModelLoadError(f"{f}: not a readable safetensors file (truncated or corrupt: {e})") from None
+    own = model.state_dict()
+    for name, target in spec["aliases"].items():
+        if target in state:
+            state[name] = state[target]
+    missing = sorted(k for k in own if k not in state and not k.endswith("_mask"))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ModelLoadError(f"{f}: the weights do not match {PRUNED_JSON}'s architecture (missing: {missing[:5]}, "
+                             f"unexpected: {unexpected[:5]})")
+    for k, t in state.items():
+        if t.shape != own[k].shape:
+            raise ModelLoadError(f"{f}: tensor {k!r} has shape {list(t.shape)}, but {PRUNED_JSON} says "
+                                 f"{list(own[k].shape)}")
+        if t.dtype != own[k].dtype:
+            raise ModelLoadError(f"{f}: tensor {k!r} is {t.dtype}, but the model holds {own[k].dtype} there")
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ModelLoadError(f"{f}: tensor {k!r} holds NaN or infinite values")
+    model.load_state_dict(state, strict=False)
+
+
+def load_pruned(path: str | Path, model: nn.Module | None = None, *,
+                constructor: Callable[..., nn.Module] | None = None, trust_code: bool = False) -> nn.Module:
+    """Rebuilds the pruned model saved in directory ``path`` (masked or physically smaller).
+
+    Args:
+        model: a freshly built *original* (unpruned) model to resize and load into; default: built from the
+            registered name in ``pruned.json``.
+        constructor: builds the original model (called with the saved ``kwargs``) — the way to load a model
+            saved from your own code.
+        trust_code: import and call a ``package.module:factory`` named in the file. Only for files you trust.
+
+    Raises:
+        ModelLoadError: naming the file and the field (bad JSON, missing or absurd fields, a name that would run
+            code, weights that are truncated or do not fit, a directory in an old format).
+    """
+    path = Path(path)
+    meta = _read_meta(path)
+    if not (path / PRUNED_JSON).is_file():  # a run directory whose model sits in model/
+        path = path / "model"
+    where = str(path / PRUNED_JSON)
+    if model is None:
+        model = _build_original(meta, where, constructor, trust_code)
+    try:
+        _resize(model, meta["architecture"], where)
+        _load_weights(model, meta["architecture"], path / WEIGHTS)
+    except ModelLoadError:
+        raise
+    except Exception as e:  # a file that passed the checks but still does not fit this model
+        raise ModelLoadError(f"{where}: does not fit the model given ({type(e).__name__}: {e})") from None
+    return model
 
 
 _FFN_FIELDS = ("intermediate_size", "n_inner", "d_ff", "ffn_dim", "encoder_ffn_dim")

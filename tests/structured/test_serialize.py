@@ -1,4 +1,4 @@
-"""Pruned models round-trip: versioned spec + safetensors, torch.save, transformers save_pretrained."""
+"""Pruned models round-trip: pruned.json + model.safetensors, torch.save, transformers save_pretrained."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ def test_spec_round_trip(tmp_path, name: str) -> None:
     g = DependencyGraph.build(model, x)
     prune_groups(g, select_units(g, StructuredConfig(ratio=0.5)))
     save_pruned(model, tmp_path / "m")
-    spec = json.loads((tmp_path / "m" / "spec.json").read_text())
-    assert spec["version"] == VERSION and not list(tmp_path.glob("m/*.pt"))
+    meta = json.loads((tmp_path / "m" / "pruned.json").read_text())
+    assert meta["format_version"] == VERSION and not list(tmp_path.glob("m/*.pt"))
     fresh = load_pruned(tmp_path / "m", factory().eval())
     with torch.no_grad():
         assert torch.equal(fresh(x), model(x))
@@ -53,9 +53,9 @@ def test_wrong_model_or_version(tmp_path) -> None:
     save_pruned(m, tmp_path / "m")
     with pytest.raises(ModelLoadError, match="not in the model given"):
         load_pruned(tmp_path / "m", TOPOLOGIES["concat"][0]())
-    spec = json.loads((tmp_path / "m" / "spec.json").read_text())
-    spec["version"] = 99
-    (tmp_path / "m" / "spec.json").write_text(json.dumps(spec))
+    meta = json.loads((tmp_path / "m" / "pruned.json").read_text())
+    meta["format_version"] = 99
+    (tmp_path / "m" / "pruned.json").write_text(json.dumps(meta))
     with pytest.raises(ModelLoadError, match="v99"):
         load_pruned(tmp_path / "m", factory())
 
@@ -91,8 +91,8 @@ def test_replaced_attention_round_trips(tmp_path) -> None:
     g = DependencyGraph.build(model, x)
     prune_groups(g, select_units(g, StructuredConfig(ratio=0.5)))
     save_pruned(model, tmp_path / "m")
-    spec = json.loads((tmp_path / "m" / "spec.json").read_text())
-    entry = spec["modules"]["encoder.layers.encoder_layer_0.self_attention"]
+    meta = json.loads((tmp_path / "m" / "pruned.json").read_text())
+    entry = meta["architecture"]["modules"]["encoder.layers.encoder_layer_0.self_attention"]
     assert entry["type"] == "PrunedMultiheadAttention" and entry["replaces"] == "MultiheadAttention"
     assert entry["attrs"]["num_heads"] == 2
     fresh = load_pruned(tmp_path / "m", tv_vit().eval())
@@ -106,13 +106,8 @@ def test_replaced_attention_round_trips(tmp_path) -> None:
         assert torch.equal(fresh(x), ref) and torch.equal(whole(x), ref)
 
 
-def test_version_1_spec_still_loads(tmp_path) -> None:
-    factory, make_input, _ = TOPOLOGIES["residual"]
-    model, x = factory().eval(), make_input(2)
-    prune(model, x, ratio=0.5, measure=False)
-    save_pruned(model, tmp_path / "m")
-    spec = json.loads((tmp_path / "m" / "spec.json").read_text())
-    spec["version"] = 1
-    (tmp_path / "m" / "spec.json").write_text(json.dumps(spec))
-    with torch.no_grad():
-        assert torch.equal(load_pruned(tmp_path / "m", factory().eval())(x), model(x))
+def test_an_old_spec_json_directory_is_a_clear_error(tmp_path) -> None:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "spec.json").write_text(json.dumps({"format": "prunekit.pruned-architecture", "version": 2}))
+    with pytest.raises(ModelLoadError, match=r"0.x structured-model directory \(spec.json\).*re-run the recipe"):
+        load_pruned(tmp_path / "m", TOPOLOGIES["residual"][0]())

@@ -6,7 +6,7 @@ for why and for the worked example. The recorder of :mod:`prunekit.graph` traces
 these replacements, so they are defined there, below the pruner; this is the name users import.
 """
 
-from prunekit.graph.replacements import (
+from prunekit.graph import (
     REPLACEMENTS,
     PrunedMultiheadAttention,
     register_replacement,

@@ -1,8 +1,8 @@
-"""Old import path of :class:`~prunekit.graph.replacements.attention.PrunedMultiheadAttention`.
+"""Old import path of :class:`~prunekit.graph.PrunedMultiheadAttention`.
 
 Kept so that models pickled (``torch.save``) before the class moved to :mod:`prunekit.graph` load.
 """
 
-from prunekit.graph.replacements.attention import PrunedMultiheadAttention
+from prunekit.graph import PrunedMultiheadAttention
 
 __all__ = ["PrunedMultiheadAttention"]

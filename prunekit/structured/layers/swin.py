@@ -1,8 +1,13 @@
-"""Old import path of the Swin replacements (:mod:`prunekit.graph.replacements.swin`; needs torchvision).
+"""Old import path of the Swin replacements (defined in :mod:`prunekit.graph`; needs torchvision).
 
 Kept so that models pickled (``torch.save``) before the classes moved to :mod:`prunekit.graph` load.
 """
 
-from prunekit.graph.replacements.swin import PrunedShiftedWindowAttention, PrunedShiftedWindowAttentionV2
+import torchvision.models.swin_transformer  # noqa: F401  (its replacements register once it is in use)
+
+from prunekit.graph import replacement_named
+
+PrunedShiftedWindowAttention = replacement_named("PrunedShiftedWindowAttention")
+PrunedShiftedWindowAttentionV2 = replacement_named("PrunedShiftedWindowAttentionV2")
 
 __all__ = ["PrunedShiftedWindowAttention", "PrunedShiftedWindowAttentionV2"]

@@ -1,12 +1,13 @@
 """Builds typed, frozen dataclasses from plain dicts (parsed YAML), with errors in the user's words.
 
 Every error names the key's full path, the bad value, and what is allowed, e.g.
-``prune.scope: unknown value 'globl'; choose one of: global, layer, ratios, threshold``.
+``recipe.prune: unknown allocation 'globl'; choose one of: global, ratios, threshold, uniform``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Union
@@ -30,6 +31,9 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
+        others = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is not None and len(others) == 1:  # X | None given an X: the X's own error is the clearer one
+            return _coerce(value, others[0], path)
         errors = []
         for arg in typing.get_args(tp):
             try:
@@ -41,6 +45,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         if value is None:
             return None
         raise RecipeError(f"{path}: expected null, got {value!r}")
+    if hasattr(tp, "from_raw"):  # a section whose schema depends on its content (e.g. prune.method)
+        return tp.from_raw(value, path)
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, path)
     if origin in (list, tuple):
@@ -55,12 +61,16 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         _, val_tp = typing.get_args(tp) or (Any, Any)
         return {str(k): _coerce(v, val_tp, f"{path}.{k}") for k, v in value.items()}
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise RecipeError(f"{path}: expected a finite number, got {value!r}")
         return float(value)
     if tp is float and isinstance(value, str):  # YAML reads 1e-4 as a string
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
-            pass
+            number = None
+        if number is not None and math.isfinite(number):
+            return number
     if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
         return value
     raise RecipeError(f"{path}: expected {_type_name(tp)}, got {value!r}")
@@ -97,6 +107,8 @@ def from_dict(cls: type, data: Any, path: str = "recipe") -> Any:
 
 def to_dict(obj: Any) -> Any:
     """The plain-data form of a (nested) dataclass, ready for YAML/JSON."""
+    if hasattr(obj, "to_raw"):
+        return obj.to_raw()
     if dataclasses.is_dataclass(obj):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, (list, tuple)):

@@ -1,0 +1,123 @@
+"""report.json and report.md, one reporter per kind of method (``masks``: weights zeroed; ``structured``: units
+removed), registered in :data:`REPORTERS`.
+
+Every report holds the foundation fields: ``dense`` and ``pruned`` (each with ``accuracy`` as a fraction,
+``params``, ``nonzero_params``, ``macs``, ``nonzero_macs``, ``size_bytes``, ``latency_ms`` keyed by batch size),
+``sparsity`` (fraction removed), ``compression``, ``accuracy_drop_pt`` and ``steps``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from prunekit._version import __version__
+from prunekit.pipeline.methods import PruneOutcome
+from prunekit.pipeline.validate import to_dict
+from prunekit.registry import Registry
+from prunekit.report import (
+    have_matplotlib,
+    plot_layer_sparsity,
+    plot_trajectory,
+    render_markdown,
+    render_masks_extra,
+    render_structured_markdown,
+)
+
+__all__ = ["REPORTERS", "Reporter", "REPORT_FORMAT_VERSION"]
+
+REPORT_FORMAT_VERSION = 2
+
+
+@dataclass(frozen=True)
+class Reporter:
+    build: Callable[..., dict]
+    markdown: Callable[[dict, Path], str]
+    summary: Callable[[dict], str]
+
+
+#: Reporters by method kind.
+REPORTERS: Registry = Registry("method kind")
+
+
+def _common(recipe, dense: dict, pruned: dict, outcome: PruneOutcome, extra: dict) -> dict:
+    rec = recipe.recover
+    return {
+        "format_version": REPORT_FORMAT_VERSION, "prunekit_version": __version__, "name": recipe.name,
+        "model": recipe.model.name, "dataset": recipe.data.name, "seed": recipe.seed,
+        "method": recipe.prune.method, "kind": recipe.prune.spec.kind, "prune": to_dict(recipe.prune),
+        "recovery": rec.method if rec is not None else None,
+        "recover": to_dict(rec) if rec is not None else None,
+        "measure": {"latency_repeats": recipe.measure.latency_repeats,
+                    "inference": to_dict(recipe.measure.inference)},
+        "dense": dense, "pruned": pruned,
+        "accuracy_drop_pt": 100 * (dense["accuracy"] - pruned["accuracy"]),
+        **extra,
+    }
+
+
+def _masks_build(recipe, dense: dict, pruned: dict, outcome: PruneOutcome, history: Any, extra: dict,
+                 model: nn.Module) -> dict:
+    report = _common(recipe, dense, pruned, outcome, {})
+    report.update({
+        "sparsity": outcome.sparsity,
+        "compression": pruned["params"] / max(pruned["nonzero_params"], 1),
+        "steps": outcome.steps,
+        "layer_shapes": {n: list(p.shape) for n, p in model.named_parameters() if p.dim() >= 2},
+    })
+    report.update(outcome.report)
+    report.update(extra)
+    return report
+
+
+def _masks_markdown(report: dict, directory: Path) -> str:
+    plots = {}
+    if have_matplotlib():
+        plot_trajectory(report["steps"], report["dense"]["accuracy"], directory / "accuracy_vs_sparsity.png")
+        plot_layer_sparsity(report["pruned"]["layer_sparsity"], directory / "layer_sparsity.png")
+        plots = {"Accuracy vs sparsity": "accuracy_vs_sparsity.png", "Per-layer sparsity": "layer_sparsity.png"}
+    return render_markdown(report, plots) + render_masks_extra(report)
+
+
+def _masks_summary(r: dict) -> str:
+    line = (f"pruned: sparsity {r['sparsity']:.2%}, compression {r['compression']:.1f}×, test accuracy "
+            f"{r['pruned']['accuracy']:.2%} ({-r['accuracy_drop_pt']:+.2f} pt)")
+    if "control" in r:
+        line += f"\ncontrol (same mask, random re-init): test accuracy {r['control']['accuracy']:.2%}"
+    return line
+
+
+def _structured_build(recipe, dense: dict, pruned: dict, outcome: PruneOutcome, history: Any, extra: dict,
+                      model: nn.Module) -> dict:
+    drop = lambda d: {k: v for k, v in d.items() if k != "layer_sparsity"}  # noqa: E731
+    report = _common(recipe, drop(dense), drop(pruned), outcome, {})
+    steps = []
+    if history is not None:
+        steps = [{"step": i + 1, "phase": "finetune", "val_accuracy": a, "train_loss": loss}
+                 for i, (a, loss) in enumerate(zip(history.val_accuracy, history.epoch_loss, strict=True))]
+    report.update({
+        "sparsity": 1.0 - pruned["params"] / dense["params"],
+        "compression": dense["params"] / pruned["params"],
+        "macs_reduction": dense["macs"] / pruned["macs"],
+        "speedup": {b: dense["latency_ms"][b] / pruned["latency_ms"][b] for b in dense["latency_ms"]},
+        "accuracy_after_pruning": outcome.accuracy_after_pruning,
+        "steps": steps,
+    })
+    report.update(outcome.report)
+    report.update(extra)
+    return report
+
+
+def _structured_summary(r: dict) -> str:
+    fast = "".join(f", {v:.2f}× faster at batch {b}" for b, v in r["speedup"].items() if int(b) > 1)
+    return (f"pruned: {r['macs_reduction']:.2f}× fewer MACs{fast}, test accuracy {r['pruned']['accuracy']:.2%} "
+            f"({-r['accuracy_drop_pt']:+.2f} pt)")
+
+
+REPORTERS.register("masks")(Reporter(_masks_build, _masks_markdown, _masks_summary))
+REPORTERS.register("structured")(Reporter(_structured_build, lambda r, _d: render_structured_markdown(r),
+                                          _structured_summary))

@@ -1,0 +1,280 @@
+"""The stages of a run, each a function ``stage(run, input) -> output`` with typed (dataclass) input and output:
+
+``data`` → :class:`Loaded` → ``model`` → :class:`Built` → ``train`` → :class:`Trained` → ``prune`` →
+:class:`Pruned` → ``recover`` → :class:`Recovered` → ``measure`` → :class:`Measured` → ``save`` →
+:class:`Saved` → ``export`` → :class:`Exported` → ``report`` → :class:`Reported`.
+
+Stages are registered by name in :data:`STAGES`; :data:`ORDER` is the pipeline. A new stage is one function and
+one entry (its input type must be the output type of the stage before it; :func:`check_chain` checks that).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from prunekit.data import DataSplits, load_dataset
+from prunekit.export import prepare_inference
+from prunekit.io.checkpoint import atomic_write_text
+from prunekit.measure.summary import measure_model, time_side_by_side
+from prunekit.models import build_model
+from prunekit.pipeline.methods import PruneContext, PruneOutcome, PrunePlan
+from prunekit.pipeline.report import REPORTERS
+from prunekit.pipeline.schema import EXPORTERS, Recipe
+from prunekit.pruners.lottery import WeightSnapshot
+from prunekit.recovery import recover
+from prunekit.registry import Registry
+from prunekit.structured.serialize import save_pruned
+from prunekit.training import default_device, train
+
+__all__ = ["Run", "Stage", "STAGES", "ORDER", "Loaded", "Built", "Trained", "Pruned", "Recovered", "Measured",
+           "Saved", "Exported", "Reported", "check_chain"]
+
+
+@dataclass
+class Run:
+    """What every stage may read: the recipe, where results go and how to talk."""
+
+    recipe: Recipe
+    out: Path
+    progress: bool = True
+    quiet: bool = False
+    stage_dir: Path | None = None  # the staging directory the save/export/report stages write into
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, filled by the runner
+
+    def log(self, msg: str) -> None:
+        if not self.quiet:
+            print(msg, flush=True)
+
+
+@dataclass
+class Loaded:
+    data: DataSplits
+
+
+@dataclass
+class Built:
+    data: DataSplits
+    model: nn.Module
+    plan: PrunePlan
+
+
+@dataclass
+class Trained:
+    built: Built
+    snapshot: WeightSnapshot | None
+    reference: nn.Module  # the trained dense model, eval mode: timed beside the pruned one, the distillation teacher
+    dense: dict
+
+
+@dataclass
+class Pruned:
+    trained: Trained
+    outcome: PruneOutcome
+
+
+@dataclass
+class Recovered:
+    pruned: Pruned
+    history: Any = None
+
+
+@dataclass
+class Measured:
+    recovered: Recovered
+    pruned: dict
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def trained(self) -> Trained:
+        return self.recovered.pruned.trained
+
+    @property
+    def outcome(self) -> PruneOutcome:
+        return self.recovered.pruned.outcome
+
+
+@dataclass
+class Saved:
+    measured: Measured
+    directory: Path
+    files: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Exported:
+    saved: Saved
+    files: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Reported:
+    exported: Exported
+    report: dict
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    fn: Callable[[Run, Any], Any]
+    input: type | None
+    output: type
+
+
+#: The stages by name.
+STAGES: Registry = Registry("stage")
+
+
+def stage(name: str, input_type: type | None, output_type: type):
+    def add(fn):
+        STAGES.register(name)(Stage(name, fn, input_type, output_type))
+        return fn
+
+    return add
+
+
+@stage("data", None, Loaded)
+def load_data(run: Run, _: None) -> Loaded:
+    d = run.recipe.data
+    return Loaded(load_dataset(d.name, **d.options))
+
+
+@stage("model", Loaded, Built)
+def build(run: Run, inp: Loaded) -> Built:
+    """Builds the model and lets the prune method set up on it (bad layers fail here, before training)."""
+    r = run.recipe
+    torch.manual_seed(r.seed)
+    model = build_model(r.model.name, inp.data.input_shape, inp.data.num_classes, r.model.kwargs,
+                        r.model.checkpoint).to(default_device())
+    spec = r.prune.spec
+    plan = spec.prepare(r, model, inp.data) if spec.prepare is not None else PrunePlan()
+    return Built(inp.data, model, plan)
+
+
+@stage("train", Built, Trained)
+def train_dense(run: Run, inp: Built) -> Trained:
+    """Dense training (with the method's penalty and step hook); stores θ₀ for rewinding methods."""
+    r = run.recipe
+    snapshot = WeightSnapshot.capture(inp.model) if r.train.epochs else None
+    if r.train.epochs:
+        run.log(f"training {r.model.name} on {r.data.name} for {r.train.epochs} epochs")
+        train(inp.model, inp.data, r.train, seed=r.seed, progress=run.progress, desc="dense",
+              on_step=inp.plan.on_train_step, loss_fn=inp.plan.train_loss)
+    dense = measure_model(inp.model, inp.data.x_test, inp.data.y_test, latency_batches=[])
+    reference = copy.deepcopy(inp.model).eval()  # no masks yet: every method installs them after this point
+    run.log(f"dense: test accuracy {dense['accuracy']:.2%}, {dense['params']:,} parameters, {dense['macs']:,} MACs")
+    return Trained(inp, snapshot, reference, dense)
+
+
+@stage("prune", Trained, Pruned)
+def prune(run: Run, inp: Trained) -> Pruned:
+    r = run.recipe
+    run.log(f"pruning: {r.prune.method} ({_describe(r.prune.options)})")
+    ctx = PruneContext(r, inp.built.model, inp.built.data, inp.built.plan, inp.reference, inp.snapshot, run.progress,
+                       run.log)
+    outcome = r.prune.spec.run(ctx)
+    for s in outcome.steps:
+        run.log(f"  step {s['step']}: sparsity {s['sparsity']:.2%}, val accuracy {s['val_accuracy']:.2%}")
+    return Pruned(inp, outcome)
+
+
+def _describe(options: Any) -> str:
+    keys = ("importance", "sparsity", "budget", "allocation", "granularity", "steps")
+    return ", ".join(f"{k} {getattr(options, k)}" for k in keys if getattr(options, k, None) not in (None, "element"))
+
+
+@stage("recover", Pruned, Recovered)
+def recover_stage(run: Run, inp: Pruned) -> Recovered:
+    """Fine-tunes or distils (teacher: the dense model) — unless the method already recovered as it pruned."""
+    if inp.outcome.recovered:
+        return Recovered(inp)
+    r, t = run.recipe, inp.trained
+    rec = r.recover
+    teacher = t.reference if rec.method == "distill" else None
+    hist = recover(t.built.model, t.built.data, rec.train_config(), rec.recovery_config(), teacher, seed=r.seed,
+                   progress=run.progress)
+    return Recovered(inp, hist)
+
+
+@stage("measure", Recovered, Measured)
+def measure(run: Run, inp: Recovered) -> Measured:
+    """Every figure of the pruned model; then both models' latency, timed alternately run by run (as exported)."""
+    r, t, outcome = run.recipe, inp.pruned.trained, inp.pruned.outcome
+    model, data = t.built.model, t.built.data
+    if outcome.masks is not None:
+        outcome.masks.make_permanent()
+    pruned = measure_model(model.eval(), data.x_test, data.y_test, latency_batches=[])
+    m, inf = r.measure, r.measure.inference
+    exported = inf.fold_bn or inf.channels_last
+    pair = [prepare_inference(x, inf) if exported else x.eval() for x in (t.reference, model)]
+    example = data.x_test[:1].to(default_device())
+    time_side_by_side(pair, [t.dense, pruned], example, m.latency_batches, m.latency_repeats, inf.memory_format)
+    extra = {}
+    if getattr(r.prune.options, "remove_channels", False):
+        from prunekit.pruners.channels import structural_macs
+
+        extra["structural"] = structural_macs(model, example)
+    return Measured(inp, pruned, extra)
+
+
+@stage("save", Measured, Saved)
+def save(run: Run, inp: Measured) -> Saved:
+    """The pruned model (``pruned.json`` + ``model.safetensors``), the recipe as run and the method's files."""
+    r, d = run.recipe, run.stage_dir
+    data = inp.trained.built.data
+    save_pruned(inp.trained.built.model, d, constructor=r.model.name, kwargs=r.model.kwargs,
+                input_shape=data.input_shape, num_classes=data.num_classes, info={"recipe": r.name})
+    atomic_write_text(d / "recipe.yaml", yaml.safe_dump(r.to_dict(), sort_keys=False))
+    files = ["pruned.json", "model.safetensors", "recipe.yaml"]
+    for name, obj in inp.outcome.files.items():
+        atomic_write_text(d / name, json.dumps(obj, indent=2))
+        files.append(name)
+    return Saved(inp, d, files)
+
+
+@stage("export", Saved, Exported)
+def export(run: Run, inp: Saved) -> Exported:
+    """Writes each format of ``export.formats`` beside the saved model (an exporter: ``fn(model, example, dir)``)."""
+    files = []
+    t = inp.measured.trained
+    for name in run.recipe.export.formats:
+        files += list(EXPORTERS.get(name)(t.built.model, t.built.data.x_test[:1], inp.directory) or [])
+    return Exported(inp, files)
+
+
+@stage("report", Exported, Reported)
+def report(run: Run, inp: Exported) -> Reported:
+    """report.json (figures) and report.md (tables, plots) for the method's kind."""
+    measured = inp.saved.measured
+    reporter = REPORTERS.get(run.recipe.prune.spec.kind)
+    timings = {k: round(v, 2) for k, v in run.timings.items()}
+    rep = reporter.build(run.recipe, measured.trained.dense, measured.pruned, measured.outcome,
+                         measured.recovered.history, {**measured.extra, "timings_s": timings},
+                         measured.trained.built.model)
+    atomic_write_text(run.stage_dir / "report.json", json.dumps(rep, indent=2))
+    atomic_write_text(run.stage_dir / "report.md", reporter.markdown(rep, run.stage_dir))
+    return Reported(inp, rep)
+
+
+#: The pipeline, in order.
+ORDER = ("data", "model", "train", "prune", "recover", "measure", "save", "export", "report")
+
+
+def check_chain(order: tuple[str, ...] = ORDER) -> None:
+    """Asserts that each stage takes what the stage before it returns (a programming error otherwise)."""
+    prev: type | None = None
+    for name in order:
+        s = STAGES.get(name)
+        assert s.input is prev, f"stage {name!r} takes {s.input}, but the stage before returns {prev}"
+        prev = s.output
+
+
+check_chain()
