@@ -40,7 +40,7 @@ def _entry(path: str, acc, latency: dict, backend: str, root: Path) -> dict:
 
 def deploy_onnx(model: nn.Module, dense: nn.Module | None, data: Any, directory: str | Path, *,
                 int8: str | None = None, batches: Sequence[int] = (1, 256), threads: int = 1, repeats: int = 20,
-                calibration_samples: int = 512, relative_to: str | Path | None = None,
+                calibration_samples: int = 512, relative_to: str | Path | None = None, exporter: str = "auto",
                 force: bool = False) -> dict:
     """Exports ``model`` (and ``dense``) to ``directory`` and measures them in ONNX Runtime.
 
@@ -54,6 +54,7 @@ def deploy_onnx(model: nn.Module, dense: nn.Module | None, data: Any, directory:
         batches: batch sizes to time.
         threads: ONNX Runtime intra-op threads.
         relative_to: the directory the reported ``path`` fields are relative to (default ``directory``).
+        exporter: as in :func:`~prunekit.export.export_onnx` (``auto``, ``dynamo`` or ``torchscript``).
         force: replace existing files.
 
     Returns:
@@ -70,9 +71,9 @@ def deploy_onnx(model: nn.Module, dense: nn.Module | None, data: Any, directory:
     if existing and not force:
         raise OutputExistsError(f"{', '.join(existing)} exist(s); pass force=True (--force) to replace")
     example, root = data.x_test[:8], Path(relative_to or directory)
-    exports = {"pruned": export_onnx(model, example, paths["pruned"], force=force).to_dict()}
+    exports = {"pruned": export_onnx(model, example, paths["pruned"], exporter=exporter, force=force).to_dict()}
     if dense is not None:
-        exports["dense"] = export_onnx(dense, example, paths["dense"], force=force).to_dict()
+        exports["dense"] = export_onnx(dense, example, paths["dense"], exporter=exporter, force=force).to_dict()
     quant = None
     if int8:
         quant = quantize_onnx(paths["pruned"], paths["int8"], int8, force=force,

@@ -1,0 +1,108 @@
+"""Deployment in recipes and for saved runs: the ``onnx`` export format and :func:`export_run`.
+
+A recipe's ``export: {formats: [onnx], int8: static}`` exports the pruned model (and, as the baseline, the
+dense model it came from) with :func:`prunekit.export.deploy_onnx`: verified ONNX files in ``onnx/`` of the run
+directory, int8 quantised if asked, accuracy measured in ONNX Runtime on the test split and latency timed side by
+side at the recipe's ``measure.latency_batches``. The report gains ``deployed`` and ``dense_deployed`` (accuracy,
+``latency_ms`` by batch size, ``size_bytes``, ``backend``, ``path`` relative to the run directory).
+
+``prunekit export RUN_DIR`` does the same for a run already on disk (:func:`export_run`); a run directory holds
+only the pruned model, so there is no dense baseline there.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from prunekit.errors import ConfigError
+from prunekit.export import deploy_onnx
+from prunekit.io.checkpoint import atomic_write_text
+from prunekit.io.outdir import staged_output
+from prunekit.pipeline.schema import EXPORTERS, load_recipe
+
+__all__ = ["deploy_markdown", "export_run"]
+
+#: The subdirectory of a run directory the ONNX files go to.
+ONNX_DIR = "onnx"
+
+
+@EXPORTERS.register("onnx")
+def onnx_format(run: Any, saved: Any) -> dict:
+    """The ``onnx`` export format of the ``export`` stage: ``fn(run, saved) -> {"files", "report"}``."""
+    e, m = run.recipe.export, run.recipe.measure
+    t = saved.measured.trained
+    model, dense = (copy.deepcopy(m).cpu().eval() for m in (t.built.model, t.reference))  # ONNX Runtime runs on CPU
+    run.log(f"exporting to ONNX{f' with int8 {e.int8}' if e.int8 else ''}, verified in ONNX Runtime")
+    rep = deploy_onnx(model, dense, t.built.data, run.stage_dir / ONNX_DIR, int8=e.int8,
+                      batches=m.latency_batches, threads=e.threads, repeats=m.latency_repeats,
+                      relative_to=run.stage_dir, exporter=e.exporter)
+    files = sorted({v["path"] for k, v in rep.items() if k.endswith(("deployed", "_fp32"))})
+    report = {"deployed": rep["deployed"], "dense_deployed": rep["dense_deployed"],
+              "deploy": {k: rep[k] for k in ("pruned_fp32", "exports", "quantize", "threads")}}
+    return {"files": files, "report": report}
+
+
+def deploy_markdown(report: dict) -> str:
+    """The report.md section for ``deployed`` / ``dense_deployed`` (empty when the run exported nothing)."""
+    if "deployed" not in report:
+        return ""
+    rows = [("dense, fp32", report.get("dense_deployed")),
+            ("pruned, fp32", report.get("deploy", {}).get("pruned_fp32")), ("deployed", report["deployed"])]
+    rows = [(name, r) for name, r in rows if r]
+    batches = list(report["deployed"]["latency_ms"])
+    out = ["", "## Deployed (ONNX Runtime)", "",
+           "| model | backend | accuracy | " + " | ".join(f"latency b{b} (ms)" for b in batches) + " | size | file |",
+           "|---|---|---|" + "---|" * len(batches) + "---|---|"]
+    for name, r in rows:
+        lat = " | ".join(f"{r['latency_ms'][b]:.3f}" for b in batches)
+        out.append(f"| {name} | {r['backend']} | {r['accuracy']:.2%} | {lat} | {r['size_bytes'] / 1e3:.0f} KB | "
+                   f"`{r['path']}` |")
+    exports = report.get("deploy", {}).get("exports", {})
+    if exports:
+        out += ["", "Every export verified against PyTorch in ONNX Runtime: " + "; ".join(
+            f"{k}: {v['exporter']} exporter, opset {v['opset']}, max abs diff {v['max_abs']:.1e}, max rel diff "
+            f"{v['max_rel']:.1e}" for k, v in exports.items()) + "."]
+    return "\n".join(out) + "\n"
+
+
+def _model_dir(run_dir: Path) -> Path:
+    for d in (run_dir, run_dir / "model"):
+        if (d / "pruned.json").is_file():
+            return d
+    raise ConfigError(f"{str(run_dir)!r} holds no saved model (no pruned.json): give a directory written by "
+                      "`prunekit run` or prunekit.save_pruned")
+
+
+def export_run(run_dir: str | Path, fmt: str = "onnx", *, int8: str | None = None, out: str | Path | None = None,
+               force: bool = False, threads: int = 1, exporter: str = "auto") -> dict:
+    """Exports the model saved in ``run_dir`` (written by ``prunekit run``) to ``out`` (default ``RUN_DIR/onnx``).
+
+    The data and latency batch sizes come from the run's ``recipe.yaml``. ``out`` is written whole or not at all
+    (an existing non-empty one only with ``force``); it receives the ONNX files and ``deploy.json`` (accuracy in
+    ONNX Runtime, latency, sizes, the verification of every export).
+    """
+    from prunekit.data import load_dataset
+    from prunekit.structured.serialize import load_pruned
+
+    if fmt not in EXPORTERS:
+        raise ConfigError(f"unknown export format {fmt!r}; choose one of: {', '.join(EXPORTERS.names())}")
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"run directory {str(run_dir)!r} does not exist")
+    model_dir = _model_dir(run_dir)
+    recipe_file = next((p for p in (model_dir / "recipe.yaml", run_dir / "recipe.yaml") if p.is_file()), None)
+    if recipe_file is None:
+        raise ConfigError(f"{str(run_dir)!r} has no recipe.yaml, so the data to calibrate and evaluate on is unknown")
+    recipe = load_recipe(recipe_file, notice=None)
+    model = load_pruned(model_dir).cpu().eval()
+    data = load_dataset(recipe.data.name, **recipe.data.options)
+    out = Path(out) if out is not None else run_dir / ONNX_DIR
+    with staged_output(out, force) as stage:
+        rep = deploy_onnx(model, None, data, stage, int8=int8, batches=recipe.measure.latency_batches,
+                          threads=threads, repeats=recipe.measure.latency_repeats, exporter=exporter)
+        rep = {**rep, "run_dir": str(run_dir), "format": fmt}
+        atomic_write_text(stage / "deploy.json", json.dumps(rep, indent=2))
+    return rep
