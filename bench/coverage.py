@@ -130,12 +130,12 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", default=None, help="run just these model specs")
     ap.add_argument("--out", default="coverage")
     ap.add_argument("--inprocess", action="store_true", help="run every model in this process (no time limit)")
-    ap.add_argument("--render", nargs="*", default=None,
+    ap.add_argument("--merge", nargs="*", default=None,
                     help="merge these earlier result files (names under bench/results) into --out; no runs")
     args = ap.parse_args()
-    if args.render:
+    if args.merge:
         merged: dict[str, list[dict]] = {}
-        for name in args.render:
+        for name in args.merge:
             data = json.loads((RESULTS / f"{name}.json").read_text())
             for k, rows in data["results"].items():
                 for row in rows:  # a later file's row replaces an earlier one for the same model
@@ -146,7 +146,7 @@ def main() -> None:
                     else:
                         old.append(row)
         write_results(args.out, {"ratio": args.ratio, "results": merged,
-                                 "sources": [f"{name}.json" for name in args.render]}, render)
+                                 "sources": [f"{name}.json" for name in args.merge]}, render)
         return
     lists = model_lists()
     results: dict[str, list[dict]] = {}
