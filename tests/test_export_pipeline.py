@@ -52,12 +52,26 @@ def test_recipe_export_stage_reports_the_deployed_and_the_dense_model(run_dir):
     assert "## Deployed (ONNX Runtime)" in (out / "report.md").read_text()
 
 
+def test_sparse_cpu_format_times_sparse_kernels_beside_dense_ones(tmp_path):
+    out = tmp_path / "r"
+    rep = run_recipe(_recipe({"formats": ["sparse_cpu"]}, sparsity=0.95), out, progress=False, quiet=True)
+    assert set(rep["sparse_cpu"]) == {"1", "8"} and "deployed" not in rep
+    saved = json.loads((out / "sparse_cpu.json").read_text())
+    for b, r in rep["sparse_cpu"].items():
+        assert r["max_abs_diff"] <= 1e-4 and r["speedup"] == pytest.approx(r["dense_ms"] / r["sparse_ms"])
+        decisions = saved["batches"][b]["decisions"]
+        assert {d["layer"] for d in decisions} <= {"1", "3", "5"} and all(d["batch"] == int(b) for d in decisions)
+        assert r["replaced"] == [d["layer"] for d in decisions if d["chosen"] != "dense"]
+        assert all((d["chosen"] != "dense") == (d["sparse_ms"] < d["dense_ms"]) for d in decisions)
+    assert "## Sparse CPU kernels" in (out / "report.md").read_text()
+
+
 def test_export_section_is_validated():
     with pytest.raises(ConfigError, match="unknown int8 quantisation mode 'int4'"):
         _recipe({"formats": ["onnx"], "int8": "int4"})
     with pytest.raises(ConfigError, match="int8 .* needs the onnx format"):
         _recipe({"int8": "dynamic"})
-    with pytest.raises(ConfigError, match="unknown export format 'tflite'; available: onnx"):
+    with pytest.raises(ConfigError, match="unknown export format 'tflite'; available: onnx, sparse_cpu"):
         _recipe({"formats": ["tflite"]})
     with pytest.raises(ConfigError, match="unknown ONNX exporter 'jit'; choose one of: dynamo, torchscript"):
         _recipe({"formats": ["onnx"], "exporter": "jit"})

@@ -7,7 +7,6 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     from prunekit.export import QUANT_MODES
-    from prunekit.pipeline.schema import EXPORTERS
 
     p = sub.add_parser("export", help="export a run's saved model (ONNX, optionally int8), verified in ONNX Runtime",
                        description="Exports the model saved in RUN_DIR (by `prunekit run`), checks ONNX Runtime's "
@@ -15,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "accuracy (the run's test split) and latency in ONNX Runtime. Needs the deploy "
                                    "extra: pip install 'prunekit[deploy]'.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `prunekit run`")
-    p.add_argument("--format", default="onnx", choices=EXPORTERS.names(), help="export format (default: onnx)")
+    p.add_argument("--format", default="onnx", choices=["onnx"], help="export format (default: onnx)")
     p.add_argument("--int8", choices=QUANT_MODES.names(),
                    help="also quantise to int8: static (CNNs; calibrated on the training split) or dynamic "
                         "(Linear-heavy and transformer models)")

@@ -6,6 +6,9 @@ directory, int8 quantised if asked, accuracy measured in ONNX Runtime on the tes
 side at the recipe's ``measure.latency_batches``. The report gains ``deployed`` and ``dense_deployed`` (accuracy,
 ``latency_ms`` by batch size, ``size_bytes``, ``backend``, ``path`` relative to the run directory).
 
+The ``sparse_cpu`` format times the pruned model with torch sparse CSR/BSR kernels where they are measured faster
+(:func:`prunekit.export.sparsify_for_cpu`) beside the same model with dense kernels; the report gains ``sparse_cpu``.
+
 ``prunekit export RUN_DIR`` does the same for a run already on disk (:func:`export_run`); a run directory holds
 only the pruned model, so there is no dense baseline there.
 """
@@ -19,6 +22,7 @@ from typing import Any
 
 from prunekit.errors import ConfigError
 from prunekit.export import deploy_onnx
+from prunekit.export.sparse import torch_threads
 from prunekit.io.checkpoint import atomic_write_text
 from prunekit.io.outdir import staged_output
 from prunekit.pipeline.schema import EXPORTERS, load_recipe
@@ -46,7 +50,25 @@ def onnx_format(run: Any, saved: Any) -> dict:
 
 
 def deploy_markdown(report: dict) -> str:
-    """The report.md section for ``deployed`` / ``dense_deployed`` (empty when the run exported nothing)."""
+    """The report.md sections for ``deployed`` / ``dense_deployed`` and ``sparse_cpu`` (empty when the run exported
+    nothing)."""
+    return _onnx_markdown(report) + _sparse_markdown(report)
+
+
+def _sparse_markdown(report: dict) -> str:
+    if "sparse_cpu" not in report:
+        return ""
+    out = ["", "## Sparse CPU kernels (torch, sparse layers only where measured faster)", "",
+           "| batch | pruned, dense kernels (ms) | sparse kernels (ms) | speed-up | layers replaced | max abs diff |",
+           "|---|---|---|---|---|---|"]
+    for b, r in report["sparse_cpu"].items():
+        layers = ", ".join(f"`{n}`" for n in r["replaced"]) or "none"
+        out.append(f"| {b} | {r['dense_ms']:.3f} | {r['sparse_ms']:.3f} | {r['speedup']:.2f}× | {layers} | "
+                   f"{r['max_abs_diff']:.1e} |")
+    return "\n".join(out) + "\n"
+
+
+def _onnx_markdown(report: dict) -> str:
     if "deployed" not in report:
         return ""
     rows = [("dense, fp32", report.get("dense_deployed")),
@@ -68,6 +90,34 @@ def deploy_markdown(report: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+@EXPORTERS.register("sparse_cpu")
+def sparse_cpu_format(run: Any, saved: Any) -> dict:
+    """The ``sparse_cpu`` export format: the pruned model with torch sparse CSR/BSR kernels wherever they are
+    measured faster (:func:`prunekit.export.sparsify_for_cpu`, one decision per layer and batch size), timed side by
+    side with the pruned model as stored (masks folded, dense kernels) at each of ``measure.latency_batches``.
+    Writes ``sparse_cpu.json`` (every decision); the report gains ``sparse_cpu``."""
+    from prunekit.export import sparsify_for_cpu
+    from prunekit.export.onnx_export import plain_copy
+    from prunekit.measure import compare_latency
+
+    m, t = run.recipe.measure, saved.measured.trained
+    model = plain_copy(t.built.model, fold_bn=False).cpu()
+    data = t.built.data
+    run.log("sparse CPU kernels: timing each sparse layer dense and sparse at every latency batch size")
+    out: dict[str, Any] = {"threads": run.recipe.export.threads, "batches": {}}
+    for b in m.latency_batches:
+        res = sparsify_for_cpu(model, b, data.x_test[:8], threads=run.recipe.export.threads,
+                               repeats=m.latency_repeats)
+        with torch_threads(run.recipe.export.threads):
+            dense, sparse = compare_latency([model, res.model], data.x_test[:1], batch=b, repeats=m.latency_repeats)
+        out["batches"][str(b)] = {"dense_ms": dense.median_ms, "sparse_ms": sparse.median_ms,
+                                  "speedup": dense.median_ms / sparse.median_ms, "replaced": res.replaced(),
+                                  "max_abs_diff": res.max_abs_diff, "decisions": [d.to_dict() for d in res.decisions]}
+    atomic_write_text(run.stage_dir / "sparse_cpu.json", json.dumps(out, indent=2))
+    return {"files": ["sparse_cpu.json"], "report": {"sparse_cpu": {
+        b: {k: v for k, v in r.items() if k != "decisions"} for b, r in out["batches"].items()}}}
+
+
 def _model_dir(run_dir: Path) -> Path:
     for d in (run_dir, run_dir / "model"):
         if (d / "pruned.json").is_file():
@@ -87,8 +137,9 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", *, int8: str | None = Non
     from prunekit.data import load_dataset
     from prunekit.structured.serialize import load_pruned
 
-    if fmt not in EXPORTERS:
-        raise ConfigError(f"unknown export format {fmt!r}; choose one of: {', '.join(EXPORTERS.names())}")
+    if fmt != "onnx":
+        raise ConfigError(f"export_run writes the onnx format, got {fmt!r} (sparse_cpu is a recipe export format: it "
+                          "times torch kernels inside a run)")
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"run directory {str(run_dir)!r} does not exist")
