@@ -55,6 +55,7 @@ def test_shipped_names_are_the_wave_1_recipes():
     ({"train": {"lr": float("inf")}}, "recipe.train.lr: expected a finite number"),
     ({"model": "resnet9000"}, "unknown model 'resnet9000'; choose one of"),
     ({"data": "imagenet"}, "unknown dataset 'imagenet'; choose one of"),
+    ({"data": "imagefolder:"}, "data 'imagefolder:' names no path: write imagefolder:PATH"),
     ({"colour": "blue"}, r"unknown key\(s\) 'colour'"),
     ({"version": 7}, "version 7 is not supported"),
     ({"seed": 2**70}, r"seed must be in \[0, 2\*\*63\)"),
@@ -117,12 +118,25 @@ def test_output_dir_with_results_is_refused_unless_force(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / "report.json").write_text("{}")
+    (out / ".prunekit-output").write_text("")  # an earlier run's results
+    out.chmod(0o750)
     recipe = _write(tmp_path, TINY)
     _expect_failure(["run", str(recipe), "--out", str(out)], capsys, "already holds results; pass --force")
     assert (out / "report.json").read_text() == "{}"  # untouched
     assert main(["run", str(recipe), "--out", str(out), "--force", "--no-progress"]) == 0
     assert json.loads((out / "report.json").read_text())["model"] == "lenet300"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no staging left
+    assert (out.stat().st_mode & 0o777) == 0o750 and (out / ".prunekit-output").is_file()
+
+
+def test_force_never_deletes_a_directory_prunekit_did_not_write(tmp_path, capsys):
+    out = tmp_path / "thesis"
+    (out / "sub").mkdir(parents=True)
+    (out / "precious.txt").write_text("keep me")
+    (out / "sub" / "thesis.tex").write_text("keep me too")
+    _expect_failure(["run", str(_write(tmp_path, TINY)), "--out", str(out), "--force"], capsys,
+                    "holds files that are not prunekit results")
+    assert (out / "precious.txt").read_text() == "keep me" and (out / "sub" / "thesis.tex").is_file()
 
 
 @pytest.mark.parametrize("patch,match", [
@@ -145,10 +159,18 @@ def test_model_file_that_does_not_load(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_a_checkpoint_that_is_a_directory(tmp_path, capsys):
+    recipe = {**TINY, "model": {"name": "lenet300", "checkpoint": str(tmp_path)}}
+    _expect_failure(["run", str(_write(tmp_path, recipe)), "--out", str(tmp_path / "out")], capsys,
+                    "is a directory; give the .safetensors or torch file inside it")
+
+
 def test_missing_and_invalid_recipe_files(tmp_path, capsys):
     _expect_failure(["run", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o")], capsys, "does not exist")
     (tmp_path / "bad.yaml").write_text("model: [unclosed")
     _expect_failure(["run", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "o")], capsys, "not valid YAML")
+    (tmp_path / "latin1.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
+    _expect_failure(["run", str(tmp_path / "latin1.yaml"), "--out", str(tmp_path / "o")], capsys, "not UTF-8 text")
 
 
 def test_gradual_schedule_reaches_target_during_training(tmp_path):

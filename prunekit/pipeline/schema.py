@@ -72,7 +72,10 @@ class DataSection:
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        DATASETS.get(self.name.split(":", 1)[0])
+        kind, sep, where = self.name.partition(":")
+        DATASETS.get(kind)
+        if sep and not where.strip():
+            raise ConfigError(f"data {self.name!r} names no path: write {kind}:PATH")
 
 
 @dataclass(frozen=True)
