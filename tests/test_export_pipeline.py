@@ -4,6 +4,7 @@ one (report contract: deployed / dense_deployed), and a saved run exported from 
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -78,18 +79,22 @@ def test_export_section_is_validated():
 
 
 def test_cli_exports_a_saved_run_whole_or_not_at_all(run_dir, tmp_path, capsys):
-    out, _ = run_dir
+    out = shutil.copytree(run_dir[0], tmp_path / "run")  # a copy: the other tests read the shared run
     dest = tmp_path / "onnx"
     assert main(["export", str(out), "--format", "onnx", "--int8", "dynamic", "--out", str(dest),
                  "--exporter", "torchscript"]) == 0
     rep = json.loads((dest / "deploy.json").read_text())
-    assert sorted(p.name for p in dest.iterdir()) == ["deploy.json", "model.int8.onnx", "model.onnx"]
+    assert sorted(p.name for p in dest.iterdir()) == [".prunekit-output", "deploy.json", "model.int8.onnx",
+                                                      "model.onnx"]
     assert rep["deployed"]["path"] == "model.int8.onnx" and "dense_deployed" not in rep
     assert rep["deployed"]["accuracy"] > 0.5 and "accuracy" in capsys.readouterr().out
     assert main(["export", str(out), "--out", str(dest)]) == 2  # exists: refused without --force
     assert "--force" in capsys.readouterr().err
     with pytest.raises(OutputExistsError):
         export_run(out, out=dest)
+    # the recipe's own onnx/ directory is prunekit's: --force replaces it with the command's export
+    assert main(["export", str(out), "--force", "--exporter", "torchscript"]) == 0
+    assert (out / "onnx" / "deploy.json").is_file() and not (out / "onnx" / "dense.onnx").exists()
 
 
 def test_cli_names_a_directory_without_a_model(tmp_path, capsys):

@@ -24,7 +24,7 @@ from prunekit.errors import ConfigError
 from prunekit.export import deploy_onnx
 from prunekit.export.sparse import torch_threads
 from prunekit.io.checkpoint import atomic_write_text
-from prunekit.io.outdir import staged_output
+from prunekit.io.outdir import MARKER, staged_output
 from prunekit.pipeline.schema import EXPORTERS, load_recipe
 
 __all__ = ["deploy_markdown", "export_run"]
@@ -43,6 +43,8 @@ def onnx_format(run: Any, saved: Any) -> dict:
     rep = deploy_onnx(model, dense, t.built.data, run.stage_dir / ONNX_DIR, int8=e.int8,
                       batches=m.latency_batches, threads=e.threads, repeats=m.latency_repeats,
                       relative_to=run.stage_dir, exporter=e.exporter)
+    # prunekit wrote it, so `prunekit export RUN_DIR --force` may replace it later
+    (run.stage_dir / ONNX_DIR / MARKER).write_text("prunekit output directory: prunekit --force may replace it\n")
     files = sorted({v["path"] for k, v in rep.items() if k.endswith(("deployed", "_fp32"))})
     report = {"deployed": rep["deployed"], "dense_deployed": rep["dense_deployed"],
               "deploy": {k: rep[k] for k in ("pruned_fp32", "exports", "quantize", "threads")}}
