@@ -58,15 +58,14 @@ def run_inprocess(spec: str, ratio: float) -> dict:
     import torch
 
     from prunekit.errors import PrunekitError
-    from prunekit.structured import StructuredConfig
-    from prunekit.structured.check import check_model
+    from prunekit.pruners import StructuredConfig, check_model
     from prunekit.zoo import load
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     try:
         zm = load(spec, small=True)
-        rec = check_model(spec, zm.model, zm.example_inputs, StructuredConfig(ratio=ratio), latency=False).to_dict()
+        rec = check_model(spec, zm.model, zm.example_inputs, StructuredConfig(sparsity=ratio), latency=False).to_dict()
     except (PrunekitError, Exception) as e:  # one row per model, whatever happens
         rec = {"model": spec, "ok": False, "error": f"{type(e).__name__}: {e}"[:300]}
     rec["wall"] = round(time.perf_counter() - t0, 1)

@@ -61,7 +61,7 @@ ORT_MODES = {"lenet300": ("static", "dynamic"), "resnet_mini": ("static",)}
 def _pruned(out_f: int, in_f: int, sparsity: float, pattern: str, seed: int) -> nn.Linear:
     torch.manual_seed(seed)
     layer = nn.Linear(in_f, out_f)
-    pruner = UnstructuredPruner(nn.Sequential(layer), UnstructuredConfig(criterion="random", scope="layer",
+    pruner = UnstructuredPruner(nn.Sequential(layer), UnstructuredConfig(importance="random", allocation="uniform",
                                                                          granularity=pattern, seed=seed))
     pruner.prune_to(sparsity)
     pruner.make_permanent()

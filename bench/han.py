@@ -43,7 +43,7 @@ def sparsity_for(model, compression: float) -> float:
 
 
 def trajectory(model, data, criterion, points, args, seed):
-    pruner = UnstructuredPruner(model, UnstructuredConfig(criterion=criterion, scope="global", seed=seed))
+    pruner = UnstructuredPruner(model, UnstructuredConfig(importance=criterion, allocation="global", seed=seed))
     lr = args.control_ft_lr if criterion == "random" and args.control_ft_lr else args.ft_lr
     ft = TrainConfig(epochs=args.ft_epochs, lr=lr, weight_decay=args.ft_wd, augment=args.augment)
     out = []

@@ -48,17 +48,8 @@ def test_readme_has_examples():
     assert len(python_blocks((ROOT / "README.md").read_text(encoding="utf-8"))) >= 2
 
 
-# Pages written against the issue-11 API before it lands on main (removed once it has).
-_WAITS_FOR = {"docs/getting-started.md": ("prune_", "save_pruned", "load_pruned")}
-
-
 @pytest.mark.parametrize("page", _pages_with_code(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_examples_run(page, tmp_path, monkeypatch, one_thread):
-    import prunekit
-
-    missing = [n for n in _WAITS_FOR.get(page.relative_to(ROOT).as_posix(), ()) if not hasattr(prunekit, n)]
-    if missing:
-        pytest.skip(f"waits for prunekit.{', prunekit.'.join(missing)}")
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": "__docs__"}
     for line, code in python_blocks(page.read_text(encoding="utf-8")):
@@ -68,6 +59,34 @@ def test_examples_run(page, tmp_path, monkeypatch, one_thread):
             exec(compile(code, where, "exec"), namespace)  # noqa: S102 - the examples are ours
         except Exception as e:
             raise AssertionError(f"the example at {where} fails: {type(e).__name__}: {e}") from e
+
+
+_YAML = re.compile(r"^```yaml[^\n]*\n(?P<code>.*?)^```[ \t]*$", re.M | re.S)
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if _YAML.search(p.read_text(encoding="utf-8"))],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_recipe_examples_validate(page):
+    """Every YAML block that is a recipe (has a ``prune`` section) passes the recipe schema."""
+    import yaml
+
+    from prunekit.pipeline.schema import parse_recipe
+
+    text = page.read_text(encoding="utf-8")
+    checked = 0
+    for m in _YAML.finditer(text):
+        if m.group("code").lstrip().startswith("--8<--"):
+            continue  # a shipped recipe file included verbatim: the pipeline's tests validate those
+        raw = yaml.safe_load(m.group("code"))
+        if isinstance(raw, dict) and "prune" in raw:
+            line = text.count("\n", 0, m.start()) + 1
+            try:
+                parse_recipe(raw, f"{page.relative_to(ROOT)}:{line}", notice=None)
+            except Exception as e:
+                raise AssertionError(f"the recipe at {page.relative_to(ROOT)}:{line} is invalid: {e}") from e
+            checked += 1
+    if not checked:
+        pytest.skip("no recipe among this page's YAML blocks")
 
 
 def test_docs_build_strict(tmp_path):

@@ -82,7 +82,7 @@ def test_the_default_dynamo_exporter_is_verified_too(digits, tmp_path):
 
 def test_masked_model_exports_its_zeros_and_not_its_hooks(digits, tmp_path):
     model = build_model("lenet300", digits.input_shape, digits.num_classes)
-    UnstructuredPruner(model, UnstructuredConfig(scope="layer")).prune_to(0.9)
+    UnstructuredPruner(model, UnstructuredConfig(allocation="uniform")).prune_to(0.9)
     model.eval()
     res = export_onnx(model, digits.x_test[:4], tmp_path / "m.onnx", exporter="torchscript")
     weights = [onnx.numpy_helper.to_array(i) for i in onnx.load(res.path).graph.initializer if len(i.dims) == 2]

@@ -48,7 +48,7 @@ def test_shipped_names_are_the_wave_1_recipes():
     ({"prune": {"sparsity": 1.0}}, r"sparsity must be in \[0, 1\), got 1.0"),
     ({"prune": {"sparsity": -0.2}}, r"sparsity must be in \[0, 1\)"),
     ({"prune": {"sparsity": float("nan")}}, r"recipe.prune.sparsity: expected a finite number"),
-    ({"prune": {"importance": "taylor9"}}, "unknown criterion 'taylor9'; choose one of: apoz, bn_scale, fpgm, grad"),
+    ({"prune": {"importance": "taylor9"}}, "unknown criterion 'taylor9'; choose one of: apoz, bn_folded, fpgm, grad"),
     ({"prune": {"method": "snap"}}, "recipe.prune.method: unknown prune method 'snap'; choose one of: at_init"),
     ({"prune": {"allocation": "layer"}}, "unknown allocation 'layer'; choose one of: global, ratios, threshold, unif"),
     ({"train": {"epochs": "ten"}}, "recipe.train.epochs: expected int, got 'ten'"),
