@@ -111,7 +111,7 @@ def model_table(sparsities, batches, repeats: int) -> list[dict]:
     for s in sparsities:
         torch.manual_seed(0)
         model = build_model("lenet300", (1, 28, 28), 10).eval()
-        UnstructuredPruner(model, UnstructuredConfig(scope="global")).prune_to(s)
+        UnstructuredPruner(model, UnstructuredConfig(allocation="global")).prune_to(s)
         x = torch.randn(8, 1, 28, 28)
         for b in batches:
             res = sparsify_for_cpu(model, b, x, repeats=repeats)
