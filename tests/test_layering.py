@@ -53,6 +53,12 @@ FORBIDDEN = [  # (module, added line, the contract that must break, the import i
      "prunekit.allocation -> prunekit.sensitivity"),
     # a cycle inside one layer (measure already imports training)
     ("prunekit.training", "import prunekit.measure", "no import cycles", ".training -> .measure"),
+    # a cycle between two modules of one package
+    ("prunekit.graph._walk", "import prunekit.graph._fake", "no import cycles",
+     "No cycles are allowed in prunekit.graph"),
+    # a graph module that is not its public API
+    ("prunekit.structured.apply", "from prunekit.graph.groups import Group", "prunekit.graph is used",
+     "prunekit.structured.apply -> prunekit.graph.groups"),
     # a private module of another package
     ("prunekit.structured.apply", "from prunekit.graph._labels import Block", "private modules",
      "prunekit.structured.apply -> prunekit.graph._labels"),

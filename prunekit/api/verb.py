@@ -26,8 +26,7 @@ from torch import nn
 from prunekit.allocation import AllocationConfig, prune_to_budget
 from prunekit.api.result import PruneResult
 from prunekit.errors import ConfigError
-from prunekit.graph import DependencyGraph, split_inputs
-from prunekit.graph.groups import raise_no_groups
+from prunekit.graph import DependencyGraph, raise_no_groups, split_inputs
 from prunekit.importance import Calibration, check_needs, names, score_groups
 from prunekit.measure import count_macs, count_params
 from prunekit.pruners import StructuredConfig, UnstructuredConfig, UnstructuredPruner
