@@ -104,13 +104,15 @@ def test_bad_budgets(kwargs, match):
         Budget(**kwargs)
 
 
-def test_old_budget_keys_are_converted_with_a_warning_naming_the_new_key():
-    with pytest.warns(FutureWarning, match="'macs' is now 'macs_kept'"):
-        b = Budget.from_dict({"macs": 0.25})
-    assert (b.metric, b.value) == ("macs", 0.25)
-    with pytest.raises(ConfigError, match="both 'params' and 'params_kept'"):
-        Budget.from_dict({"params": 0.5, "params_kept": 0.5})
-    with pytest.raises(ConfigError, match="unknown budget key"):
+def test_budget_mappings_name_the_new_spelling_of_old_keys():
+    b = Budget.from_dict({"macs_kept": 0.25, "batch": 2.0})
+    assert (b.metric, b.value, b.batch) == ("macs", 0.25, 2)
+    with pytest.raises(ConfigError, match=r"unknown budget key\(s\) \['macs', 'params'\]; valid: macs_kept.*; "
+                                          r"'macs' is now 'macs_kept', 'params' is now 'params_kept', the "
+                                          r"fraction KEPT"):
+        Budget.from_dict({"macs": 0.5, "params": 0.5})
+    with pytest.raises(ConfigError, match=r"unknown budget key\(s\) \['flops'\]; valid: macs_kept, params_kept, "
+                                          r"latency_ms, batch, tolerance \(e.g. \{macs_kept: 0.5\}"):
         Budget.from_dict({"flops": 0.5})
 
 

@@ -69,3 +69,16 @@ def test_recalibrated_curves_use_batch_statistics_and_restore_them(net, digits):
     assert sens.dense_loss == pytest.approx(ref.loss) and abs(ref.loss - plain.loss) > 1e-3
     assert sens.recalibrated and Sensitivity.from_dict(json.loads(json.dumps(sens.to_dict()))).recalibrated
     assert not analyze(graph, x, y, score_groups(graph, "l2"), cfg).recalibrated
+
+
+def test_cli_criteria_come_from_the_registry_and_misfits_list_what_fits(tmp_path, capsys):
+    from prunekit.cli.main import main
+    from prunekit.importance import names
+
+    assert main(["sensitivity", "--criterion", "bn_scale", "--unstructured", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    fits = ", ".join(names("weight"))
+    assert f"'bn_scale' has no weight form (it has only a group form); choose one of: {fits}" in err
+    assert main(["sensitivity", "--criterion", "taylor", "--samples", "0", "--out", str(tmp_path / "o")]) == 2
+    assert "criterion 'taylor' needs calibration data" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # refused before any training

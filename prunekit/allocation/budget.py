@@ -10,7 +10,6 @@ measured latency on this machine at a stated batch size:
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,21 +86,19 @@ class Budget:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Budget:
-        """A budget from a mapping (recipes, ``--target``). The old keys ``macs`` / ``params`` (which
-        also meant the fraction kept) are converted to ``macs_kept`` / ``params_kept`` with a warning."""
-        d = dict(d)
-        for old, new in _OLD_KEYS.items():
-            if old in d:
-                if new in d:
-                    raise ConfigError(f"budget sets both {old!r} and {new!r}; keep only {new!r}")
-                warnings.warn(f"budget key {old!r} is now {new!r} (the fraction KEPT): write "
-                              f"{{{new}: {d[old]}}}; {old!r} is converted for now", FutureWarning, stacklevel=2)
-                d[new] = d.pop(old)
-        unknown = set(d) - {*_FIELDS, "batch", "tolerance"}
+        """A budget from a mapping (a recipe's ``prune.budget``, ``--budget``), e.g. ``{macs_kept: 0.5}``.
+
+        Raises:
+            ConfigError: an unknown key; the old keys ``macs`` / ``params`` are named with their new
+                spelling (``macs_kept`` / ``params_kept``: they meant the fraction kept already).
+        """
+        unknown = sorted(set(d) - {*_FIELDS, "batch", "tolerance"})
         if unknown:
-            raise ConfigError(f"unknown budget key(s) {sorted(unknown)}; valid: macs_kept, params_kept, latency_ms, "
-                              f"batch, tolerance")
-        return cls(**d)
+            renamed = [f"{k!r} is now {_OLD_KEYS[k]!r}" for k in unknown if k in _OLD_KEYS]
+            raise ConfigError(f"unknown budget key(s) {unknown}; valid: macs_kept, params_kept, latency_ms, batch, "
+                              f"tolerance (e.g. {{macs_kept: 0.5}} keeps half the MACs)"
+                              + (f"; {', '.join(renamed)}, the fraction KEPT" if renamed else ""))
+        return cls(**{k: (int(v) if k == "batch" else v) for k, v in d.items()})
 
 
 #: field → the metric it counts
