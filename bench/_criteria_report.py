@@ -56,8 +56,10 @@ def _comparisons(rows: list[dict], points: list[dict]) -> list[str]:
     out = []
     for key in sorted(k for k in idx if k[2] >= 2 and k[1] in ("sensitivity", "search")):
         crit, _, red = key
-        base_key = (crit, "uniform", red) if (crit, "uniform", red) in idx else ("lp", "uniform", red)
-        if base_key not in idx:
+        # the magnitude baseline: "l2" ("lp" with p = 2 in results measured before the registries were merged)
+        base_key = next((k for k in ((crit, "uniform", red), ("l2", "uniform", red), ("lp", "uniform", red))
+                         if k in idx), None)
+        if base_key is None:
             continue
         r, base = idx[key], idx[base_key]
         diff = 100 * (r["accuracy_mean"] - base["accuracy_mean"])

@@ -37,7 +37,8 @@ def run(args) -> list[dict]:
             for target in args.targets:
                 for n in (0, args.recalibrate):
                     model = copy.deepcopy(dense)
-                    pruner = UnstructuredPruner(model, UnstructuredConfig(criterion="l1", scope="layer", seed=seed))
+                    cfg = UnstructuredConfig(importance="l1", allocation="uniform", seed=seed)
+                    pruner = UnstructuredPruner(model, cfg)
                     ft = TrainConfig(epochs=args.ft_epochs, lr=dense_cfg.lr / 10)
                     steps = run_schedule(model, data, pruner, ScheduleSpec(target, "one_shot"), ft, seed,
                                          progress=False, recalibration=data.x_train[pick[:n]] if n else None)

@@ -87,7 +87,7 @@ def allocation_with(graph, cfg, sens, clock: str) -> dict:
     table = measure_latency_table(graph, steps, cfg.latency_batch, cfg.latency_repeats, cfg.latency_export,
                                   clock=clock)
     seconds = time.perf_counter() - t0
-    alloc = allocate(graph, Budget(macs=0.5), cfg, "lp", sensitivity=sens, latency_table=table)
+    alloc = allocate(graph, Budget(macs_kept=0.5), cfg, "l2", sensitivity=sens, latency_table=table)
     return {"counts": {g: int(n) for g, n in alloc.to_dict()["removed"].items()}, "dense_ms": table.dense_ms,
             "table": table.to_dict()["measured"], "seconds": round(seconds, 1)}
 

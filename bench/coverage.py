@@ -58,15 +58,14 @@ def run_inprocess(spec: str, ratio: float) -> dict:
     import torch
 
     from prunekit.errors import PrunekitError
-    from prunekit.structured import StructuredConfig
-    from prunekit.structured.check import check_model
+    from prunekit.pruners import StructuredConfig, check_model
     from prunekit.zoo import load
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     try:
         zm = load(spec, small=True)
-        rec = check_model(spec, zm.model, zm.example_inputs, StructuredConfig(ratio=ratio), latency=False).to_dict()
+        rec = check_model(spec, zm.model, zm.example_inputs, StructuredConfig(sparsity=ratio), latency=False).to_dict()
     except (PrunekitError, Exception) as e:  # one row per model, whatever happens
         rec = {"model": spec, "ok": False, "error": f"{type(e).__name__}: {e}"[:300]}
     rec["wall"] = round(time.perf_counter() - t0, 1)
@@ -130,12 +129,12 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", default=None, help="run just these model specs")
     ap.add_argument("--out", default="coverage")
     ap.add_argument("--inprocess", action="store_true", help="run every model in this process (no time limit)")
-    ap.add_argument("--render", nargs="*", default=None,
+    ap.add_argument("--merge", nargs="*", default=None,
                     help="merge these earlier result files (names under bench/results) into --out; no runs")
     args = ap.parse_args()
-    if args.render:
+    if args.merge:
         merged: dict[str, list[dict]] = {}
-        for name in args.render:
+        for name in args.merge:
             data = json.loads((RESULTS / f"{name}.json").read_text())
             for k, rows in data["results"].items():
                 for row in rows:  # a later file's row replaces an earlier one for the same model
@@ -146,7 +145,7 @@ def main() -> None:
                     else:
                         old.append(row)
         write_results(args.out, {"ratio": args.ratio, "results": merged,
-                                 "sources": [f"{name}.json" for name in args.render]}, render)
+                                 "sources": [f"{name}.json" for name in args.merge]}, render)
         return
     lists = model_lists()
     results: dict[str, list[dict]] = {}

@@ -43,18 +43,18 @@ from prunekit.training import TrainConfig, evaluate, train
 CACHE = Path(__file__).parent.parent / "runs" / "criteria_dense"
 REDUCTIONS = (1.5, 2.0, 2.5, 3.0, 4.0)
 RUN_ORDER = (2.0, 3.0, 4.0, 1.5, 2.5)  # the targets' points first, so a cut-short run still answers them
-ALL = ("lp", "random", "gradient", "taylor", "hessian", "apoz", "mean_activation", "fpgm", "mi", "loss_change")
+ALL = ("l2", "random", "gradient", "taylor", "hessian", "apoz", "mean_activation", "fpgm", "mi", "loss_change")
 CONFIGS = {
     "cnn1d": dict(model="cnn1d", data="mnist1d", train=TrainConfig(epochs=12, lr=0.05, batch_size=64),
                   finetune=TrainConfig(epochs=1, lr=0.005, batch_size=64), ft_subset=None,
                   combos=[(c, "uniform") for c in ALL] + [(c, "global") for c in ALL]
-                  + [(c, "sensitivity") for c in ("lp", "gradient", "taylor")] + [("lp", "search")],
+                  + [(c, "sensitivity") for c in ("l2", "gradient", "taylor")] + [("l2", "search")],
                   sens=SensitivityConfig(ratios=(0.1, 0.3, 0.5, 0.7, 0.9), max_samples=400), cal=512,
                   search_at=REDUCTIONS, latency_batches=(256, 1),
                   search=dict(population=8, generations=3, proxy_val=200, recalibration=0)),
     "resnet": dict(model="resnet_mini", data="mnist", train=TrainConfig(epochs=4, lr=0.05, batch_size=64),
                    finetune=TrainConfig(epochs=1, lr=0.005, batch_size=64), ft_subset=None,
-                   combos=[("random", "uniform"), ("lp", "uniform"), ("taylor", "uniform"), ("taylor", "sensitivity"),
+                   combos=[("random", "uniform"), ("l2", "uniform"), ("taylor", "uniform"), ("taylor", "sensitivity"),
                            ("taylor", "search")],
                    sens=SensitivityConfig(ratios=(0.1, 0.25, 0.4, 0.55, 0.7, 0.85, 0.9), max_samples=300),
                    cal=512, search_at=REDUCTIONS, latency_batches=(),
@@ -97,7 +97,7 @@ def _point(dense, data, cfg, crit, strat, red, scores, sens, seed, latency) -> d
     base, _, dev = strat.partition("@")
     curves = sens.get((crit, base.endswith("+bn")))
     base = base.removesuffix("+bn")
-    alloc = allocate(graph, Budget(macs=1 / red),
+    alloc = allocate(graph, Budget(macs_kept=1 / red),
                      AllocationConfig(base, population=sc["population"], generations=sc["generations"], seed=seed,
                                       max_deviation=float(dev) if dev else None),
                      crit, sensitivity=curves, scores=scores[crit], proxy_data=(xv, yv), recalibration=rec)

@@ -25,7 +25,7 @@ from prunekit.sensitivity import analyze
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seed", type=int, default=2)
-    ap.add_argument("--criterion", default="lp")
+    ap.add_argument("--criterion", default="l2")
     args = ap.parse_args()
     torch.set_num_threads(1)  # shared 2-core machine
     cfg, data = CONFIGS["cnn1d"], load_dataset("mnist1d")
@@ -39,7 +39,7 @@ def main() -> None:
                       for g, c in sens.curves.items()}, "allocations": {}}
     for red in REDUCTIONS:
         for strat in ("uniform", "global", "sensitivity"):
-            a = allocate(graph, Budget(macs=1 / red), AllocationConfig(strat), args.criterion, sensitivity=sens,
+            a = allocate(graph, Budget(macs_kept=1 / red), AllocationConfig(strat), args.criterion, sensitivity=sens,
                          scores=scores)
             out["allocations"][f"{red:g}x/{strat}"] = {"ratios": a.ratios, "params_kept": a.predicted["params"]}
             print(f"{red:g}× {strat:11s} params {a.predicted['params']:6d} ratios "

@@ -40,13 +40,14 @@ s = 224 if name.startswith(("vit", "swin", "maxvit")) else size
 x = torch.randn(1, 3, s, s)
 out = {"model": name, "size": s}
 from prunekit.graph import DependencyGraph
-from prunekit.structured import StructuredConfig, prune_groups, select_units
+from prunekit.pruners import StructuredConfig, select_units
+from prunekit.structured import prune_groups
 m = fresh()
 with torch.no_grad(): m(x)  # warm the kernels once for both engines
 try:
     t0 = time.perf_counter()
     g = DependencyGraph.build(m, x)
-    prune_groups(g, select_units(g, StructuredConfig(ratio=ratio)))
+    prune_groups(g, select_units(g, StructuredConfig(sparsity=ratio)))
     out["prunekit_s"] = time.perf_counter() - t0
     out["prunekit_params"] = sum(p.numel() for p in m.parameters())
 except Exception as e:

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import render_footer, train_dense, write_results  # bench/ is sys.path[0] when run as a script
+from _common import provenance_line, render_footer, train_dense, write_results  # bench/ is sys.path[0]
 
 from prunekit.data import load_dataset
 from prunekit.measure import count_params
@@ -43,7 +43,7 @@ def sparsity_for(model, compression: float) -> float:
 
 
 def trajectory(model, data, criterion, points, args, seed):
-    pruner = UnstructuredPruner(model, UnstructuredConfig(criterion=criterion, scope="global", seed=seed))
+    pruner = UnstructuredPruner(model, UnstructuredConfig(importance=criterion, allocation="global", seed=seed))
     lr = args.control_ft_lr if criterion == "random" and args.control_ft_lr else args.ft_lr
     ft = TrainConfig(epochs=args.ft_epochs, lr=lr, weight_decay=args.ft_wd, augment=args.augment)
     out = []
@@ -88,6 +88,15 @@ def _lr(row: dict, settings: dict) -> float:
     return row.get("ft_lr", settings["ft_lr"])
 
 
+def _own_dense(rnd: list[dict], base: list[dict]) -> str:
+    """Where the control ran on its own dense models (a re-run), the dense accuracy its Δ is taken from."""
+    dense = lambda rs: sorted((r["seed"], r["dense_accuracy"]) for r in rs)
+    if dense(rnd) == dense(base):
+        return ""
+    values = [a for _, a in dense(rnd)]
+    return f" (vs its dense {100 * statistics.mean(values):.2f})"
+
+
 def render(result: dict) -> str:
     """han.md (and han_lenet300.md) from its JSON."""
     rows, settings = result["rows"], result["settings"]
@@ -109,12 +118,16 @@ def render(result: dict) -> str:
             sel = {crit: [r for r in rows if r["model"] == model and r["compression_target"] == c
                           and r["criterion"] == crit] for crit in ("l1", "random")}
             l1, rnd = sel["l1"], sel["random"]
+            base = l1 or rnd  # a control-only run has no L1 rows
+            if not base:
+                continue
             lines.append(
-                f"| {model} | {statistics.mean(r['compression'] for r in l1):.1f}× | "
-                f"{100 * statistics.mean(r['sparsity'] for r in l1):.2f}% | {ms([r['dense_accuracy'] for r in l1])} | "
-                f"{ms([r['test_accuracy'] for r in l1])} | {ms(delta(l1))} | {lrs(l1)} | "
-                + (f"{ms([r['test_accuracy'] for r in rnd])} | {ms(delta(rnd))} | {lrs(rnd)} |" if rnd
-                   else "– | – | – |"))
+                f"| {model} | {statistics.mean(r['compression'] for r in base):.1f}× | "
+                f"{100 * statistics.mean(r['sparsity'] for r in base):.2f}% | "
+                f"{ms([r['dense_accuracy'] for r in base])} | "
+                + (f"{ms([r['test_accuracy'] for r in l1])} | {ms(delta(l1))} | {lrs(l1)} | " if l1 else "– | – | – | ")
+                + (f"{ms([r['test_accuracy'] for r in rnd])} | {ms(delta(rnd))}{_own_dense(rnd, base)} | {lrs(rnd)} |"
+                   if rnd else "– | – | – |"))
     lines += ["", "## Targets (issue 2)", ""]
     for model, c, limit in (("lenet300", 12, 0.3), ("lenet300", 50, 0.3), ("lenet300", 100, 2.0),
                             ("lenet5", 12, 0.3)):
@@ -123,6 +136,12 @@ def render(result: dict) -> str:
             drop = 100 * statistics.mean(r["dense_accuracy"] - r["test_accuracy"] for r in sel)
             verdict = "met" if drop <= limit else f"**not met** (gap {drop - limit:.2f} pt)"
             lines.append(f"- {model} at {c}×: mean loss {drop:.2f} pt (target ≤ {limit} pt): {verdict}")
+    if result.get("sources"):  # a merge: which run measured which rows
+        lines += ["", "## Measured in", ""] + [
+            f"- `{src['file']}` (models {', '.join(dict.fromkeys(src['settings']['models']))}, criteria "
+            f"{', '.join(src['settings']['criteria'])}, seeds {src['settings']['seeds']}): "
+            + (provenance_line(src["provenance"]) if src.get("provenance") else "no provenance recorded.")
+            for src in result["sources"]]
     return "\n".join(lines) + "\n" + render_footer(result)
 
 

@@ -28,14 +28,14 @@ MODES = {"eager": None, "fold+cl": InferenceConfig(fold_bn=True, channels_last=T
 def measure(name: str, batches: list[int], repeats: dict[int, int], modes: list[str]) -> list[dict]:
     import torchvision
 
+    from prunekit import StructuredConfig, prune_
     from prunekit.measure import compare_latency, count_macs
-    from prunekit.structured import prune
 
     torch.manual_seed(0)
     dense = torchvision.models.get_model(name, weights=None).eval()
     pruned = copy.deepcopy(dense)
     x1 = torch.randn(1, 3, 224, 224)
-    res = prune(pruned, x1, ratio=0.5, criterion="l2", measure=False)
+    res = prune_(pruned, StructuredConfig(sparsity=0.5, importance="l2"), example_inputs=x1)
     macs = {}
     for tag, m in (("dense", dense), ("pruned", pruned)):
         with torch.no_grad():

@@ -35,12 +35,12 @@ def op_times(model, x, ctx) -> dict[str, float]:
 def run(name: str, batch: int) -> list[dict]:
     import torchvision
 
-    from prunekit.structured import prune
+    from prunekit import StructuredConfig, prune_
 
     torch.manual_seed(0)
     dense = torchvision.models.get_model(name, weights=None).eval()
     pruned = copy.deepcopy(dense)
-    prune(pruned, torch.randn(1, 3, 224, 224), ratio=0.5, criterion="l2", measure=False)
+    prune_(pruned, StructuredConfig(sparsity=0.5, importance="l2"), example_inputs=torch.randn(1, 3, 224, 224))
     x = torch.randn(batch, 3, 224, 224)
     rows = []
     for mode, cfg in (("eager", None), ("fold+cl", InferenceConfig(fold_bn=True, channels_last=True))):

@@ -53,7 +53,7 @@ def _fresh(data, seed):
 
 def weight_regimes(data, dense, init, args, seed) -> dict:
     """Part A: every method at sparsity ``args.sparsity``; returns test accuracy per method."""
-    cfg = UnstructuredConfig(criterion="l1", scope="global")
+    cfg = UnstructuredConfig(importance="l1", allocation="global")
     out = {}
     for name, schedule, steps, epochs in [("one_shot", "one_shot", 1, args.ft_epochs),
                                           ("iterative", "iterative", args.rounds, args.ft_epochs // args.rounds),
@@ -66,7 +66,7 @@ def weight_regimes(data, dense, init, args, seed) -> dict:
     batch = (data.x_train[:256], data.y_train[:256])
     for crit, iters in (("snip", 1), ("synflow", 100)):
         model = _fresh(data, seed)
-        pruner = UnstructuredPruner(model, UnstructuredConfig(criterion=crit, scope="global"), calibration=batch)
+        pruner = UnstructuredPruner(model, UnstructuredConfig(importance=crit, allocation="global"), calibration=batch)
         prune_at_init(pruner, args.sparsity, iters)
         train(model, data, args.dense_cfg, seed=seed, progress=False)
         out[crit] = {"accuracy": _acc(model, data), "sparsity": pruner.sparsity()}
@@ -76,7 +76,7 @@ def weight_regimes(data, dense, init, args, seed) -> dict:
 def lottery_regime(data, dense, init, args, seed) -> dict:
     """The lottery ticket (rewind to θ₀) and its random re-initialisation control."""
     model = copy.deepcopy(dense)
-    pruner = UnstructuredPruner(model, UnstructuredConfig(criterion="l1", scope="global"))
+    pruner = UnstructuredPruner(model, UnstructuredConfig(importance="l1", allocation="global"))
     res = run_lottery(model, data, pruner, args.dense_cfg, LotteryConfig(args.sparsity, args.rounds),
                       init, lambda: build_model("lenet300", data.input_shape, data.num_classes), seed, False)
     return {"lottery_ticket": {"accuracy": _acc(model, data), "sparsity": pruner.sparsity()},
@@ -99,7 +99,7 @@ def neuron_regimes(data, dense, args, seed) -> dict:
     pruner, _ = soft_filter_train(model, data, ft, SoftFilterConfig(args.ratio, ("5",)), seed, False)
     out["soft_filter"] = _structural(model, pruner, data, example)
     model = copy.deepcopy(dense)
-    pruner = UnstructuredPruner(model, UnstructuredConfig(criterion="l2", scope="layer", granularity="filter",
+    pruner = UnstructuredPruner(model, UnstructuredConfig(importance="l2", allocation="uniform", granularity="filter",
                                                           exclude=("5",)))
     run_schedule(model, data, pruner, ScheduleSpec(args.ratio, "gradual", 10), ft, seed, progress=False)
     out["gradual_structured"] = _structural(model, pruner, data, example)

@@ -22,13 +22,12 @@ import time
 import torch
 from _common import render_footer, train_dense, write_results  # bench/ is sys.path[0] when run as a script
 
-from prunekit.criteria import get_criterion
 from prunekit.data import load_dataset
-from prunekit.importance import Calibration
+from prunekit.importance import Calibration, get
 from prunekit.pruners import UnstructuredConfig, UnstructuredPruner
 from prunekit.training import TrainConfig, evaluate, train
 
-CRITERIA = ["random", "l1", "gradient", "taylor", "hessian", "apoz", "mean_activation", "mi", "bn_scale", "fpgm",
+CRITERIA = ["random", "l1", "gradient", "taylor", "hessian", "apoz", "mean_activation", "mi", "bn_folded", "fpgm",
             "loss_change"]
 SETUPS = {"lenet300": ("mnist", TrainConfig(epochs=15, lr=0.05, weight_decay=5e-4)),
           "cnn1d": ("mnist1d", TrainConfig(epochs=15, lr=0.05, weight_decay=5e-4))}
@@ -37,7 +36,7 @@ SETUPS = {"lenet300": ("mnist", TrainConfig(epochs=15, lr=0.05, weight_decay=5e-
 def prune_one(dense, data, criterion, sparsity, args, seed) -> dict:
     model = copy.deepcopy(dense)
     cal = Calibration.from_data(data.x_train, data.y_train, args.calibration, seed)
-    pruner = UnstructuredPruner(model, UnstructuredConfig(criterion=criterion, scope="layer", seed=seed),
+    pruner = UnstructuredPruner(model, UnstructuredConfig(importance=criterion, allocation="uniform", seed=seed),
                                 calibration=(cal.x, cal.y))
     t = time.perf_counter()
     pruner.prune_to(sparsity)
@@ -70,7 +69,7 @@ def run(args) -> dict:
     return {"settings": {k: v for k, v in vars(args).items() if k != "out"}, "rows": rows,
             "skipped": [{"model": m, "criterion": c, "reason": why} for (m, c), why in skipped.items()],
             "threads": torch.get_num_threads(),
-            "criteria_docs": {c: get_criterion(c).doc for c in dict.fromkeys(r["criterion"] for r in rows)}}
+            "criteria_docs": {c: get(c).doc for c in dict.fromkeys(r["criterion"] for r in rows)}}
 
 
 def _ms(xs: list[float]) -> str:

@@ -48,13 +48,12 @@ def _cell(text: str) -> str:
 
 
 def on_config(config):
-    """Lists the generated API pages under the nav's "API reference" section."""
-    entries = [{"prunekit": "api/index.md"}]
-    entries += [{f"prunekit.{name}": f"api/{name}.md"} for name in api_packages()]
+    """Appends the generated API pages to the nav's "API reference" section."""
+    entries = [{f"prunekit.{name}": f"api/{name}.md"} for name in api_packages()]
     entries.append({"core (errors, registry, zoo)": "api/core.md"})
     for item in config["nav"]:
-        if isinstance(item, dict) and "API reference" in item:
-            item["API reference"] = entries
+        if isinstance(item, dict) and isinstance(item.get("API reference"), list):
+            item["API reference"] = item["API reference"] + entries
             return config
     raise ValueError("mkdocs.yml's nav has no 'API reference' section for the generated API pages")
 
@@ -119,6 +118,13 @@ def _criteria_table() -> str:
     return "\n".join(rows)
 
 
+def _criteria_needs() -> str:
+    """What each word of a criterion's ``needs`` means, from ``prunekit.importance.NEEDS``."""
+    from prunekit.importance import NEEDS
+
+    return "\n".join(["| need | meaning |", "|---|---|"] + [f"| `{k}` | {_cell(v)} |" for k, v in NEEDS.items()])
+
+
 _TABLE = re.compile(r"<!-- results-table:start[^>]*-->\n(?P<table>.*?)<!-- results-table:end -->", re.S)
 
 
@@ -171,20 +177,44 @@ def _shipped_recipes() -> str:
     return "\n".join(rows)
 
 
-def _recipe_schema() -> str:
-    """The recipe schema's reference, from the module that defines it."""
-    for module in ("prunekit.pipeline.schema", "prunekit.recipe.schema"):
-        if (ROOT / (module.replace(".", "/") + ".py")).is_file():
-            return f"::: {module}\n    options:\n      heading_level: 3\n      show_root_heading: false\n"
-    raise ValueError("no recipe schema module (prunekit/pipeline/schema.py) to document")
+def _prune_methods() -> str:
+    """The recipe's prune methods, from their registry: a table, then each method's keys and defaults."""
+    from prunekit.pipeline.methods import PRUNE_METHODS
+
+    rows = ["| `prune.method` | kind | what it does |", "|---|---|---|"]
+    sections = []
+    for name in PRUNE_METHODS.names():
+        method = PRUNE_METHODS.get(name)
+        rows.append(f"| [`{name}`](#method-{name}) | {method.kind} | {_cell(method.summary)} |")
+        sections += [f"### `{name}` {{ #method-{name} }}", "", _options_table(method.options), ""]
+    return "\n".join(rows + [""] + sections)
+
+
+def _options_table(options: type) -> str:
+    """A dataclass's docstring and a table of its fields (the ``prune:`` keys) with their defaults."""
+    import dataclasses
+    import inspect
+
+    doc = inspect.getdoc(options) or ""
+    rows = ["| key | default |", "|---|---|"]
+    for f in dataclasses.fields(options):
+        if f.default is not dataclasses.MISSING:
+            default = f"`{f.default!r}`"
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f"`{f.default_factory()!r}`"
+        else:
+            default = "required"
+        rows.append(f"| `{f.name}` | {_cell(default)} |")
+    return f"{doc}\n\n" + "\n".join(rows) + f"\n\n(`{options.__module__}.{options.__qualname__}`)"
 
 
 GENERATORS = {
     "api-index": _api_index,
     "cli-help": _cli_help,
+    "criteria-needs": _criteria_needs,
     "criteria-table": _criteria_table,
+    "prune-methods": _prune_methods,
     "readme-benchmarks": _readme_benchmarks,
-    "recipe-schema": _recipe_schema,
     "results-index": _results_index,
     "shipped-recipes": _shipped_recipes,
 }

@@ -1,4 +1,19 @@
-"""prunekit: neural-network pruning for PyTorch."""
+"""prunekit: neural-network pruning for PyTorch.
+
+Example:
+    >>> import prunekit as pk
+    >>> pk.prune_(model, pk.UnstructuredConfig(sparsity=0.9, importance="l1"), example_inputs=x)
+    >>> pk.prune_(model, pk.StructuredConfig(budget=pk.Budget(macs_kept=0.5), importance="taylor"),
+    ...           example_inputs=x, calibration=pk.Calibration(x_cal, y_cal))
+
+The public API (:mod:`prunekit.api`) is loaded on first use (PEP 562), so that importing a lower layer
+(``import prunekit.graph``) does not load the whole library above it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from prunekit._version import __version__
 from prunekit.errors import (
@@ -9,11 +24,37 @@ from prunekit.errors import (
     PrunekitError,
     PruningError,
     RecipeError,
+    TrainingDivergedError,
     UnsupportedOpError,
 )
 
+if TYPE_CHECKING:
+    from prunekit.api import (
+        Budget,
+        Calibration,
+        PruneResult,
+        StructuredConfig,
+        UnstructuredConfig,
+        list_criteria,
+        prune_,
+    )
+    from prunekit.structured.serialize import load_pruned, save_pruned
+
+#: public name -> the module that defines it (loaded on first access)
+_API = {**{name: "prunekit.api" for name in ("Budget", "Calibration", "PruneResult", "StructuredConfig",
+                                             "UnstructuredConfig", "list_criteria", "prune_")},
+        # the one saved-model format (pruned.json + model.safetensors); loading never runs code a file names
+        "load_pruned": "prunekit.structured.serialize", "save_pruned": "prunekit.structured.serialize"}
+
 __all__ = [
     "__version__",
+    "Budget",
+    "Calibration",
+    "PruneResult",
+    "StructuredConfig",
+    "UnstructuredConfig",
+    "list_criteria",
+    "prune_",
     "ConfigError",
     "DataError",
     "ModelLoadError",
@@ -21,17 +62,20 @@ __all__ = [
     "PrunekitError",
     "PruningError",
     "RecipeError",
+    "TrainingDivergedError",
     "UnsupportedOpError",
+    "load_pruned",
+    "save_pruned",
 ]
 
-# The one saved-model format (pruned.json + model.safetensors) and its loader; loading never runs code a file names.
-# Imported on first use, so `import prunekit.graph` does not load prunekit.structured.
-__all__ += ["load_pruned", "save_pruned"]
 
-
-def __getattr__(name: str):
-    if name in ("load_pruned", "save_pruned"):
-        from prunekit.structured import serialize
-
-        return getattr(serialize, name)
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'prunekit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -6,7 +6,13 @@ catch one type. Messages name the bad value, the valid choices and the fix.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+from collections.abc import Mapping
+from typing import Any
+
 __all__ = [
+    "strict_fields",
     "PrunekitError",
     "ConfigError",
     "RecipeError",
@@ -64,3 +70,25 @@ class ExportError(PrunekitError):
 
 class MissingDependencyError(PrunekitError, ImportError):
     """An optional dependency (an extra such as ``prunekit[deploy]``) is not installed."""
+
+
+def strict_fields(hints: Mapping[str, str] = {}):  # noqa: B006 (read only)
+    """Class decorator for a config dataclass: an unknown keyword argument raises a :class:`ConfigError`
+    naming the field and the fix (``hints[name]``, else the valid fields), not a TypeError."""
+
+    def wrap(cls):
+        init = cls.__init__
+        known = {f.name for f in dataclasses.fields(cls)}
+
+        @functools.wraps(init)
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            for key in kwargs:
+                if key not in known:
+                    hint = hints.get(key, f"valid fields: {', '.join(sorted(known))}")
+                    raise ConfigError(f"{cls.__name__} has no field {key!r}: {hint}")
+            init(self, *args, **kwargs)
+
+        cls.__init__ = __init__
+        return cls
+
+    return wrap

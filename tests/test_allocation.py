@@ -36,7 +36,7 @@ def _fake_sensitivity(graph, fragile: str) -> Sensitivity:
     curves = {g.name: Curve(g.name, g.size, ratios, [0.9, 0.9, 0.9],
                             [1.0 + (5 * r if g.name == fragile else 0.01 * r) for r in ratios])
               for g in graph.prunable_groups()}
-    return Sensitivity("lp", 0.9, 1.0, curves)
+    return Sensitivity("l2", 0.9, 1.0, curves)
 
 
 def test_cost_model_predicts_the_pruned_counts_exactly(net, digits):
@@ -57,8 +57,8 @@ def test_every_strategy_meets_the_budget_within_2_percent(net, digits, strategy,
     x = digits.x_train[:4]
     graph = DependencyGraph.build(net, x[:1])
     sens = _fake_sensitivity(graph, "layers.3.conv2")
-    result = prune_to_budget(net, x, Budget(**{metric: value}),
-                             AllocationConfig(strategy, population=4, generations=1), "lp",
+    result = prune_to_budget(net, x, Budget(**{f"{metric}_kept": value}),
+                             AllocationConfig(strategy, population=4, generations=1), "l2",
                              sensitivity=sens, proxy_data=(digits.x_val[:64], digits.y_val[:64]))
     measured = {"macs": count_macs(net, x[:1]).dense, "params": count_params(net).total}[metric]
     assert measured == result.pruned[metric]
@@ -68,7 +68,7 @@ def test_every_strategy_meets_the_budget_within_2_percent(net, digits, strategy,
 
 def test_sensitivity_strategy_spares_the_fragile_group(net, digits):
     graph = DependencyGraph.build(net, digits.x_train[:1])
-    alloc = allocate(graph, Budget(macs=0.5), AllocationConfig("sensitivity"), "lp",
+    alloc = allocate(graph, Budget(macs_kept=0.5), AllocationConfig("sensitivity"), "l2",
                      sensitivity=_fake_sensitivity(graph, "layers.3.conv2"))
     assert alloc.ratios["layers.3.conv2"] == 0.0
     assert max(alloc.ratios.values()) > 0.5
@@ -78,7 +78,7 @@ def test_sensitivity_strategy_spares_the_fragile_group(net, digits):
 def test_min_channels_and_round_to_are_respected(net, digits):
     graph = DependencyGraph.build(net, digits.x_train[:1])
     cfg = AllocationConfig("global", min_channels=8, round_to=4)
-    alloc = allocate(graph, Budget(params=0.4), cfg, "lp")
+    alloc = allocate(graph, Budget(params_kept=0.4), cfg, "l2")
     for g in graph.prunable_groups():
         kept = g.size - len(alloc.plan.get(g.name, []))
         assert kept >= 8 and (kept % 4 == 0 or kept == g.size), (g.name, kept)
@@ -87,15 +87,15 @@ def test_min_channels_and_round_to_are_respected(net, digits):
 
 def test_unreachable_budget_says_the_largest_reduction_and_prunes_nothing(net, digits):
     before = count_params(net).total
-    with pytest.raises(ConfigError, match=r"macs=0.01 \(100.00× fewer macs\) is unreachable: with min_channels=4.*"
-                                          r"at most a \d+\.\d+× reduction\); ask for macs ≥ 0\.\d+"):
-        prune_to_budget(net, digits.x_train[:2], Budget(macs=0.01), AllocationConfig(min_channels=4))
+    with pytest.raises(ConfigError, match=r"macs_kept=0.01 \(100.00× fewer macs\) is unreachable: with min_channels=4.*"
+                                          r"at most a \d+\.\d+× reduction\); ask for macs_kept ≥ 0\.\d+"):
+        prune_to_budget(net, digits.x_train[:2], Budget(macs_kept=0.01), AllocationConfig(min_channels=4))
     assert count_params(net).total == before
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"macs": 2.0}, r"macs=2.0: give the fraction of the dense model to keep, in \(0, 1\)"),
-    ({"macs": 0.5, "params": 0.5}, "exactly one of macs, params, latency_ms"),
+    ({"macs_kept": 2.0}, r"macs_kept=2.0: give the fraction of the dense model to KEEP, in \(0, 1\)"),
+    ({"macs_kept": 0.5, "params_kept": 0.5}, "exactly one of macs_kept, params_kept, latency_ms"),
     ({}, "exactly one of"),
     ({"latency_ms": -3}, "positive number of milliseconds"),
 ])
@@ -104,15 +104,27 @@ def test_bad_budgets(kwargs, match):
         Budget(**kwargs)
 
 
+def test_budget_mappings_name_the_new_spelling_of_old_keys():
+    b = Budget.from_dict({"macs_kept": 0.25, "batch": 2.0})
+    assert (b.metric, b.value, b.batch) == ("macs", 0.25, 2)
+    with pytest.raises(ConfigError, match=r"unknown budget key\(s\) \['macs', 'params'\]; valid: macs_kept.*; "
+                                          r"'macs' is now 'macs_kept', 'params' is now 'params_kept', the "
+                                          r"fraction KEPT"):
+        Budget.from_dict({"macs": 0.5, "params": 0.5})
+    with pytest.raises(ConfigError, match=r"unknown budget key\(s\) \['flops'\]; valid: macs_kept, params_kept, "
+                                          r"latency_ms, batch, tolerance \(e.g. \{macs_kept: 0.5\}"):
+        Budget.from_dict({"flops": 0.5})
+
+
 def test_bad_strategy_and_missing_inputs(net, digits):
     with pytest.raises(ConfigError, match="unknown allocation strategy 'amc'; choose one of: uniform, global, "
                                           "sensitivity, search"):
         AllocationConfig("amc")
     graph = DependencyGraph.build(net, digits.x_train[:1])
     with pytest.raises(ConfigError, match="needs sensitivity curves"):
-        allocate(graph, Budget(macs=0.5), AllocationConfig("sensitivity"))
+        allocate(graph, Budget(macs_kept=0.5), AllocationConfig("sensitivity"))
     with pytest.raises(ConfigError, match="criterion 'taylor' needs calibration data"):
-        allocate(graph, Budget(macs=0.5), AllocationConfig("global"), "taylor")
+        allocate(graph, Budget(macs_kept=0.5), AllocationConfig("global"), "taylor")
 
 
 @pytest.mark.slow
@@ -135,7 +147,7 @@ def test_sensitivity_penalty_keeps_rising_past_the_last_measured_ratio(net, digi
     ratios = [0.1, 0.3, 0.5]
     curves = {g.name: Curve(g.name, g.size, ratios, [0.9] * 3, [1.0 + 2 * r for r in ratios])
               for g in graph.prunable_groups()}
-    penalty = _sensitivity_penalty(graph, Sensitivity("lp", 0.9, 1.0, curves))
+    penalty = _sensitivity_penalty(graph, Sensitivity("l2", 0.9, 1.0, curves))
     g = graph.prunable_groups()[0]
     at = {r: penalty(g.name, round(r * g.size)) for r in (0.3, 0.5, 0.9)}
     assert at[0.3] == pytest.approx(0.6, abs=0.15) and at[0.5] == pytest.approx(1.0)
@@ -165,7 +177,7 @@ def test_recalibrated_bn_uses_the_batch_statistics_and_restores_everything():
 def test_search_with_recalibration_meets_the_budget_and_leaves_the_model_unchanged(net, digits):
     graph = DependencyGraph.build(net, digits.x_train[:1])
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    alloc = allocate(graph, Budget(macs=0.4), AllocationConfig("search", population=4, generations=2), "lp",
+    alloc = allocate(graph, Budget(macs_kept=0.4), AllocationConfig("search", population=4, generations=2), "l2",
                      proxy_data=(digits.x_val[:64], digits.y_val[:64]), recalibration=digits.x_train[:64])
     assert abs(alloc.predicted["macs"] / alloc.dense["macs"] / 0.4 - 1) <= 0.02
     for k, v in net.state_dict().items():
@@ -179,7 +191,7 @@ def test_search_starts_from_the_sensitivity_allocation_when_curves_are_given(net
     graph = DependencyGraph.build(net, digits.x_train[:1])
     fragile = "layers.3.conv2"
     monkeypatch.setattr(api, "proxy_evaluator", lambda *a, **k: lambda counts: -float(counts[fragile]))
-    alloc = allocate(graph, Budget(macs=0.5), AllocationConfig("search", population=3, generations=1), "lp",
+    alloc = allocate(graph, Budget(macs_kept=0.5), AllocationConfig("search", population=3, generations=1), "l2",
                      sensitivity=_fake_sensitivity(graph, fragile), proxy_data=(digits.x_val[:8], digits.y_val[:8]))
     assert alloc.ratios[fragile] == 0.0
     assert abs(alloc.predicted["macs"] / alloc.dense["macs"] / 0.5 - 1) <= 0.02
@@ -189,7 +201,7 @@ def _equal_sensitivity(graph) -> Sensitivity:
     ratios = [0.25, 0.5, 0.75]
     curves = {g.name: Curve(g.name, g.size, ratios, [0.9] * 3, [1.0 + 0.1 * r for r in ratios])
               for g in graph.prunable_groups()}
-    return Sensitivity("lp", 0.9, 1.0, curves)
+    return Sensitivity("l2", 0.9, 1.0, curves)
 
 
 def _stub_table(graph, fast: str, dense_ms: float = 100.0) -> LatencyTable:
@@ -204,7 +216,8 @@ def test_latency_cost_prunes_the_group_whose_steps_save_time_and_meets_the_mac_b
     sens, cfg = _equal_sensitivity(graph), AllocationConfig("sensitivity", 4, round_to=4, cost="latency")
     ratios = {}
     for fast in ("stem.0", "layers.0.conv1"):
-        alloc = allocate(graph, Budget(macs=0.5), cfg, "lp", sensitivity=sens, latency_table=_stub_table(graph, fast))
+        alloc = allocate(graph, Budget(macs_kept=0.5), cfg, "l2", sensitivity=sens,
+                         latency_table=_stub_table(graph, fast))
         assert abs(alloc.predicted["macs"] / alloc.dense["macs"] / 0.5 - 1) <= 0.02
         assert alloc.to_dict()["latency_table"]["dense_ms"] == 100.0
         ratios[fast] = alloc.ratios
@@ -212,7 +225,7 @@ def test_latency_cost_prunes_the_group_whose_steps_save_time_and_meets_the_mac_b
     for fast, other in (("stem.0", "layers.0.conv1"), ("layers.0.conv1", "stem.0")):
         assert ratios[fast][fast] == most[fast]  # pruned as far as min_channels, max_ratio, round_to allow
         assert ratios[other][fast] < ratios[fast][fast]
-    budget_cost = allocate(graph, Budget(macs=0.5), AllocationConfig("sensitivity", 4, round_to=4), "lp",
+    budget_cost = allocate(graph, Budget(macs_kept=0.5), AllocationConfig("sensitivity", 4, round_to=4), "l2",
                            sensitivity=sens, latency_table=_stub_table(graph, "stem.0"))
     assert "latency_table" not in budget_cost.to_dict()  # cost "budget" ignores a table
     assert budget_cost.ratios != ratios["stem.0"]
@@ -251,7 +264,7 @@ def test_prune_to_budget_with_latency_cost_measures_the_table_once(net, digits, 
     graph = DependencyGraph.build(net, digits.x_train[:1])
     cfg = AllocationConfig("sensitivity", min_channels=8, round_to=8, cost="latency", latency_batch=2,
                            latency_repeats=1)
-    res = prune_to_budget(net, digits.x_train[:4], Budget(macs=0.5), cfg, "lp",
+    res = prune_to_budget(net, digits.x_train[:4], Budget(macs_kept=0.5), cfg, "l2",
                           sensitivity=_fake_sensitivity(graph, "layers.3.conv2"))
     assert calls == [1]
     assert abs(count_macs(net, digits.x_train[:1]).dense / res.dense["macs"] / 0.5 - 1) <= 0.02
@@ -268,11 +281,11 @@ def test_latency_weight_credits_time_saved_so_free_steps_that_save_no_time_stop_
     curves = {g.name: Curve(g.name, g.size, ratios, [0.9] * 3, [1.0 + (0.01 * r if g.name == "stem.0" else 0.0)
                                                                for r in ratios])
               for g in graph.prunable_groups()}
-    sens, table = Sensitivity("lp", 0.9, 1.0, curves), _stub_table(graph, "stem.0")
+    sens, table = Sensitivity("l2", 0.9, 1.0, curves), _stub_table(graph, "stem.0")
     got = {}
     for mu in (None, 1.0):
         cfg = AllocationConfig("sensitivity", 4, round_to=4, cost="latency", latency_weight=mu)
-        alloc = allocate(graph, Budget(macs=0.5), cfg, "lp", sensitivity=sens, latency_table=table)
+        alloc = allocate(graph, Budget(macs_kept=0.5), cfg, "l2", sensitivity=sens, latency_table=table)
         assert abs(alloc.predicted["macs"] / alloc.dense["macs"] / 0.5 - 1) <= 0.02
         got[mu] = alloc.ratios["stem.0"]
     most = allowed_steps(graph.group("stem.0"), cfg)[-1] / graph.group("stem.0").size
@@ -300,9 +313,9 @@ def test_bad_allocation_cost_settings(kwargs, match):
 def test_max_deviation_keeps_every_group_near_the_uniform_ratio(net, digits, deviation):
     graph = DependencyGraph.build(net, digits.x_train[:1])
     sens = _fake_sensitivity(graph, "layers.3.conv2")
-    even = allocate(graph, Budget(macs=0.5), AllocationConfig("uniform"), "lp")
-    free = allocate(graph, Budget(macs=0.5), AllocationConfig("sensitivity"), "lp", sensitivity=sens)
-    capped = allocate(graph, Budget(macs=0.5), AllocationConfig("sensitivity", max_deviation=deviation), "lp",
+    even = allocate(graph, Budget(macs_kept=0.5), AllocationConfig("uniform"), "l2")
+    free = allocate(graph, Budget(macs_kept=0.5), AllocationConfig("sensitivity"), "l2", sensitivity=sens)
+    capped = allocate(graph, Budget(macs_kept=0.5), AllocationConfig("sensitivity", max_deviation=deviation), "l2",
                       sensitivity=sens)
     assert abs(free.ratios["layers.3.conv2"] - even.ratios["layers.3.conv2"]) > 0.2  # the free greedy strays
     for g, r in capped.ratios.items():
@@ -334,13 +347,13 @@ def test_a_saved_table_is_used_instead_of_measuring_and_must_cover_the_steps(net
     for path in ("t.json", "report.json"):
         loaded = load_latency_table(tmp_path / path)
         assert loaded.to_dict() == table.to_dict()
-        alloc = allocate(graph, Budget(macs=0.5), cfg, "lp", sensitivity=sens, latency_table=loaded)
+        alloc = allocate(graph, Budget(macs_kept=0.5), cfg, "l2", sensitivity=sens, latency_table=loaded)
         assert alloc.ratios["stem.0"] == allowed_steps(graph.group("stem.0"), cfg)[-1] / graph.group("stem.0").size
     with pytest.raises(ConfigError, match="measured at batch 64, but the allocation ranks steps at batch 8"):
         table.check_covers({}, batch=8)
     partial = LatencyTable(64, 100.0, {k: v for k, v in table.ms.items() if k != "layers.6.conv1"})
     with pytest.raises(ConfigError, match=r"lacks \d+ of the steps .*layers.6.conv1 4"):
-        allocate(graph, Budget(macs=0.5), cfg, "lp", sensitivity=sens, latency_table=partial)
+        allocate(graph, Budget(macs_kept=0.5), cfg, "l2", sensitivity=sens, latency_table=partial)
 
 
 @pytest.mark.parametrize("content,match", [
@@ -388,8 +401,8 @@ def test_latency_passes_reallocate_with_a_table_measured_around_the_previous_all
 
     monkeypatch.setattr(api, "measure_latency_table", fake_measure)
     sens = _equal_sensitivity(graph)
-    one, two = (allocate(graph, Budget(macs=0.5), AllocationConfig("sensitivity", 4, round_to=4, cost="latency",
-                                                                    latency_passes=k), "lp", sensitivity=sens)
+    one, two = (allocate(graph, Budget(macs_kept=0.5), AllocationConfig("sensitivity", 4, round_to=4, cost="latency",
+                                                                    latency_passes=k), "l2", sensitivity=sens)
                 for k in (1, 2))
     first = {g: n for g, n in one.to_dict()["removed"].items() if n}
     assert bases == [{}, {}, first]  # pass 2 of the second call is timed around pass 1's allocation
@@ -432,7 +445,7 @@ def test_coarse_steps_still_land_within_the_budget_tolerance(seed):
                                       for g, c in steps.items()})
     for cfg in (latency, AllocationConfig("sensitivity", 8, round_to=8)):
         for target in (0.5, 0.33):
-            a = allocate(graph, Budget(macs=target), cfg, "lp", sensitivity=sens, latency_table=table)
+            a = allocate(graph, Budget(macs_kept=target), cfg, "l2", sensitivity=sens, latency_table=table)
             assert abs(a.predicted["macs"] / a.dense["macs"] / target - 1) <= 0.02, (cfg.cost, target)
 
 

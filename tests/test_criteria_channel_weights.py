@@ -1,4 +1,4 @@
-"""Single-weight forms of the channel criteria (apoz, mean_activation, mi, bn_scale, fpgm) and the
+"""Single-weight forms of the channel criteria (apoz, mean_activation, mi, bn_folded, fpgm) and the
 measured loss change of single weights: each follows its formula, beats random pruning on a fitted
 model, leaves the model as it found it, and runs from a recipe."""
 
@@ -9,15 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunekit.criteria import channel, criterion_names
-from prunekit.criteria.channel import channel_index
 from prunekit.errors import ConfigError
 from prunekit.export import fold_batchnorm
-from prunekit.importance import IMPORTANCE, Calibration, score_weights
+from prunekit.importance import Calibration, get, names, score_weights
+from prunekit.importance import loss_change as loss_change_module
+from prunekit.importance._channels import channel_index
 from prunekit.pipeline import parse_recipe, run_recipe
 from prunekit.pruners import UnstructuredConfig, UnstructuredPruner
 
-CHANNEL = ["apoz", "mean_activation", "mi", "bn_scale", "fpgm", "loss_change"]
+CHANNEL = ["apoz", "mean_activation", "mi", "bn_folded", "fpgm", "loss_change"]
 
 
 @pytest.fixture(autouse=True)
@@ -26,15 +26,15 @@ def _single_thread(one_thread):
 
 
 def _scores(model, criterion, batch, names=None):
-    pruner = UnstructuredPruner(model, UnstructuredConfig(criterion=criterion), calibration=batch)
+    pruner = UnstructuredPruner(model, UnstructuredConfig(importance=criterion), calibration=batch)
     s = pruner.scores()
     return s if names is None else {n: s[n] for n in names}
 
 
-def test_every_structured_criterion_also_scores_single_weights():
-    single = set(criterion_names())
-    for name in IMPORTANCE.names():
-        assert name in single or name == "lp", name  # lp is l1 / l2 for single weights
+def test_every_group_criterion_but_bn_scale_also_scores_single_weights():
+    """bn_scale (|γ|) has no single-weight form; its BN-folded cousin is a different formula: bn_folded."""
+    assert set(names("group")) - set(names("weight")) == {"bn_scale"}
+    assert get("bn_folded").weight is not None and get("bn_folded").group is None
 
 
 @pytest.mark.parametrize("layer,x", [
@@ -94,7 +94,7 @@ def test_mi_prefers_the_input_that_carries_the_label():
     assert s[:, 1].min() > 5 * s[:, [0, 2]].max()
 
 
-def test_bn_scale_scores_the_batchnorm_folded_weight():
+def test_bn_folded_scores_the_batchnorm_folded_weight():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 3, 1))
     with torch.no_grad():
@@ -102,21 +102,21 @@ def test_bn_scale_scores_the_batchnorm_folded_weight():
         net[1].running_var.uniform_(0.5, 3)
     net.eval()
     x = torch.randn(4, 2, 6, 6)
-    s = _scores(net, "bn_scale", (x, torch.zeros(4, dtype=torch.long)))
+    s = _scores(net, "bn_folded", (x, torch.zeros(4, dtype=torch.long)))
     folded = fold_batchnorm(net)
     torch.testing.assert_close(s["0.weight"], folded[0].weight.detach().abs())
     torch.testing.assert_close(s["3.weight"], net[3].weight.detach().abs())  # no norm reads it: |w|
 
 
-def test_bn_scale_without_any_norm_layer_says_so():
-    with pytest.raises(ConfigError, match="'bn_scale' found no norm layer.*l1, taylor, fpgm"):
-        _scores(_relu_net(), "bn_scale", (torch.randn(4, 5), torch.zeros(4, dtype=torch.long)))
+def test_bn_folded_without_any_norm_layer_says_so():
+    with pytest.raises(ConfigError, match="'bn_folded' found no norm layer.*l1, taylor, fpgm"):
+        _scores(_relu_net(), "bn_folded", (torch.randn(4, 5), torch.zeros(4, dtype=torch.long)))
 
 
 def test_fpgm_follows_its_formula_and_needs_no_data():
     torch.manual_seed(0)
     conv = nn.Conv2d(3, 5, 3)
-    s = UnstructuredPruner(conv, UnstructuredConfig(criterion="fpgm")).scores()["weight"]
+    s = UnstructuredPruner(conv, UnstructuredConfig(importance="fpgm")).scores()["weight"]
     f = conv.weight.detach().reshape(5, -1)
     d = torch.cdist(f, f).sum(1)
     want = conv.weight.detach().abs() * (d / d.mean()).reshape(5, 1, 1, 1)
@@ -141,16 +141,16 @@ def test_loss_change_is_measured_exactly_for_small_layers():
 
 
 def test_loss_change_samples_chunks_in_large_layers(monkeypatch):
-    monkeypatch.setattr(channel, "MAX_EVALUATIONS", 10)
+    monkeypatch.setattr(loss_change_module, "MAX_EVALUATIONS", 10)
     net = _relu_net()  # layer 0 has 40 weights > 10: chunks of 4, ROUNDS rounds
     calls = []
     net.register_forward_pre_hook(lambda m, a: calls.append(1))
     x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
     s = _scores(net, "loss_change", (x, y), ["0.weight"])["0.weight"]
     # 1 base evaluation; layer 0 (40): ROUNDS × 10 chunks; layer 2 (24): ROUNDS × 10 chunks
-    assert len(calls) == 1 + 2 * channel.ROUNDS * 10
+    assert len(calls) == 1 + 2 * loss_change_module.ROUNDS * 10
     assert len(set(s.flatten().tolist())) > 10  # chunks differ, and each weight averages two of them
-    monkeypatch.setattr(channel, "ROUNDS", 1)
+    monkeypatch.setattr(loss_change_module, "ROUNDS", 1)
     s = _scores(net, "loss_change", (x, y), ["0.weight"])["0.weight"]
     per_w2 = {round(v, 5) for v in (s / net[0].weight.detach().pow(2)).flatten().tolist()}
     assert 1 < len(per_w2) <= 10  # one chunk's rise shared in proportion to w²: one ratio per chunk
@@ -159,7 +159,8 @@ def test_loss_change_samples_chunks_in_large_layers(monkeypatch):
 def test_masked_weights_are_not_re_measured():
     net = _relu_net()
     x, y = torch.randn(32, 5), torch.randint(0, 3, (32,))
-    pruner = UnstructuredPruner(net, UnstructuredConfig(criterion="loss_change", scope="layer"), calibration=(x, y))
+    cfg = UnstructuredConfig(importance="loss_change", allocation="uniform")
+    pruner = UnstructuredPruner(net, cfg, calibration=(x, y))
     pruner.prune_to(0.5)
     s = pruner.scores()
     for n, m in pruner.current_masks().items():
@@ -185,17 +186,24 @@ def _fitted(with_bn: bool):
 def test_each_form_keeps_more_accuracy_than_random_pruning(criterion):
     acc = {}
     for crit in (criterion, "random"):
-        net, x, y = _fitted(with_bn=criterion == "bn_scale")
-        UnstructuredPruner(net, UnstructuredConfig(criterion=crit, scope="layer"), calibration=(x, y)).prune_to(0.7)
+        net, x, y = _fitted(with_bn=criterion == "bn_folded")
+        cfg = UnstructuredConfig(importance=crit, allocation="uniform")
+        UnstructuredPruner(net, cfg, calibration=(x, y)).prune_to(0.7)
         with torch.no_grad():
             acc[crit] = (net(x).argmax(1) == y).float().mean().item()
     assert acc[criterion] > acc["random"] + 0.1, acc
 
 
-def test_score_weights_gives_the_same_single_weight_forms():
+def test_score_weights_follows_the_formula_for_the_names_asked():
+    """The functional entry point, checked against the formula (the pruner calls the same weight form, so
+    comparing the two would compare a function with itself)."""
     net, x, y = _fitted(with_bn=False)
-    got = score_weights(net, ["0.weight"], "apoz", Calibration(x, y))["0.weight"]
-    torch.testing.assert_close(got, _scores(net, "apoz", (x, y), ["0.weight"])["0.weight"])
+    with torch.no_grad():
+        a = torch.relu(net[0](x))
+    got = score_weights(net, ["2.weight"], "apoz", Calibration(x, y))
+    assert list(got) == ["2.weight"]
+    torch.testing.assert_close(got["2.weight"], net[2].weight.detach().abs() * (1 - (a == 0).float().mean(0)))
+    assert (a == 0).any(0).any()  # some input channel is sometimes zero: the factor is not trivially 1
 
 
 def test_hooks_are_removed_and_weights_restored_when_the_forward_fails():
@@ -222,7 +230,7 @@ def test_hooks_are_removed_and_weights_restored_when_the_forward_fails():
 
 def test_channel_forms_need_a_calibration_batch():
     with pytest.raises(ConfigError, match="criterion 'apoz' needs a calibration batch.*activations, data"):
-        UnstructuredPruner(_relu_net(), UnstructuredConfig(criterion="apoz")).prune_to(0.5)
+        UnstructuredPruner(_relu_net(), UnstructuredConfig(importance="apoz")).prune_to(0.5)
 
 
 @pytest.mark.parametrize("criterion", ["apoz", "mean_activation"])

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunekit.criteria import get_criterion
-from prunekit.criteria.saliency import _MINI
 from prunekit.errors import ConfigError
+from prunekit.importance import get
+from prunekit.importance._channels import MINI as _MINI
 from prunekit.pipeline import parse_recipe, run_recipe
 from prunekit.pruners import UnstructuredConfig, UnstructuredPruner
 
@@ -45,7 +45,7 @@ def test_scores_follow_the_formula_over_calibration_minibatches(criterion, formu
     model = _mlp()
     x, y = _batch(_MINI + 40)  # two mini-batches of different size
     want = formula(_per_batch_grads(model, x, y), model[0].weight.detach())
-    pruner = UnstructuredPruner(model, UnstructuredConfig(criterion=criterion), calibration=(x, y))
+    pruner = UnstructuredPruner(model, UnstructuredConfig(importance=criterion), calibration=(x, y))
     got = pruner.scores()["0.weight"]
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-8)
     assert all(p.grad is None for p in model.parameters())  # scoring leaves no gradients behind
@@ -62,16 +62,17 @@ def test_taylor_keeps_the_loss_lower_than_random_pruning():
             opt.zero_grad()
             F.cross_entropy(model(x), y).backward()
             opt.step()
-        UnstructuredPruner(model, UnstructuredConfig(criterion=crit, scope="layer"), calibration=(x, y)).prune_to(0.7)
+        cfg = UnstructuredConfig(importance=crit, allocation="uniform")
+        UnstructuredPruner(model, cfg, calibration=(x, y)).prune_to(0.7)
         with torch.no_grad():
             losses[crit] = F.cross_entropy(model(x), y).item()
     assert losses["taylor"] < losses["random"]
 
 
 def test_data_criteria_need_a_calibration_batch_and_are_not_at_init_only():
-    assert not get_criterion("taylor").at_init and get_criterion("snip").at_init
+    assert not get("taylor").at_init and get("snip").at_init
     with pytest.raises(ConfigError, match="calibration=\\(x, y\\)"):
-        UnstructuredPruner(_mlp(), UnstructuredConfig(criterion="taylor")).prune_to(0.5)
+        UnstructuredPruner(_mlp(), UnstructuredConfig(importance="taylor")).prune_to(0.5)
 
 
 def test_a_recipe_prunes_a_trained_model_with_taylor(tmp_path):

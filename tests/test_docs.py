@@ -48,17 +48,8 @@ def test_readme_has_examples():
     assert len(python_blocks((ROOT / "README.md").read_text(encoding="utf-8"))) >= 2
 
 
-# Pages written against the issue-11 API before it lands on main (removed once it has).
-_WAITS_FOR = {"docs/getting-started.md": ("prune_", "save_pruned", "load_pruned")}
-
-
 @pytest.mark.parametrize("page", _pages_with_code(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_examples_run(page, tmp_path, monkeypatch, one_thread):
-    import prunekit
-
-    missing = [n for n in _WAITS_FOR.get(page.relative_to(ROOT).as_posix(), ()) if not hasattr(prunekit, n)]
-    if missing:
-        pytest.skip(f"waits for prunekit.{', prunekit.'.join(missing)}")
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": "__docs__"}
     for line, code in python_blocks(page.read_text(encoding="utf-8")):
@@ -68,6 +59,58 @@ def test_examples_run(page, tmp_path, monkeypatch, one_thread):
             exec(compile(code, where, "exec"), namespace)  # noqa: S102 - the examples are ours
         except Exception as e:
             raise AssertionError(f"the example at {where} fails: {type(e).__name__}: {e}") from e
+
+
+def test_every_page_is_in_the_nav():
+    """A page written under docs/ but left out of mkdocs.yml's nav would be built but never found."""
+    import yaml
+
+    class _Loader(yaml.SafeLoader):  # mkdocs.yml may hold !tags (e.g. !ENV); they do not matter here
+        pass
+
+    _Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    config = yaml.load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"), Loader=_Loader)
+
+    def pages(item) -> list[str]:
+        if isinstance(item, str):
+            return [item]
+        if isinstance(item, dict):
+            return [p for v in item.values() for p in pages(v)]
+        if isinstance(item, list):
+            return [p for v in item for p in pages(v)]
+        return []
+
+    in_nav = set(pages(config["nav"]))
+    written = {p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md")}
+    assert written - in_nav == set(), "pages missing from mkdocs.yml's nav"
+
+
+_YAML = re.compile(r"^```yaml[^\n]*\n(?P<code>.*?)^```[ \t]*$", re.M | re.S)
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if _YAML.search(p.read_text(encoding="utf-8"))],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_recipe_examples_validate(page):
+    """Every YAML block that is a recipe (has a ``prune`` section) passes the recipe schema."""
+    import yaml
+
+    from prunekit.pipeline.schema import parse_recipe
+
+    text = page.read_text(encoding="utf-8")
+    checked = 0
+    for m in _YAML.finditer(text):
+        if m.group("code").lstrip().startswith("--8<--"):
+            continue  # a shipped recipe file included verbatim: the pipeline's tests validate those
+        raw = yaml.safe_load(m.group("code"))
+        if isinstance(raw, dict) and "prune" in raw:
+            line = text.count("\n", 0, m.start()) + 1
+            try:
+                parse_recipe(raw, f"{page.relative_to(ROOT)}:{line}", notice=None)
+            except Exception as e:
+                raise AssertionError(f"the recipe at {page.relative_to(ROOT)}:{line} is invalid: {e}") from e
+            checked += 1
+    if not checked:
+        pytest.skip("no recipe among this page's YAML blocks")
 
 
 def test_docs_build_strict(tmp_path):

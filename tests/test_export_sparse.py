@@ -23,7 +23,8 @@ def _mlp():
 @pytest.mark.parametrize("kernel", KERNELS.names())
 def test_every_kernel_computes_the_dense_layer(kernel):
     dense = nn.Linear(64, 32)
-    UnstructuredPruner(nn.Sequential(dense), UnstructuredConfig(scope="layer", granularity="block8x8")).prune_to(0.75)
+    cfg = UnstructuredConfig(allocation="uniform", granularity="block8x8")
+    UnstructuredPruner(nn.Sequential(dense), cfg).prune_to(0.75)
     sparse = SparseLinear(dense.weight, dense.bias, kernel, blocksize=8)
     x = torch.randn(5, 3, 64)  # leading dims kept, as for a transformer's (batch, tokens, features)
     with torch.no_grad():
@@ -33,7 +34,7 @@ def test_every_kernel_computes_the_dense_layer(kernel):
 @pytest.mark.parametrize("batch", [1, 64])
 def test_sparse_model_equals_masked_model_and_records_every_decision(batch):
     model = _mlp()
-    pruner = UnstructuredPruner(model, UnstructuredConfig(scope="layer", exclude=("5",)))
+    pruner = UnstructuredPruner(model, UnstructuredConfig(allocation="uniform", exclude=("5",)))
     pruner.prune_to(0.95)
     x = torch.randn(8, 16, 16)
     res = sparsify_for_cpu(model, batch, x, repeats=5)
@@ -54,7 +55,7 @@ def test_sparse_model_equals_masked_model_and_records_every_decision(batch):
 def test_pointwise_convs_with_block_sparsity_try_bsr_and_match():
     model = nn.Sequential(nn.Conv2d(32, 64, 1), nn.ReLU(), nn.Conv2d(64, 32, 3, padding=1), nn.ReLU(),
                           nn.Conv2d(32, 32, 1, bias=False))
-    UnstructuredPruner(model, UnstructuredConfig(scope="layer", granularity="block16x16")).prune_to(0.5)
+    UnstructuredPruner(model, UnstructuredConfig(allocation="uniform", granularity="block16x16")).prune_to(0.5)
     x = torch.randn(2, 32, 6, 6)
     res = sparsify_for_cpu(model, 2, x, kernels=["bsr_addmm", "bsr_linear"], repeats=3)
     assert [d.layer for d in res.decisions] == ["0", "4"]  # the 3×3 conv is not a candidate
@@ -67,7 +68,7 @@ def test_pointwise_convs_with_block_sparsity_try_bsr_and_match():
 
 def test_not_sparse_enough_layers_are_left_alone_and_bad_arguments_named():
     model = _mlp()
-    UnstructuredPruner(model, UnstructuredConfig(scope="layer")).prune_to(0.3)
+    UnstructuredPruner(model, UnstructuredConfig(allocation="uniform")).prune_to(0.3)
     res = sparsify_for_cpu(model, 1, torch.randn(2, 256), min_sparsity=0.5)
     assert res.decisions == [] and res.replaced() == []
     with pytest.raises(ConfigError, match="unknown sparse kernel 'coo'"):
@@ -79,7 +80,7 @@ def test_not_sparse_enough_layers_are_left_alone_and_bad_arguments_named():
 @pytest.mark.parametrize("name,block", [("block1x8", (1, 8)), ("block4x4", (4, 4)), ("block16x16", (16, 16))])
 def test_block_granularities_prune_whole_tiles(name, block):
     model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Conv2d(32, 64, 1))
-    pruner = UnstructuredPruner(model, UnstructuredConfig(scope="layer", granularity=name))
+    pruner = UnstructuredPruner(model, UnstructuredConfig(allocation="uniform", granularity=name))
     assert pruner.prune_to(0.75) == pytest.approx(0.75)
     r, c = block
     for w in (model[0].weight.detach(), model[2].weight.detach().reshape(64, 32)):
@@ -93,7 +94,8 @@ def test_block_granularities_prune_whole_tiles(name, block):
 
 def test_block_granularity_on_sides_that_are_not_multiples():
     layer = nn.Linear(300, 100)
-    UnstructuredPruner(nn.Sequential(layer), UnstructuredConfig(scope="layer", granularity="block16x16")).prune_to(0.9)
+    cfg = UnstructuredConfig(allocation="uniform", granularity="block16x16")
+    UnstructuredPruner(nn.Sequential(layer), cfg).prune_to(0.9)
     w = layer.weight.detach()
     assert 0.8 <= (w == 0).float().mean().item() <= 0.95
     inner = (w[:96, :288] != 0).reshape(6, 16, 18, 16).float()

@@ -20,7 +20,7 @@ def _cnn():
 @pytest.mark.parametrize("name", [g for g in GRANULARITIES.names() if g != "nm" and not g.startswith("block")])
 def test_every_granularity_reaches_the_target_per_layer(name):
     model = _cnn()
-    pruner = UnstructuredPruner(model, UnstructuredConfig(scope="layer", granularity=name))
+    pruner = UnstructuredPruner(model, UnstructuredConfig(allocation="uniform", granularity=name))
     assert pruner.prune_to(0.5) == pytest.approx(0.5)
     for n, s in pruner.layer_sparsity().items():
         assert s == pytest.approx(0.5), n
@@ -38,7 +38,7 @@ def _zero_groups(w, dims):
                                               ("filter", (1, 2, 3), 8)])
 def test_group_granularities_zero_whole_groups_only(name, dims, groups):
     model = _cnn()
-    UnstructuredPruner(model, UnstructuredConfig(scope="layer", granularity=name)).prune_to(0.5)
+    UnstructuredPruner(model, UnstructuredConfig(allocation="uniform", granularity=name)).prune_to(0.5)
     dead, partial = _zero_groups(model[0].weight.detach(), dims)
     assert (dead, partial) == (groups // 2, 0)
 
@@ -47,14 +47,15 @@ def test_kernel_granularity_removes_the_kernels_with_smallest_l1_norm():
     conv = nn.Conv2d(1, 2, 2, bias=False)
     with torch.no_grad():
         conv.weight.copy_(torch.tensor([[[[3.0, 1], [1, 1]]], [[[0.1, 0.2], [0.3, 0.1]]]]))
-    UnstructuredPruner(nn.Sequential(conv), UnstructuredConfig(scope="layer", granularity="kernel")).prune_to(0.5)
+    cfg = UnstructuredConfig(allocation="uniform", granularity="kernel")
+    UnstructuredPruner(nn.Sequential(conv), cfg).prune_to(0.5)
     assert conv.weight[0].abs().sum().item() == pytest.approx(6.0)
     assert conv.weight[1].abs().sum().item() == 0.0
 
 
 def test_filter_granularity_takes_the_bias_along():
     model = _cnn()
-    UnstructuredPruner(model, UnstructuredConfig(scope="layer", granularity="filter")).prune_to(0.5)
+    UnstructuredPruner(model, UnstructuredConfig(allocation="uniform", granularity="filter")).prune_to(0.5)
     dead = (model[0].weight.detach().reshape(8, -1) == 0).all(1)
     assert int(dead.sum()) == 4
     assert torch.all(model[0].bias[dead] == 0) and torch.all(model[0].bias[~dead] != 0)
@@ -112,7 +113,7 @@ def test_dead_filters_are_removed_physically_with_equal_outputs():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 6, 3), nn.ReLU(), nn.Flatten(),
                           nn.Linear(6 * 4 * 4, 5))
-    pruner = UnstructuredPruner(model, UnstructuredConfig(scope="layer", granularity="filter", exclude=("5",)))
+    pruner = UnstructuredPruner(model, UnstructuredConfig(allocation="uniform", granularity="filter", exclude=("5",)))
     pruner.prune_to(0.5)
     x = torch.randn(2, 3, 8, 8)
     s = structural_macs(model, x[:1])

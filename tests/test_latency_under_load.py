@@ -55,12 +55,12 @@ def test_a_cpu_time_table_allocates_the_same_channels_beside_busy_loops(net, dig
     saved = {g: max(quiet.saved(g, 0, 8), 0.01 * quiet.dense_ms) for g in GROUPS}  # the greedy's floor
     rise = {g: 3.0 ** k * saved[g] / saved[GROUPS[0]] for k, g in enumerate(GROUPS)}
     ratios = [0.25, 0.5, 0.75]
-    sens = Sensitivity("lp", 0.9, 1.0, {g.name: Curve(g.name, g.size, ratios, [0.9] * 3,
+    sens = Sensitivity("l2", 0.9, 1.0, {g.name: Curve(g.name, g.size, ratios, [0.9] * 3,
                                                         [1.0 + 2 * rise[g.name] * r for r in ratios])
                                         for g in graph.prunable_groups()})
     cost = CostModel.build(graph)
     target = cost.macs({GROUPS[0]: 8, GROUPS[1]: 8}) / cost.dense_macs
-    chosen = {name: allocate(graph, Budget(macs=target, tolerance=0.005), cfg, "lp", sensitivity=sens,
+    chosen = {name: allocate(graph, Budget(macs_kept=target, tolerance=0.005), cfg, "l2", sensitivity=sens,
                              latency_table=table).to_dict()["removed"]
               for name, table in (("quiet", quiet), ("busy", busy))}
     assert chosen["quiet"] == {GROUPS[0]: 8, GROUPS[1]: 8}, quiet.to_dict()["measured"]  # the construction works

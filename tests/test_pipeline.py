@@ -53,7 +53,7 @@ def test_a_missing_method_lists_the_methods():
       "recover": {"epochs": 3, "lr": 0.01, "method": "distill", "distill": {"alpha": 0.5}}}),
     ({"structured": {"criterion": "lp", "strategy": "global", "target": {"params": 0.4},
                      "allocation_latency_weight": 1}, "inference": {"fold_bn": True}},
-     {"prune": {"method": "structured", "importance": "lp", "allocation": "global", "budget": {"params_kept": 0.4},
+     {"prune": {"method": "structured", "importance": "l2", "allocation": "global", "budget": {"params_kept": 0.4},
                 "latency_weight": 1}, "recover": {"epochs": 3, "lr": 0.005},
       "measure": {"inference": {"fold_bn": True}}}),
 ])

@@ -48,13 +48,14 @@ def test_shipped_names_are_the_wave_1_recipes():
     ({"prune": {"sparsity": 1.0}}, r"sparsity must be in \[0, 1\), got 1.0"),
     ({"prune": {"sparsity": -0.2}}, r"sparsity must be in \[0, 1\)"),
     ({"prune": {"sparsity": float("nan")}}, r"recipe.prune.sparsity: expected a finite number"),
-    ({"prune": {"importance": "taylor9"}}, "unknown criterion 'taylor9'; choose one of: apoz, bn_scale, fpgm, grad"),
+    ({"prune": {"importance": "taylor9"}}, "unknown criterion 'taylor9'; choose one of: apoz, bn_folded, fpgm, grad"),
     ({"prune": {"method": "snap"}}, "recipe.prune.method: unknown prune method 'snap'; choose one of: at_init"),
     ({"prune": {"allocation": "layer"}}, "unknown allocation 'layer'; choose one of: global, ratios, threshold, unif"),
     ({"train": {"epochs": "ten"}}, "recipe.train.epochs: expected int, got 'ten'"),
     ({"train": {"lr": float("inf")}}, "recipe.train.lr: expected a finite number"),
     ({"model": "resnet9000"}, "unknown model 'resnet9000'; choose one of"),
     ({"data": "imagenet"}, "unknown dataset 'imagenet'; choose one of"),
+    ({"data": "imagefolder:"}, "data 'imagefolder:' names no path: write imagefolder:PATH"),
     ({"colour": "blue"}, r"unknown key\(s\) 'colour'"),
     ({"version": 7}, "version 7 is not supported"),
     ({"seed": 2**70}, r"seed must be in \[0, 2\*\*63\)"),
@@ -118,12 +119,25 @@ def test_output_dir_with_results_is_refused_unless_force(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / "report.json").write_text("{}")
+    (out / ".prunekit-output").write_text("")  # an earlier run's results
+    out.chmod(0o750)
     recipe = _write(tmp_path, TINY)
     _expect_failure(["run", str(recipe), "--out", str(out)], capsys, "already holds results; pass --force")
     assert (out / "report.json").read_text() == "{}"  # untouched
     assert main(["run", str(recipe), "--out", str(out), "--force", "--no-progress"]) == 0
     assert json.loads((out / "report.json").read_text())["model"] == "lenet300"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no staging left
+    assert (out.stat().st_mode & 0o777) == 0o750 and (out / ".prunekit-output").is_file()
+
+
+def test_force_never_deletes_a_directory_prunekit_did_not_write(tmp_path, capsys):
+    out = tmp_path / "thesis"
+    (out / "sub").mkdir(parents=True)
+    (out / "precious.txt").write_text("keep me")
+    (out / "sub" / "thesis.tex").write_text("keep me too")
+    _expect_failure(["run", str(_write(tmp_path, TINY)), "--out", str(out), "--force"], capsys,
+                    "holds files that are not prunekit results")
+    assert (out / "precious.txt").read_text() == "keep me" and (out / "sub" / "thesis.tex").is_file()
 
 
 @pytest.mark.parametrize("patch,match", [
@@ -146,10 +160,28 @@ def test_model_file_that_does_not_load(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_seed_flag_overrides_the_recipe_and_the_demo_keeps_its_name():
+    from prunekit.cli.main import build_parser
+    from prunekit.cli.run import apply_flags
+
+    demo = load_recipe(shipped_recipe("demo"))
+    for argv in (["run", "demo", "--out", "o", "--seed", "3"], ["demo", "--seed", "3"]):
+        r = apply_flags(demo, build_parser().parse_args(argv))
+        assert (r.seed, r.name) == (3, "demo-lenet300-mnist") and r.prune == demo.prune
+
+
+def test_a_checkpoint_that_is_a_directory(tmp_path, capsys):
+    recipe = {**TINY, "model": {"name": "lenet300", "checkpoint": str(tmp_path)}}
+    _expect_failure(["run", str(_write(tmp_path, recipe)), "--out", str(tmp_path / "out")], capsys,
+                    "is a directory; give the .safetensors or torch file inside it")
+
+
 def test_missing_and_invalid_recipe_files(tmp_path, capsys):
     _expect_failure(["run", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o")], capsys, "does not exist")
     (tmp_path / "bad.yaml").write_text("model: [unclosed")
     _expect_failure(["run", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "o")], capsys, "not valid YAML")
+    (tmp_path / "latin1.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
+    _expect_failure(["run", str(tmp_path / "latin1.yaml"), "--out", str(tmp_path / "o")], capsys, "not UTF-8 text")
 
 
 def test_gradual_schedule_reaches_target_during_training(tmp_path):

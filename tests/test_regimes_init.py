@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunekit.criteria import criterion_names, get_criterion
 from prunekit.errors import ConfigError
+from prunekit.importance import get, names
 from prunekit.pruners import UnstructuredConfig, UnstructuredPruner
 from prunekit.pruners.init_pruning import prune_at_init
 
@@ -20,7 +20,7 @@ def _mlp():
 def test_snip_scores_are_weight_times_loss_gradient():
     model = _mlp()
     x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
-    scores = UnstructuredPruner(model, UnstructuredConfig(criterion="snip"), calibration=(x, y)).scores()
+    scores = UnstructuredPruner(model, UnstructuredConfig(importance="snip"), calibration=(x, y)).scores()
     F.cross_entropy(model(x), y).backward()
     assert torch.allclose(scores["0.weight"], (model[0].weight * model[0].weight.grad).abs().detach())
 
@@ -28,7 +28,7 @@ def test_snip_scores_are_weight_times_loss_gradient():
 def test_synflow_scores_match_the_closed_form_of_a_linear_net():
     # two linear layers without biases: R = 1ᵀ|W2||W1|1, so ∂R/∂W1[i,j] = Σ_k |W2|[k,i]
     model = nn.Sequential(nn.Linear(3, 2, bias=False), nn.Linear(2, 2, bias=False))
-    scores = UnstructuredPruner(model, UnstructuredConfig(criterion="synflow"),
+    scores = UnstructuredPruner(model, UnstructuredConfig(importance="synflow"),
                                 calibration=(torch.zeros(1, 3), torch.zeros(1))).scores()
     w1, w2 = model[0].weight.detach().abs(), model[1].weight.detach().abs()
     expected = w2.sum(0)[:, None] * w1
@@ -40,18 +40,18 @@ def test_synflow_scores_match_the_closed_form_of_a_linear_net():
 def test_prune_at_init_reaches_the_target(criterion):
     model = _mlp()
     x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
-    pruner = UnstructuredPruner(model, UnstructuredConfig(criterion=criterion), calibration=(x, y))
+    pruner = UnstructuredPruner(model, UnstructuredConfig(importance=criterion), calibration=(x, y))
     assert prune_at_init(pruner, 0.7, iterations=5) == pytest.approx(0.7, abs=0.02)
     assert min(pruner.layer_sparsity().values()) < 1.0  # no layer collapses
 
 
 def test_saliency_criteria_need_a_calibration_batch():
-    assert {"snip", "synflow"} <= set(criterion_names())
-    assert "data" in get_criterion("snip").needs and "data" not in get_criterion("synflow").needs
-    pruner = UnstructuredPruner(_mlp(), UnstructuredConfig(criterion="snip"))
+    assert {"snip", "synflow"} == set(names("weight", at_init=True))
+    assert "data" in get("snip").needs and "data" not in get("synflow").needs
+    pruner = UnstructuredPruner(_mlp(), UnstructuredConfig(importance="snip"))
     with pytest.raises(ConfigError, match="'snip' needs a calibration batch.*calibration=\\(x, y\\)"):
         pruner.prune_to(0.5)
-    choices = ("apoz, bn_scale, fpgm, gradient, hessian, l1, l2, loss_change, mean_activation, mi, random, snip, "
+    choices = ("apoz, bn_folded, fpgm, gradient, hessian, l1, l2, loss_change, mean_activation, mi, random, snip, "
                "synflow, taylor")
     with pytest.raises(ConfigError, match=f"unknown criterion 'grasp'; choose one of: {choices}"):
-        UnstructuredConfig(criterion="grasp")
+        UnstructuredConfig(importance="grasp")

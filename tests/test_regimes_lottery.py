@@ -25,7 +25,7 @@ def test_rewind_restores_initial_weights_under_the_mask(digits):
     init = WeightSnapshot.capture(model)
     w0 = model[1].weight.detach().clone()
     train(model, digits, CFG, progress=False)
-    pruner = UnstructuredPruner(model, UnstructuredConfig(scope="layer"))
+    pruner = UnstructuredPruner(model, UnstructuredConfig(allocation="uniform"))
     pruner.prune_to(0.5)
     init.restore(model)
     mask = pruner.masks.mask("1.weight")
@@ -37,7 +37,7 @@ def test_lottery_rounds_follow_the_schedule_and_the_control_differs_only_in_init
     model = _model(digits)
     init = WeightSnapshot.capture(model)
     train(model, digits, CFG3, progress=False)
-    pruner = UnstructuredPruner(model, UnstructuredConfig(scope="layer"))
+    pruner = UnstructuredPruner(model, UnstructuredConfig(allocation="uniform"))
     cfg = LotteryConfig(target=0.8, rounds=2, control=True)
     res = run_lottery(model, digits, pruner, CFG3, cfg, init, control_factory=lambda: _model(digits, 99),
                       progress=False)

@@ -59,7 +59,7 @@ def test_recovery_after_pruning_improves_accuracy(digits, method):
     model = build_model("lenet300", digits.input_shape, digits.num_classes)
     recover(model, digits, TrainConfig(epochs=3, lr=0.05), RecoveryConfig(), progress=False)
     teacher = copy.deepcopy(model)
-    cfg = UnstructuredConfig(scope="layer", granularity="filter", exclude=("5",))  # keep every class
+    cfg = UnstructuredConfig(allocation="uniform", granularity="filter", exclude=("5",))  # keep every class
     UnstructuredPruner(model, cfg).prune_to(0.8)
     before = evaluate(model, digits.x_test, digits.y_test).accuracy
     recover(model, digits, TrainConfig(epochs=2, lr=0.01), RecoveryConfig(method), teacher, progress=False)

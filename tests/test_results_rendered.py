@@ -25,7 +25,8 @@ def _render(*args: str) -> subprocess.CompletedProcess:
 
 def test_every_results_page_and_the_readme_table_are_the_render_of_their_json():
     run = _render()
-    assert run.returncode == 0, f"stale or hand-edited page(s): run `python bench/render.py`\n{run.stdout[-6000:]}"
+    assert run.returncode == 0, (f"stale or hand-edited page(s), or a bench script that no longer imports: run "
+                                 f"`python bench/render.py`\n{run.stdout[-6000:]}\n{run.stderr[-3000:]}")
 
 
 def test_a_hand_edited_readme_figure_fails_the_check(tmp_path):
@@ -95,3 +96,26 @@ def test_readme_figures_match_the_json_they_cite():
     a, u = acc("sensitivity+bn"), acc("uniform")
     per_seed = " / ".join(f"{100 * (a[k] - u[k]):+.2f}" for k in sorted(a))
     assert f"per seed {per_seed}" in rows["criteria × allocation"][0]
+
+
+def test_a_benchmark_run_records_its_provenance_and_renders_its_page(tmp_path):
+    """Runs a tiny conv_layout benchmark in a copy of bench/ (the committed results stay untouched)."""
+    bench = tmp_path / "bench"
+    (bench / "results").mkdir(parents=True)
+    for script in (ROOT / "bench").glob("*.py"):
+        (bench / script.name).write_text(script.read_text())
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    args = ["--channels", "8", "--repeats", "1", "--size", "8", "--batch", "2"]
+    subprocess.run([sys.executable, "bench/conv_layout.py", *args], cwd=tmp_path, env=env, check=True,
+                   capture_output=True, timeout=300)
+    result = json.loads((bench / "results" / "conv_layout.json").read_text())
+    p = result["provenance"]
+    assert p["command"] == "python bench/conv_layout.py " + " ".join(args) and p["argv"] == args
+    assert p["threads"] == 1 and p["reconstructed"] is False and p["torch"] and p["python"] and p["date"]
+    assert len(p["loadavg_start"]) == 3 and len(p["loadavg_end"]) == 3
+    assert p["commit"] is None  # the copy is not a git checkout: said so, not guessed
+    page = (bench / "results" / "conv_layout.md").read_text()
+    assert "| 8 → 8 |" in page and "Command `python bench/conv_layout.py --channels 8" in page
+    check = subprocess.run([sys.executable, "bench/render.py", "--check", "--no-readme"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert check.returncode == 0 and "1 files checked" in check.stdout, check.stdout + check.stderr

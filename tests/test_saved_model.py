@@ -19,7 +19,7 @@ from prunekit.pruners import UnstructuredConfig, UnstructuredPruner
 def _masked_lenet(tmp_path, make_permanent: bool = False):
     torch.manual_seed(0)
     model = build_model("lenet300", (1, 8, 8), 10)
-    pruner = UnstructuredPruner(model, UnstructuredConfig(scope="layer"))
+    pruner = UnstructuredPruner(model, UnstructuredConfig(allocation="uniform"))
     pruner.prune_to(0.75)
     if make_permanent:
         pruner.make_permanent()

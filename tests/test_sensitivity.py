@@ -21,7 +21,7 @@ def test_curves_cover_every_group_and_leave_the_model_unchanged(net, digits):
     graph = DependencyGraph.build(net, digits.x_train[:1])
     before = {k: v.clone() for k, v in net.state_dict().items()}
     cfg = SensitivityConfig(ratios=(0.25, 0.5, 0.9), max_samples=60)
-    sens = analyze(graph, digits.x_val[:60], digits.y_val[:60], score_groups(graph, "lp"), cfg)
+    sens = analyze(graph, digits.x_val[:60], digits.y_val[:60], score_groups(graph, "l2"), cfg)
     assert set(sens.curves) == {g.name for g in graph.prunable_groups()}
     for c in sens.curves.values():
         assert c.ratios == [0.25, 0.5, 0.9] and len(c.accuracy) == 3 and len(c.loss) == 3
@@ -37,11 +37,11 @@ def test_curves_cover_every_group_and_leave_the_model_unchanged(net, digits):
 
 def test_weight_curves_and_sparsity_allocation(net, digits):
     names = ["layers.0.conv1.weight", "layers.6.conv1.weight"]
-    scores = score_weights(net, names, "lp", example_inputs=digits.x_train[:1])
+    scores = score_weights(net, names, "l2", example_inputs=digits.x_train[:1])
     sens = analyze_weights(net, digits.x_val, digits.y_val, scores, SensitivityConfig(ratios=(0.5, 0.9),
                                                                                         max_samples=60))
     assert set(sens.curves) == set(names) and sens.kind == "weights"
-    fake = Sensitivity("lp", 0.9, 1.0, {
+    fake = Sensitivity("l2", 0.9, 1.0, {
         "a": Curve("a", 100, [0.5, 0.9], [0.8, 0.5], [1.5, 3.0]),  # fragile
         "b": Curve("b", 300, [0.5, 0.9], [0.9, 0.9], [1.0, 1.01]),
     })
@@ -60,7 +60,7 @@ def test_recalibrated_curves_use_batch_statistics_and_restore_them(net, digits):
     before = {k: v.clone() for k, v in net.state_dict().items()}
     x, y, recal = digits.x_val[:60], digits.y_val[:60], digits.x_train[:128]
     cfg = SensitivityConfig(ratios=(0.5,), max_samples=60)
-    sens = analyze(graph, x, y, score_groups(graph, "lp"), cfg, recalibration=recal)
+    sens = analyze(graph, x, y, score_groups(graph, "l2"), cfg, recalibration=recal)
     for k, v in net.state_dict().items():
         assert torch.equal(v, before[k]), k
     with recalibrated_bn(net, recal):
@@ -68,4 +68,17 @@ def test_recalibrated_curves_use_batch_statistics_and_restore_them(net, digits):
     plain = evaluate(net, x, y)
     assert sens.dense_loss == pytest.approx(ref.loss) and abs(ref.loss - plain.loss) > 1e-3
     assert sens.recalibrated and Sensitivity.from_dict(json.loads(json.dumps(sens.to_dict()))).recalibrated
-    assert not analyze(graph, x, y, score_groups(graph, "lp"), cfg).recalibrated
+    assert not analyze(graph, x, y, score_groups(graph, "l2"), cfg).recalibrated
+
+
+def test_cli_criteria_come_from_the_registry_and_misfits_list_what_fits(tmp_path, capsys):
+    from prunekit.cli.main import main
+    from prunekit.importance import names
+
+    assert main(["sensitivity", "--criterion", "bn_scale", "--unstructured", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    fits = ", ".join(names("weight"))
+    assert f"'bn_scale' has no weight form (it has only a group form); choose one of: {fits}" in err
+    assert main(["sensitivity", "--criterion", "taylor", "--samples", "0", "--out", str(tmp_path / "o")]) == 2
+    assert "criterion 'taylor' needs calibration data" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # refused before any training

@@ -41,7 +41,7 @@ def _write(tmp_path, recipe):
 def test_shipped_structured_recipe_is_structured():
     r = load_recipe(shipped_recipe("structured-resnet-mnist"))
     assert r.prune.method == "structured" and r.prune.spec.kind == "structured"
-    assert (r.model.name, r.data.name, r.prune.options.budget_config().macs) == ("resnet_mini", "mnist", 0.5)
+    assert (r.model.name, r.data.name, r.prune.options.budget_config().macs_kept) == ("resnet_mini", "mnist", 0.5)
     assert r.recover.lr == pytest.approx(r.train.lr / 10)
 
 
@@ -78,7 +78,7 @@ def test_structured_run_writes_the_report_fields(tmp_path):
 @pytest.mark.parametrize("patch,match", [
     ({"importance": "taylor9"}, "unknown criterion 'taylor9'; choose one of: apoz"),
     ({"allocation": "amc"}, "unknown allocation 'amc'; choose one of: uniform, global, sensitivity, search"),
-    ({"budget": {"macs_kept": 2}}, r"macs_kept=2.0: give the fraction of the dense model to keep, in \(0, 1\)"),
+    ({"budget": {"macs_kept": 2}}, r"macs_kept=2(\.0)?: give the fraction of the dense model to KEEP, in \(0, 1\)"),
     ({"budget": {"flops": 0.5}}, r"unknown budget key\(s\) \['flops'\]; valid: macs_kept, params_kept"),
     ({"budget": {"macs": 0.5}}, r"unknown budget key\(s\) \['macs'\]"),
     ({"allocation": "global", "sensitivity_ratios": [0.5]}, "sensitivity_ratios configure the sensitivity analysis"),
@@ -142,7 +142,7 @@ def test_cli_flags_override_the_prune_fields(tmp_path, capsys):
     assert (o.importance, o.allocation, o.budget) == ("fpgm", "global", {"latency_ms": 20, "batch": 1})
     assert o.budget_config().latency_ms == 20 and o.budget_config().batch == 1
     assert o.sensitivity_ratios == list(DEFAULT_RATIOS)  # the recipe's sensitivity-only [0.3, 0.6] dropped
-    old = build_parser().parse_args(["run", "x.yaml", "--out", "o", "--criterion", "lp", "--target", "macs=0.4"])
+    old = build_parser().parse_args(["run", "x.yaml", "--out", "o", "--criterion", "l2", "--target", "macs=0.4"])
     assert apply_flags(parse_recipe(TINY), old).prune.options.budget == {"macs_kept": 0.4}  # old flag names still read
     cost = build_parser().parse_args(["run", "x.yaml", "--out", "o", "--allocation-cost", "latency"])
     r = apply_flags(parse_recipe(TINY), cost)
@@ -163,7 +163,7 @@ def test_cli_flags_override_the_prune_fields(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-TINY_SAVE = {**TINY, "prune": {"method": "structured", "importance": "lp", "allocation": "global",
+TINY_SAVE = {**TINY, "prune": {"method": "structured", "importance": "l2", "allocation": "global",
                                "budget": {"macs_kept": 0.5}}}
 
 

@@ -2,7 +2,7 @@
 
 Example:
     >>> graph = DependencyGraph.build(model, x[:1])
-    >>> alloc = allocate(graph, Budget(macs=0.5), AllocationConfig("global"), ImportanceConfig("taylor"),
+    >>> alloc = allocate(graph, Budget(macs_kept=0.5), AllocationConfig("global"), ImportanceConfig("taylor"),
     ...                  calibration=Calibration(x[:256], y[:256]))
     >>> prune_groups(graph, alloc.plan)      # 2× fewer MACs (±2%)
 """
@@ -43,6 +43,7 @@ class Allocation:
     predicted: dict[str, int] = field(default_factory=dict)  # macs, params after pruning
     latency_table: LatencyTable | None = None  # what the steps were ranked by (cost "latency"), the last pass's
     passes: list[dict[str, int]] = field(default_factory=list)  # units removed per latency pass (latency_passes > 1)
+    sizes: dict[str, int] = field(default_factory=dict)  # group name -> its units before pruning
 
     def to_dict(self) -> dict[str, Any]:
         out = {"strategy": self.strategy, "metric": self.metric, "target": self.target,
@@ -120,7 +121,7 @@ def latency_table_for(graph: DependencyGraph, config: AllocationConfig, table: L
 
 
 def allocate(graph: DependencyGraph, budget: Budget, config: AllocationConfig | None = None,
-             importance: ImportanceConfig | str = "lp", calibration: Calibration | None = None,
+             importance: ImportanceConfig | str = "l2", calibration: Calibration | None = None,
              sensitivity=None, proxy_data: tuple[torch.Tensor, torch.Tensor] | None = None,
              scores: dict[str, np.ndarray] | None = None,
              recalibration: torch.Tensor | None = None, latency_table: LatencyTable | None = None) -> Allocation:
@@ -182,4 +183,4 @@ def allocate(graph: DependencyGraph, budget: Budget, config: AllocationConfig | 
                       {g.name: counts[g.name] / g.size for g in groups},
                       {"macs": cost.dense_macs, "params": cost.dense_params},
                       {"macs": cost.macs(counts), "params": cost.params(counts)}, problem.latency,
-                      passes if len(passes) > 1 else [])
+                      passes if len(passes) > 1 else [], {g.name: g.size for g in groups})

@@ -1,10 +1,10 @@
 """Budgets (what the pruned model may cost) and the allocation settings.
 
-A budget keeps a fraction of the dense model's MACs or parameters, or asks for a measured latency
-on this machine at a stated batch size:
+A budget says what the pruned model KEEPS: a fraction of the dense model's MACs or parameters, or a
+measured latency on this machine at a stated batch size:
 
-    Budget(macs=0.5)                    # 2× fewer MACs, met within ±2%
-    Budget(params=0.25)                 # 4× fewer parameters, ±2%
+    Budget(macs_kept=0.5)               # 2× fewer MACs, met within ±2%
+    Budget(params_kept=0.25)            # 4× fewer parameters, ±2%
     Budget(latency_ms=20, batch=1)      # 20 ms per batch of 1 on this CPU, ±10%
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from prunekit.errors import ConfigError
+from prunekit.errors import ConfigError, strict_fields
 from prunekit.export import InferenceConfig
 
 __all__ = ["Budget", "AllocationConfig", "COST_NAMES", "STRATEGY_NAMES"]
@@ -22,32 +22,41 @@ STRATEGY_NAMES = ("uniform", "global", "sensitivity", "search")
 COST_NAMES = ("budget", "latency")
 
 
+@strict_fields({"macs": "write macs_kept= (the fraction of the dense MACs KEPT; 'macs' meant the same)",
+               "params": "write params_kept= (the fraction of the dense parameters KEPT; 'params' meant the same)"})
 @dataclass(frozen=True)
 class Budget:
-    """Exactly one of ``macs``, ``params`` (fractions of the dense model kept, in (0, 1)) or
+    """Exactly one of ``macs_kept``, ``params_kept`` (fractions of the dense model KEPT, in (0, 1)) or
     ``latency_ms`` (measured median at ``batch``) is set.
 
     Attributes:
+        macs_kept: fraction of the dense model's MACs the pruned model keeps (0.5: 2× fewer MACs).
+        params_kept: fraction of the dense model's parameters the pruned model keeps.
+        latency_ms: measured median latency (ms) per batch of ``batch`` on this machine.
+        batch: batch size of the latency measurement.
         tolerance: allowed relative deviation from the target; default 0.02 (MACs, params) or
             0.10 (latency).
     """
 
-    macs: float | None = None
-    params: float | None = None
+    macs_kept: float | None = None
+    params_kept: float | None = None
     latency_ms: float | None = None
     batch: int = 1
     tolerance: float | None = None
 
     def __post_init__(self) -> None:
-        set_ = [k for k in ("macs", "params", "latency_ms") if getattr(self, k) is not None]
+        set_ = [k for k in _FIELDS if getattr(self, k) is not None]
         if len(set_) != 1:
-            raise ConfigError(f"a budget sets exactly one of macs, params, latency_ms (e.g. {{macs: 0.5}} for "
-                              f"2× fewer MACs, {{latency_ms: 20, batch: 1}}); got {set_ or 'none'}")
+            raise ConfigError(f"a budget sets exactly one of macs_kept, params_kept, latency_ms (e.g. "
+                              f"Budget(macs_kept=0.5) for 2× fewer MACs, Budget(latency_ms=20, batch=1)); got "
+                              f"{set_ or 'none'}")
         value = getattr(self, set_[0])
-        if set_[0] != "latency_ms" and not (isinstance(value, (int, float)) and 0 < value < 1):
-            raise ConfigError(f"budget {set_[0]}={value!r}: give the fraction of the dense model to keep, in "
-                              f"(0, 1): 0.5 means 2× fewer {set_[0]}")
-        if set_[0] == "latency_ms" and not (isinstance(value, (int, float)) and value > 0):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"budget {set_[0]}={value!r} must be a number")
+        if set_[0] != "latency_ms" and not 0 < value < 1:
+            raise ConfigError(f"budget {set_[0]}={value!r}: give the fraction of the dense model to KEEP, in "
+                              f"(0, 1): {set_[0]}=0.5 means 2× fewer {_FIELDS[set_[0]]}")
+        if set_[0] == "latency_ms" and not value > 0:
             raise ConfigError(f"budget latency_ms={value!r} must be a positive number of milliseconds")
         if self.batch < 1:
             raise ConfigError(f"budget batch must be ≥ 1, got {self.batch}")
@@ -56,11 +65,13 @@ class Budget:
 
     @property
     def metric(self) -> str:
-        return "macs" if self.macs is not None else "params" if self.params is not None else "latency_ms"
+        """What is counted: ``macs``, ``params`` or ``latency_ms``."""
+        return next(_FIELDS[k] for k in _FIELDS if getattr(self, k) is not None)
 
     @property
     def value(self) -> float:
-        return float(getattr(self, self.metric))
+        """The target: the fraction kept (MACs, params) or milliseconds (latency)."""
+        return float(next(getattr(self, k) for k in _FIELDS if getattr(self, k) is not None))
 
     @property
     def tol(self) -> float:
@@ -71,15 +82,29 @@ class Budget:
     def describe(self) -> str:
         if self.metric == "latency_ms":
             return f"latency_ms={self.value:g} at batch {self.batch}"
-        return f"{self.metric}={self.value:g} ({1 / self.value:.2f}× fewer {self.metric})"
+        return f"{self.metric}_kept={self.value:g} ({1 / self.value:.2f}× fewer {self.metric})"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Budget:
-        unknown = set(d) - {"macs", "params", "latency_ms", "batch", "tolerance"}
+        """A budget from a mapping (a recipe's ``prune.budget``, ``--budget``), e.g. ``{macs_kept: 0.5}``.
+
+        Raises:
+            ConfigError: an unknown key; the old keys ``macs`` / ``params`` are named with their new
+                spelling (``macs_kept`` / ``params_kept``: they meant the fraction kept already).
+        """
+        unknown = sorted(set(d) - {*_FIELDS, "batch", "tolerance"})
         if unknown:
-            raise ConfigError(f"unknown budget key(s) {sorted(unknown)}; valid: macs, params, latency_ms, batch, "
-                              f"tolerance")
-        return cls(**d)
+            renamed = [f"{k!r} is now {_OLD_KEYS[k]!r}" for k in unknown if k in _OLD_KEYS]
+            raise ConfigError(f"unknown budget key(s) {unknown}; valid: macs_kept, params_kept, latency_ms, batch, "
+                              f"tolerance (e.g. {{macs_kept: 0.5}} keeps half the MACs)"
+                              + (f"; {', '.join(renamed)}, the fraction KEPT" if renamed else ""))
+        return cls(**{k: (int(v) if k == "batch" else v) for k, v in d.items()})
+
+
+#: field → the metric it counts
+_FIELDS = {"macs_kept": "macs", "params_kept": "params", "latency_ms": "latency_ms"}
+#: old spelling → new field
+_OLD_KEYS = {"macs": "macs_kept", "params": "params_kept"}
 
 
 @dataclass(frozen=True)

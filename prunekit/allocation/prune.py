@@ -57,7 +57,7 @@ def _measure(model: nn.Module, example: torch.Tensor, batch: int | None, repeats
 
 def prune_to_budget(model: nn.Module, example: torch.Tensor, budget: Budget,
                     config: AllocationConfig | None = None,
-                    importance: ImportanceConfig | str = "lp", calibration: Calibration | None = None,
+                    importance: ImportanceConfig | str = "l2", calibration: Calibration | None = None,
                     sensitivity=None, proxy_data=None, exclude: tuple = (), latency_repeats: int = 10,
                     recalibration: torch.Tensor | None = None,
                     latency_table: LatencyTable | None = None) -> BudgetResult:
@@ -111,7 +111,7 @@ def _latency_allocation(model, example, budget: Budget, dense_ms: float, exclude
         frac = min(max(frac, 0.01), 0.99)
         twin = copy.deepcopy(model)
         g = DependencyGraph.build(twin, example[:1], exclude=exclude)
-        alloc = allocate(g, Budget(macs=frac), **kw)
+        alloc = allocate(g, Budget(macs_kept=frac), **kw)
         prune_groups(g, alloc.plan)
         ms = measure_latency(twin, example[:1], batch=budget.batch, repeats=repeats).median_ms
         trials.append({"macs_fraction": frac, "latency_ms": ms})

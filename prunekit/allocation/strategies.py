@@ -233,4 +233,4 @@ def check_reachable(p: Problem, dense: float, what: str) -> None:
             f"the budget {what} is unreachable: with min_channels={p.config.min_channels}, "
             f"max_ratio={p.config.max_ratio} and round_to={p.config.round_to} the smallest model keeps "
             f"{floor / dense:.3f} of the dense {p.metric} (at most a {dense / floor:.2f}× reduction); ask for "
-            f"{p.metric} ≥ {floor / dense:.3f}, or lower min_channels / raise max_ratio")
+            f"{p.metric}_kept ≥ {floor / dense:.3f}, or lower min_channels / raise max_ratio")

@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 
+from prunekit.errors import ConfigError
+from prunekit.importance import names
 from prunekit.measure import threads
-from prunekit.structured.check import check_model
-from prunekit.structured.criteria import GROUP_CRITERIA
-from prunekit.structured.pruner import SCOPES, StructuredConfig
+from prunekit.pruners import StructuredConfig, check_model
 from prunekit.zoo import load
+
+#: criteria that fit: a group form that needs no calibration data (check has only example inputs)
+CRITERIA = names(kind="group", data_free=True)
+ALLOCATIONS = ("uniform", "global")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,8 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--ratio", type=float, default=0.5, help="fraction of units removed per group, in [0, 1)")
-    p.add_argument("--criterion", default="l2", choices=GROUP_CRITERIA.names(), help="group criterion")
-    p.add_argument("--scope", default="uniform", choices=SCOPES, help="uniform per group or global ranking")
+    p.add_argument("--criterion", default="l2", choices=CRITERIA,
+                   help="group criterion of prunekit.importance (those that need no calibration data)")
+    p.add_argument("--allocation", "--scope", dest="allocation", default="uniform", choices=ALLOCATIONS,
+                   help="uniform: the same fraction in every group; global: one ranking of all units")
     p.add_argument("--round-to", type=int, default=1, help="keep a multiple of this many units per group")
     p.add_argument("--exclude", nargs="*", default=[], help="module names whose parameters must not change")
     p.add_argument("--include-norm-groups", action="store_true",
@@ -40,10 +46,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = StructuredConfig(ratio=args.ratio, criterion=args.criterion, scope=args.scope,
+    if not 0 <= args.ratio < 1:
+        raise ConfigError(f"--ratio must be in [0, 1) (the fraction of units removed per group), got {args.ratio}")
+    config = StructuredConfig(sparsity=args.ratio, importance=args.criterion, allocation=args.allocation,
                               round_to=args.round_to, exclude=tuple(args.exclude),
                               exact_only=not args.include_norm_groups)
-    config.validate()
     zm = load(args.model, image_size=args.image_size, batch=args.batch, small=args.small_images)
     rep = check_model(args.model, zm.model, zm.example_inputs, config, latency=not args.no_latency)
     _print_human(rep)

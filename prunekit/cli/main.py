@@ -15,7 +15,7 @@ from prunekit.errors import PrunekitError
 from prunekit.measure import threads
 
 # Subcommand modules, in the order --help lists them.
-_COMMANDS = ["demo", "run", "check", "sensitivity"]
+_COMMANDS = ["demo", "run", "export", "check", "sensitivity"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,7 +10,7 @@ import torch
 from prunekit.data import load_dataset
 from prunekit.errors import ConfigError
 from prunekit.graph import DependencyGraph
-from prunekit.importance import IMPORTANCE, Calibration, ImportanceConfig, check_needs, score_groups, score_weights
+from prunekit.importance import Calibration, ImportanceConfig, check_needs, get, names, score_groups, score_weights
 from prunekit.io.checkpoint import atomic_write_text
 from prunekit.io.outdir import check_output_dir, staged_output
 from prunekit.measure import threads
@@ -39,7 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", help="weights to load instead of training")
     p.add_argument("--epochs", type=int, default=3, help="dense training epochs (without --checkpoint)")
     p.add_argument("--lr", type=float, default=0.05, help="dense training learning rate")
-    p.add_argument("--criterion", default="lp", choices=IMPORTANCE.names(), help="orders the units within a group")
+    p.add_argument("--criterion", default="l2", choices=names(at_init=False),
+                   help="orders the units within a group (a criterion with a group form) or, with --unstructured, "
+                        "the weights of a layer (a single-weight form)")
     p.add_argument("--ratios", type=_ratios, default=DEFAULT_RATIOS, help="comma-separated ratios in (0, 1)")
     p.add_argument("--samples", type=int, default=256, help="calibration samples for data-driven criteria")
     p.add_argument("--max-samples", type=int, default=1000, help="validation samples per evaluation")
@@ -52,11 +54,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = SensitivityConfig(ratios=args.ratios, max_samples=args.max_samples, seed=args.seed)
-    importance = ImportanceConfig(args.criterion, seed=args.seed)
+    kind = "weight" if args.unstructured else "group"
+    get(args.criterion, kind)  # raises listing the criteria of that kind
     if args.samples < 0:
         raise ConfigError(f"--samples must be ≥ 0, got {args.samples}")
-    if importance.spec.needs and args.samples == 0:
-        check_needs(importance.spec, None)  # raises with the criterion's needs
+    if args.samples == 0:
+        check_needs(args.criterion, None, True, kind)  # raises with the criterion's needs
     check_output_dir(args.out, args.force)  # fail before any training
     data = load_dataset(args.data)
     torch.manual_seed(args.seed)
@@ -66,11 +69,12 @@ def run(args: argparse.Namespace) -> int:
     model.eval()
     cal = Calibration.from_data(data.x_train, data.y_train, args.samples, args.seed) if args.samples else None
     if args.unstructured:
-        names = [n for n, p in model.named_parameters() if p.dim() >= 2]
-        scores = score_weights(model, names, importance, cal, data.x_train[:1])
+        params = [n for n, p in model.named_parameters() if p.dim() >= 2]
+        scores = score_weights(model, params, args.criterion, cal, data.x_train[:1], seed=args.seed)
         sens = analyze_weights(model, data.x_val, data.y_val, scores, config, args.criterion)
     else:
         graph = DependencyGraph.build(model, data.x_train[:1])
+        importance = ImportanceConfig(args.criterion, seed=args.seed)
         sens = analyze(graph, data.x_val, data.y_val, score_groups(graph, importance, cal), config, args.criterion)
     table = sens.to_markdown()
     with staged_output(args.out, args.force) as stage:

@@ -1,10 +1,15 @@
-"""The measured criterion: how much the calibration loss rises when a unit is removed.
+"""The measured criterion: how much the calibration loss rises when a unit (or a weight) is removed.
 
-S_u = L(model with unit u zeroed) − L(model), on the calibration set (Mozer & Smolensky 1989,
-"Skeletonization"; the oracle of Molchanov et al. 2017/2019). Exact (one evaluation per unit) for
-groups of at most ``max_units`` units; for larger groups the units are zeroed in random chunks of
-``chunk`` units over ``rounds`` rounds and each unit scores the mean loss rise of its chunks (a
-sampled estimate that costs ``rounds · size / chunk`` evaluations).
+Group form: S_u = L(model with unit u zeroed) − L(model) on the calibration set (Mozer & Smolensky
+1989, "Skeletonization"; the oracle of Molchanov et al. 2017/2019). Exact (one evaluation per unit)
+for groups of at most ``max_units`` units; for larger groups the units are zeroed in random chunks of
+``chunk`` units over ``rounds`` rounds and each unit scores the mean loss rise of its chunks.
+
+Single-weight form: S = L(w ← 0) − L, exactly, one evaluation per weight, in layers of at most
+``MAX_EVALUATIONS`` live weights. In larger layers it zeroes random chunks (``ROUNDS`` random
+partitions into ``MAX_EVALUATIONS`` chunks), measures each chunk's rise ΔL_C and shares it among the
+chunk's weights in proportion to w²: S = mean over the weight's chunks of ΔL_C · w² / Σ_{v∈C} v² — a
+sampled estimate, far weaker than the exact one (bench/results/weight_criteria.md).
 """
 
 from __future__ import annotations
@@ -14,11 +19,16 @@ import torch
 import torch.nn.functional as F
 
 from prunekit.graph import Group
+from prunekit.importance._channels import MINI
+from prunekit.importance.base import Importance, ScoreInputs, WeightInputs
 from prunekit.importance.calibration import Calibration
-from prunekit.importance.criteria import IMPORTANCE, Importance, ScoreInputs
 from prunekit.importance.masking import zeroed
 
-__all__ = ["calibration_loss", "loss_change"]
+__all__ = ["CRITERIA", "MAX_EVALUATIONS", "ROUNDS", "calibration_loss"]
+
+#: single-weight form: exact per weight up to this many live weights per layer, at most this many chunks beyond
+MAX_EVALUATIONS = 256
+ROUNDS = 2
 
 
 @torch.no_grad()
@@ -36,8 +46,7 @@ def calibration_loss(model: torch.nn.Module, calibration: Calibration) -> float:
     return total / len(calibration.x)
 
 
-def loss_change(inputs: ScoreInputs, group: Group) -> np.ndarray:
-    """Measured loss change when one unit is removed (see the module docstring)."""
+def _group(inputs: ScoreInputs, group: Group) -> np.ndarray:
     graph, cal = inputs.graph, inputs.calibration
     base = inputs.options.get("_base_loss")
     if base is None:
@@ -52,7 +61,7 @@ def loss_change(inputs: ScoreInputs, group: Group) -> np.ndarray:
     chunk = int(inputs.options.get("chunk", 4))
     hits = np.zeros(group.size)
     for _ in range(int(inputs.options.get("rounds", 2))):
-        perm = inputs.generator.permutation(group.size)
+        perm = torch.randperm(group.size, generator=inputs.generator).numpy()
         for s in range(0, group.size, chunk):
             idx = perm[s:s + chunk]
             with zeroed(graph, {group.name: idx}):
@@ -61,6 +70,43 @@ def loss_change(inputs: ScoreInputs, group: Group) -> np.ndarray:
     return scores / np.maximum(hits, 1)
 
 
-IMPORTANCE.register("loss_change")(Importance(
-    "loss_change", loss_change, frozenset({"data", "labels"}), None, (loss_change.__doc__ or "") +
-    " " + (__doc__ or "").split("\n\n")[1].strip()))
+def _loss_chunks(w: torch.Tensor, gen: torch.Generator) -> tuple[list[torch.Tensor], bool]:
+    """Flat indices zeroed together: each live weight alone (exact) if there are at most
+    ``MAX_EVALUATIONS``, else ``ROUNDS`` random partitions into ``MAX_EVALUATIONS`` chunks."""
+    alive = torch.nonzero(w.reshape(-1).cpu() != 0).flatten()  # zeroing a pruned weight changes nothing
+    if len(alive) <= MAX_EVALUATIONS:
+        return list(alive.split(1)), True
+    return [c for _ in range(ROUNDS)
+            for c in alive[torch.randperm(len(alive), generator=gen)].tensor_split(MAX_EVALUATIONS)], False
+
+
+@torch.no_grad()
+def _weight(w: WeightInputs) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(w.seed)  # its own stream: the scores do not depend on earlier draws
+    cal = Calibration(w.batch[0], w.batch[1], MINI)
+    out = {}
+    base = calibration_loss(w.model, cal)
+    for n, p in w.params().items():
+        flat = p.data.view(-1)
+        scores = torch.zeros(flat.numel())
+        chunks, exact = _loss_chunks(p.data, gen)
+        for idx in chunks:
+            on = idx.to(flat.device)
+            saved = flat[on].clone()
+            flat[on] = 0
+            try:
+                rise = calibration_loss(w.model, cal) - base
+            finally:
+                flat[on] = saved
+            share = saved.float().cpu().pow(2)  # a chunk's rise shared in proportion to w²
+            scores[idx] += rise if exact else rise * share / share.sum().clamp_min(1e-12) / ROUNDS
+        out[n] = scores.reshape(p.shape)
+    return out
+
+
+CRITERIA = [
+    Importance("loss_change", frozenset({"data", "labels", "loss"}), _group, _weight,
+               "Measured loss rise when removed (Mozer & Smolensky 1989): group S_u = L(u zeroed) − L, exact up to "
+               "max_units units, sampled in chunks beyond; weight L(w ← 0) − L, exact up to "
+               f"{MAX_EVALUATIONS} live weights per layer, sampled beyond."),
+]

@@ -22,8 +22,10 @@ from torch import nn
 
 from prunekit.errors import ConfigError
 from prunekit.graph import DependencyGraph, Group
+from prunekit.importance.base import DATA_NEEDS, Importance, ScoreInputs, WeightInputs
 from prunekit.importance.calibration import Calibration, collect_stats
-from prunekit.importance.criteria import IMPORTANCE, Importance, ScoreInputs
+from prunekit.importance.magnitude import shared_reductions
+from prunekit.importance.registry import get, names
 
 __all__ = ["ImportanceConfig", "check_needs", "score_groups", "score_weights", "REDUCTIONS", "NORMALIZATIONS"]
 
@@ -31,7 +33,6 @@ REDUCTIONS = {"mean": lambda a: a.mean(0), "sum": lambda a: a.sum(0), "max": lam
               "first": lambda a: a[0]}
 NORMALIZATIONS = {"none": lambda v: 1.0, "mean": lambda v: np.abs(v).mean(), "max": lambda v: np.abs(v).max(),
                   "l2": lambda v: np.sqrt((v ** 2).sum())}
-DATA_FREE_HINT = "lp, fpgm, bn_scale or random"
 
 
 @dataclass(frozen=True)
@@ -39,56 +40,56 @@ class ImportanceConfig:
     """Which criterion and how member scores combine.
 
     Attributes:
-        criterion: name in ``IMPORTANCE`` (lp, random, gradient, taylor, hessian, apoz, mean_activation,
-            bn_scale, fpgm, mi, loss_change).
+        criterion: a name in ``IMPORTANCE`` with a group form (``prunekit.importance.names("group")``).
         reduction: how member scores combine into one score per unit (mean, sum, max, first).
         normalize: per-member (per-layer) normalisation before the reduction (none, mean, max, l2).
-        p: the exponent of ``lp``.
         seed: seeds ``random`` and the sampling of ``loss_change``.
         options: criterion options (``mi``: bins; ``loss_change``: max_units, chunk, rounds).
     """
 
-    criterion: str = "lp"
+    criterion: str = "l2"
     reduction: str = "mean"
     normalize: str = "mean"
-    p: float = 2.0
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        IMPORTANCE.get(self.criterion)
+        get(self.criterion, "group")
         for what, table, value in (("reduction", REDUCTIONS, self.reduction),
                                    ("normalize", NORMALIZATIONS, self.normalize)):
             if value not in table:
                 raise ConfigError(f"unknown {what} {value!r}; choose one of: {', '.join(sorted(table))}")
-        if not self.p > 0:
-            raise ConfigError(f"p must be > 0, got {self.p!r}")
 
     @property
     def spec(self) -> Importance:
-        return IMPORTANCE.get(self.criterion)
+        return get(self.criterion, "group")
 
 
-def check_needs(criterion: str | Importance, calibration: Calibration | None) -> None:
-    """Raises before any work if ``criterion`` needs data or labels that ``calibration`` lacks."""
-    spec = IMPORTANCE.get(criterion) if isinstance(criterion, str) else criterion
-    if spec.needs and calibration is None:
+def check_needs(criterion: str | Importance, calibration: Calibration | None,
+                example_inputs: Any = None, kind: str | None = None) -> None:
+    """Raises before any work if ``criterion`` needs data, labels or an input that was not given (or,
+    with ``kind``, has no form of that kind); the message lists the criteria that would fit."""
+    spec = get(criterion, kind) if isinstance(criterion, str) else criterion
+    kind = kind or spec.kinds[0]
+    if spec.needs & DATA_NEEDS and calibration is None:
         raise ConfigError(
-            f"criterion {spec.name!r} needs calibration data ({', '.join(sorted(spec.needs))}); pass "
-            f"calibration=Calibration(x, y) (in a recipe: structured.calibration_samples > 0), or choose a "
-            f"data-free criterion: {DATA_FREE_HINT}")
+            f"criterion {spec.name!r} needs calibration data ({', '.join(sorted(spec.needs & DATA_NEEDS))}); pass "
+            f"calibration=Calibration(x, y) (in a recipe: calibration_samples > 0), or choose a data-free "
+            f"{kind} criterion: {', '.join(names(kind, data_free=True))}")
     if "labels" in spec.needs and calibration is not None and calibration.y is None:
         raise ConfigError(f"criterion {spec.name!r} needs labels; pass Calibration(x, y) with y")
+    if "example_inputs" in spec.needs and calibration is None and example_inputs is None:
+        raise ConfigError(f"criterion {spec.name!r} runs the model once on an all-ones input: pass example_inputs "
+                          f"(or a calibration set) so it knows the input shape")
 
 
 def _inputs(graph: DependencyGraph, config: ImportanceConfig, calibration: Calibration | None) -> ScoreInputs:
     spec = config.spec
-    check_needs(spec, calibration)
+    check_needs(spec, calibration, True, "group")
     stats = None
     if spec.needs & {"gradients", "activations"}:
         stats = collect_stats(graph.model, graph, calibration, spec.needs)
-    return ScoreInputs(graph, stats, calibration, config.p, np.random.default_rng(config.seed),
-                       dict(config.options))
+    return ScoreInputs(graph, stats, calibration, torch.Generator().manual_seed(config.seed), dict(config.options))
 
 
 def _aggregate(raw: Any, config: ImportanceConfig, group: Group) -> np.ndarray:
@@ -108,44 +109,38 @@ def score_groups(graph: DependencyGraph, config: ImportanceConfig | str = Import
     """Per-unit importance of every prunable group (``{group name: scores}``, higher = keep).
 
     Raises:
-        ConfigError: the criterion needs calibration data or labels that were not given (checked
-            before any forward pass), or cannot score one of the groups.
+        ConfigError: the criterion has no group form, or needs calibration data or labels that were not
+            given (checked before any forward pass), or cannot score one of the groups.
     """
     if isinstance(config, str):
         config = ImportanceConfig(config)
     inputs = _inputs(graph, config, calibration)
     groups = graph.prunable_groups() if groups is None else groups
-    return {g.name: _aggregate(config.spec.group(inputs, g), config, g) for g in groups}
+    with shared_reductions():
+        return {g.name: _aggregate(config.spec.group(inputs, g), config, g) for g in groups}
 
 
-def score_weights(model: nn.Module, names: list[str], config: ImportanceConfig | str,
-                  calibration: Calibration | None = None,
-                  example_inputs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Single-weight scores (unstructured pruning) of the parameters ``names``.
+def score_weights(model: nn.Module, names_: list[str], criterion: str,
+                  calibration: Calibration | tuple | None = None, example_inputs: torch.Tensor | None = None,
+                  generator: torch.Generator | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Single-weight scores (unstructured pruning) of the Linear/Conv parameters ``names_``.
 
-    The channel criteria (apoz, mean_activation, mi, bn_scale, fpgm, loss_change) score single weights
-    with the forms of :mod:`prunekit.criteria.channel` (Linear and Conv weights).
+    Args:
+        calibration: a :class:`Calibration` or an ``(x, y)`` batch, for criteria that need data.
+        example_inputs: an input batch, for criteria that only need the input shape.
+        generator: the RNG of ``random`` (default: a new one seeded with ``seed``).
 
     Raises:
-        ConfigError: the criterion needs calibration data that was not given.
+        ConfigError: the criterion has no single-weight form or needs data that was not given.
     """
-    if isinstance(config, str):
-        config = ImportanceConfig(config)
-    spec = config.spec
-    check_needs(spec, calibration)
-    if spec.weight is None:  # channel criteria: their single-weight forms live with the unstructured ones
-        from prunekit.criteria import MODEL_PASSES, get_criterion
-
-        batch = None if calibration is None else (calibration.x, calibration.y)
-        if batch is None and example_inputs is not None:
-            batch = (example_inputs, None)
-        if batch is None and get_criterion(spec.name).needs & {"data", "input_shape"}:
-            raise ConfigError(f"criterion {spec.name!r} needs example_inputs (or a calibration set) to run the model")
-        return {n: s.detach().float().cpu() for n, s in MODEL_PASSES[spec.name](model, names, batch).items()}
-    x = calibration.x[:1] if calibration is not None else example_inputs
-    if x is None:
-        raise ConfigError("score_weights needs example_inputs (or a calibration set) to trace the model")
-    graph = DependencyGraph.build(model, x)
-    inputs = _inputs(graph, config, calibration)
-    params = dict(model.named_parameters())
-    return {n: spec.weight(inputs, n, params[n]).detach().float().cpu() for n in names}
+    spec = get(criterion, "weight")
+    if isinstance(calibration, Calibration):
+        calibration = (calibration.x, calibration.y)
+    batch = calibration
+    if batch is None and example_inputs is not None:
+        batch = (example_inputs, None)
+    cal = None if calibration is None else Calibration(calibration[0], calibration[1])
+    check_needs(spec, cal, example_inputs, "weight")
+    inputs = WeightInputs(model, list(names_), batch, generator or torch.Generator().manual_seed(seed), seed)
+    scores = spec.weight(inputs)
+    return {n: scores[n].detach().float().cpu() for n in names_}

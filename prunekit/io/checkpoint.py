@@ -65,6 +65,9 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         ModelLoadError: the file is missing, corrupt, or holds something other than tensors.
     """
     p = Path(path)
+    if p.is_dir():
+        raise ModelLoadError(f"checkpoint {str(p)!r} is a directory; give the .safetensors or torch file inside it "
+                             "(a prunekit run directory loads with prunekit.load_pruned)")
     if not p.is_file():
         raise ModelLoadError(f"checkpoint {str(p)!r} does not exist")
     try:

@@ -31,7 +31,11 @@ _MASK_KEYS = {"criterion": "importance", "target": "sparsity", "ratios": "ratios
               "remove_channels": "remove_channels"}
 _STRUCTURED_KEYS = {"criterion": "importance", "strategy": "allocation", "allocation_latency_weight": "latency_weight"}
 _BUDGET_KEYS = {"macs": "macs_kept", "params": "params_kept"}
-_DATA_CRITERIA = ("gradient", "taylor", "hessian", "loss_change", "apoz", "mean_activation", "mi", "bn_scale")
+_DATA_CRITERIA = ("gradient", "taylor", "hessian", "loss_change", "apoz", "mean_activation", "mi", "bn_folded")
+#: version-1 criterion names whose formula has another name in the one importance registry: the masks' bn_scale
+#: was the BN-folded magnitude (now bn_folded; bn_scale is |γ|), the structured lp (p = 2) is l2
+_MASK_RENAMED = {"bn_scale": "bn_folded"}
+_GROUP_RENAMED = {"lp": "l2"}
 
 
 def _mask_prune(p: dict[str, Any], regularize: dict[str, Any] | None) -> dict[str, Any]:
@@ -52,6 +56,8 @@ def _mask_prune(p: dict[str, Any], regularize: dict[str, Any] | None) -> dict[st
     out.update(p)  # unknown keys: the validator names them
     if scope is not None:
         out["allocation"] = "uniform" if scope == "layer" else scope
+    if "importance" in out:
+        out["importance"] = _MASK_RENAMED.get(out["importance"], out["importance"])
     if out.get("granularity") == "element":
         del out["granularity"]
     if out.get("granularity") == "nm" and nm is not None:
@@ -85,6 +91,8 @@ def _structured_prune(s: dict[str, Any]) -> dict[str, Any]:
     for k, v in s.items():
         if k == "target" and isinstance(v, dict):
             out["budget"] = {_BUDGET_KEYS.get(bk, bk): bv for bk, bv in v.items()}
+        elif k == "criterion":
+            out["importance"] = _GROUP_RENAMED.get(v, v)
         else:
             out[_STRUCTURED_KEYS.get(k, k)] = v
     return out

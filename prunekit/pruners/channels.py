@@ -19,17 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from prunekit import structured
 from prunekit.errors import PruningError
+from prunekit.graph import DependencyGraph
+from prunekit.measure import count_macs, count_params
 
 __all__ = ["dead_units", "remove_dead_channels", "structural_macs"]
-
-
-def _structured():
-    try:
-        import prunekit.structured as structured
-    except ImportError as e:  # the structured engine is a separate part of prunekit
-        raise PruningError(f"removing channels needs prunekit.structured, which failed to import ({e})") from None
-    return structured
 
 
 def _is_bn_param(model: nn.Module, name: str) -> bool:
@@ -72,8 +67,7 @@ def remove_dead_channels(model: nn.Module, example: torch.Tensor) -> dict[str, i
     if any(n.endswith("_mask") for n, _ in model.named_buffers()):
         raise PruningError("the model still carries masks: call make_permanent() on its pruner before "
                            "removing channels")
-    structured = _structured()
-    graph = structured.DependencyGraph.build(model, example)
+    graph = DependencyGraph.build(model, example)
     plan = dead_units(graph, model)
     structured.prune_groups(graph, plan)
     return {k: len(v) for k, v in plan.items()}
@@ -81,8 +75,6 @@ def remove_dead_channels(model: nn.Module, example: torch.Tensor) -> dict[str, i
 
 def structural_macs(model: nn.Module, example: torch.Tensor) -> dict:
     """MACs and parameters after removing the dead channels of a copy of ``model`` (its masks folded in)."""
-    from prunekit.measure import count_macs, count_params
-
     twin = copy.deepcopy(model).eval()
     for module in twin.modules():
         for name in [n for n, _ in module.named_buffers(recurse=False) if n.endswith("_mask")]:

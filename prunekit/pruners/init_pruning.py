@@ -6,7 +6,7 @@
   avoids layer collapse.
 
 Example:
-    >>> pruner = UnstructuredPruner(model, UnstructuredConfig(criterion="synflow"), calibration=(x, y))
+    >>> pruner = UnstructuredPruner(model, UnstructuredConfig(importance="synflow"), calibration=(x, y))
     >>> prune_at_init(pruner, target=0.9, iterations=100)
     >>> train(model, data, cfg)          # masks keep the pruned weights at zero
 """

@@ -27,7 +27,7 @@ from torch import nn
 
 from prunekit.errors import ConfigError
 from prunekit.masks import MaskSet
-from prunekit.pruners.scopes import kth_mask
+from prunekit.pruners.allocations import kth_mask
 from prunekit.pruners.unstructured import check_sparsity
 from prunekit.registry import Registry
 

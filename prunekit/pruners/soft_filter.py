@@ -44,7 +44,7 @@ class SoftFilterConfig:
 
 
 def filter_pruner(model: nn.Module, ratio: float, exclude: tuple[str, ...]) -> UnstructuredPruner:
-    cfg = UnstructuredConfig(criterion="l2", scope="layer", granularity="filter", exclude=tuple(exclude))
+    cfg = UnstructuredConfig(importance="l2", allocation="uniform", granularity="filter", exclude=tuple(exclude))
     pruner = UnstructuredPruner(model, cfg)
     if ratio <= 0:
         raise ConfigError(f"filter ratio must be > 0, got {ratio}")

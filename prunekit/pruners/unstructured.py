@@ -1,8 +1,11 @@
 """Mask-based pruning of Linear and Conv layers at any granularity (element, vector, kernel, filter, N:M).
 
+The pruner behind ``prunekit.prune_(model, UnstructuredConfig(...))``, kept for schedules that move
+the masks step by step (iterative, gradual, lottery).
+
 Example:
-    >>> pruner = UnstructuredPruner(model, UnstructuredConfig(criterion="l1", scope="global"))
-    >>> pruner.prune_to(0.9)          # 90% of the prunable weights become zero
+    >>> pruner = UnstructuredPruner(model, UnstructuredConfig(sparsity=0.9, importance="l1", allocation="global"))
+    >>> pruner.prune_to()             # 90% of the prunable weights become zero
     >>> pruner.make_permanent()       # masks folded in, plain state dict again
 """
 
@@ -10,62 +13,23 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from prunekit.criteria import MODEL_PASSES, ScoreContext, get_criterion
 from prunekit.errors import ConfigError
+from prunekit.importance import WeightInputs, get
 from prunekit.masks import MaskSet
-from prunekit.pruners.granularity import GRANULARITIES, check_nm, nm_mask
-from prunekit.pruners.scopes import SCOPES
+from prunekit.pruners.allocations import ALLOCATIONS
+from prunekit.pruners.configs import UnstructuredConfig
+from prunekit.pruners.granularity import GRANULARITIES, check_nm, nm_mask, nm_sparsity
 
-__all__ = ["UnstructuredConfig", "UnstructuredPruner", "PRUNABLE_TYPES"]
+__all__ = ["UnstructuredPruner", "PRUNABLE_TYPES", "check_sparsity"]
 
 #: Layer types whose weights unstructured pruning targets.
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (
     nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
 )
-
-
-@dataclass(frozen=True)
-class UnstructuredConfig:
-    """What to prune and how.
-
-    Attributes:
-        criterion: name in ``WEIGHT_CRITERIA`` (``l1``, ``l2``, ``random``) or ``SALIENCY_CRITERIA``
-            (``snip``, ``synflow`` at initialisation; on a trained model ``gradient``, ``taylor``,
-            ``hessian``, ``loss_change`` and the single-weight forms of the channel criteria ``apoz``,
-            ``mean_activation``, ``mi``, ``bn_scale``, ``fpgm``: all but ``fpgm`` need a calibration
-            batch, see :class:`UnstructuredPruner`).
-        scope: name in ``SCOPES`` (``layer``, ``global``, ``ratios``, ``threshold``).
-        ratios: for scope ``ratios``: parameter-name pattern → sparsity.
-        threshold: for scope ``threshold``: weights scoring below it are pruned.
-        exclude: parameter-name or module-name patterns (fnmatch) left dense, e.g. ``["fc.*"]``.
-        include_bias: also prune biases (scored like weights); by default biases stay dense.
-        seed: seeds the ``random`` criterion.
-        granularity: name in ``GRANULARITIES`` (``element``, ``vector``, ``kernel``, ``filter``, ``nm``);
-            for group granularities the target counts groups (equal to weights within a layer).
-        nm: (N, M) of the ``nm`` granularity, e.g. (2, 4): sparsity 1 − N/M whatever the target.
-    """
-
-    criterion: str = "l1"
-    scope: str = "global"
-    ratios: dict[str, float] = field(default_factory=dict)
-    threshold: float | None = None
-    exclude: tuple[str, ...] = ()
-    include_bias: bool = False
-    seed: int = 0
-    granularity: str = "element"
-    nm: tuple[int, int] = (2, 4)
-
-    def __post_init__(self) -> None:
-        get_criterion(self.criterion)
-        SCOPES.get(self.scope)
-        GRANULARITIES.get(self.granularity)
-        for name, r in self.ratios.items():
-            check_sparsity(r, f"ratios[{name!r}]")
 
 
 def check_sparsity(value: float, what: str = "sparsity") -> float:
@@ -79,9 +43,9 @@ class UnstructuredPruner:
 
     Args:
         model: the model; masks are installed on it.
-        config: what to prune and how.
-        calibration: an ``(x, y)`` batch for the model-level criteria (``snip`` and ``taylor`` use the
-            loss on it, ``apoz`` the activations, ``synflow`` and ``bn_scale`` only its input shape); may
+        config: what to prune and how (its ``sparsity`` is the default target of :meth:`prune_to`).
+        calibration: an ``(x, y)`` batch for the criteria that need data (``snip`` and ``taylor`` use the
+            loss on it, ``apoz`` the activations, ``synflow`` and ``bn_folded`` only its input shape); may
             also be set later as ``pruner.calibration``.
     """
 
@@ -89,7 +53,7 @@ class UnstructuredPruner:
                  calibration: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         self.model = model
         self.config = config or UnstructuredConfig()
-        self.criterion = get_criterion(self.config.criterion)
+        self.criterion = get(self.config.importance, "weight")
         self.granularity = GRANULARITIES.get(self.config.granularity)
         self.calibration = calibration
         self.masks = MaskSet(model)
@@ -131,45 +95,42 @@ class UnstructuredPruner:
         return {n: have[n] if n in have else torch.ones_like(p, dtype=torch.float32)
                 for n, p in self.parameters().items()}
 
-    def _model_pass(self) -> dict[str, torch.Tensor | None]:
-        """What a model-level criterion computes before scoring (``MODEL_PASSES``); None for the rest."""
-        params = self.parameters()
-        name = self.criterion.name
-        if name not in MODEL_PASSES:
-            return dict.fromkeys(params)
-        if self.calibration is None and self.criterion.needs & {"data", "input_shape"}:
-            raise ConfigError(f"criterion {name!r} needs a calibration batch (it scores with "
-                              f"{', '.join(sorted(self.criterion.needs))}): pass calibration=(x, y) to "
+    def _check_calibration(self) -> None:
+        needs = self.criterion.needs
+        if self.calibration is None and needs & {"data", "example_inputs"}:
+            raise ConfigError(f"criterion {self.criterion.name!r} needs a calibration batch (it scores with "
+                              f"{', '.join(sorted(needs - {'weights', 'at_init'}))}): pass calibration=(x, y) to "
                               "UnstructuredPruner")
-        return MODEL_PASSES[name](self.model, list(params), self.calibration)
+        if "labels" in needs and self.calibration[1] is None:
+            raise ConfigError(f"criterion {self.criterion.name!r} needs labels: pass calibration=(x, y) with y")
 
     def scores(self) -> dict[str, torch.Tensor]:
-        out = {}
-        stats = self._model_pass()
-        for n, p in self.parameters().items():
-            ctx = ScoreContext(name=n, param=p, generator=self.generator, stat=stats[n])
-            out[n] = self.criterion.score(ctx).detach().float().cpu()
-        return out
+        """Every pruned parameter's single-weight scores (the criterion's weight form)."""
+        self._check_calibration()
+        inputs = WeightInputs(self.model, list(self.names), self.calibration, self.generator, self.config.seed)
+        return {n: s.detach().float().cpu() for n, s in self.criterion.weight(inputs).items()}
 
-    def prune_to(self, target: float, step_fn: Callable[[float], float] | None = None) -> float:
-        """Prunes until the scope's target is met; returns the resulting sparsity of the pruned set.
+    def prune_to(self, target: float | None = None, step_fn: Callable[[float], float] | None = None) -> float:
+        """Prunes until the allocation's target is met; returns the resulting sparsity of the pruned set.
 
         Args:
-            target: final sparsity in [0, 1) (ignored by the ``threshold`` scope).
+            target: final sparsity in [0, 1) (ignored by allocations ``ratios`` and ``threshold``); default
+                the config's ``sparsity`` (1 − N/M for granularity ``nm``).
             step_fn: maps a final sparsity to this step's (schedules use it); default identity.
         """
-        if self.config.scope != "threshold":
+        target = self._target(target)
+        if self.config.allocation not in ("ratios", "threshold"):
             check_sparsity(target)
         current = {n: m.float().cpu() for n, m in self.current_masks().items()}
         scores = self.scores()
         g = self.granularity
-        if g.fixed_pattern:  # N:M: the pattern, not a scope, sets the mask
+        if g.fixed_pattern:  # N:M: the pattern, not an allocation, sets the mask
             masked = {n: torch.where(current[n] > 0, s, torch.full_like(s, -torch.inf))
                       for n, s in scores.items()}
             new = {n: nm_mask(s, self.config.nm) * current[n] for n, s in masked.items()}
         else:
-            scope = SCOPES.get(self.config.scope)
-            group_new = scope({n: g.group_scores(s) for n, s in scores.items()},
+            allocation = ALLOCATIONS.get(self.config.allocation)
+            group_new = allocation({n: g.group_scores(s) for n, s in scores.items()},
                               {n: g.group_mask(m) for n, m in current.items()},
                               target, step_fn or (lambda s: s),
                               ratios=self.config.ratios, threshold=self.config.threshold)
@@ -179,6 +140,18 @@ class UnstructuredPruner:
         if g.name == "filter":
             self._mask_filter_biases(new)
         return self.sparsity()
+
+    def _target(self, target: float | None) -> float:
+        if target is not None:
+            return target
+        if self.config.sparsity is not None:
+            return self.config.sparsity
+        if self.granularity.fixed_pattern:
+            return nm_sparsity(self.config.nm)
+        if self.config.allocation in ("ratios", "threshold"):
+            return 0.0
+        raise ConfigError(f"UnstructuredConfig(allocation={self.config.allocation!r}) needs sparsity= (the fraction "
+                          f"removed, e.g. sparsity=0.9), or pass the target to prune_to()")
 
     def _mask_filter_biases(self, masks: dict[str, torch.Tensor]) -> None:
         """A pruned filter takes its bias with it, so its output channel is exactly zero."""

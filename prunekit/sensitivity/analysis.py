@@ -109,7 +109,7 @@ def _subset(x: torch.Tensor, y: torch.Tensor, cfg: SensitivityConfig) -> tuple[t
 
 
 def analyze(graph: DependencyGraph, x: torch.Tensor, y: torch.Tensor, scores: dict[str, np.ndarray],
-            config: SensitivityConfig = SensitivityConfig(), criterion: str = "lp",
+            config: SensitivityConfig = SensitivityConfig(), criterion: str = "l2",
             recalibration: torch.Tensor | None = None) -> Sensitivity:
     """Curves of every prunable group of ``graph``, units removed lowest ``scores`` first.
 
@@ -138,7 +138,7 @@ def analyze(graph: DependencyGraph, x: torch.Tensor, y: torch.Tensor, scores: di
 
 
 def analyze_weights(model: nn.Module, x: torch.Tensor, y: torch.Tensor, scores: dict[str, torch.Tensor],
-                    config: SensitivityConfig = SensitivityConfig(), criterion: str = "lp") -> Sensitivity:
+                    config: SensitivityConfig = SensitivityConfig(), criterion: str = "l2") -> Sensitivity:
     """Unstructured sensitivity: per parameter in ``scores``, mask its lowest-scoring fraction r alone."""
     x, y = _subset(x, y, config)
     base = evaluate(model, x, y)

@@ -1,36 +1,24 @@
-"""Structured pruning: remove channels, neurons and attention heads for real.
+"""Structured pruning's lower half: apply a removal plan, for real.
 
-Build a :class:`~prunekit.graph.DependencyGraph` once, score its groups with a criterion from
-:data:`GROUP_CRITERIA`, and remove units with :func:`prune_groups` (or do all of it with
-:func:`prune`). The result is a smaller dense model.
+Given a :class:`~prunekit.graph.DependencyGraph` and a plan (``{group name: unit indices}``, chosen by
+:func:`prunekit.pruners.select_units` or :func:`prunekit.allocation.allocate`), :func:`prune_groups`
+removes those channels, neurons and heads; the result is a smaller dense model. Use
+:func:`prunekit.prune_` for the whole thing in one call.
 """
 
 from prunekit.graph import DependencyGraph, Group
-from prunekit.structured.criteria import GROUP_CRITERIA
 from prunekit.structured.equivalence import zero_units
-from prunekit.structured.pruner import (
-    StructuredConfig,
-    StructuredResult,
-    prune,
-    prune_groups,
-    prune_with_fallback,
-    select_units,
-)
+from prunekit.structured.pruner import prune_groups, prune_with_fallback
 from prunekit.structured.serialize import hf_config_for, load_pruned, save_pretrained_pruned, save_pruned
 
 __all__ = [
-    "GROUP_CRITERIA",
     "DependencyGraph",
     "Group",
-    "StructuredConfig",
-    "StructuredResult",
-    "prune",
     "hf_config_for",
     "load_pruned",
     "prune_groups",
     "prune_with_fallback",
     "save_pretrained_pruned",
     "save_pruned",
-    "select_units",
     "zero_units",
 ]

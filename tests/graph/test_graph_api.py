@@ -16,8 +16,8 @@ from torch import nn
 
 import prunekit.graph as G
 from prunekit.cli.main import main
+from prunekit.pruners import check_model
 from prunekit.structured import prune_groups
-from prunekit.structured.check import check_model
 
 
 class Plain(nn.Module):

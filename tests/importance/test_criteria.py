@@ -11,15 +11,18 @@ from prunekit.errors import ConfigError
 from prunekit.graph import DependencyGraph
 from prunekit.importance import (
     IMPORTANCE,
+    NEEDS,
     Calibration,
     ImportanceConfig,
     check_needs,
     collect_stats,
+    get,
+    names,
     recording,
     score_groups,
     score_weights,
 )
-from prunekit.structured import GROUP_CRITERIA, StructuredConfig, select_units
+from prunekit.pruners import StructuredConfig, select_units
 
 
 class Tiny(nn.Module):
@@ -46,7 +49,7 @@ def setup():
     return model, graph, Calibration(x, y, batch_size=8)
 
 
-@pytest.mark.parametrize("name", IMPORTANCE.names())
+@pytest.mark.parametrize("name", names(kind="group"))
 def test_every_criterion_scores_every_prunable_group(setup, name):
     model, graph, cal = setup
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -59,11 +62,15 @@ def test_every_criterion_scores_every_prunable_group(setup, name):
     assert all(p.grad is None for p in model.parameters())
 
 
-def test_lp_and_bn_scale_numbers(setup):
+def test_l1_l2_and_bn_scale_numbers(setup):
     model, graph, _ = setup
     w = model.c1.weight.detach()
-    l1 = score_groups(graph, ImportanceConfig("lp", p=1, normalize="none", reduction="first"))["c1"]
+    l1 = score_groups(graph, ImportanceConfig("l1", normalize="none", reduction="first"))["c1"]
     np.testing.assert_allclose(l1, w.abs().reshape(4, -1).mean(1).numpy(), rtol=1e-6)
+    l2 = score_groups(graph, ImportanceConfig("l2", normalize="none", reduction="first"))["c1"]
+    np.testing.assert_allclose(l2, w.pow(2).reshape(4, -1).mean(1).sqrt().numpy(), rtol=1e-6)
+    single = score_weights(model, ["c1.weight"], "l2")["c1.weight"]
+    torch.testing.assert_close(single, w.pow(2))
     with torch.no_grad():
         model.b1.weight.copy_(torch.tensor([0.5, -2.0, 1.0, 0.1]))
     bn = score_groups(graph, ImportanceConfig("bn_scale", normalize="none"))["c1"]
@@ -110,16 +117,18 @@ def test_fpgm_ranks_the_median_filter_lowest_and_is_a_group_criterion(setup):
         w[3] = 0.05  # closest to the others' median
     s = score_groups(graph, ImportanceConfig("fpgm", reduction="first", normalize="none"))["c1"]
     assert int(np.argmin(s)) in (2, 3)
-    assert "fpgm" in GROUP_CRITERIA
-    plan = select_units(graph, StructuredConfig(ratio=0.5, criterion="fpgm"))
+    plan = select_units(graph, StructuredConfig(sparsity=0.5, importance="fpgm"))
     assert {k: len(v) for k, v in plan.items()} == {"c1": 2, "c2": 3}
 
 
-@pytest.mark.parametrize("name", [n for n in IMPORTANCE.names() if IMPORTANCE.get(n).needs])
+@pytest.mark.parametrize("name", names(kind="group", data_free=False))
 def test_data_criteria_refuse_to_start_without_data(setup, name):
-    _, graph, cal = setup
-    with pytest.raises(ConfigError, match=f"criterion '{name}' needs calibration data.*Calibration\\(x, y\\)"):
+    model, graph, cal = setup
+    with pytest.raises(ConfigError, match=f"criterion '{name}' needs calibration data.*Calibration\\(x, y\\).*"
+                                          f"data-free group criterion: bn_scale, fpgm, l1, l2, random"):
         score_groups(graph, name)
+    with pytest.raises(ConfigError, match=f"criterion '{name}' needs calibration data"):
+        score_weights(model, ["c1.weight"], name)
     if "labels" in IMPORTANCE.get(name).needs:
         with pytest.raises(ConfigError, match="needs labels"):
             check_needs(name, Calibration(cal.x))
@@ -129,14 +138,45 @@ def test_unknown_criterion_lists_the_choices():
     with pytest.raises(ConfigError, match="unknown criterion 'taylor9'; choose one of: apoz, bn_scale"):
         ImportanceConfig("taylor9")
     with pytest.raises(ConfigError, match="unknown reduction 'median'"):
-        ImportanceConfig("lp", reduction="median")
+        ImportanceConfig("l2", reduction="median")
 
 
-@pytest.mark.parametrize("name", ["apoz", "mean_activation", "mi", "bn_scale", "fpgm", "loss_change"])
-def test_channel_criteria_score_single_weights(setup, name):
+@pytest.mark.parametrize("name", names(kind="weight"))
+def test_every_weight_form_scores_single_weights_and_leaves_the_model_alone(setup, name):
     model, _, cal = setup
-    w = score_weights(model, ["c1.weight"], name, cal)["c1.weight"]
-    assert w.shape == model.c1.weight.shape and torch.isfinite(w).all() and w.abs().sum() > 0
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    w = score_weights(model, ["c1.weight", "c2.weight"], name, cal)
+    assert [t.shape for t in w.values()] == [model.c1.weight.shape, model.c2.weight.shape]
+    assert all(torch.isfinite(t).all() and t.abs().sum() > 0 for t in w.values())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_every_criterion_declares_known_needs_and_a_form():
+    for name in IMPORTANCE.names():
+        c = get(name)
+        assert c.needs <= set(NEEDS) and c.kinds, name
+        assert c.doc, name
+    assert set(names("group")) | set(names("weight")) == set(IMPORTANCE.names())
+    assert set(names(at_init=True)) == {"snip", "synflow"}
+
+
+@pytest.mark.parametrize("name,kind", [("bn_scale", "weight"), ("bn_folded", "group"), ("snip", "group")])
+def test_a_criterion_without_that_form_is_refused_with_the_names_that_fit(name, kind):
+    with pytest.raises(ConfigError, match=f"criterion '{name}' has no {kind} form.*; choose one of: "
+                                          f"{', '.join(names(kind))}$"):
+        get(name, kind)
+
+
+def test_one_random_generator_seeds_both_forms(setup):
+    model, graph, _ = setup
+    a = score_groups(graph, ImportanceConfig("random", seed=3))["c1"]
+    b = score_groups(graph, ImportanceConfig("random", seed=3))["c1"]
+    c = score_groups(graph, ImportanceConfig("random", seed=4))["c1"]
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    w3 = score_weights(model, ["c1.weight"], "random", seed=3)["c1.weight"]
+    assert torch.equal(w3, torch.rand(model.c1.weight.shape, generator=torch.Generator().manual_seed(3)))
 
 
 def test_hooks_are_removed_even_when_the_forward_fails(setup):

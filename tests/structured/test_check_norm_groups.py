@@ -5,8 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunekit.structured import StructuredConfig
-from prunekit.structured.check import check_model
+from prunekit.pruners import StructuredConfig, check_model
 
 
 class PreNormMLP(nn.Module):
@@ -26,7 +25,7 @@ class PreNormMLP(nn.Module):
 def _check(exact_only: bool):
     torch.manual_seed(0)
     return check_model("prenorm", PreNormMLP().eval(), torch.randn(3, 12),
-                       StructuredConfig(ratio=0.5, exact_only=exact_only), latency=False)
+                       StructuredConfig(sparsity=0.5, exact_only=exact_only), latency=False)
 
 
 def test_norm_groups_are_pruned_only_when_asked():
@@ -50,20 +49,20 @@ class ZeroHead(nn.Module):
 
 def test_zero_initialised_layers_are_redrawn_so_equivalence_means_something():
     model, x = ZeroHead().eval(), torch.randn(3, 12)
-    rep = check_model("zero-head", model, x, StructuredConfig(ratio=0.5), latency=False)
+    rep = check_model("zero-head", model, x, StructuredConfig(sparsity=0.5), latency=False)
     assert rep.ok and rep.equivalent and rep.redrawn == ["head.weight", "head.bias"]
     assert model(x).abs().max() > 0  # the compared outputs were not trivially zero
     kept = ZeroHead().eval()
-    assert check_model("kept", kept, x, StructuredConfig(ratio=0.5), latency=False, redraw_zeros=False).redrawn == []
+    assert check_model("kept", kept, x, StructuredConfig(sparsity=0.5), latency=False, redraw_zeros=False).redrawn == []
     assert not kept.head.weight.any()
 
 
 def test_only_norm_groups_left_says_how_to_prune_them():
     model = nn.Sequential(nn.Linear(12, 16), nn.LayerNorm(16), nn.Linear(16, 5))
     x = torch.randn(3, 12)
-    exact = check_model("ln", model, x, StructuredConfig(ratio=0.5), latency=False)
+    exact = check_model("ln", model, x, StructuredConfig(sparsity=0.5), latency=False)
     assert not exact.ok and "PruningError" in exact.error and "--include-norm-groups" in exact.error
-    loose = check_model("ln", model, x, StructuredConfig(ratio=0.5, exact_only=False), latency=False)
+    loose = check_model("ln", model, x, StructuredConfig(sparsity=0.5, exact_only=False), latency=False)
     assert loose.ok and loose.params_after < loose.params_before
 
 

@@ -9,10 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunekit import StructuredConfig, prune_
 from prunekit.cli.main import main
 from prunekit.errors import ConfigError, PruningError
 from prunekit.graph import DependencyGraph
-from prunekit.structured import prune, prune_groups, select_units
+from prunekit.pruners import select_units
+from prunekit.structured import prune_groups
 from tests.structured.topologies import FlattenLinear, Residual, image
 
 
@@ -51,13 +53,13 @@ class FFTOnly(nn.Module):
 
 @pytest.mark.parametrize("ratio", [-0.1, 1.0, 1.5, "half"])
 def test_ratio_out_of_range(ratio) -> None:
-    with pytest.raises(ConfigError, match=r"ratio must be in \[0, 1\)"):
-        prune(Residual().eval(), image(), ratio=ratio)
+    with pytest.raises(ConfigError, match=r"StructuredConfig.sparsity=.*in \[0, 1\)"):
+        StructuredConfig(sparsity=ratio)
 
 
 def test_unknown_criterion_lists_choices() -> None:
-    with pytest.raises(ConfigError, match="l1, l2, random"):
-        prune(Residual().eval(), image(), criterion="taylor2")
+    with pytest.raises(ConfigError, match="unknown criterion 'taylor2'; choose one of: apoz, bn_scale, fpgm"):
+        StructuredConfig(sparsity=0.5, importance="taylor2")
 
 
 def test_unknown_exclude_name() -> None:
@@ -69,7 +71,7 @@ def test_exclude_pins_layer() -> None:
     m = Residual().eval()
     g = DependencyGraph.build(m, image(), exclude=["a"])
     assert g.group("stem.0").prunable == 0 and g.group("a.0").prunable == 0
-    prune_groups(g, select_units(g))
+    prune_groups(g, select_units(g, StructuredConfig(sparsity=0.5)))
     assert m.a[0].weight.shape == (24, 16, 3, 3)
 
 
@@ -110,7 +112,7 @@ def test_data_dependent_branch_refused() -> None:
 
 def test_unsupported_op_named() -> None:
     with pytest.raises(PruningError, match="unsupported op 'fft_rfft'"):
-        prune(FFTOnly().eval(), torch.randn(1, 3, 8, 8))
+        prune_(FFTOnly().eval(), StructuredConfig(sparsity=0.5), example_inputs=torch.randn(1, 3, 8, 8))
 
 
 def test_cli_check_json(capsys) -> None:
@@ -163,7 +165,7 @@ class InputWidthAttention(nn.Module):
 def test_prune_skips_groups_whose_code_bakes_a_size() -> None:
     model = nn.Sequential(InputWidthAttention(), InputWidthAttention()).eval()
     x = torch.randn(2, 5, 16)
-    res = prune(model, x, ratio=0.5, measure=False)
+    res = prune_(model, StructuredConfig(sparsity=0.5), example_inputs=x)
     assert sorted(res.skipped) == ["0.qkv", "1.qkv"]
     assert model[0].qkv.out_features == 48 and model[0].fc1.out_features == 16
     assert model(x).shape == (2, 5, 16)

@@ -6,8 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunekit.structured import StructuredConfig
-from prunekit.structured.check import check_model
+from prunekit.pruners import StructuredConfig, check_model
 
 
 class KeywordCalls(nn.Module):
@@ -25,7 +24,8 @@ class KeywordCalls(nn.Module):
 
 def test_keyword_weight_arguments_prune_and_stay_equivalent():
     torch.manual_seed(0)
-    rep = check_model("kw", KeywordCalls().eval(), torch.randn(2, 3, 8, 8), StructuredConfig(ratio=0.5), latency=False)
+    rep = check_model("kw", KeywordCalls().eval(), torch.randn(2, 3, 8, 8), StructuredConfig(sparsity=0.5),
+                      latency=False)
     assert rep.ok and rep.equivalent, rep.error
     assert rep.groups_pruned == 2 and rep.params_after < rep.params_before
 
@@ -65,7 +65,8 @@ class AlibiScores(nn.Module):
 
 def test_baddbmm_with_keyword_operands_couples_q_and_k():
     torch.manual_seed(0)
-    rep = check_model("alibi", AlibiScores().eval(), torch.randn(2, 5, 8), StructuredConfig(ratio=0.5), latency=False)
+    rep = check_model("alibi", AlibiScores().eval(), torch.randn(2, 5, 8), StructuredConfig(sparsity=0.5),
+                      latency=False)
     assert rep.ok and rep.equivalent, rep.error
     assert rep.params_after == rep.params_before - 8 * (8 + 1) * 2  # 8 of 16 q/k features, weight rows + bias
 

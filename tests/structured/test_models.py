@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from prunekit.structured import StructuredConfig
-from prunekit.structured.check import check_model
+from prunekit.pruners import StructuredConfig, check_model
 from prunekit.zoo import load
 
 FAST = ["torchvision:resnet18", "torchvision:mobilenet_v2", "hf:bert", "hf:llama", "hf:vit",
@@ -18,7 +17,7 @@ FAST = ["torchvision:resnet18", "torchvision:mobilenet_v2", "hf:bert", "hf:llama
 
 def _check(spec: str, small: bool = True):
     zm = load(spec, small=small)
-    rep = check_model(spec, zm.model, zm.example_inputs, StructuredConfig(ratio=0.5), latency=False)
+    rep = check_model(spec, zm.model, zm.example_inputs, StructuredConfig(sparsity=0.5), latency=False)
     assert rep.error is None, rep.error
     assert rep.ok and rep.equivalent and rep.max_rel_diff <= 1e-5
     assert rep.params_after < rep.params_before and rep.macs_after < rep.macs_before

@@ -15,7 +15,8 @@ from torch import nn
 
 from prunekit.errors import PruningError
 from prunekit.graph import DependencyGraph
-from prunekit.structured import StructuredConfig, prune_groups, select_units, zero_units
+from prunekit.pruners import StructuredConfig, select_units
+from prunekit.structured import prune_groups, zero_units
 from prunekit.structured.layers import PrunedMultiheadAttention
 from tests.structured.topologies import TOPOLOGIES, tv_swin, tv_vit
 
@@ -208,7 +209,7 @@ def test_global_scope_prunes_heads_and_mlp() -> None:
     model, x = tv_vit().eval(), torch.randn(2, 3, 32, 32)
     graph = DependencyGraph.build(model, x)
     reference = copy.deepcopy(model)
-    plan = select_units(graph, StructuredConfig(ratio=0.5, scope="global"))
+    plan = select_units(graph, StructuredConfig(sparsity=0.5, allocation="global"))
     zero_units(graph, plan, reference)
     prune_groups(graph, plan)
     with torch.no_grad():
@@ -245,7 +246,7 @@ def test_vit_b_16_half_the_heads_equivalent() -> None:
     nn.init.normal_(model.heads.head.weight)
     graph = DependencyGraph.build(model, x)
     heads = {g.name for g in graph.prunable_groups() if g.name.endswith("self_attention.in_proj_weight")}
-    plan = {k: v for k, v in select_units(graph, StructuredConfig(ratio=0.5)).items() if k in heads}
+    plan = {k: v for k, v in select_units(graph, StructuredConfig(sparsity=0.5)).items() if k in heads}
     reference = copy.deepcopy(model)
     zero_units(graph, plan, reference)
     before = sum(p.numel() for p in model.parameters())

@@ -7,9 +7,11 @@ import json
 import pytest
 import torch
 
+from prunekit import StructuredConfig, prune_
 from prunekit.errors import ModelLoadError, PruningError
 from prunekit.graph import DependencyGraph
-from prunekit.structured import StructuredConfig, prune, prune_groups, select_units
+from prunekit.pruners import select_units
+from prunekit.structured import prune_groups
 from prunekit.structured.serialize import VERSION, hf_config_for, load_pruned, save_pretrained_pruned, save_pruned
 from prunekit.zoo import load
 from tests.structured.topologies import TOPOLOGIES
@@ -23,7 +25,7 @@ def test_spec_round_trip(tmp_path, name: str) -> None:
     factory, make_input, _ = TOPOLOGIES[name]
     model, x = factory().eval(), make_input(2)
     g = DependencyGraph.build(model, x)
-    prune_groups(g, select_units(g, StructuredConfig(ratio=0.5)))
+    prune_groups(g, select_units(g, StructuredConfig(sparsity=0.5)))
     save_pruned(model, tmp_path / "m")
     meta = json.loads((tmp_path / "m" / "pruned.json").read_text())
     assert meta["format_version"] == VERSION and not list(tmp_path.glob("m/*.pt"))
@@ -36,7 +38,7 @@ def test_spec_round_trip(tmp_path, name: str) -> None:
 def test_constructor_string_and_torch_save(tmp_path) -> None:
     zm = load("torchvision:resnet18")
     x = torch.randn(1, 3, 64, 64)
-    prune(zm.model, x, ratio=0.5, measure=False)
+    prune_(zm.model, StructuredConfig(sparsity=0.5), example_inputs=x)
     save_pruned(zm.model, tmp_path / "r", constructor="torchvision:resnet18")
     again = load_pruned(tmp_path / "r").eval()
     torch.save(zm.model, tmp_path / "whole.pt")
@@ -49,7 +51,7 @@ def test_constructor_string_and_torch_save(tmp_path) -> None:
 def test_wrong_model_or_version(tmp_path) -> None:
     factory, make_input, _ = TOPOLOGIES["residual"]
     m = factory().eval()
-    prune(m, make_input(2), ratio=0.5, measure=False)
+    prune_(m, StructuredConfig(sparsity=0.5), example_inputs=make_input(2))
     save_pruned(m, tmp_path / "m")
     with pytest.raises(ModelLoadError, match="not in the model given"):
         load_pruned(tmp_path / "m", TOPOLOGIES["concat"][0]())
@@ -64,7 +66,7 @@ def test_hf_save_pretrained_round_trip(tmp_path) -> None:
     from transformers import AutoModel
 
     zm = load("hf:llama")
-    prune(zm.model, zm.example_inputs, ratio=0.5, measure=False)
+    prune_(zm.model, StructuredConfig(sparsity=0.5), example_inputs=zm.example_inputs)
     save_pretrained_pruned(zm.model, tmp_path / "hf")
     again = AutoModel.from_pretrained(tmp_path / "hf").eval()
     assert again.config.num_key_value_heads == 1 and again.config.intermediate_size == 64
@@ -89,7 +91,7 @@ def test_replaced_attention_round_trips(tmp_path) -> None:
 
     model, x = tv_vit().eval(), torch.randn(2, 3, 32, 32)
     g = DependencyGraph.build(model, x)
-    prune_groups(g, select_units(g, StructuredConfig(ratio=0.5)))
+    prune_groups(g, select_units(g, StructuredConfig(sparsity=0.5)))
     save_pruned(model, tmp_path / "m")
     meta = json.loads((tmp_path / "m" / "pruned.json").read_text())
     entry = meta["architecture"]["modules"]["encoder.layers.encoder_layer_0.self_attention"]

@@ -16,7 +16,7 @@ from typing import Any
 from prunekit.allocation import COST_NAMES, STRATEGY_NAMES, AllocationConfig, LatencyTable, load_latency_table
 from prunekit.errors import ConfigError
 from prunekit.export import InferenceConfig
-from prunekit.importance import IMPORTANCE, Calibration, ImportanceConfig, score_groups
+from prunekit.importance import Calibration, ImportanceConfig, get, names, score_groups
 from prunekit.pipeline.methods._engine import budget_from, check_importance, structured_prune
 from prunekit.pipeline.methods.base import PRUNE_METHODS, PruneContext, PruneMethod, PruneOutcome
 from prunekit.sensitivity import DEFAULT_RATIOS, SensitivityConfig, analyze
@@ -35,7 +35,7 @@ class StructuredOptions:
     """What to remove and how much.
 
     Attributes:
-        importance: group criterion (``lp``, ``taylor``, ``gradient``, ``fpgm``, …).
+        importance: group criterion (``l1``, ``l2``, ``taylor``, ``gradient``, ``fpgm``, …).
         budget: what is kept: ``{macs_kept: 0.5}``, ``{params_kept: 0.25}`` or ``{latency_ms: 20, batch: 1}``,
             with an optional relative ``tolerance``.
         allocation: ``uniform``, ``global``, ``sensitivity`` or ``search``.
@@ -98,10 +98,10 @@ class StructuredOptions:
             if given:
                 raise ConfigError(f"{', '.join(given)} configure the sensitivity analysis of allocation: sensitivity "
                                   f"(here {self.allocation!r}): remove them")
-        if IMPORTANCE.get(self.importance).needs and self.calibration_samples < 1:
+        if get(self.importance).needs_data and self.calibration_samples < 1:
             raise ConfigError(f"criterion {self.importance!r} needs calibration data "
-                              f"({', '.join(sorted(IMPORTANCE.get(self.importance).needs))}): set "
-                              f"calibration_samples ≥ 1, or choose lp, fpgm, bn_scale or random")
+                              f"({', '.join(sorted(get(self.importance).needs))}): set calibration_samples ≥ 1, or "
+                              f"choose a data-free criterion: {', '.join(names('group', data_free=True))}")
 
     def budget_config(self):
         return budget_from(dict(self.budget))
@@ -143,7 +143,7 @@ def _run(ctx: PruneContext) -> PruneOutcome:
     r, opts, data = ctx.recipe, ctx.recipe.prune.options, ctx.data
     ctx.model.eval()  # scores, sensitivity and allocation see inference-mode BatchNorm
     cal = None
-    if opts.calibration_samples and IMPORTANCE.get(opts.importance).needs:
+    if opts.calibration_samples and get(opts.importance).needs_data:
         cal = Calibration.from_data(data.x_train, data.y_train, opts.calibration_samples, r.seed)
     sens = _sensitivity(ctx, opts, cal) if opts.allocation == "sensitivity" else None
     x_val, y_val = data.x_val[: opts.sensitivity_samples], data.y_val[: opts.sensitivity_samples]

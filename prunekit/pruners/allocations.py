@@ -1,6 +1,6 @@
-"""Scopes: how a sparsity target turns into masks across layers.
+"""Allocations of unstructured pruning: how a sparsity target turns into masks across layers.
 
-- ``layer``: every layer reaches the same sparsity s (its k = round(s·numel) lowest scores go).
+- ``uniform``: every layer reaches the same sparsity s (its k = round(s·numel) lowest scores go).
 - ``global``: one score threshold across all layers, chosen so that the pooled sparsity is s; each
   layer keeps at least one weight.
 - ``ratios``: a sparsity per layer, from a dict of parameter-name patterns (fnmatch) to ratios;
@@ -20,11 +20,26 @@ import torch
 from prunekit.errors import ConfigError
 from prunekit.registry import Registry
 
-__all__ = ["SCOPES", "ScopeFn", "kth_mask", "ratios_for"]
+__all__ = ["ALLOCATIONS", "AllocationFn", "allocation_name", "kth_mask", "ratios_for"]
 
-#: ``scope(scores, current_masks, target, step_fn, ratios, threshold) -> new masks``
-ScopeFn = Callable[..., dict[str, torch.Tensor]]
-SCOPES: Registry = Registry("scope")
+#: ``allocation(scores, current_masks, target, step_fn, ratios, threshold) -> new masks``
+AllocationFn = Callable[..., dict[str, torch.Tensor]]
+ALLOCATIONS: Registry = Registry("allocation")
+
+
+#: old spellings (recipes' ``prune.scope``) -> allocation name
+OLD_NAMES = {"layer": "uniform"}
+
+
+def allocation_name(name: str) -> str:
+    """The allocation called ``name``; the old scope name ``layer`` is ``uniform``.
+
+    Raises:
+        ConfigError: an unknown name; the message lists the valid ones.
+    """
+    name = OLD_NAMES.get(name, name)
+    ALLOCATIONS.get(name)
+    return name
 
 
 def kth_mask(scores: torch.Tensor, n_prune: int) -> torch.Tensor:
@@ -47,8 +62,8 @@ def _shrink(new: dict[str, torch.Tensor], current: dict[str, torch.Tensor]) -> d
     return {n: m * current[n] for n, m in new.items()}
 
 
-@SCOPES.register("layer")
-def layer_scope(scores, current, target, step_fn, **_):
+@ALLOCATIONS.register("uniform")
+def _uniform(scores, current, target, step_fn, **_):
     s = step_fn(target)
     masks = {n: kth_mask(v, round(s * v.numel())) for n, v in _masked_scores(scores, current).items()}
     return _shrink(masks, current)
@@ -69,10 +84,10 @@ def ratios_for(names: list[str], ratios: dict[str, float]) -> dict[str, float]:
     return out
 
 
-@SCOPES.register("ratios")
-def ratios_scope(scores, current, target, step_fn, ratios=None, **_):
+@ALLOCATIONS.register("ratios")
+def _ratios(scores, current, target, step_fn, ratios=None, **_):
     if not ratios:
-        raise ConfigError("scope 'ratios' needs a dict of layer-name patterns to sparsities")
+        raise ConfigError("allocation 'ratios' needs a dict of layer-name patterns to sparsities")
     per_layer = ratios_for(list(scores), ratios)
     out = {}
     for n, v in _masked_scores(scores, current).items():
@@ -80,8 +95,8 @@ def ratios_scope(scores, current, target, step_fn, ratios=None, **_):
     return _shrink(out, current)
 
 
-@SCOPES.register("global")
-def global_scope(scores, current, target, step_fn, **_):
+@ALLOCATIONS.register("global")
+def _global(scores, current, target, step_fn, **_):
     masked = _masked_scores(scores, current)
     names = list(masked)
     pooled = torch.cat([masked[n].reshape(-1) for n in names])
@@ -98,8 +113,8 @@ def global_scope(scores, current, target, step_fn, **_):
     return _shrink(out, current)
 
 
-@SCOPES.register("threshold")
-def threshold_scope(scores, current, target, step_fn, threshold=None, **_):
+@ALLOCATIONS.register("threshold")
+def _threshold(scores, current, target, step_fn, threshold=None, **_):
     if threshold is None:
-        raise ConfigError("scope 'threshold' needs a threshold value")
+        raise ConfigError("allocation 'threshold' needs a threshold value")
     return {n: current[n] * (scores[n] >= threshold).to(current[n].dtype) for n in scores}

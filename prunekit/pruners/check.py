@@ -16,10 +16,13 @@ from torch import nn
 
 from prunekit.errors import ConfigError, PrunekitError
 from prunekit.graph import DependencyGraph, iter_tensors, raise_no_groups, split_inputs
+from prunekit.importance import check_needs
 from prunekit.measure import count_macs, count_params
+from prunekit.pruners.configs import StructuredConfig
+from prunekit.pruners.selection import select_units
 from prunekit.structured.apply import failing_module
 from prunekit.structured.equivalence import snapshot_members, zero_members
-from prunekit.structured.pruner import StructuredConfig, prune_with_fallback, select_units
+from prunekit.structured.pruner import prune_with_fallback
 
 TOLERANCE = 1e-5  # on max |a - b| / max(1, max |a|)
 
@@ -144,11 +147,13 @@ def check_model(name: str, model: nn.Module, example_inputs: Any, config: Struct
     With ``redraw_zeros`` all-zero parameters are first re-drawn (:func:`redraw_zero_parameters`), so
     the equivalence check sees every path; their names are in ``report.redrawn``.
     """
-    config = config or StructuredConfig()
-    rep = CheckReport(model=name, ratio=config.ratio, exact_only=config.exact_only)
+    config = config or StructuredConfig(sparsity=0.5)
+    if config.sparsity is None:
+        raise ConfigError("check_model removes a fraction of units: StructuredConfig(sparsity=...), not a budget")
+    check_needs(config.importance, None, kind="group")
+    rep = CheckReport(model=name, ratio=config.sparsity, exact_only=config.exact_only)
     graph = None
     try:
-        config.validate()
         model.eval()
         if redraw_zeros:
             rep.redrawn = redraw_zero_parameters(model)

@@ -1,0 +1,231 @@
+"""The configs of :func:`prunekit.prune_` (re-exported as ``prunekit.UnstructuredConfig`` and
+``prunekit.StructuredConfig``): frozen dataclasses validated on construction. They live in the methods
+layer because the methods take them directly (:class:`~prunekit.pruners.UnstructuredPruner`,
+:func:`~prunekit.pruners.select_units`, :func:`~prunekit.pruners.check_model`): one config per idea,
+no internal twin validating the same fields again.
+
+One meaning per number: ``sparsity`` is the fraction REMOVED (of the prunable weights, or of the
+prunable units of a structured model); a :class:`~prunekit.allocation.Budget` says what is KEPT
+(``macs_kept``, ``params_kept``, ``latency_ms``). One word for how a target is spread over layers:
+``allocation``.
+
+Example:
+    >>> UnstructuredConfig(sparsity=0.9, importance="l1", allocation="global")
+    >>> StructuredConfig(budget=Budget(macs_kept=0.5), importance="taylor", allocation="sensitivity")
+    >>> StructuredConfig(budget=0.5)
+    Traceback (most recent call last):
+    ConfigError: StructuredConfig.budget must be a prunekit.Budget, e.g. Budget(macs_kept=0.5); got 0.5
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from prunekit.allocation.budget import Budget
+from prunekit.errors import ConfigError, strict_fields
+from prunekit.importance import NORMALIZATIONS, REDUCTIONS, get
+from prunekit.pruners.granularity import GRANULARITIES, check_nm, nm_sparsity
+from prunekit.sensitivity import DEFAULT_RATIOS
+
+__all__ = ["UNSTRUCTURED_ALLOCATIONS", "STRUCTURED_ALLOCATIONS", "UnstructuredConfig", "StructuredConfig"]
+
+#: How an unstructured target is spread over layers (``uniform``: every layer the same sparsity;
+#: ``global``: one score threshold over all layers; ``ratios``: a sparsity per layer pattern;
+#: ``threshold``: every weight scoring below a value goes).
+UNSTRUCTURED_ALLOCATIONS = ("uniform", "global", "ratios", "threshold")
+#: How a structured target is spread over groups (``sensitivity`` and ``search`` need a budget).
+STRUCTURED_ALLOCATIONS = ("uniform", "global", "sensitivity", "search")
+
+#: Fields that belong to the other config kind: why, and what to write instead.
+_OTHER_KIND = {
+    "UnstructuredConfig": {
+        "budget": "budgets (MACs, parameters, latency kept) remove whole channels: use "
+                  "StructuredConfig(budget=Budget(...)); unstructured pruning takes sparsity=",
+        "round_to": "round_to rounds kept channels: use StructuredConfig",
+        "min_channels": "min_channels bounds kept channels: use StructuredConfig",
+        "criterion": "the criterion is called importance=: write importance=",
+        "scope": "the spread over layers is called allocation= (scope 'layer' is allocation 'uniform')",
+        "target": "the target is sparsity= (the fraction removed)",
+    },
+    "StructuredConfig": {
+        "granularity": "granularities shape masks of unstructured pruning: use UnstructuredConfig(granularity=...)",
+        "nm": "N:M patterns are masks: use UnstructuredConfig(granularity='nm', nm=(2, 4))",
+        "include_bias": "include_bias masks biases: use UnstructuredConfig",
+        "ratios": "per-layer ratios are an UnstructuredConfig allocation; a structured model takes a budget",
+        "threshold": "a score threshold is an UnstructuredConfig allocation",
+        "criterion": "the criterion is called importance=: write importance=",
+        "scope": "the spread over groups is called allocation=",
+        "strategy": "the spread over groups is called allocation=",
+        "ratio": "the fraction of units removed is sparsity=",
+        "target": "a structured target is sparsity= (fraction removed) or budget=Budget(macs_kept=...)",
+    },
+}
+
+
+def _choice(owner: str, what: str, value: Any, choices: tuple[str, ...] | list[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{owner}.{what}={value!r} is not one of: {', '.join(choices)}")
+
+
+def _fraction(owner: str, what: str, value: Any, meaning: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ConfigError(f"{owner}.{what}={value!r}: give the fraction {meaning}, in [0, 1) (0.9 removes 90%)")
+
+
+def _patterns(owner: str, value: Any) -> tuple:
+    if isinstance(value, str):
+        raise ConfigError(f"{owner}.exclude must be a list of names or patterns, e.g. exclude=({value!r},); "
+                          f"got the string {value!r}")
+    return tuple(value)
+
+
+def _importance(owner: str, value: Any, kind: str) -> None:
+    try:
+        get(value, kind)
+    except ConfigError as e:
+        raise ConfigError(f"{owner}.importance: {e}") from None
+
+
+@strict_fields(_OTHER_KIND["UnstructuredConfig"])
+@dataclass(frozen=True)
+class UnstructuredConfig:
+    """Masks single weights (or vectors, kernels, filters, N:M runs) of Linear and Conv layers.
+
+    Attributes:
+        sparsity: fraction of the prunable weights REMOVED, in [0, 1); :func:`prunekit.prune_` needs it
+            with allocations ``uniform`` and ``global`` (for granularity ``nm`` it is 1 − N/M and may be
+            left out); a schedule driving an :class:`~prunekit.pruners.UnstructuredPruner` may give its
+            targets step by step instead.
+        importance: a criterion with a single-weight form (``prunekit.list_criteria("weight")``).
+        allocation: ``uniform`` (every layer the same sparsity), ``global`` (one threshold over all
+            layers), ``ratios`` (``ratios`` gives a sparsity per parameter-name pattern) or ``threshold``
+            (every weight scoring below ``threshold`` goes).
+        ratios: allocation ``ratios`` only: ``{"conv*.weight": 0.5, ...}`` (fnmatch patterns).
+        threshold: allocation ``threshold`` only: the score below which weights go.
+        granularity: ``element``, ``vector``, ``kernel``, ``filter`` or ``nm``.
+        nm: (N, M) of granularity ``nm``: N of every M consecutive input weights kept.
+        exclude: parameter- or module-name patterns left dense, e.g. ``("fc.*",)``.
+        include_bias: also prune biases.
+        seed: seeds criterion ``random``.
+        permanent: fold the masks into the weights (plain state dict; fine-tuning may regrow them)
+            instead of leaving them on the model, where hooks keep pruned weights at zero.
+    """
+
+    sparsity: float | None = None
+    importance: str = "l1"
+    allocation: str = "global"
+    ratios: Mapping[str, float] = field(default_factory=dict)
+    threshold: float | None = None
+    granularity: str = "element"
+    nm: tuple[int, int] = (2, 4)
+    exclude: tuple[str, ...] = ()
+    include_bias: bool = False
+    seed: int = 0
+    permanent: bool = False
+
+    def __post_init__(self) -> None:
+        own = "UnstructuredConfig"
+        _importance(own, self.importance, "weight")
+        _choice(own, "allocation", self.allocation, UNSTRUCTURED_ALLOCATIONS)
+        _choice(own, "granularity", self.granularity, GRANULARITIES.names())
+        object.__setattr__(self, "exclude", _patterns(own, self.exclude))
+        object.__setattr__(self, "nm", tuple(self.nm))
+        object.__setattr__(self, "ratios", dict(self.ratios))
+        if self.granularity == "nm":
+            check_nm("nm", (1, self.nm[1] if len(self.nm) == 2 else 1), self.nm)
+            want = nm_sparsity(self.nm)
+            if self.sparsity is not None and abs(self.sparsity - want) > 1e-9:
+                raise ConfigError(f"{own}: granularity 'nm' {self.nm[0]}:{self.nm[1]} fixes sparsity at 1 − N/M = "
+                                  f"{want:g}; got sparsity={self.sparsity}: leave sparsity out or set it to {want:g}")
+        elif self.allocation in ("uniform", "global"):
+            if self.sparsity is not None:
+                _fraction(own, "sparsity", self.sparsity, "of the prunable weights removed")
+        elif self.sparsity is not None:
+            raise ConfigError(f"{own}: allocation {self.allocation!r} sets the sparsity per layer itself; remove "
+                              f"sparsity={self.sparsity} (or use allocation 'global' / 'uniform')")
+        self._check_allocation_inputs(own)
+
+    def _check_allocation_inputs(self, own: str) -> None:
+        if (self.allocation == "ratios") != bool(self.ratios):
+            raise ConfigError(f"{own}: ratios= goes with allocation 'ratios' and it needs them (e.g. "
+                              f"ratios={{'conv*.weight': 0.5}}); got allocation {self.allocation!r}, ratios "
+                              f"{self.ratios or 'none'}")
+        for name, r in self.ratios.items():
+            _fraction(own, f"ratios[{name!r}]", r, "of that layer's weights removed")
+        if (self.allocation == "threshold") != (self.threshold is not None):
+            raise ConfigError(f"{own}: threshold= goes with allocation 'threshold' and it needs one; got "
+                              f"allocation {self.allocation!r}, threshold {self.threshold!r}")
+
+
+@strict_fields(_OTHER_KIND["StructuredConfig"])
+@dataclass(frozen=True)
+class StructuredConfig:
+    """Removes whole channels, neurons and heads: the model becomes smaller and dense.
+
+    Set exactly one target: ``sparsity`` (fraction of the prunable units REMOVED, per group with
+    allocation ``uniform``, over all groups with ``global``) or ``budget`` (what the pruned model KEEPS:
+    ``Budget(macs_kept=0.5)``, ``Budget(params_kept=0.25)``, ``Budget(latency_ms=20)``).
+
+    Attributes:
+        importance: a criterion with a group form (``prunekit.list_criteria("group")``).
+        allocation: ``uniform``, ``global``, ``sensitivity`` (greedy on measured sensitivity curves;
+            budget only) or ``search`` (evolutionary search scored on the calibration data; budget only).
+            Both of the last two evaluate on the ``calibration`` passed to :func:`prunekit.prune_`.
+        round_to: kept units per group are a multiple of this (or the whole group).
+        min_channels, max_ratio: budget only: every group keeps at least ``min_channels`` units and
+            loses at most ``max_ratio`` of them.
+        exclude: module names or types whose parameters must not change.
+        exact_only: skip groups whose removal is not output-preserving even for zero weights (a
+            transformer's hidden size passes through norms and means).
+        reduction, normalize: how the per-member scores of a group combine (see
+            :class:`prunekit.importance.ImportanceConfig`).
+        sensitivity_ratios: allocation ``sensitivity``: the ratios each group's curve is measured at.
+        population, generations: allocation ``search``: its size.
+        seed: seeds ``random``, sampling and the search.
+    """
+
+    sparsity: float | None = None
+    budget: Budget | None = None
+    importance: str = "l2"
+    allocation: str = "uniform"
+    round_to: int = 1
+    min_channels: int = 1
+    max_ratio: float = 0.9
+    exclude: tuple = ()
+    exact_only: bool = True
+    reduction: str = "mean"
+    normalize: str = "mean"
+    sensitivity_ratios: tuple[float, ...] = DEFAULT_RATIOS
+    population: int = 12
+    generations: int = 6
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        own = "StructuredConfig"
+        if (self.sparsity is None) == (self.budget is None):
+            raise ConfigError(f"{own} needs exactly one target: sparsity= (fraction of units removed) or "
+                              f"budget=Budget(macs_kept=...|params_kept=...|latency_ms=...); got "
+                              f"{'both' if self.sparsity is not None else 'neither'}")
+        if self.budget is not None and not isinstance(self.budget, Budget):
+            raise ConfigError(f"{own}.budget must be a prunekit.Budget, e.g. Budget(macs_kept=0.5); got "
+                              f"{self.budget!r}")
+        if self.sparsity is not None:
+            _fraction(own, "sparsity", self.sparsity, "of the prunable units removed")
+            if self.allocation in ("sensitivity", "search"):
+                raise ConfigError(f"{own}: allocation {self.allocation!r} spreads a budget; give "
+                                  f"budget=Budget(macs_kept=...) instead of sparsity=, or allocation 'uniform' "
+                                  f"or 'global'")
+        _importance(own, self.importance, "group")
+        _choice(own, "allocation", self.allocation, STRUCTURED_ALLOCATIONS)
+        _choice(own, "reduction", self.reduction, sorted(REDUCTIONS))
+        _choice(own, "normalize", self.normalize, sorted(NORMALIZATIONS))
+        object.__setattr__(self, "exclude", _patterns(own, self.exclude))
+        object.__setattr__(self, "sensitivity_ratios", tuple(self.sensitivity_ratios))
+        for what in ("round_to", "min_channels", "population", "generations"):
+            v = getattr(self, what)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{own}.{what} must be a positive integer, got {v!r}")
+        if not 0 < self.max_ratio < 1:
+            raise ConfigError(f"{own}.max_ratio must be in (0, 1), got {self.max_ratio!r}")
