@@ -33,15 +33,21 @@ def run_one(recipe: str, seed: int, threads: int | None) -> dict:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
         if proc.returncode:
             raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-        r = json.loads((out / "report.json").read_text())
-    return {"seed": seed, "dense_accuracy": r["dense"]["accuracy"], "pruned_accuracy": r["pruned"]["accuracy"],
+        return row(json.loads((out / "report.json").read_text()), load, " ".join(cmd))
+
+
+def row(r: dict, load: float | None, command: str) -> dict:
+    """One results row from a run's report.json."""
+    started = load if load is not None else (r.get("threads") or {}).get("load_avg")  # the run's own record
+    return {"seed": r["seed"], "command": command, "dense_accuracy": r["dense"]["accuracy"],
+            "pruned_accuracy": r["pruned"]["accuracy"],
             "drop_pt": round(r["accuracy_drop_pt"], 2), "macs_reduction": r["macs_reduction"],
             "speedup": r["speedup"],
             "latency_ms": {"dense": r["dense"]["latency_ms"], "pruned": r["pruned"]["latency_ms"]},
             "removed": r["allocation"]["allocation"]["removed"], "timings_s": r["timings_s"],
             "latency_table_clock": (r["allocation"]["allocation"].get("latency_table") or {}).get("clock"),
-            "run_time_s": r.get("run_time_s"), "thread_choice": r.get("threads"), "loadavg_start": load,
-            "loadavg_end": os.getloadavg()[0]}
+            "run_time_s": r.get("run_time_s"), "thread_choice": r.get("threads"), "loadavg_start": started,
+            "loadavg_end": os.getloadavg()[0] if load is not None else None}
 
 
 def main() -> None:
@@ -51,11 +57,21 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="--threads of each run (default: prunekit's choice)")
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time")
     ap.add_argument("--name", default="structured_resnet_2x_time")
+    ap.add_argument("--from-run", nargs="+", default=[], metavar="DIR",
+                    help="collect finished `prunekit run` directories (their report.json) instead of running")
     ap.add_argument("--note", action="append", default=[], help="a note rendered with the results (repeatable)")
     args = ap.parse_args()
-    with ThreadPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(lambda s: run_one(args.recipe, s, args.threads), args.seeds))
+    if args.from_run:
+        rows = [row(json.loads((Path(d) / "report.json").read_text()), None, f"prunekit run (output {d})")
+                for d in args.from_run]
+    else:
+        with ThreadPoolExecutor(args.jobs) as pool:
+            rows = list(pool.map(lambda s: run_one(args.recipe, s, args.threads), args.seeds))
     write_results(args.name, {"name": args.name, "recipe": args.recipe, "rows": rows, "notes": args.note}, render)
+
+
+def _num(x) -> str:
+    return "-" if x is None else f"{x:.1f}"
 
 
 def render(res: dict) -> str:
@@ -70,7 +86,7 @@ def render(res: dict) -> str:
         phases = " / ".join(str(ph.get(k, "-")) for k in ("train", "prune", "recover"))
         sp = ", ".join(f"{v:.2f}× (batch {b})" for b, v in r["speedup"].items())
         lines.append(f"| {r['seed']} | {(r.get('thread_choice') or {}).get('threads', '-')} | {t.get('wall', '-')} | "
-                     f"{t.get('cpu', '-')} | {r['loadavg_start']:.1f} / {r['loadavg_end']:.1f} | {phases} | "
+                     f"{t.get('cpu', '-')} | {_num(r['loadavg_start'])} / {_num(r['loadavg_end'])} | {phases} | "
                      f"{r['drop_pt']:+.2f} | {r['macs_reduction']:.2f}× | {sp} | "
                      f"{', '.join(f'{g} {n}' for g, n in r['removed'].items() if n)} |")
     return "\n".join(lines) + "\n" + render_footer(res)
