@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         module.register(sub)
     for p in sub.choices.values():
+        if any("--threads" in a.option_strings for a in p._actions):
+            continue  # the subcommand defines its own (e.g. export: ONNX Runtime's threads, applied to torch too)
         p.add_argument("--threads", type=int, default=None, metavar="N",
                        help="intra-op CPU threads (default: OMP_NUM_THREADS, else 1 per process under "
                        "torchrun/pytest-xdist, else the CPUs not busy with other processes); recorded in reports")
