@@ -113,6 +113,36 @@ def test_recipe_examples_validate(page):
         pytest.skip("no recipe among this page's YAML blocks")
 
 
+_BASH = re.compile(r"^[ \t]*```bash[^\n]*\n(?P<code>.*?)^[ \t]*```[ \t]*$", re.M | re.S)
+
+
+def _cli_examples() -> list:
+    out = []
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        for m in _BASH.finditer(text):
+            first = text.count("\n", 0, m.start("code")) + 1
+            for i, line in enumerate(m.group("code").splitlines()):
+                if line.strip().startswith("prunekit "):
+                    where = f"{page.relative_to(ROOT)}:{first + i}"
+                    out.append(pytest.param(where, line.strip(), id=where))
+    return out
+
+
+@pytest.mark.parametrize(("where", "line"), _cli_examples())
+def test_cli_examples_parse(where, line):
+    """Every ``prunekit ...`` command shown in README or docs is accepted by the CLI's parser (not run)."""
+    import shlex
+
+    from prunekit.cli.main import build_parser
+
+    argv = shlex.split(line, comments=True)[1:]
+    try:
+        build_parser().parse_args(argv)
+    except SystemExit as e:
+        raise AssertionError(f"{where}: `{line}` is not a valid prunekit command line") from e
+
+
 def test_docs_build_strict(tmp_path):
     """``mkdocs build --strict`` succeeds: no broken link, no missing page, every ``:::`` object exists."""
     pytest.importorskip("mkdocs", reason="the docs extra is not installed: pip install -e '.[docs]'")
