@@ -85,6 +85,15 @@ def test_every_page_is_in_the_nav():
     assert written - in_nav == set(), "pages missing from mkdocs.yml's nav"
 
 
+def test_readme_links_resolve():
+    """The README's relative links (to docs/ pages, recipes, results) point to files that exist."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    targets = [t.split("#")[0] for t in re.findall(r"\]\(([^)\s]+)\)", text) if "://" not in t]
+    assert targets, "the README links to no file"
+    missing = [t for t in targets if t and not (ROOT / t).exists()]
+    assert not missing, f"README.md links to missing files: {missing}"
+
+
 _YAML = re.compile(r"^```yaml[^\n]*\n(?P<code>.*?)^```[ \t]*$", re.M | re.S)
 
 
