@@ -12,8 +12,8 @@ snip       —                                                     |w ⊙ ∂L/�
 synflow    —                                                     |w ⊙ ∂R/∂w|, R = 1ᵀ∏|θ_l|1 (Tanaka et al. 2020)
 =========  ====================================================  ===============================================
 
-For a single weight ``taylor`` and ``hessian`` rank alike (both are w² · (1/B) Σ_b g_b²; OBD with the
-empirical Fisher is the squared first-order term), as Molchanov et al. 2019 note; for groups they differ.
+For a single weight ``taylor`` and ``hessian`` rank alike (both are proportional to w² · (1/B) Σ_b g_b²:
+OBD with the empirical Fisher is the squared first-order term); for groups they differ.
 
 The group forms read :class:`~prunekit.importance.CalibrationStats` (one pass over the
 :class:`~prunekit.importance.Calibration`'s batches); the single-weight forms make their own pass over
