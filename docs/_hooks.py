@@ -48,13 +48,12 @@ def _cell(text: str) -> str:
 
 
 def on_config(config):
-    """Lists the generated API pages under the nav's "API reference" section."""
-    entries = [{"prunekit": "api/index.md"}]
-    entries += [{f"prunekit.{name}": f"api/{name}.md"} for name in api_packages()]
+    """Appends the generated API pages to the nav's "API reference" section."""
+    entries = [{f"prunekit.{name}": f"api/{name}.md"} for name in api_packages()]
     entries.append({"core (errors, registry, zoo)": "api/core.md"})
     for item in config["nav"]:
-        if isinstance(item, dict) and "API reference" in item:
-            item["API reference"] = entries
+        if isinstance(item, dict) and isinstance(item.get("API reference"), list):
+            item["API reference"] = item["API reference"] + entries
             return config
     raise ValueError("mkdocs.yml's nav has no 'API reference' section for the generated API pages")
 

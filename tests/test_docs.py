@@ -61,6 +61,30 @@ def test_examples_run(page, tmp_path, monkeypatch, one_thread):
             raise AssertionError(f"the example at {where} fails: {type(e).__name__}: {e}") from e
 
 
+def test_every_page_is_in_the_nav():
+    """A page written under docs/ but left out of mkdocs.yml's nav would be built but never found."""
+    import yaml
+
+    class _Loader(yaml.SafeLoader):  # mkdocs.yml may hold !tags (e.g. !ENV); they do not matter here
+        pass
+
+    _Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    config = yaml.load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"), Loader=_Loader)
+
+    def pages(item) -> list[str]:
+        if isinstance(item, str):
+            return [item]
+        if isinstance(item, dict):
+            return [p for v in item.values() for p in pages(v)]
+        if isinstance(item, list):
+            return [p for v in item for p in pages(v)]
+        return []
+
+    in_nav = set(pages(config["nav"]))
+    written = {p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md")}
+    assert written - in_nav == set(), "pages missing from mkdocs.yml's nav"
+
+
 _YAML = re.compile(r"^```yaml[^\n]*\n(?P<code>.*?)^```[ \t]*$", re.M | re.S)
 
 

@@ -159,6 +159,16 @@ def test_model_file_that_does_not_load(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_seed_flag_overrides_the_recipe_and_the_demo_keeps_its_name():
+    from prunekit.cli.main import build_parser
+    from prunekit.cli.run import apply_flags
+
+    demo = load_recipe(shipped_recipe("demo"))
+    for argv in (["run", "demo", "--out", "o", "--seed", "3"], ["demo", "--seed", "3"]):
+        r = apply_flags(demo, build_parser().parse_args(argv))
+        assert (r.seed, r.name) == (3, "demo-lenet300-mnist") and r.prune == demo.prune
+
+
 def test_a_checkpoint_that_is_a_directory(tmp_path, capsys):
     recipe = {**TINY, "model": {"name": "lenet300", "checkpoint": str(tmp_path)}}
     _expect_failure(["run", str(_write(tmp_path, recipe)), "--out", str(tmp_path / "out")], capsys,

@@ -18,7 +18,7 @@ def test_training_learns_and_is_deterministic(digits):
     assert torch.equal(a[1].weight, b[1].weight)
     assert not torch.equal(a[1].weight, c[1].weight)
     acc = evaluate(a, digits.x_test, digits.y_test).accuracy
-    assert 0.85 < acc <= 1.0
+    assert acc > 0.85
 
 
 def test_on_step_sees_every_step_and_masks_survive_training(digits):

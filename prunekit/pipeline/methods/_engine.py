@@ -1,9 +1,17 @@
 """The one place the pipeline calls the pruning library.
 
 Every prune method builds its masks through :func:`mask_pruner` and removes structure through
-:func:`structured_prune`; when the top-level verb ``prunekit.prune_`` replaces these internals, only this
-module changes. The recipe's words are the library's: ``importance`` (a criterion of the one registry,
-:mod:`prunekit.importance`), ``allocation``, ``budget`` with ``macs_kept`` / ``params_kept``.
+:func:`structured_prune`. The recipe's words are the library's: ``importance`` (a criterion of the one registry,
+:mod:`prunekit.importance`), ``allocation``, ``budget`` with ``macs_kept`` / ``params_kept``; a mask method's
+options become the same validated :class:`~prunekit.UnstructuredConfig` that ``prunekit.prune_`` takes.
+
+Why not ``prunekit.prune_`` itself: the verb prunes once (and refuses a model that already carries masks), while
+the schedules move the masks step by step (iterative, gradual, lottery), so they drive the
+:class:`~prunekit.pruners.UnstructuredPruner` the verb wraps. Its ``StructuredConfig`` has no latency-ranked
+allocation (``allocation_cost``, ``latency_passes``, ``latency_weight``, a saved ``latency_table``),
+``max_deviation``, BN re-estimation before sensitivity, or separate scoring and sensitivity data, all of which the
+shipped structured recipes use; so :func:`structured_prune` calls :func:`~prunekit.allocation.prune_to_budget`,
+which the verb's budget handler wraps too. When the verb gains those, only this module changes.
 """
 
 from __future__ import annotations
