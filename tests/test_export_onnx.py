@@ -3,6 +3,7 @@ encoder), a mismatch refused with nothing left behind, int8 accuracy measured, t
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 import textwrap
@@ -12,7 +13,15 @@ import torch
 from torch import nn
 
 from prunekit.errors import ConfigError, ExportError, MissingDependencyError, OutputExistsError
-from prunekit.export import compare_onnx_latency, evaluate_onnx, export_onnx, onnx_export, onnx_runtime, quantize_onnx
+from prunekit.export import (
+    compare_onnx_latency,
+    deploy_onnx,
+    evaluate_onnx,
+    export_onnx,
+    onnx_export,
+    onnx_runtime,
+    quantize_onnx,
+)
 from prunekit.graph import DependencyGraph
 from prunekit.models import build_model
 from prunekit.pruners import UnstructuredConfig, UnstructuredPruner
@@ -133,6 +142,27 @@ def test_int8_static_and_dynamic_accuracy_is_measured_in_onnx_runtime(digits, tm
         assert torch_acc > 0.8 and abs(acc - torch_acc) <= 0.05, (q.mode, acc, torch_acc)
     fp, i8 = compare_onnx_latency([fp32.path, static.path], digits.x_test[:1], batch=4, repeats=5)
     assert fp.batch == i8.batch == 4 and fp.threads == 1 and fp.repeats == i8.repeats == 5
+
+
+def test_deploy_reports_the_pruned_int8_model_beside_the_dense_one(digits, tmp_path):
+    dense = _trained(digits)
+    pruned = copy.deepcopy(dense)
+    UnstructuredPruner(pruned, UnstructuredConfig()).prune_to(0.8)
+    rep = deploy_onnx(pruned, dense, digits, tmp_path / "deploy", int8="static", batches=(1, 16), repeats=3,
+                      relative_to=tmp_path)
+    assert sorted(p.name for p in (tmp_path / "deploy").iterdir()) == ["dense.onnx", "model.int8.onnx", "model.onnx"]
+    for key in ("deployed", "dense_deployed", "pruned_fp32"):
+        entry = rep[key]
+        assert set(entry) == {"accuracy", "latency_ms", "size_bytes", "backend", "path"}
+        assert set(entry["latency_ms"]) == {"1", "16"} and all(v > 0 for v in entry["latency_ms"].values())
+        assert (tmp_path / entry["path"]).stat().st_size == entry["size_bytes"]
+    assert rep["deployed"]["path"] == "deploy/model.int8.onnx" and "int8 static" in rep["deployed"]["backend"]
+    dense_acc = evaluate(dense, digits.x_test, digits.y_test).accuracy
+    assert abs(rep["dense_deployed"]["accuracy"] - dense_acc) <= 1 / len(digits.y_test)
+    assert rep["deployed"]["accuracy"] > 0.8 and rep["exports"]["pruned"]["max_rel"] <= 1e-4
+    assert rep["deployed"]["size_bytes"] < 0.4 * rep["dense_deployed"]["size_bytes"]
+    with pytest.raises(OutputExistsError, match="force"):
+        deploy_onnx(pruned, dense, digits, tmp_path / "deploy", int8="static")
 
 
 def test_static_int8_without_calibration_data_is_refused(digits, tmp_path):

@@ -14,7 +14,7 @@ from prunekit._version import __version__
 from prunekit.errors import PrunekitError
 
 # Subcommand modules, in the order --help lists them.
-_COMMANDS = ["demo", "run", "check", "sensitivity"]
+_COMMANDS = ["demo", "run", "export", "check", "sensitivity"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,19 +5,22 @@
   memory format (:class:`InferenceConfig`).
 - :func:`export_onnx`: an ONNX file, verified against PyTorch in ONNX Runtime before it is kept;
   :func:`quantize_onnx`: its int8 version (static QDQ or dynamic); :func:`evaluate_onnx` and
-  :func:`compare_onnx_latency`: accuracy and latency measured in ONNX Runtime. These need the
+  :func:`compare_onnx_latency`: accuracy and latency measured in ONNX Runtime; :func:`deploy_onnx`: all
+  of it for a pruned model beside its dense original (the report's ``deployed`` / ``dense_deployed``). These need the
   ``[deploy]`` extra (onnx, onnxruntime, onnxscript), imported only when called.
 - :func:`sparsify_for_cpu`: sparse CSR/BSR kernels for the layers where they are measured faster.
 """
 
 from prunekit.export.fold import fold_batchnorm, foldable_pairs
 from prunekit.export.inference import InferenceConfig, prepare_inference
+from prunekit.export.onnx_deploy import DEPLOY_FILES, deploy_onnx
 from prunekit.export.onnx_export import EXPORTERS, ExportResult, OutputDiff, export_onnx
 from prunekit.export.onnx_runtime import OnnxEval, compare_onnx_latency, evaluate_onnx, ort_session
 from prunekit.export.quantize import QUANT_MODES, QuantizeResult, quantize_onnx
 from prunekit.export.sparse import KERNELS, SparseDecision, SparseLinear, SparsifyResult, sparsify_for_cpu
 
 __all__ = [
+    "DEPLOY_FILES",
     "EXPORTERS",
     "KERNELS",
     "QUANT_MODES",
@@ -30,6 +33,7 @@ __all__ = [
     "SparseLinear",
     "SparsifyResult",
     "compare_onnx_latency",
+    "deploy_onnx",
     "evaluate_onnx",
     "export_onnx",
     "fold_batchnorm",

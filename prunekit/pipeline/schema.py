@@ -32,6 +32,8 @@ import yaml
 from prunekit.data import DATASETS
 from prunekit.errors import ConfigError, RecipeError
 from prunekit.export import InferenceConfig
+from prunekit.export.onnx_export import EXPORTERS as ONNX_EXPORTERS
+from prunekit.export.quantize import QUANT_MODES
 from prunekit.models import MODELS
 from prunekit.pipeline.methods import PRUNE_METHODS, PruneMethod
 from prunekit.pipeline.validate import from_dict, to_dict
@@ -44,7 +46,8 @@ __all__ = ["Recipe", "ModelSection", "DataSection", "PruneSection", "RecoverSect
 
 RECIPE_VERSION = 2
 
-#: Export formats the ``export`` stage can write, by name (none yet: the slot for ONNX/sparse/quantised export).
+#: Export formats the ``export`` stage can write, by name: ``fn(run, saved) -> {"files": [...], "report": {...}}``
+#: (``onnx`` is registered by :mod:`prunekit.pipeline.deploy`).
 EXPORTERS: Registry = Registry("export format")
 
 
@@ -117,15 +120,30 @@ class MeasureSection:
 
 @dataclass(frozen=True)
 class ExportSection:
-    """``formats``: export formats written beside the saved model (names in :data:`EXPORTERS`)."""
+    """``formats``: export formats written beside the saved model (names in :data:`EXPORTERS`; ``onnx``: verified
+    ONNX files of the pruned and the dense model, measured in ONNX Runtime, see :mod:`prunekit.pipeline.deploy`);
+    ``int8``: also quantise the pruned model, ``static`` (CNNs, calibrated on the training split) or ``dynamic``
+    (Linear-heavy and transformer models); ``threads``: ONNX Runtime intra-op threads for the timing;
+    ``exporter``: ``auto`` (torch's dynamo exporter, then the TorchScript one), ``dynamo`` or ``torchscript``."""
 
     formats: list[str] = field(default_factory=list)
+    int8: str | None = None
+    threads: int = 1
+    exporter: str = "auto"
 
     def __post_init__(self) -> None:
         for f in self.formats:
             if f not in EXPORTERS:
                 raise ConfigError(f"unknown export format {f!r}; available: "
                                   f"{', '.join(EXPORTERS.names()) or 'none yet'}")
+        if self.int8 is not None:
+            QUANT_MODES.get(self.int8)
+            if "onnx" not in self.formats:
+                raise ConfigError(f"export.int8 {self.int8!r} needs the onnx format: set export.formats: [onnx]")
+        if self.exporter != "auto":
+            ONNX_EXPORTERS.get(self.exporter)
+        if not isinstance(self.threads, int) or self.threads < 1:
+            raise ConfigError(f"export.threads must be an integer ≥ 1, got {self.threads!r}")
 
 
 @dataclass(frozen=True)

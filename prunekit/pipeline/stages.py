@@ -26,6 +26,7 @@ from prunekit.export import prepare_inference
 from prunekit.io.checkpoint import atomic_write_text
 from prunekit.measure.summary import measure_model, time_side_by_side
 from prunekit.models import build_model
+from prunekit.pipeline.deploy import deploy_markdown  # also registers the onnx export format
 from prunekit.pipeline.methods import PruneContext, PruneOutcome, PrunePlan
 from prunekit.pipeline.report import REPORTERS
 from prunekit.pipeline.schema import EXPORTERS, Recipe
@@ -113,6 +114,7 @@ class Saved:
 class Exported:
     saved: Saved
     files: list[str] = field(default_factory=list)
+    report: dict = field(default_factory=dict)  # what the exporters add to report.json (e.g. deployed)
 
 
 @dataclass
@@ -242,12 +244,14 @@ def save(run: Run, inp: Measured) -> Saved:
 
 @stage("export", Saved, Exported)
 def export(run: Run, inp: Saved) -> Exported:
-    """Writes each format of ``export.formats`` beside the saved model (an exporter: ``fn(model, example, dir)``)."""
-    files = []
-    t = inp.measured.trained
+    """Writes each format of ``export.formats`` beside the saved model; an exporter is
+    ``fn(run, saved) -> {"files": [...], "report": {...}}`` and its report keys go into report.json."""
+    files, report = [], {}
     for name in run.recipe.export.formats:
-        files += list(EXPORTERS.get(name)(t.built.model, t.built.data.x_test[:1], inp.directory) or [])
-    return Exported(inp, files)
+        out = EXPORTERS.get(name)(run, inp)
+        files += list(out.get("files", []))
+        report.update(out.get("report", {}))
+    return Exported(inp, files, report)
 
 
 @stage("report", Exported, Reported)
@@ -259,8 +263,9 @@ def report(run: Run, inp: Exported) -> Reported:
     rep = reporter.build(run.recipe, measured.trained.dense, measured.pruned, measured.outcome,
                          measured.recovered.history, {**measured.extra, "timings_s": timings},
                          measured.trained.built.model)
+    rep.update(inp.report)
     atomic_write_text(run.stage_dir / "report.json", json.dumps(rep, indent=2))
-    atomic_write_text(run.stage_dir / "report.md", reporter.markdown(rep, run.stage_dir))
+    atomic_write_text(run.stage_dir / "report.md", reporter.markdown(rep, run.stage_dir) + deploy_markdown(rep))
     return Reported(inp, rep)
 
 

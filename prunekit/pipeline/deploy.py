@@ -1,0 +1,161 @@
+"""Deployment in recipes and for saved runs: the ``onnx`` export format and :func:`export_run`.
+
+A recipe's ``export: {formats: [onnx], int8: static}`` exports the pruned model (and, as the baseline, the
+dense model it came from) with :func:`prunekit.export.deploy_onnx`: verified ONNX files in ``onnx/`` of the run
+directory, int8 quantised if asked, accuracy measured in ONNX Runtime on the test split and latency timed side by
+side at the recipe's ``measure.latency_batches``. The report gains ``deployed`` and ``dense_deployed`` (accuracy,
+``latency_ms`` by batch size, ``size_bytes``, ``backend``, ``path`` relative to the run directory).
+
+The ``sparse_cpu`` format times the pruned model with torch sparse CSR/BSR kernels where they are measured faster
+(:func:`prunekit.export.sparsify_for_cpu`) beside the same model with dense kernels; the report gains ``sparse_cpu``.
+
+``prunekit export RUN_DIR`` does the same for a run already on disk (:func:`export_run`); a run directory holds
+only the pruned model, so there is no dense baseline there.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from prunekit.errors import ConfigError
+from prunekit.export import deploy_onnx
+from prunekit.export.sparse import torch_threads
+from prunekit.io.checkpoint import atomic_write_text
+from prunekit.io.outdir import MARKER, staged_output
+from prunekit.pipeline.schema import EXPORTERS, load_recipe
+
+__all__ = ["deploy_markdown", "export_run"]
+
+#: The subdirectory of a run directory the ONNX files go to.
+ONNX_DIR = "onnx"
+
+
+@EXPORTERS.register("onnx")
+def onnx_format(run: Any, saved: Any) -> dict:
+    """The ``onnx`` export format of the ``export`` stage: ``fn(run, saved) -> {"files", "report"}``."""
+    e, m = run.recipe.export, run.recipe.measure
+    t = saved.measured.trained
+    model, dense = (copy.deepcopy(m).cpu().eval() for m in (t.built.model, t.reference))  # ONNX Runtime runs on CPU
+    run.log(f"exporting to ONNX{f' with int8 {e.int8}' if e.int8 else ''}, verified in ONNX Runtime")
+    rep = deploy_onnx(model, dense, t.built.data, run.stage_dir / ONNX_DIR, int8=e.int8,
+                      batches=m.latency_batches, threads=e.threads, repeats=m.latency_repeats,
+                      relative_to=run.stage_dir, exporter=e.exporter)
+    # prunekit wrote it, so `prunekit export RUN_DIR --force` may replace it later
+    (run.stage_dir / ONNX_DIR / MARKER).write_text("prunekit output directory: prunekit --force may replace it\n")
+    files = sorted({v["path"] for k, v in rep.items() if k.endswith(("deployed", "_fp32"))})
+    report = {"deployed": rep["deployed"], "dense_deployed": rep["dense_deployed"],
+              "deploy": {k: rep[k] for k in ("pruned_fp32", "exports", "quantize", "threads")}}
+    return {"files": files, "report": report}
+
+
+def deploy_markdown(report: dict) -> str:
+    """The report.md sections for ``deployed`` / ``dense_deployed`` and ``sparse_cpu`` (empty when the run exported
+    nothing)."""
+    return _onnx_markdown(report) + _sparse_markdown(report)
+
+
+def _sparse_markdown(report: dict) -> str:
+    if "sparse_cpu" not in report:
+        return ""
+    out = ["", "## Sparse CPU kernels (torch, sparse layers only where measured faster)", "",
+           "| batch | pruned, dense kernels (ms) | sparse kernels (ms) | speed-up | layers replaced | max abs diff |",
+           "|---|---|---|---|---|---|"]
+    for b, r in report["sparse_cpu"].items():
+        layers = ", ".join(f"`{n}`" for n in r["replaced"]) or "none"
+        out.append(f"| {b} | {r['dense_ms']:.3f} | {r['sparse_ms']:.3f} | {r['speedup']:.2f}× | {layers} | "
+                   f"{r['max_abs_diff']:.1e} |")
+    return "\n".join(out) + "\n"
+
+
+def _onnx_markdown(report: dict) -> str:
+    if "deployed" not in report:
+        return ""
+    rows = [("dense, fp32", report.get("dense_deployed")),
+            ("pruned, fp32", report.get("deploy", {}).get("pruned_fp32")), ("deployed", report["deployed"])]
+    rows = [(name, r) for name, r in rows if r]
+    batches = list(report["deployed"]["latency_ms"])
+    out = ["", "## Deployed (ONNX Runtime)", "",
+           "| model | backend | accuracy | " + " | ".join(f"latency b{b} (ms)" for b in batches) + " | size | file |",
+           "|---|---|---|" + "---|" * len(batches) + "---|---|"]
+    for name, r in rows:
+        lat = " | ".join(f"{r['latency_ms'][b]:.3f}" for b in batches)
+        out.append(f"| {name} | {r['backend']} | {r['accuracy']:.2%} | {lat} | {r['size_bytes'] / 1e3:.0f} KB | "
+                   f"`{r['path']}` |")
+    exports = report.get("deploy", {}).get("exports", {})
+    if exports:
+        out += ["", "Every export verified against PyTorch in ONNX Runtime: " + "; ".join(
+            f"{k}: {v['exporter']} exporter, opset {v['opset']}, max abs diff {v['max_abs']:.1e}, max rel diff "
+            f"{v['max_rel']:.1e}" for k, v in exports.items()) + "."]
+    return "\n".join(out) + "\n"
+
+
+@EXPORTERS.register("sparse_cpu")
+def sparse_cpu_format(run: Any, saved: Any) -> dict:
+    """The ``sparse_cpu`` export format: the pruned model with torch sparse CSR/BSR kernels wherever they are
+    measured faster (:func:`prunekit.export.sparsify_for_cpu`, one decision per layer and batch size), timed side by
+    side with the pruned model as stored (masks folded, dense kernels) at each of ``measure.latency_batches``.
+    Writes ``sparse_cpu.json`` (every decision); the report gains ``sparse_cpu``."""
+    from prunekit.export import sparsify_for_cpu
+    from prunekit.export.onnx_export import plain_copy
+    from prunekit.measure import compare_latency
+
+    m, t = run.recipe.measure, saved.measured.trained
+    model = plain_copy(t.built.model, fold_bn=False).cpu()
+    data = t.built.data
+    run.log("sparse CPU kernels: timing each sparse layer dense and sparse at every latency batch size")
+    out: dict[str, Any] = {"threads": run.recipe.export.threads, "batches": {}}
+    for b in m.latency_batches:
+        res = sparsify_for_cpu(model, b, data.x_test[:8], threads=run.recipe.export.threads,
+                               repeats=m.latency_repeats)
+        with torch_threads(run.recipe.export.threads):
+            dense, sparse = compare_latency([model, res.model], data.x_test[:1], batch=b, repeats=m.latency_repeats)
+        out["batches"][str(b)] = {"dense_ms": dense.median_ms, "sparse_ms": sparse.median_ms,
+                                  "speedup": dense.median_ms / sparse.median_ms, "replaced": res.replaced(),
+                                  "max_abs_diff": res.max_abs_diff, "decisions": [d.to_dict() for d in res.decisions]}
+    atomic_write_text(run.stage_dir / "sparse_cpu.json", json.dumps(out, indent=2))
+    return {"files": ["sparse_cpu.json"], "report": {"sparse_cpu": {
+        b: {k: v for k, v in r.items() if k != "decisions"} for b, r in out["batches"].items()}}}
+
+
+def _model_dir(run_dir: Path) -> Path:
+    for d in (run_dir, run_dir / "model"):
+        if (d / "pruned.json").is_file():
+            return d
+    raise ConfigError(f"{str(run_dir)!r} holds no saved model (no pruned.json): give a directory written by "
+                      "`prunekit run` or prunekit.save_pruned")
+
+
+def export_run(run_dir: str | Path, fmt: str = "onnx", *, int8: str | None = None, out: str | Path | None = None,
+               force: bool = False, threads: int = 1, exporter: str = "auto") -> dict:
+    """Exports the model saved in ``run_dir`` (written by ``prunekit run``) to ``out`` (default ``RUN_DIR/onnx``).
+
+    The data and latency batch sizes come from the run's ``recipe.yaml``. ``out`` is written whole or not at all
+    (an existing non-empty one only with ``force``); it receives the ONNX files and ``deploy.json`` (accuracy in
+    ONNX Runtime, latency, sizes, the verification of every export).
+    """
+    from prunekit.data import load_dataset
+    from prunekit.structured.serialize import load_pruned
+
+    if fmt != "onnx":
+        raise ConfigError(f"export_run writes the onnx format, got {fmt!r} (sparse_cpu is a recipe export format: it "
+                          "times torch kernels inside a run)")
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"run directory {str(run_dir)!r} does not exist")
+    model_dir = _model_dir(run_dir)
+    recipe_file = next((p for p in (model_dir / "recipe.yaml", run_dir / "recipe.yaml") if p.is_file()), None)
+    if recipe_file is None:
+        raise ConfigError(f"{str(run_dir)!r} has no recipe.yaml, so the data to calibrate and evaluate on is unknown")
+    recipe = load_recipe(recipe_file, notice=None)
+    model = load_pruned(model_dir).cpu().eval()
+    data = load_dataset(recipe.data.name, **recipe.data.options)
+    out = Path(out) if out is not None else run_dir / ONNX_DIR
+    with staged_output(out, force) as stage:
+        rep = deploy_onnx(model, None, data, stage, int8=int8, batches=recipe.measure.latency_batches,
+                          threads=threads, repeats=recipe.measure.latency_repeats, exporter=exporter)
+        rep = {**rep, "run_dir": str(run_dir), "format": fmt}
+        atomic_write_text(stage / "deploy.json", json.dumps(rep, indent=2))
+    return rep
