@@ -20,6 +20,8 @@ _COMMANDS = ["demo", "run", "export", "check", "sensitivity"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prunekit", description="Neural-network pruning for PyTorch.")
     parser.add_argument("--version", action="version", version=f"prunekit {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an unexpected error "
+                        "(anywhere on the command line)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in _COMMANDS:
         try:
@@ -33,8 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
     try:
         return int(args.func(args) or 0)
     except PrunekitError as e:
@@ -43,6 +46,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("prunekit: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug or an unforeseen input: one line, the traceback with --debug
+        if debug:
+            raise
+        where = getattr(e, "prunekit_stage", None)
+        stage = f" in stage {where!r}" if where else ""
+        first = (str(e).splitlines() or [""])[0]
+        print(f"prunekit: error: {args.command}{stage}: unexpected {type(e).__name__}: {first} (run again with "
+              "--debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
