@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "check",
         help="prune a model's channels/heads structurally and check forward, shapes and equivalence",
         description="MODEL is torchvision:NAME, timm:NAME, hf:MODEL_TYPE (a tiny random config) or "
-        "package.module:factory. Removes the fraction SPARSITY of the units of every exactly-prunable group, then checks "
+        "package.module:factory. Removes the fraction SPARSITY of the units of every exactly-prunable group, then "
+        "checks "
         "that the pruned model equals the unpruned one with the same structures zeroed.",
     )
     p.add_argument("model", metavar="MODEL")

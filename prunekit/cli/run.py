@@ -11,8 +11,8 @@ from prunekit.api import list_criteria
 from prunekit.cli._flags import add_deprecated_alias
 from prunekit.errors import RecipeError
 from prunekit.pipeline import load_recipe, parse_recipe, run_recipe
-from prunekit.pruners import UNSTRUCTURED_ALLOCATIONS
 from prunekit.pipeline.methods.structured import LATENCY_ONLY, SENSITIVITY_ONLY
+from prunekit.pruners import UNSTRUCTURED_ALLOCATIONS
 
 
 def shipped_recipe(name: str) -> Path:
