@@ -158,7 +158,9 @@ def weight_criteria() -> tuple[str, list[str]]:
     acc = lambda m, c, t: statistics.mean(r["accuracy_finetuned"] for r in rows
                                           if (r["model"], r["criterion"], r["target"]) == (m, c, t))
     crits = list(dict.fromkeys(r["criterion"] for r in rows))
-    l300 = ", ".join(f"{c} {100 * acc('lenet300', c, 0.9):.2f}" for c in
+    changed = load("weight_criteria.json").get("formula_changes", {})  # rows measured under a former formula
+    label = lambda c: f"{c} (former formula)" if c in changed else c
+    l300 = ", ".join(f"{label(c)} {100 * acc('lenet300', c, 0.9):.2f}" for c in
                      ("l1", "fpgm", "loss_change", "apoz", "taylor", "random"))
     below = [(m, c, t) for m in ("lenet300", "cnn1d") for c in crits if c != "random"
              for t in sorted({r["target"] for r in rows})

@@ -1,6 +1,6 @@
 """Coverage of structured pruning over the model lists of issue 3 (bench/results/coverage.{json,md}).
 
-Every model runs ``prunekit check MODEL --ratio R --json --no-latency --small-images`` in its own
+Every model runs ``prunekit check MODEL --sparsity R --json --no-latency --small-images`` in its own
 process (a crash or a hang costs one row, not the run), one thread, with a time limit.
 
     .venv/bin/python bench/coverage.py                     # all lists
@@ -73,7 +73,7 @@ def run_inprocess(spec: str, ratio: float) -> dict:
 
 
 def run_one(spec: str, ratio: float, timeout: int) -> dict:
-    cmd = [sys.executable, "-m", "prunekit.cli.main", "check", spec, "--ratio", str(ratio), "--json",
+    cmd = [sys.executable, "-m", "prunekit.cli.main", "check", spec, "--sparsity", str(ratio), "--json",
            "--no-latency", "--small-images"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     t0 = time.perf_counter()

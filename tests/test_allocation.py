@@ -477,3 +477,10 @@ def test_one_slow_timing_of_the_dense_or_base_model_does_not_shift_the_table(net
     g = DependencyGraph.build(pruned, digits.x_train[:1])
     prune_groups(g, {"stem.0": list(range(8))})
     assert table.measured["stem.0"][8] == pytest.approx(count_params(pruned).total / 1e3)  # the base, not 2× it
+
+
+def test_the_strategy_registry_is_complete_on_import_and_matches_the_config_choices():
+    from prunekit.allocation import STRATEGY_NAMES
+    from prunekit.allocation.allocators import ALLOCATORS
+
+    assert ALLOCATORS.names() == sorted(STRATEGY_NAMES)

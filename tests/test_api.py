@@ -231,6 +231,7 @@ def test_a_criterion_that_needs_data_is_refused_before_any_work(data, name):
     (lambda: pk.StructuredConfig(sparsity=0.5, importance="snip"), "'snip' has no group form"),
     (lambda: pk.StructuredConfig(sparsity=0.5, allocation="ratios"), "allocation='ratios' is not one of: uniform"),
     (lambda: pk.StructuredConfig(sparsity=0.5, round_to=0), "round_to must be a positive integer, got 0"),
+    (lambda: pk.StructuredConfig(budget=pk.Budget(macs_kept=0.5), exact_only=False), "exact_only=False goes with"),
     (lambda: pk.StructuredConfig(sparsity=0.5, reduction="median"), "reduction='median' is not one of"),
     (lambda: pk.Budget(macs_kept=1.5), r"macs_kept=1.5: give the fraction of the dense model to KEEP"),
     (lambda: pk.Budget(macs=0.5), "Budget has no field 'macs': write macs_kept="),

@@ -85,6 +85,15 @@ def test_every_page_is_in_the_nav():
     assert written - in_nav == set(), "pages missing from mkdocs.yml's nav"
 
 
+def test_readme_links_resolve():
+    """The README's relative links (to docs/ pages, recipes, results) point to files that exist."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    targets = [t.split("#")[0] for t in re.findall(r"\]\(([^)\s]+)\)", text) if "://" not in t]
+    assert targets, "the README links to no file"
+    missing = [t for t in targets if t and not (ROOT / t).exists()]
+    assert not missing, f"README.md links to missing files: {missing}"
+
+
 _YAML = re.compile(r"^```yaml[^\n]*\n(?P<code>.*?)^```[ \t]*$", re.M | re.S)
 
 
@@ -111,6 +120,36 @@ def test_recipe_examples_validate(page):
             checked += 1
     if not checked:
         pytest.skip("no recipe among this page's YAML blocks")
+
+
+_BASH = re.compile(r"^[ \t]*```bash[^\n]*\n(?P<code>.*?)^[ \t]*```[ \t]*$", re.M | re.S)
+
+
+def _cli_examples() -> list:
+    out = []
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        for m in _BASH.finditer(text):
+            first = text.count("\n", 0, m.start("code")) + 1
+            for i, line in enumerate(m.group("code").splitlines()):
+                if line.strip().startswith("prunekit "):
+                    where = f"{page.relative_to(ROOT)}:{first + i}"
+                    out.append(pytest.param(where, line.strip(), id=where))
+    return out
+
+
+@pytest.mark.parametrize(("where", "line"), _cli_examples())
+def test_cli_examples_parse(where, line):
+    """Every ``prunekit ...`` command shown in README or docs is accepted by the CLI's parser (not run)."""
+    import shlex
+
+    from prunekit.cli.main import build_parser
+
+    argv = shlex.split(line, comments=True)[1:]
+    try:
+        build_parser().parse_args(argv)
+    except SystemExit as e:
+        raise AssertionError(f"{where}: `{line}` is not a valid prunekit command line") from e
 
 
 def test_docs_build_strict(tmp_path):

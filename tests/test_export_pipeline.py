@@ -62,7 +62,9 @@ def test_sparse_cpu_format_times_sparse_kernels_beside_dense_ones(tmp_path):
         assert r["max_abs_diff"] <= 1e-4 and r["speedup"] == pytest.approx(r["dense_ms"] / r["sparse_ms"])
         decisions = saved["batches"][b]["decisions"]
         assert {d["layer"] for d in decisions} <= {"1", "3", "5"} and all(d["batch"] == int(b) for d in decisions)
-        assert r["replaced"] == [d["layer"] for d in decisions if d["chosen"] != "dense"]
+        chosen = [d["layer"] for d in decisions if d["chosen"] != "dense"]
+        assert r["replaced"] == (chosen if r["applied"] else [])
+        assert r["applied"] == (bool(chosen) and r["sparse_ms"] < r["dense_ms"])
         assert all((d["chosen"] != "dense") == (d["sparse_ms"] < d["dense_ms"]) for d in decisions)
     assert "## Sparse CPU kernels" in (out / "report.md").read_text()
 

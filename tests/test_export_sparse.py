@@ -43,10 +43,14 @@ def test_sparse_model_equals_masked_model_and_records_every_decision(batch):
         assert d.batch == batch and d.sparsity == pytest.approx(0.95, abs=1e-3) and d.kind == "linear"
         assert set(d.kernels_ms) == {"csr_addmm", "csr_linear"}  # no square block pattern: no BSR tried
         assert d.sparse_ms == min(d.kernels_ms.values()) and d.kernel in d.kernels_ms
-        assert (d.chosen != "dense") == (d.sparse_ms < d.dense_ms)  # replaced exactly where measured faster
-        assert isinstance(res.model.get_submodule(d.layer), SparseLinear) == (d.chosen != "dense")
-    assert res.decisions[0].shape == (512, 256) and res.replaced() == [d.layer for d in res.decisions
-                                                                         if d.chosen != "dense"]
+        assert (d.chosen != "dense") == (d.sparse_ms < d.dense_ms)  # chosen exactly where measured faster
+        assert isinstance(res.model.get_submodule(d.layer), SparseLinear) == (d.chosen != "dense" and res.applied)
+    chosen = [d.layer for d in res.decisions if d.chosen != "dense"]
+    assert res.decisions[0].shape == (512, 256) and res.replaced() == (chosen if res.applied else [])
+    if chosen:  # the whole model was timed both ways, and the sparse layers kept only if that was faster
+        assert res.applied == (res.sparse_ms < res.dense_ms)
+    else:
+        assert res.dense_ms is None and not res.applied
     with torch.no_grad():
         assert torch.allclose(res.model(x), model(x), atol=1e-5) and res.max_abs_diff <= 1e-5
     assert hasattr(model[1], "weight_mask") and isinstance(model[1], nn.Linear)  # the masked model is untouched
@@ -61,7 +65,7 @@ def test_pointwise_convs_with_block_sparsity_try_bsr_and_match():
     assert [d.layer for d in res.decisions] == ["0", "4"]  # the 3×3 conv is not a candidate
     assert all(d.kind == "conv1x1" and d.kernel.startswith("bsr") and d.blocksize == 16 for d in res.decisions)
     for d in res.decisions:
-        assert isinstance(res.model.get_submodule(d.layer), SparseConv1x1) == (d.chosen != "dense")
+        assert isinstance(res.model.get_submodule(d.layer), SparseConv1x1) == (d.chosen != "dense" and res.applied)
     with torch.no_grad():
         assert torch.allclose(res.model(x), model(x), atol=1e-5)
 
@@ -100,3 +104,25 @@ def test_block_granularity_on_sides_that_are_not_multiples():
     assert 0.8 <= (w == 0).float().mean().item() <= 0.95
     inner = (w[:96, :288] != 0).reshape(6, 16, 18, 16).float()
     assert torch.equal(inner.amin(dim=(1, 3)), inner.amax(dim=(1, 3)))
+
+
+def test_sparse_layers_are_dropped_when_the_whole_model_is_not_faster(monkeypatch):
+    from types import SimpleNamespace
+
+    from prunekit.export import sparse as sparse_mod
+
+    def fake(models, *_a, **_k):  # every layer faster sparse, the whole model slower sparse
+        whole = isinstance(models[0], nn.Sequential)
+        return [SimpleNamespace(median_ms=(1.0 if whole else 2.0) if i == 0 else (1.5 if whole else 1.0))
+                for i in range(len(models))]
+
+    monkeypatch.setattr(sparse_mod, "compare_latency", fake)
+    model = _mlp()
+    UnstructuredPruner(model, UnstructuredConfig(allocation="uniform")).prune_to(0.9)
+    res = sparsify_for_cpu(model, 4, torch.randn(2, 256))
+    assert all(d.chosen != "dense" for d in res.decisions) and len(res.decisions) == 3
+    assert not res.applied and res.replaced() == [] and (res.dense_ms, res.sparse_ms) == (1.0, 1.5)
+    assert not any(isinstance(m, SparseLinear) for m in res.model.modules())
+    x = torch.randn(3, 256)
+    with torch.no_grad():
+        assert torch.equal(res.model(x), model(x))  # the masked model's weights, dense kernels

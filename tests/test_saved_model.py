@@ -165,3 +165,10 @@ def test_an_old_masked_model_directory_says_how_to_convert(tmp_path):
     (tmp_path / "old" / "model.json").write_text(json.dumps({"format_version": 1, "model": "os:system"}))
     with pytest.raises(ModelLoadError, match=r"prunekit 0.x masked-model directory \(model.json\).*re-run the recipe"):
         pk.load_pruned(tmp_path / "old")
+
+
+def test_an_old_structured_run_directory_says_how_to_convert(tmp_path):
+    (tmp_path / "run" / "model").mkdir(parents=True)
+    (tmp_path / "run" / "model" / "spec.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match=r"0.x structured run directory \(model/spec.json\).*re-run the recipe"):
+        pk.load_pruned(tmp_path / "run")

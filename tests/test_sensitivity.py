@@ -75,10 +75,10 @@ def test_cli_criteria_come_from_the_registry_and_misfits_list_what_fits(tmp_path
     from prunekit.cli.main import main
     from prunekit.importance import names
 
-    assert main(["sensitivity", "--criterion", "bn_scale", "--unstructured", "--out", str(tmp_path / "o")]) == 2
+    assert main(["sensitivity", "--importance", "bn_scale", "--unstructured", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     fits = ", ".join(names("weight"))
     assert f"'bn_scale' has no weight form (it has only a group form); choose one of: {fits}" in err
-    assert main(["sensitivity", "--criterion", "taylor", "--samples", "0", "--out", str(tmp_path / "o")]) == 2
+    assert main(["sensitivity", "--importance", "taylor", "--samples", "0", "--out", str(tmp_path / "o")]) == 2
     assert "criterion 'taylor' needs calibration data" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # refused before any training

@@ -115,7 +115,7 @@ def test_unreachable_budget_fails_in_one_line_and_writes_nothing(tmp_path, capsy
 
 def test_sensitivity_cli_writes_table_json_and_plot(tmp_path, capsys):
     out = tmp_path / "sens"
-    assert main(["sensitivity", "--model", "resnet_mini", "--data", "digits", "--epochs", "1", "--criterion",
+    assert main(["sensitivity", "--model", "resnet_mini", "--data", "digits", "--epochs", "1", "--importance",
                  "apoz", "--ratios", "0.5,0.9", "--samples", "32", "--max-samples", "40", "--out", str(out)]) == 0
     data = json.loads((out / "sensitivity.json").read_text())
     assert data["criterion"] == "apoz" and len(data["curves"]) == 12
@@ -126,7 +126,7 @@ def test_sensitivity_cli_writes_table_json_and_plot(tmp_path, capsys):
 
 def test_sensitivity_cli_refuses_a_data_criterion_without_data(tmp_path, capsys):
     out = tmp_path / "sens"
-    assert main(["sensitivity", "--criterion", "taylor", "--samples", "0", "--out", str(out)]) == 2
+    assert main(["sensitivity", "--importance", "taylor", "--samples", "0", "--out", str(out)]) == 2
     assert "criterion 'taylor' needs calibration data" in capsys.readouterr().err
     assert not out.exists()
 

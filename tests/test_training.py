@@ -1,5 +1,6 @@
 """Training is deterministic for a seed and actually learns; evaluation reports fractions."""
 
+import pytest
 import torch
 
 from prunekit.models import build_model
@@ -88,3 +89,22 @@ def test_a_non_finite_loss_reports_its_exact_step_and_epoch(digits):
     with pytest.raises(TrainingDivergedError, match=r"loss is nan at step 26 \(epoch 2 of 2, batch 6 of 20\)"):
         train(model, digits, TrainConfig(epochs=2, lr=0.05), loss_fn=loss_fn, progress=False)
     assert all(torch.isfinite(p).all() for p in model.parameters())  # stopped before the NaN step updated weights
+
+
+@pytest.mark.parametrize(("key", "value", "says"), [
+    ("momentum", 1.0, r"momentum must be in \[0, 1\)"), ("momentum", -0.1, r"momentum must be in \[0, 1\)"),
+    ("weight_decay", -1e-4, "weight_decay must be a finite number ≥ 0"),
+    ("lr", float("nan"), "lr must be a finite number > 0"), ("lr", float("inf"), "lr must be a finite number > 0"),
+    ("lr", 0.0, "lr must be a finite number > 0"), ("lr", -0.1, "lr must be a finite number > 0"),
+])
+def test_bad_training_settings_refused_naming_key_and_range(key, value, says):
+    from prunekit.errors import ConfigError, RecipeError
+    from prunekit.pipeline import parse_recipe
+
+    with pytest.raises(ConfigError, match=says):
+        TrainConfig(**{key: value})
+    base = {"version": 2, "name": "t", "data": "digits", "model": "lenet300", "train": {"epochs": 1},
+            "prune": {"method": "one_shot", "sparsity": 0.5}}
+    for section in ("train", "recover"):
+        with pytest.raises((ConfigError, RecipeError), match=f"{key}.*finite|{says}"):
+            parse_recipe({**base, section: {"epochs": 1, key: value}})

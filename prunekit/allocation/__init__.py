@@ -7,12 +7,12 @@ and checks the measured result. ``AllocationConfig(cost="latency")`` makes the s
 rank steps by measured latency saved (:class:`LatencyTable`, NetAdapt-style) instead of MACs saved.
 """
 
+from prunekit.allocation.allocators import ALLOCATORS
 from prunekit.allocation.api import Allocation, allocate, normalised_scores, proxy_evaluator
 from prunekit.allocation.budget import COST_NAMES, STRATEGY_NAMES, AllocationConfig, Budget
 from prunekit.allocation.cost import CostModel
 from prunekit.allocation.latency import LatencyTable, load_latency_table, measure_latency_table
 from prunekit.allocation.prune import BudgetResult, prune_to_budget
-from prunekit.allocation.strategies import ALLOCATORS
 
 __all__ = ["ALLOCATORS", "COST_NAMES", "STRATEGY_NAMES", "Allocation", "AllocationConfig", "Budget", "BudgetResult",
            "CostModel", "LatencyTable", "allocate", "load_latency_table", "measure_latency_table", "normalised_scores",

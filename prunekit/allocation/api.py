@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from prunekit.allocation import search as _search  # noqa: F401  (registers "search")
+from prunekit.allocation.allocators import ALLOCATORS
 from prunekit.allocation.budget import AllocationConfig, Budget
 from prunekit.allocation.cost import CostModel
 from prunekit.allocation.latency import LatencyTable, measure_latency_table
-from prunekit.allocation.strategies import ALLOCATORS, Counts, Problem, allowed_steps, check_reachable
+from prunekit.allocation.strategies import Counts, Problem, allowed_steps, check_reachable
 from prunekit.errors import ConfigError
 from prunekit.graph import DependencyGraph
 from prunekit.importance import Calibration, ImportanceConfig, score_groups, zeroed

@@ -22,7 +22,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from prunekit.allocation.strategies import ALLOCATORS, Counts, Problem, global_ranking, uniform
+from prunekit.allocation.strategies import Counts, Problem, global_ranking, sensitivity, uniform
 
 __all__ = ["evolutionary_search"]
 
@@ -31,7 +31,6 @@ def _profile(p: Problem, counts: Counts) -> dict[str, float]:
     return {g.name: counts[g.name] / g.size for g in p.groups}
 
 
-@ALLOCATORS.register("search")
 def evolutionary_search(p: Problem) -> Counts:
     """Evolutionary search over per-group ratio profiles scored by ``p.proxy`` (see module docstring)."""
     if p.proxy is None:
@@ -40,7 +39,7 @@ def evolutionary_search(p: Problem) -> Counts:
     names = [g.name for g in p.groups]
     seeds = [uniform(p), global_ranking(p)]
     if p.curve_penalty is not None:
-        seeds.append(ALLOCATORS.get("sensitivity")(replace(p, penalty=p.curve_penalty, steps={})))
+        seeds.append(sensitivity(replace(p, penalty=p.curve_penalty, steps={})))
     pop = [_profile(p, c) for c in seeds]
     while len(pop) < p.config.population:
         pop.append({n: float(rng.uniform(0.05, 1.0)) for n in names})

@@ -21,13 +21,11 @@ from prunekit.allocation.cost import CostModel
 from prunekit.allocation.latency import LatencyTable
 from prunekit.errors import ConfigError
 from prunekit.graph import Group
-from prunekit.registry import Registry
 
-__all__ = ["ALLOCATORS", "Problem", "allowed_steps"]
+__all__ = ["Problem", "allowed_steps", "global_ranking", "sensitivity", "uniform"]
 
 Penalty = Callable[[str, int], float]
 Counts = dict[str, int]
-ALLOCATORS: Registry[Callable[[Problem], Counts]] = Registry("allocation strategy")
 
 
 @dataclass
@@ -196,13 +194,11 @@ def allowed_steps(g: Group, cfg: AllocationConfig) -> np.ndarray:
     return np.array(counts, dtype=np.int64)
 
 
-@ALLOCATORS.register("uniform")
 def uniform(p: Problem) -> Counts:
     """The same ratio in every group (the baseline), found by bisection."""
     return p.project({g.name: 1.0 for g in p.groups})
 
 
-@ALLOCATORS.register("global")
 def global_ranking(p: Problem) -> Counts:
     """All units ranked together by their per-group-normalised scores; the lowest go first."""
     pooled = sorted((float(v), g.name) for g in p.groups for v in np.sort(p.scores[g.name]))
@@ -219,7 +215,6 @@ def global_ranking(p: Problem) -> Counts:
     return p.settle(counts)
 
 
-@ALLOCATORS.register("sensitivity")
 def sensitivity(p: Problem) -> Counts:
     """Greedy on the sensitivity curves: each step removes from the group whose measured loss rise per
     MAC (or parameter) saved is smallest (``penalty`` comes from the curves)."""

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
+from prunekit.cli._flags import add_deprecated_alias
 from prunekit.errors import ConfigError
 from prunekit.importance import names
 from prunekit.measure import threads
 from prunekit.pruners import StructuredConfig, check_model
+from prunekit.pruners.check import CheckReport
 from prunekit.zoo import load
 
 #: criteria that fit: a group form that needs no calibration data (check has only example inputs)
@@ -21,14 +23,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "check",
         help="prune a model's channels/heads structurally and check forward, shapes and equivalence",
         description="MODEL is torchvision:NAME, timm:NAME, hf:MODEL_TYPE (a tiny random config) or "
-        "package.module:factory. Prunes RATIO of the units of every exactly-prunable group, then checks "
+        "package.module:factory. Removes the fraction SPARSITY of the units of every exactly-prunable group, then "
+        "checks "
         "that the pruned model equals the unpruned one with the same structures zeroed.",
     )
     p.add_argument("model", metavar="MODEL")
-    p.add_argument("--ratio", type=float, default=0.5, help="fraction of units removed per group, in [0, 1)")
-    p.add_argument("--criterion", default="l2", choices=CRITERIA,
-                   help="group criterion of prunekit.importance (those that need no calibration data)")
-    p.add_argument("--allocation", "--scope", dest="allocation", default="uniform", choices=ALLOCATIONS,
+    p.add_argument("--sparsity", type=float, default=0.5, help="fraction of units removed per group, in [0, 1)")
+    p.add_argument("--importance", default="l2", metavar="NAME",
+                   help=f"group criterion that needs no calibration data: {', '.join(CRITERIA)}")
+    add_deprecated_alias(p, "--ratio", "--sparsity", "sparsity", type=float)
+    add_deprecated_alias(p, "--criterion", "--importance", "importance")
+    add_deprecated_alias(p, "--scope", "--allocation", "allocation", choices=ALLOCATIONS)
+    p.add_argument("--allocation", dest="allocation", default="uniform", choices=ALLOCATIONS,
                    help="uniform: the same fraction in every group; global: one ranking of all units")
     p.add_argument("--round-to", type=int, default=1, help="keep a multiple of this many units per group")
     p.add_argument("--exclude", nargs="*", default=[], help="module names whose parameters must not change")
@@ -36,27 +42,61 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also prune groups that pass through a LayerNorm/GroupNorm or a mean (a transformer's "
                         "hidden size, ConvNeXt's channels): outputs change even for zero weights, so only "
                         "forward and output shapes are checked, not equivalence")
-    p.add_argument("--image-size", type=int, default=None, help="override the image size from the config")
+    p.add_argument("--image-size", type=int, default=None, help="override the image size from the config (≥ 1)")
     p.add_argument("--small-images", action="store_true",
                    help="use the smallest image size the model accepts (fast coverage runs)")
-    p.add_argument("--batch", type=int, default=1, help="batch size of the example inputs")
+    p.add_argument("--batch", type=int, default=1, help="batch size of the example inputs (≥ 1)")
     p.add_argument("--no-latency", action="store_true", help="skip the CPU latency measurement")
     p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     p.set_defaults(func=run)
 
 
+def json_error(argv: list[str], message: str) -> None:
+    """``--json`` and a usage error (bad flag value): the JSON line still comes, with ``ok: false``."""
+    if "--json" in argv:
+        model = next((a for a in argv[1:] if not a.startswith("-")), "")
+        print(json.dumps(_failure(model, message)))
+
+
+def _failure(model: str, error: str) -> dict:
+    return {**CheckReport(model=model, ok=False, error=error).to_dict(), "sparsity": None, "ratio": None}
+
+
+def _validate(args: argparse.Namespace) -> None:
+    if not 0 <= args.sparsity < 1:
+        raise ConfigError(f"--sparsity must be in [0, 1) (the fraction of units removed per group), "
+                          f"got {args.sparsity}")
+    if args.importance not in CRITERIA:
+        raise ConfigError(f"--importance {args.importance!r} is not a group criterion that needs no calibration "
+                          f"data; choose one of: {', '.join(CRITERIA)}")
+    if args.batch < 1:
+        raise ConfigError(f"--batch must be ≥ 1 (the batch size of the example inputs), got {args.batch}")
+    if args.image_size is not None and args.image_size < 1:
+        raise ConfigError(f"--image-size must be ≥ 1 pixels, got {args.image_size}")
+    if args.round_to < 1:
+        raise ConfigError(f"--round-to must be ≥ 1, got {args.round_to}")
+
+
 def run(args: argparse.Namespace) -> int:
-    if not 0 <= args.ratio < 1:
-        raise ConfigError(f"--ratio must be in [0, 1) (the fraction of units removed per group), got {args.ratio}")
-    config = StructuredConfig(sparsity=args.ratio, importance=args.criterion, allocation=args.allocation,
+    try:
+        _validate(args)
+        rep = _check(args)
+    except Exception as e:  # --json: the one JSON line comes on every failure too
+        if args.json:
+            print(json.dumps(_failure(args.model, f"{type(e).__name__}: {e}".splitlines()[0])))
+        raise
+    _print_human(rep)
+    if args.json:
+        print(json.dumps({**rep.to_dict(), "sparsity": rep.ratio, "threads": threads.current().to_dict()}))
+    return 0 if rep.ok else 1
+
+
+def _check(args: argparse.Namespace):
+    config = StructuredConfig(sparsity=args.sparsity, importance=args.importance, allocation=args.allocation,
                               round_to=args.round_to, exclude=tuple(args.exclude),
                               exact_only=not args.include_norm_groups)
     zm = load(args.model, image_size=args.image_size, batch=args.batch, small=args.small_images)
-    rep = check_model(args.model, zm.model, zm.example_inputs, config, latency=not args.no_latency)
-    _print_human(rep)
-    if args.json:
-        print(json.dumps({**rep.to_dict(), "threads": threads.current().to_dict()}))
-    return 0 if rep.ok else 1
+    return check_model(args.model, zm.model, zm.example_inputs, config, latency=not args.no_latency)
 
 
 def _ratio(a: float | None, b: float | None) -> str:

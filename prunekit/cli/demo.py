@@ -14,6 +14,6 @@ def _demo(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     p = sub.add_parser("demo", help="prune LeNet-300-100 on built-in MNIST to ≥ 92%% sparsity",
                        description="Train LeNet-300-100 on the built-in MNIST subset, prune it "
-                       "iteratively with fine-tuning to 92%% sparsity, and write a report.")
+                       "iteratively with fine-tuning to 92% sparsity, and write a report.")
     add_run_options(p, default_out="runs/demo")
     p.set_defaults(func=_demo)

@@ -18,9 +18,21 @@ from prunekit.measure import threads
 _COMMANDS = ["demo", "run", "export", "check", "sensitivity"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser that remembers its last usage error (for a command's ``json_error`` hook)."""
+
+    last_error: str | None = None
+
+    def error(self, message: str):
+        _Parser.last_error = f"{self.prog}: error: {message}"
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="prunekit", description="Neural-network pruning for PyTorch.")
+    parser = _Parser(prog="prunekit", description="Neural-network pruning for PyTorch.")
     parser.add_argument("--version", action="version", version=f"prunekit {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an unexpected error "
+                        "(anywhere on the command line)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in _COMMANDS:
         try:
@@ -40,8 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:
+        _usage_error_hook(argv, e)
+        raise
     try:
         threads.configure(args.threads)
         return int(args.func(args) or 0)
@@ -51,6 +69,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("prunekit: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug or an unforeseen input: one line, the traceback with --debug
+        if debug:
+            raise
+        where = getattr(e, "prunekit_stage", None)
+        stage = f" in stage {where!r}" if where else ""
+        first = (str(e).splitlines() or [""])[0]
+        print(f"prunekit: error: {args.command}{stage}: unexpected {type(e).__name__}: {first} (run again with "
+              "--debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+def _usage_error_hook(argv: list[str], exit_: SystemExit) -> None:
+    """A usage error of a command whose module has ``json_error(argv, message)`` (e.g. ``check --json``)."""
+    if exit_.code in (0, None) or not argv or argv[0] not in _COMMANDS or _Parser.last_error is None:
+        return
+    hook = getattr(importlib.import_module(f"prunekit.cli.{argv[0]}"), "json_error", None)
+    if hook is not None:
+        hook(argv, _Parser.last_error)
 
 
 if __name__ == "__main__":

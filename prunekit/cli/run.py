@@ -6,9 +6,13 @@ import argparse
 from importlib import resources
 from pathlib import Path
 
+from prunekit.allocation import STRATEGY_NAMES
+from prunekit.api import list_criteria
+from prunekit.cli._flags import add_deprecated_alias
 from prunekit.errors import RecipeError
 from prunekit.pipeline import load_recipe, parse_recipe, run_recipe
 from prunekit.pipeline.methods.structured import LATENCY_ONLY, SENSITIVITY_ONLY
+from prunekit.pruners import UNSTRUCTURED_ALLOCATIONS
 
 
 def shipped_recipe(name: str) -> Path:
@@ -98,12 +102,15 @@ def register(sub) -> None:
                        f"shipped recipe name ({', '.join(shipped_recipe_names())}).")
     p.add_argument("recipe", metavar="RECIPE")
     add_run_options(p, default_out=None)
-    p.add_argument("--importance", "--criterion", dest="importance", help="prune.importance: the criterion (e.g. "
-                   "taylor, lp, fpgm; l1 for masks)")
-    p.add_argument("--allocation", "--strategy", dest="allocation", help="prune.allocation (structured: uniform, "
-                   "global, sensitivity, search; masks: uniform, global, ratios, threshold)")
-    p.add_argument("--budget", "--target", dest="budget", type=_budget, help="structured: what to keep, e.g. "
+    p.add_argument("--importance", dest="importance", metavar="NAME", help="prune.importance: the criterion "
+                   f"(structured: {', '.join(list_criteria('group'))}; masks: {', '.join(list_criteria('weight'))})")
+    p.add_argument("--allocation", dest="allocation", help="prune.allocation (structured: "
+                   f"{', '.join(STRATEGY_NAMES)}; masks: {', '.join(UNSTRUCTURED_ALLOCATIONS)})")
+    p.add_argument("--budget", dest="budget", type=_budget, help="structured: what to keep, e.g. "
                    "macs_kept=0.5, params_kept=0.25 or latency_ms=20,batch=1")
+    add_deprecated_alias(p, "--criterion", "--importance", "importance")
+    add_deprecated_alias(p, "--strategy", "--allocation", "allocation")
+    add_deprecated_alias(p, "--target", "--budget", "budget", type=_budget)
     p.add_argument("--allocation-cost", help="structured, allocation sensitivity: rank steps by loss rise per budget "
                    "metric saved (budget; drops the recipe's latency-only settings) or per measured latency saved "
                    "(latency)")

@@ -7,6 +7,7 @@ import json
 
 import torch
 
+from prunekit.cli._flags import add_deprecated_alias
 from prunekit.data import load_dataset
 from prunekit.errors import ConfigError
 from prunekit.graph import DependencyGraph
@@ -39,9 +40,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", help="weights to load instead of training")
     p.add_argument("--epochs", type=int, default=3, help="dense training epochs (without --checkpoint)")
     p.add_argument("--lr", type=float, default=0.05, help="dense training learning rate")
-    p.add_argument("--criterion", default="l2", choices=names(at_init=False),
-                   help="orders the units within a group (a criterion with a group form) or, with --unstructured, "
-                        "the weights of a layer (a single-weight form)")
+    p.add_argument("--importance", default="l2", choices=names(at_init=False), metavar="NAME",
+                   help="the criterion that orders the units within a group (group form: "
+                        f"{', '.join(names('group', at_init=False))}) or, with --unstructured, the weights of a "
+                        f"layer (weight form: {', '.join(names('weight', at_init=False))})")
+    add_deprecated_alias(p, "--criterion", "--importance", "importance", choices=names(at_init=False))
     p.add_argument("--ratios", type=_ratios, default=DEFAULT_RATIOS, help="comma-separated ratios in (0, 1)")
     p.add_argument("--samples", type=int, default=256, help="calibration samples for data-driven criteria")
     p.add_argument("--max-samples", type=int, default=1000, help="validation samples per evaluation")
@@ -55,11 +58,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     config = SensitivityConfig(ratios=args.ratios, max_samples=args.max_samples, seed=args.seed)
     kind = "weight" if args.unstructured else "group"
-    get(args.criterion, kind)  # raises listing the criteria of that kind
+    get(args.importance, kind)  # raises listing the criteria of that kind
     if args.samples < 0:
         raise ConfigError(f"--samples must be ≥ 0, got {args.samples}")
     if args.samples == 0:
-        check_needs(args.criterion, None, True, kind)  # raises with the criterion's needs
+        check_needs(args.importance, None, True, kind)  # raises with the criterion's needs
     check_output_dir(args.out, args.force)  # fail before any training
     data = load_dataset(args.data)
     torch.manual_seed(args.seed)
@@ -70,12 +73,12 @@ def run(args: argparse.Namespace) -> int:
     cal = Calibration.from_data(data.x_train, data.y_train, args.samples, args.seed) if args.samples else None
     if args.unstructured:
         params = [n for n, p in model.named_parameters() if p.dim() >= 2]
-        scores = score_weights(model, params, args.criterion, cal, data.x_train[:1], seed=args.seed)
-        sens = analyze_weights(model, data.x_val, data.y_val, scores, config, args.criterion)
+        scores = score_weights(model, params, args.importance, cal, data.x_train[:1], seed=args.seed)
+        sens = analyze_weights(model, data.x_val, data.y_val, scores, config, args.importance)
     else:
         graph = DependencyGraph.build(model, data.x_train[:1])
-        importance = ImportanceConfig(args.criterion, seed=args.seed)
-        sens = analyze(graph, data.x_val, data.y_val, score_groups(graph, importance, cal), config, args.criterion)
+        importance = ImportanceConfig(args.importance, seed=args.seed)
+        sens = analyze(graph, data.x_val, data.y_val, score_groups(graph, importance, cal), config, args.importance)
     table = sens.to_markdown()
     with staged_output(args.out, args.force) as stage:
         atomic_write_text(stage / "sensitivity.json", json.dumps(

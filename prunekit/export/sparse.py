@@ -7,7 +7,9 @@ layers by :class:`SparseLinear`, which stores the weight as a ``torch.sparse`` C
 that pays off depends on the layer's shape, its sparsity, the pattern (single weights vs blocks, see
 the ``block*`` granularities) and the batch size; so every candidate layer is timed dense and with
 each sparse kernel *at the target batch size*, side by side, and replaced only where a sparse kernel
-is measured faster. Every decision is recorded in :class:`SparseDecision`.
+is measured faster; then the whole model is timed with and without the chosen sparse layers, and they
+are kept only if the sparse model is faster as a whole. Every decision is recorded in
+:class:`SparseDecision`, the whole-model check in :class:`SparsifyResult`.
 
 Example:
     >>> res = sparsify_for_cpu(masked_model, batch_size=1, example_inputs=x[:1])
@@ -19,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import copy
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -165,20 +168,32 @@ class SparseDecision:
 
 @dataclass
 class SparsifyResult:
-    """The model with sparse layers where they were measured faster, every decision, and the largest
-    output difference to the masked model on the example inputs."""
+    """The model with sparse layers where they were measured faster, every decision, the largest output
+    difference to the masked model on the example inputs, and the whole-model check.
+
+    Attributes:
+        dense_ms, sparse_ms: the whole model with dense kernels and with the chosen sparse layers, timed side by
+            side at the batch size (None when no layer was chosen).
+        applied: the sparse layers were kept: False when the whole sparse model was not measured faster than the
+            dense one (then ``model`` has dense kernels throughout, and the per-layer ``chosen`` stays as measured).
+    """
 
     model: nn.Module
     decisions: list[SparseDecision]
     max_abs_diff: float
     threads: int
+    dense_ms: float | None = None
+    sparse_ms: float | None = None
+    applied: bool = False
 
     def replaced(self) -> list[str]:
-        return [d.layer for d in self.decisions if d.chosen != "dense"]
+        """The layers that use sparse kernels in ``model``."""
+        return [d.layer for d in self.decisions if d.chosen != "dense"] if self.applied else []
 
     def to_dict(self) -> dict:
         return {"decisions": [d.to_dict() for d in self.decisions], "replaced": self.replaced(),
-                "max_abs_diff": self.max_abs_diff, "threads": self.threads}
+                "max_abs_diff": self.max_abs_diff, "threads": self.threads, "dense_ms": self.dense_ms,
+                "sparse_ms": self.sparse_ms, "applied": self.applied}
 
 
 @contextlib.contextmanager
@@ -277,13 +292,23 @@ def sparsify_for_cpu(model: nn.Module, batch_size: int, example_inputs: torch.Te
             decisions.append(decision)
             if replacement is not None:
                 swaps[n] = replacement
+    if not swaps:
+        return SparsifyResult(twin, decisions, 0.0, threads)
+    sparse = copy.deepcopy(twin)
     for n, m in swaps.items():
-        twin.set_submodule(n, m)
-    diff = _max_diff(model, twin, example)
+        sparse.set_submodule(n, m)
+    diff = _max_diff(model, sparse, example)
     if not diff <= atol:
         raise ExportError(f"the sparse model's outputs differ from the masked model's by {diff:.3g} > atol {atol:g} "
                           f"(replaced layers: {', '.join(swaps)})")
-    return SparsifyResult(twin, decisions, diff, threads)
+    if len(example) > 1:  # compare_latency times single-input models; the per-layer decisions stand
+        return SparsifyResult(sparse, decisions, diff, threads, applied=True)
+    # layers measured one by one can still lose as a whole (caches, call overhead): check the whole model too
+    with torch_threads(threads):
+        dense_t, sparse_t = compare_latency([twin, sparse], example[0], batch=batch_size, repeats=repeats)
+    applied = sparse_t.median_ms < dense_t.median_ms
+    return SparsifyResult(sparse if applied else twin, decisions, diff if applied else 0.0, threads,
+                          dense_t.median_ms, sparse_t.median_ms, applied)
 
 
 def _max_diff(a: nn.Module, b: nn.Module, example: tuple[torch.Tensor, ...]) -> float:

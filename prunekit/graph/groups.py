@@ -105,7 +105,7 @@ class DependencyGraph:
     """
 
     def __init__(self, model: nn.Module, args: tuple, kwargs: dict) -> None:
-        self.model = model
+        self._model = model
         self._args, self._kwargs = tuple(args), dict(kwargs)
         self._groups: tuple[Group, ...] = ()
         self._tensors: dict[str, torch.Tensor] = {}
@@ -121,6 +121,11 @@ class DependencyGraph:
         self._seconds = 0.0
 
     # ------------------------------------------------------------------ read-only views
+    @property
+    def model(self) -> nn.Module:
+        """The model the graph was built on (pruning changes it in place; the graph follows)."""
+        return self._model
+
     @property
     def args(self) -> tuple:
         """The example inputs' positional part."""

@@ -1,16 +1,19 @@
 """Criteria from loss gradients on calibration data, and the saliencies of pruning at initialisation.
 
-Notation: w a weight, g_b = ∂L_b/∂w on calibration mini-batch b (B mini-batches), ḡ = (1/B) Σ_b g_b.
+Notation: w a weight, g_b = ∂L_b/∂w on calibration mini-batch b (B mini-batches).
 
 =========  ====================================================  ===============================================
 name       group form (per unit, per member)                     single-weight form
 =========  ====================================================  ===============================================
 gradient   (1/B) Σ_b mean_{s∈u} |g_{b,s}|                         (1/B) Σ_b |g_b|   (seed 000; Mozer 1989)
-taylor     (1/B) Σ_b (Σ_{s∈u} g_{b,s} w_s)²  (Molchanov 2019)    |ḡ·w|  (first-order Taylor of one weight)
+taylor     (1/B) Σ_b (Σ_{s∈u} g_{b,s} w_s)²  (Molchanov 2019)    (1/B) Σ_b (g_b w)²  (the same, a unit of one)
 hessian    Σ_{s∈u} ½ F_s w_s², F = (1/B) Σ_b g_b²  (OBD, 1990)   ½ F w²
 snip       —                                                     |w ⊙ ∂L/∂w| on one batch (Lee et al. 2019)
 synflow    —                                                     |w ⊙ ∂R/∂w|, R = 1ᵀ∏|θ_l|1 (Tanaka et al. 2020)
 =========  ====================================================  ===============================================
+
+For a single weight ``taylor`` and ``hessian`` rank alike (both are proportional to w² · (1/B) Σ_b g_b²:
+OBD with the empirical Fisher is the squared first-order term); for groups they differ.
 
 The group forms read :class:`~prunekit.importance.CalibrationStats` (one pass over the
 :class:`~prunekit.importance.Calibration`'s batches); the single-weight forms make their own pass over
@@ -69,11 +72,11 @@ def _hessian_group(inputs: ScoreInputs, group: Group) -> MemberScores:
 
 
 # ----------------------------------------------------------------------------- single-weight forms
-_TRANSFORMS = {"abs": torch.abs, "mean": lambda g: g, "sq": torch.square}
+_TRANSFORMS = {"abs": torch.abs, "sq": torch.square}
 
 
 def mean_gradient_stat(model: nn.Module, names: list[str], batch: Batch, stat: str) -> dict[str, torch.Tensor]:
-    """Per weight, the mean of ``|g_b|`` (``abs``), ``g_b`` (``mean``) or ``g_b²`` (``sq``) over the
+    """Per weight, the mean of ``|g_b|`` (``abs``) or ``g_b²`` (``sq``) over the
     mini-batches of ``batch`` (eval mode; the model's gradients are not touched)."""
     x, y = batch
     transform = _TRANSFORMS[stat]
@@ -99,8 +102,8 @@ def _gradient_weight(w: WeightInputs) -> dict[str, torch.Tensor]:
 
 
 def _taylor_weight(w: WeightInputs) -> dict[str, torch.Tensor]:
-    g = mean_gradient_stat(w.model, w.names, w.batch, "mean")
-    return {n: (g[n] * p.detach()).abs() for n, p in w.params().items()}
+    f = mean_gradient_stat(w.model, w.names, w.batch, "sq")
+    return {n: f[n] * p.detach().pow(2) for n, p in w.params().items()}
 
 
 def _hessian_weight(w: WeightInputs) -> dict[str, torch.Tensor]:
@@ -160,8 +163,9 @@ CRITERIA = [
                "Accumulated gradient magnitude over the calibration set (seed 000; cf. Mozer & Smolensky 1989): "
                "group (1/B) Σ_b mean_{s∈u} |∂L_b/∂w_s|; weight (1/B) Σ_b |∂L_b/∂w|."),
     Importance("taylor", GRAD, _taylor_group, _taylor_weight,
-               "First-order Taylor expansion of the loss change (Molchanov et al. 2019): group "
-               "(1/B) Σ_b (Σ_{s∈u} g_{b,s} w_s)²; weight |ḡ·w|, ḡ the mean gradient."),
+               "First-order Taylor expansion of the loss change, squared per mini-batch (Molchanov et al. 2019, "
+               "'Importance Estimation for Neural Network Pruning'): group (1/B) Σ_b (Σ_{s∈u} g_{b,s} w_s)²; weight "
+               "(1/B) Σ_b (g_b w)², the same formula for a unit of one weight."),
     Importance("hessian", GRAD, _hessian_group, _hessian_weight,
                "Optimal Brain Damage (LeCun et al. 1990) with the empirical-Fisher Hessian diagonal "
                "F = (1/B) Σ_b g_b²: group Σ_{s∈u} ½ F_s w_s²; weight ½ F w²."),

@@ -47,6 +47,11 @@ def run_recipe(recipe: Recipe, out: str | Path, force: bool = False, progress: b
 
 def _timed(run: Run, name: str, value):
     t = time.perf_counter()
-    value = STAGES.get(name).fn(run, value)
+    try:
+        value = STAGES.get(name).fn(run, value)
+    except Exception as e:
+        if not hasattr(e, "prunekit_stage"):
+            e.prunekit_stage = name  # the CLI names it in its one-line error
+        raise
     run.timings[name] = time.perf_counter() - t
     return value

@@ -217,6 +217,9 @@ class StructuredConfig:
                 raise ConfigError(f"{own}: allocation {self.allocation!r} spreads a budget; give "
                                   f"budget=Budget(macs_kept=...) instead of sparsity=, or allocation 'uniform' "
                                   f"or 'global'")
+        if self.budget is not None and not self.exact_only:
+            raise ConfigError(f"{own}: a budget is allocated over the exactly prunable groups only; exact_only=False "
+                              f"goes with sparsity= (or keep exact_only=True)")
         _importance(own, self.importance, "group")
         _choice(own, "allocation", self.allocation, STRUCTURED_ALLOCATIONS)
         _choice(own, "reduction", self.reduction, sorted(REDUCTIONS))

@@ -151,7 +151,8 @@ def _read_meta(path: Path) -> dict:
     f = path / PRUNED_JSON
     if not f.is_file():
         for old, what in (("model.json", "a prunekit 0.x masked-model directory (model.json)"),
-                          ("spec.json", "a prunekit 0.x structured-model directory (spec.json)")):
+                          ("spec.json", "a prunekit 0.x structured-model directory (spec.json)"),
+                          ("model/spec.json", "a prunekit 0.x structured run directory (model/spec.json)")):
             if (path / old).is_file():
                 raise ModelLoadError(f"{path} is {what}, a format this prunekit no longer reads: re-run the recipe "
                                      f"with this prunekit (its output holds {PRUNED_JSON}), or load the model with "

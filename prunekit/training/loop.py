@@ -50,9 +50,17 @@ class TrainConfig:
     shift_pixels: int = 2
 
     def __post_init__(self) -> None:
-        if self.epochs < 0 or self.batch_size < 1 or not self.lr > 0:
-            raise ConfigError(f"need epochs ≥ 0, batch_size ≥ 1, lr > 0; got epochs={self.epochs}, "
-                              f"batch_size={self.batch_size}, lr={self.lr}")
+        if self.epochs < 0 or self.batch_size < 1:
+            raise ConfigError(f"need epochs ≥ 0, batch_size ≥ 1; got epochs={self.epochs}, "
+                              f"batch_size={self.batch_size}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr must be a finite number > 0 (the peak learning rate), got {self.lr!r}")
+        if not (isinstance(self.momentum, (int, float)) and 0 <= self.momentum < 1):
+            raise ConfigError(f"momentum must be in [0, 1) (0 = plain SGD, 0.9 typical), got {self.momentum!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay)
+                and self.weight_decay >= 0):
+            raise ConfigError(f"weight_decay must be a finite number ≥ 0 (0 = none, 1e-4 typical), "
+                              f"got {self.weight_decay!r}")
         if self.optimizer not in ("sgd", "adam"):
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of: adam, sgd")
         if self.schedule not in ("cosine", "constant", "step"):

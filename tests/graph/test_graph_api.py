@@ -59,6 +59,8 @@ def test_graph_exposes_read_only_views():
         graph.groups.append(g)
     with pytest.raises(AttributeError, match="n_ids|can't set attribute"):
         graph.n_ids = 0
+    with pytest.raises(AttributeError, match="model|can't set attribute"):
+        graph.model = Plain()
     with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign to field 'name'"):
         g.name = "other"
     with pytest.raises(ValueError, match="read-only"):

@@ -116,7 +116,7 @@ def test_unsupported_op_named() -> None:
 
 
 def test_cli_check_json(capsys) -> None:
-    rc = main(["check", "torchvision:resnet18", "--ratio", "0.25", "--image-size", "64", "--json", "--no-latency",
+    rc = main(["check", "torchvision:resnet18", "--sparsity", "0.25", "--image-size", "64", "--json", "--no-latency",
                "--threads", "1"])
     rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert rc == 0 and rec["ok"] and rec["equivalent"] and rec["error"] is None
@@ -128,16 +128,16 @@ def test_cli_check_json(capsys) -> None:
 @pytest.mark.slow
 @pytest.mark.timing  # wall-clock: needs a quiet machine (make test-timing)
 def test_cli_check_captures_and_prunes_resnet18_in_under_30_seconds(capsys) -> None:
-    assert main(["check", "torchvision:resnet18", "--ratio", "0.25", "--image-size", "64", "--json",
+    assert main(["check", "torchvision:resnet18", "--sparsity", "0.25", "--image-size", "64", "--json",
                  "--no-latency"]) == 0
     rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert rec["seconds"] < 30
 
 
-def test_cli_bad_ratio_one_line(capsys) -> None:
-    assert main(["check", "torchvision:resnet18", "--ratio", "1"]) == 2
+def test_cli_bad_sparsity_one_line(capsys) -> None:
+    assert main(["check", "torchvision:resnet18", "--sparsity", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "ratio must be in [0, 1)" in err[0]
+    assert len(err) == 1 and "--sparsity must be in [0, 1)" in err[0]
 
 
 def test_cli_unknown_model(capsys) -> None:

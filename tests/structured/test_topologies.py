@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from prunekit import StructuredConfig
+from prunekit import Calibration, StructuredConfig
 from prunekit.graph import DependencyGraph
 from prunekit.importance import names
 from prunekit.pruners import select_units
@@ -58,6 +58,31 @@ def test_pruned_equals_zeroed(name: str, criterion: str) -> None:
     prune_groups(graph, plan)
     after = sum(p.numel() for p in model.parameters())
     assert after == predicted < before
+    with torch.no_grad():
+        assert _rel(reference(x), model(x)) <= TOL
+
+
+#: classifiers (logits out) whose every group has a layer reading its channels: the data-driven criteria score
+#: them all (grouped convolutions and attention heads are not read channel by channel, so activation criteria
+#: refuse those groups with a message naming them)
+CLASSIFIERS = ["residual", "concat", "split_chunk", "depthwise", "channel_shuffle", "flatten_linear",
+               "vit_free_params", "gated_split_unequal", "weight_standardised"]
+
+
+@pytest.mark.parametrize("criterion", names("group", data_free=False))
+@pytest.mark.parametrize("name", CLASSIFIERS)
+def test_data_criteria_choose_units_whose_removal_equals_zeroing(name: str, criterion: str) -> None:
+    model, x, graph = _build(name, batch=8)
+    with torch.no_grad():
+        classes = model(x).shape[1]
+    y = torch.randint(0, classes, (8,), generator=torch.Generator().manual_seed(0))
+    before = copy.deepcopy(model.state_dict())
+    plan = select_units(graph, StructuredConfig(sparsity=0.5, importance=criterion), Calibration(x, y, batch_size=4))
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # scoring changed nothing
+    assert plan
+    reference = copy.deepcopy(model)
+    zero_units(graph, plan, reference)
+    prune_groups(graph, plan)
     with torch.no_grad():
         assert _rel(reference(x), model(x)) <= TOL
 
