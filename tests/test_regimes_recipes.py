@@ -79,15 +79,27 @@ def _run(tmp_path, raw):
 
 
 def test_lottery_recipe_reports_the_control(tmp_path):
-    report, out = _run(tmp_path, _recipe({"method": "lottery", "steps": 2, "sparsity": 0.75, "allocation": "uniform"}))
+    # 8 epochs (160 SGD steps): the 75%-masked random re-initialisation starts with far weaker signals than the
+    # rewound ticket (PyTorch's default init keeps 1/4 of each unit's inputs) and needs them. With 2 epochs it
+    # stayed at chance (9.2%, loss 2.27); measured at 8 epochs, seeds 0–3: ticket 96.4–97.5%, control 91.1–94.2%.
+    raw = _recipe({"method": "lottery", "steps": 2, "sparsity": 0.75, "allocation": "uniform"},
+                  train={"epochs": 8, "lr": 0.05})
+    report, out = _run(tmp_path, raw)
     assert report["sparsity"] == pytest.approx(0.75, abs=1e-3)
     assert report["control"]["sparsity"] == pytest.approx(0.75, abs=1e-3)
-    # 2 epochs on digits train the rewound ticket (measured 93.0%) but not a 75%-sparse random re-initialisation
-    # (measured 9.2%, loss 2.27: the masked default init barely moves in 2 epochs; the same on the old runner)
-    assert report["pruned"]["accuracy"] > report["control"]["accuracy"] + 0.3
-    assert report["control"]["init_seed"] == 10_000 and 0 < report["control"]["loss"] < 2.31
+    ticket, control = report["pruned"]["accuracy"], report["control"]["accuracy"]
+    assert ticket > 0.93 and control > 0.85  # chance is 0.10: both trained
+    assert ticket > control and report["control"]["loss"] < 0.6 and "warning" not in report["control"]
+    assert report["control"]["init_seed"] == 10_000
     assert [s["step"] for s in report["steps"]] == [1, 2]
     assert "Lottery ticket vs control" in (out / "report.md").read_text()
+
+
+def test_lottery_control_that_stays_at_chance_is_flagged(tmp_path):
+    """40 SGD steps do not train the masked random re-initialisation: the report says so instead of a 'win'."""
+    report, out = _run(tmp_path, _recipe({"method": "lottery", "steps": 2, "sparsity": 0.75, "allocation": "uniform"}))
+    assert report["control"]["accuracy"] < 0.2 and "did not train" in report["control"]["warning"]
+    assert "raise train.epochs" in (out / "report.md").read_text()
 
 
 def test_nm_recipe_with_distillation_keeps_the_pattern(tmp_path):

@@ -88,6 +88,8 @@ def _masks_summary(r: dict) -> str:
             f"{r['pruned']['accuracy']:.2%} ({-r['accuracy_drop_pt']:+.2f} pt)")
     if "control" in r:
         line += f"\ncontrol (same mask, random re-init): test accuracy {r['control']['accuracy']:.2%}"
+        if r["control"].get("warning"):
+            line += f"\nwarning: {r['control']['warning']}"
     return line
 
 

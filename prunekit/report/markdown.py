@@ -82,6 +82,8 @@ def render_masks_extra(report: dict) -> str:
                   f"| ticket (rewound to {report['lottery']['rewind']}, retrained) | "
                   f"{report['pruned']['accuracy']:.2%} |",
                   f"| control (same mask, random re-initialisation, same training) | {c['accuracy']:.2%} |", ""]
+        if c.get("warning"):
+            lines += [f"**Warning:** {c['warning']}.", ""]
     if "structural" in report:
         s = report["structural"]
         lines += ["", "## With dead channels removed", "",

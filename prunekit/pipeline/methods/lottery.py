@@ -122,10 +122,16 @@ def train_control(factory: Callable[[], nn.Module], masks: dict[str, torch.Tenso
     ms.make_permanent()
     test = evaluate(control, data.x_test, data.y_test)
     total = sum(m.numel() for m in masks.values())
-    return {"accuracy": test.accuracy, "loss": test.loss,
-            "val_accuracy": evaluate(control, data.x_val, data.y_val).accuracy,
-            "sparsity": 1.0 - sum(float(m.sum()) for m in masks.values()) / total,
-            "init_seed": init_seed, "init": "random re-initialisation, same mask, same training"}
+    out = {"accuracy": test.accuracy, "loss": test.loss,
+           "val_accuracy": evaluate(control, data.x_val, data.y_val).accuracy,
+           "sparsity": 1.0 - sum(float(m.sum()) for m in masks.values()) / total,
+           "init_seed": init_seed, "init": "random re-initialisation, same mask, same training"}
+    if test.accuracy < 2.0 / data.num_classes:  # a collapsed control proves nothing about the ticket
+        out["warning"] = (f"the control did not train (test accuracy {test.accuracy:.1%}, chance "
+                          f"{1 / data.num_classes:.0%}): a random initialisation under a sparse mask starts with much "
+                          "weaker signals than the rewound ticket and needs more optimiser steps; raise train.epochs "
+                          "(or train.lr) before reading the comparison")
+    return out
 
 
 def _prepare(recipe, model: nn.Module, data: DataSplits) -> PrunePlan:
