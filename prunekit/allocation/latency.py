@@ -10,10 +10,12 @@ inference) with only that group pruned, all variants timed alternately run by ru
 group ``g`` then saves ``T_g(n) − T_g(n')`` milliseconds; savings are assumed additive across groups.
 ``T`` is, by default (``clock="cpu"``), the median single-thread CPU time of a forward
 (``time.thread_time``, the variants timed on one intra-op thread): the CPU time a forward takes does
-not include the time the scheduler gives other runnable processes, so the table, and the
-architecture allocated from it, stays the same on a busy machine. Wall time does not: at a load of 3
-on 2 cores, medians of 5 runs of a wall-time table scattered by tens of percent, and the shipped 2×
-recipe measured 1.12× under load ~5. ``clock="wall"`` takes the fastest wall-time run instead (on a
+not include the time the scheduler gives other runnable processes. At a load of ~20 on 2 cores
+(bench/results/clock_stability.md) the dense model's CPU-time entry moved by ≤ 9% between tables
+while its wall-time entry moved 2.2×, and each entry's saving (a fraction of the dense time) moved by
+3–6 points against 19–27 for wall time. Steps whose savings differ by less than that can still swap
+places, so two tables measured at different times may allocate differently; a saved table
+(:func:`load_latency_table`) makes the allocation independent of the machine's state. ``clock="wall"`` takes the fastest wall-time run instead (on a
 shared CPU contention only ever adds wall time), for tables of multi-threaded or GPU execution.
 
 On a shared CPU single timings scatter by several percent, more than removing 8 channels of a
