@@ -83,7 +83,8 @@ def render(res: dict) -> str:
              "reduction | speed-up | removed |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
         t, ph = r.get("run_time_s") or {}, r["timings_s"]
-        phases = " / ".join(str(ph.get(k, "-")) for k in ("train", "prune", "recover"))
+        phases = " / ".join(str(next((ph[k] for k in keys if k in ph), "-"))  # older reports: the old stage names
+                            for keys in (("train",), ("prune", "score_allocate_prune"), ("recover", "finetune")))
         sp = ", ".join(f"{v:.2f}× (batch {b})" for b, v in r["speedup"].items())
         lines.append(f"| {r['seed']} | {(r.get('thread_choice') or {}).get('threads', '-')} | {t.get('wall', '-')} | "
                      f"{t.get('cpu', '-')} | {_num(r['loadavg_start'])} / {_num(r['loadavg_end'])} | {phases} | "
