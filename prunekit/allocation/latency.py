@@ -15,8 +15,9 @@ not include the time the scheduler gives other runnable processes. At a load of 
 while its wall-time entry moved 2.2×, and each entry's saving (a fraction of the dense time) moved by
 3–6 points against 19–27 for wall time. Steps whose savings differ by less than that can still swap
 places, so two tables measured at different times may allocate differently; a saved table
-(:func:`load_latency_table`) makes the allocation independent of the machine's state. ``clock="wall"`` takes the fastest wall-time run instead (on a
-shared CPU contention only ever adds wall time), for tables of multi-threaded or GPU execution.
+(:func:`load_latency_table`) makes the allocation independent of the machine's state.
+``clock="wall"`` takes the fastest wall-time run instead (on a shared CPU contention only ever adds
+wall time), for tables of multi-threaded or GPU execution.
 
 On a shared CPU single timings scatter by several percent, more than removing 8 channels of a
 small late convolution saves. Removing units is assumed never to cost time, so each group's timings

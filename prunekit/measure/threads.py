@@ -32,7 +32,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -113,8 +112,9 @@ def choose_threads(threads: int | None = None, environ: dict[str, str] | None = 
         return ThreadChoice(1, "pytest-xdist", cpus, load)
     if int(env.get("LOCAL_WORLD_SIZE", "1") or 1) > 1:
         return ThreadChoice(1, "torchrun", cpus, load)
-    # This process's own runnable thread is part of the load average, hence the + 1.
-    free = cpus if load is None else math.floor(cpus - load + 1)
+    # A process that has just started is not yet in the 1-minute load average; rounding (not + 1) keeps two
+    # runs started together on an idle 2-core machine at 1 thread each (at 2 each, both ran 3x slower).
+    free = cpus if load is None else round(cpus - load)
     return ThreadChoice(max(1, min(cpus, free, MAX_DEFAULT_THREADS)), "default", cpus, load)
 
 
