@@ -52,7 +52,9 @@ def test_readme_has_examples():
 def test_examples_run(page, tmp_path, monkeypatch, one_thread):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": "__docs__"}
-    for line, code in python_blocks(page.read_text(encoding="utf-8")):
+    blocks = python_blocks(page.read_text(encoding="utf-8"))
+    assert blocks, f"{page} was collected for its Python examples but has none"
+    for line, code in blocks:
         torch.manual_seed(0)
         where = f"{page.relative_to(ROOT)}:{line}"
         try:
@@ -147,9 +149,10 @@ def test_cli_examples_parse(where, line):
 
     argv = shlex.split(line, comments=True)[1:]
     try:
-        build_parser().parse_args(argv)
+        args = build_parser().parse_args(argv)
     except SystemExit as e:
         raise AssertionError(f"{where}: `{line}` is not a valid prunekit command line") from e
+    assert not argv or argv[0].startswith("-") or vars(args).get("command") in (argv[0], None), (where, line)
 
 
 def test_docs_build_strict(tmp_path):
