@@ -277,3 +277,59 @@ def test_minilm_heads_ffn_round_trip_without_prunekit(tmp_path, monkeypatch) -> 
     torch.testing.assert_close(torch.tensor(got["emb"]), emb, atol=1e-4, rtol=1e-4)
     dense = st.SentenceTransformer(src, device="cpu").encode(sentences, convert_to_tensor=True)
     assert not torch.allclose(dense, emb, atol=1e-3)  # pruning changed the model: the check compares something
+
+
+# ---------------------------------------------------------------------------------------------- Michel importance
+class _Classifier(torch.nn.Module):
+    """Token ids -> logits: the encoder's mean-pooled output through a linear head (padding id 0)."""
+
+    def __init__(self, encoder, classes: int = 3) -> None:
+        super().__init__()
+        self.encoder, self.head = encoder, torch.nn.Linear(encoder.config.hidden_size, classes)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        mask = (ids != 0).long()
+        h = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        m = mask.unsqueeze(-1).float()
+        return self.head((h * m).sum(1) / m.sum(1))
+
+
+def _head_mask_reference(model: _Classifier, layer: int, x, y, batch: int) -> torch.Tensor:
+    """Michel et al.'s I_h = Σ_b |∂L_b/∂ξ_h| / B with an explicit mask ξ on the heads' context vectors."""
+    attn = model.encoder.encoder.layer[layer].attention
+    xi = torch.ones(attn.self.num_attention_heads, requires_grad=True)
+
+    def gate(_mod, args):
+        c = args[0]
+        return (c.unflatten(-1, (len(xi), -1)) * xi[:, None]).flatten(-2),
+
+    total, n = torch.zeros_like(xi), 0
+    handle = attn.output.dense.register_forward_pre_hook(gate)
+    try:
+        for s in range(0, len(x), batch):
+            loss = torch.nn.functional.cross_entropy(model(x[s:s + batch]), y[s:s + batch])
+            (g,) = torch.autograd.grad(loss, xi)
+            total += g.abs()
+            n += 1
+    finally:
+        handle.remove()
+    return total / n
+
+
+def test_mask_gradient_is_michel_head_importance() -> None:
+    from prunekit import Calibration
+    from prunekit.importance import ImportanceConfig, score_groups
+
+    model = _Classifier(tiny_bert()).eval()
+    x, y = torch.randint(5, len(VOCAB), (12, 6)), torch.randint(0, 3, (12,))
+    x[:4, -2:] = 0
+    graph = DependencyGraph.build(model, x[:2])
+    cal = Calibration(x, y, batch_size=4)
+    scores = score_groups(graph, ImportanceConfig("mask_gradient", normalize="none"), cal)
+    for layer in (0, 1):
+        want = _head_mask_reference(model, layer, x, y, 4)
+        got = scores[f"encoder.encoder.layer.{layer}.attention.self.query"]
+        torch.testing.assert_close(torch.from_numpy(got).float(), want, rtol=1e-4, atol=1e-7)
+    r = prune_(model, StructuredConfig(sparsity={"heads": 0.5}, importance="mask_gradient"), example_inputs=x[:2],
+               calibration=cal)
+    assert sum(r.removed.values()) == 4 and model(x).shape == (12, 3)
