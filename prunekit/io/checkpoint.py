@@ -90,7 +90,8 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return obj
 
 
-def load_weights_into(model: nn.Module, path: str | os.PathLike, exclude: tuple[str, ...] | list[str] = ()) -> nn.Module:
+def load_weights_into(model: nn.Module, path: str | os.PathLike,
+                      exclude: tuple[str, ...] | list[str] = ()) -> nn.Module:
     """Loads the checkpoint at ``path`` into ``model`` strictly: every key must match in name, shape and kind.
 
     Args:
