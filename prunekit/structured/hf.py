@@ -381,21 +381,31 @@ def _rebuilt(model: nn.Module, config: Any, state: dict[str, torch.Tensor]) -> n
     return fresh.eval()
 
 
-@torch.no_grad()
-def _max_diff(a: nn.Module, b: nn.Module, example_inputs: Any) -> float:
+def _named_outputs(out: Any) -> dict[str, torch.Tensor]:
     from prunekit.graph import iter_tensors
 
+    if isinstance(out, Mapping):  # a transformers ModelOutput
+        return {str(k): v for k, v in out.items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
+    return {str(i): t for i, t in enumerate(iter_tensors(out)) if t.is_floating_point()}
+
+
+@torch.no_grad()
+def _max_diff(a: nn.Module, b: nn.Module, example_inputs: Any) -> float:
     args, kwargs = split_inputs(example_inputs)
     was = a.training
     a.eval()
     try:
-        out_a = [t for t in iter_tensors(a(*args, **kwargs)) if t.is_floating_point()]
-        out_b = [t for t in iter_tensors(b(*args, **kwargs)) if t.is_floating_point()]
+        out_a, out_b = _named_outputs(a(*args, **kwargs)), _named_outputs(b(*args, **kwargs))
     finally:
         a.train(was)
-    if len(out_a) != len(out_b) or any(x.shape != y.shape for x, y in zip(out_a, out_b, strict=True)):
-        raise PruningError("the saved model's outputs differ in number or shape from the pruned model's")
-    return max((float((x - y).abs().max()) for x, y in zip(out_a, out_b, strict=True) if x.numel()), default=0.0)
+    for k, t in out_a.items():
+        if k not in out_b or out_b[k].shape != t.shape:
+            raise PruningError(f"output {k!r} of the pruned model has shape {list(t.shape)}, the saved model's "
+                               f"{list(out_b[k].shape) if k in out_b else 'none'}: units feeding it were removed "
+                               f"because nothing read that output while pruning (BERT's pooler under a wrapper that "
+                               f"mean-pools); prune with that module excluded (StructuredConfig(exclude=(...,))); "
+                               f"nothing was written")
+    return max((float((t - out_b[k]).abs().max()) for k, t in out_a.items() if t.numel()), default=0.0)
 
 
 def save_hf(model: nn.Module, path: str | Path, *, layout: str = "stock", tokenizer: Any = None,

@@ -366,3 +366,42 @@ def test_mask_gradient_is_michel_head_importance() -> None:
     r = prune_(model, StructuredConfig(sparsity={"heads": 0.5}, importance="mask_gradient"), example_inputs=x[:2],
                calibration=cal)
     assert sum(r.removed.values()) == 4 and model(x).shape == (12, 3)
+
+
+def test_cost_model_counts_attention_products_of_kept_heads() -> None:
+    from prunekit.allocation.cost import CostModel
+    from prunekit.measure import count_macs
+
+    model, ids = _Classifier(tiny_bert()).eval(), torch.randint(5, len(VOCAB), (1, 24))
+    graph = DependencyGraph.build(model, ids)
+    cost = CostModel.build(graph)
+    assert cost.dense_macs == count_macs(model, ids).dense
+    removed = {"encoder.encoder.layer.0.attention.self.query": 3, "encoder.encoder.layer.1.intermediate.dense": 20}
+    predicted = cost.macs(removed)
+    prune_groups(graph, cost.removed_units(removed))
+    assert predicted == count_macs(model, ids).dense  # QKᵀ and AV of the removed heads are gone too
+
+
+def test_sensitivity_allocation_to_a_macs_budget_round_trips(tmp_path) -> None:
+    from prunekit import Budget, Calibration
+
+    model = _Classifier(tiny_bert()).eval()
+    x, y = torch.randint(5, len(VOCAB), (32, 12)), torch.randint(0, 3, (32,))
+    pooler = type(model.encoder.pooler)  # the wrapper never reads it: pruned, it would change pooler_output
+    r = prune_(model, StructuredConfig(budget=Budget(macs_kept=0.6), allocation="sensitivity", exclude=(pooler,),
+                                       importance="mask_gradient", sensitivity_ratios=(0.25, 0.5, 0.75)),
+               example_inputs=x[:1], calibration=Calibration(x, y, batch_size=16))
+    assert abs(r.macs_after / r.macs_before - 0.6) <= 0.6 * 0.02
+    saved = save_hf(model.encoder, tmp_path / "hf", example_inputs={"input_ids": x[:4]}, sentence_transformers=False)
+    again = transformers.AutoModel.from_pretrained(tmp_path / "hf").eval()
+    torch.testing.assert_close(_hidden(again, {"input_ids": x[:4]}), _hidden(model.encoder, {"input_ids": x[:4]}),
+                               atol=1e-5, rtol=1e-5)
+    assert saved.max_abs_diff < 1e-5
+
+
+def test_save_hf_names_an_output_whose_producer_was_pruned(tmp_path) -> None:
+    model, ids = _Classifier(tiny_bert()).eval(), torch.randint(5, len(VOCAB), (2, 6))
+    prune_groups(DependencyGraph.build(model, ids), {"encoder.pooler.dense": [0, 1, 2]})  # nothing reads the pooler
+    with pytest.raises(PruningError, match="output 'pooler_output' of the pruned model has shape \\[2, 29\\]"):
+        save_hf(model.encoder, tmp_path / "hf", example_inputs={"input_ids": ids})
+    assert not (tmp_path / "hf").exists()
