@@ -33,7 +33,7 @@ class ZooModel:
     spec: str
     model: nn.Module
     example_inputs: Any  # tuple of positional inputs or dict of keyword inputs
-    kind: str  # "image", "detection", "text", "multimodal", "custom"
+    kind: str  # "image", "detection", "segmentation", "video", "optical_flow", "text", "custom"
 
 
 def load(spec: str, image_size: int | None = None, batch: int = 1, small: bool = False) -> ZooModel:
@@ -65,23 +65,53 @@ def _need(module: str, extra: str) -> Any:
         raise ModelLoadError(f"{module} is not installed; install prunekit[{extra}]") from e
 
 
+#: What a torchvision family's models take by default (``--input-shape`` / ``--inputs`` override it).
+_TV_FAMILIES = ("detection", "segmentation", "video", "optical_flow", "quantization")
+
+
+def tv_family(tv: Any, name: str) -> str:
+    """``detection``, ``segmentation``, ``video``, ``optical_flow``, ``quantization`` or ``image``."""
+    for family in _TV_FAMILIES:
+        if name in tv.models.list_models(module=getattr(tv.models, family)):
+            return family
+    return "image"
+
+
+def tv_kwargs(tv: Any, name: str, size: int | None = None) -> dict[str, Any]:
+    """The builder arguments that keep a torchvision builder offline and small: no backbone weights, detection
+    images resized to ``size`` (not for SSD builders, which fix their own size), float quantizable models."""
+    family, kwargs = tv_family(tv, name), {}
+    if family in ("detection", "segmentation"):
+        kwargs["weights_backbone"] = None
+    if family == "detection" and not name.startswith("ssd") and size is not None:
+        kwargs.update(min_size=size, max_size=size)
+    if family == "quantization":
+        kwargs["quantize"] = False
+    return kwargs
+
+
 def _torchvision(spec: str, name: str, size: int | None, batch: int, small: bool) -> ZooModel:
     tv = _need("torchvision", "vision")
     if name not in tv.models.list_models():
         close = [n for n in tv.models.list_models() if name[:4] in n][:8]
         raise ConfigError(f"torchvision has no model {name!r}" + (f"; similar: {', '.join(close)}" if close else ""))
-    detection = name in tv.models.list_models(module=tv.models.detection)
-    kwargs: dict[str, Any] = {}
-    if detection or name in tv.models.list_models(module=tv.models.segmentation):
-        kwargs["weights_backbone"] = None
-    if detection:
-        kwargs.update(min_size=size or 320, max_size=size or 320)
-    model = tv.models.get_model(name, weights=None, **kwargs).eval()
-    if detection:
-        s = size or 320
-        return ZooModel(spec, model, ([torch.rand(3, s, s) for _ in range(batch)],), "detection")
+    family = tv_family(tv, name)
+    det_size = size or 320
+    model = tv.models.get_model(name, weights=None, **tv_kwargs(tv, name, det_size)).eval()
+    if family == "detection":
+        if name.startswith("ssd"):  # the builder fixes the size its transform resizes to
+            det_size = size or (320 if "320" in name else 300)
+        return ZooModel(spec, model, ([torch.rand(3, det_size, det_size) for _ in range(batch)],), "detection")
+    if family == "video":
+        frames, s = _tv_clip(tv, name, small)
+        s = size or s
+        return ZooModel(spec, model, (torch.randn(batch, 3, frames, s, s),), "video")
+    if family == "optical_flow":  # two frames; RAFT's correlation pyramid needs sides divisible by 8, ≥ 128
+        s = size or 128
+        return ZooModel(spec, model, (torch.rand(batch, 3, s, s), torch.rand(batch, 3, s, s)), "optical_flow")
     s = size or getattr(model, "image_size", None) or _tv_size(tv, name, small)
-    return ZooModel(spec, model, (torch.randn(batch, 3, s, s),), "image")
+    return ZooModel(spec, model, (torch.randn(batch, 3, s, s),), "segmentation" if family == "segmentation"
+                    else "image")
 
 
 def _tv_size(tv: Any, name: str, small: bool) -> int:
@@ -90,8 +120,21 @@ def _tv_size(tv: Any, name: str, small: bool) -> int:
         if small:
             return max(int(entry.meta.get("min_size", (32, 32))[0]), 64 if "inception" not in name else 75)
         return int(entry.transforms().crop_size[0])
-    except (ValueError, StopIteration, AttributeError, KeyError):
+    except (ValueError, StopIteration, AttributeError, KeyError, TypeError, IndexError):
         return 64 if small else 224
+
+
+def _tv_clip(tv: Any, name: str, small: bool) -> tuple[int, int]:
+    """(frames, side) of a video model's clip: 16 frames at its weights' crop size; fewer, smaller frames with
+    ``small`` where the model has no fixed size (MViT's positional embedding fixes 16 × 224²; S3D pools 2 × 7²)."""
+    fixed = name.startswith(("mvit", "s3d"))
+    try:
+        side = int(next(iter(tv.models.get_model_weights(name))).transforms().crop_size[0])
+    except (ValueError, StopIteration, AttributeError, KeyError, IndexError):
+        side = 112
+    if small and not fixed:
+        return 8, min(side, 64)
+    return 16, side
 
 
 def _timm(spec: str, name: str, size: int | None, batch: int, small: bool) -> ZooModel:

@@ -6,17 +6,20 @@ Used by ``prunekit check`` and by the coverage benchmark, so both report the sam
 from __future__ import annotations
 
 import copy
+import math
 import statistics
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from prunekit.errors import ConfigError, PrunekitError
+from prunekit.errors import ConfigError, PrunekitError, PruningError
 from prunekit.graph import DependencyGraph, iter_tensors, raise_no_groups, split_inputs
 from prunekit.importance import check_needs
+from prunekit.inputs import describe_inputs, perturbed
 from prunekit.measure import count_macs, count_params
 from prunekit.pruners.configs import StructuredConfig
 from prunekit.pruners.selection import select_units
@@ -34,6 +37,8 @@ class CheckReport:
     model: str
     ok: bool = False
     error: str | None = None
+    inputs: str = ""  # what the model was run on (shapes, dtypes)
+    worst_output: str | None = None  # the output leaf with the largest difference (out[0]['boxes'], ...)
     ratio: float = 0.5
     params_before: int = 0
     params_after: int = 0
@@ -68,22 +73,89 @@ def run_forward(model: nn.Module, example_inputs: Any) -> Any:
 
 def compare(a: Any, b: Any) -> float:
     """Largest relative difference between two nested outputs; inf if their structure differs."""
-    ta, tb = list(iter_tensors(a)), list(iter_tensors(b))
-    if len(ta) != len(tb):
-        return float("inf")
-    worst = 0.0
-    for x, y in zip(ta, tb, strict=True):
-        if x.shape != y.shape:
-            return float("inf")
+    return compare_leaves(a, b)[0]
+
+
+def _leaves(value: Any, path: str = "out"):
+    """``(path, leaf)`` of nested outputs: tuples, lists, dicts, HF ModelOutputs, detection lists of dicts."""
+    if isinstance(value, torch.Tensor):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _leaves(v, f"{path}[{k!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from _leaves(v, f"{path}[{i}]")
+    elif hasattr(value, "to_tuple"):
+        yield from _leaves(value.to_tuple(), path)
+    elif isinstance(value, (int, float, bool, str, type(None))):
+        yield path, value
+
+
+def compare_leaves(a: Any, b: Any) -> tuple[float, str | None]:
+    """Compares two nested outputs leaf by leaf: the largest relative difference (max |a - b| / max(1, max |a|))
+    and the path of the leaf where it is (``out['boxes']``, ``out[0]['scores']``); inf with the path of the
+    first leaf whose name, shape, dtype or (for integers and other values) content differs."""
+    la, lb = list(_leaves(a)), list(_leaves(b))
+    for (pa, _), (pb, _) in zip(la, lb, strict=False):
+        if pa != pb:
+            return float("inf"), pa
+    if len(la) != len(lb):
+        return float("inf"), (la[len(lb)][0] if len(la) > len(lb) else lb[len(la)][0])
+    worst, where = 0.0, None
+    for (path, x), (_, y) in zip(la, lb, strict=True):
+        if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+            if x != y and not (isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y)):
+                return float("inf"), path
+            continue
+        if x.shape != y.shape or x.dtype != y.dtype:
+            return float("inf"), path
         if x.numel() == 0:
             continue
-        if not x.is_floating_point():
+        if not x.is_floating_point() and not x.is_complex():
             if not torch.equal(x, y):
-                return float("inf")
+                return float("inf"), path
             continue
         scale = max(1.0, float(x.abs().max()))
-        worst = max(worst, float((x - y).abs().max()) / scale)
-    return worst
+        diff = float((x - y).abs().max()) / scale
+        if diff > worst or where is None:
+            worst, where = max(worst, diff), path
+    return worst, where
+
+
+def _module_calls(model: nn.Module, example_inputs: Any) -> list[str]:
+    """The modules that own parameters, in the order one forward calls them."""
+    calls: list[str] = []
+    handles = [m.register_forward_pre_hook(lambda _m, _a, n=name: calls.append(n))
+               for name, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))]
+    try:
+        run_forward(model, example_inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return calls
+
+
+def control_flow_difference(model: nn.Module, example_inputs: Any) -> str | None:
+    """Runs ``model`` on its example inputs and on :func:`~prunekit.inputs.perturbed` ones (floats negated, integers
+    redrawn) and compares which parameterised modules run, in which order. A difference means the forward branches
+    on input values (``b(h) if x.sum() > 0 else c(h)``): a graph captured on one input misses the other branch, and
+    the pruned model may fail there. Returns a description of the first difference, or None.
+    Inputs the model refuses once perturbed tell nothing: None."""
+    first = _module_calls(model, example_inputs)
+    try:
+        second = _module_calls(model, perturbed(example_inputs))
+    except Exception:
+        return None
+    if first == second:
+        return None
+    i = next((k for k, (x, y) in enumerate(zip(first, second, strict=False)) if x != y), min(len(first), len(second)))
+    a = first[i] if i < len(first) else "(end of forward)"
+    b = second[i] if i < len(second) else "(end of forward)"
+    return (f"the forward depends on input values: call {i + 1} of a parameterised module is {a!r} on the example "
+            f"inputs but {b!r} on other inputs ({len(first)} vs {len(second)} calls); a graph captured on one input "
+            "misses the other branch and the pruned model may fail there. Make the branch static, or prune each "
+            "branch's modules with exclude=")
 
 
 def time_forward(model: nn.Module, example_inputs: Any, repeats: int = 10, warmup: int = 2) -> float:
@@ -157,8 +229,12 @@ def check_model(name: str, model: nn.Module, example_inputs: Any, config: Struct
         model.eval()
         if redraw_zeros:
             rep.redrawn = redraw_zero_parameters(model)
+        rep.inputs = describe_inputs(example_inputs)
         rep.params_before = count_params(model).total
         rep.macs_before = _unpruned_macs(model, example_inputs)
+        branch = control_flow_difference(model, example_inputs)
+        if branch is not None:
+            raise PruningError(branch)
         if latency:
             rep.latency_before_ms = time_forward(model, example_inputs, repeats)
         reference = copy.deepcopy(model)
@@ -180,7 +256,7 @@ def check_model(name: str, model: nn.Module, example_inputs: Any, config: Struct
         rep.groups_pruned = len(plan)
         rep.units_removed = int(sum(len(v) for v in plan.values()))
         out = run_forward(model, example_inputs)
-        diff = compare(run_forward(reference, example_inputs), out)
+        diff, rep.worst_output = compare_leaves(run_forward(reference, example_inputs), out)
         rep.max_rel_diff = diff
         rep.equivalent = diff <= TOLERANCE
         rep.params_after = count_params(model).total
@@ -193,7 +269,8 @@ def check_model(name: str, model: nn.Module, example_inputs: Any, config: Struct
             torch.isfinite(t).all() for t in iter_tensors(out) if t.is_floating_point())
         rep.ok = rep.units_removed > 0 and (rep.equivalent if config.exact_only else same_shapes)
         if config.exact_only and not rep.equivalent:
-            rep.error = f"pruned output differs from the zeroed reference by {diff:.3g} (relative)"
+            rep.error = (f"pruned output differs from the zeroed reference by {diff:.3g} (relative) at "
+                         f"{rep.worst_output}")
         elif not same_shapes:
             rep.error = "pruned model's outputs changed shape or hold non-finite values"
     except PrunekitError as e:
