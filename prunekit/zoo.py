@@ -23,7 +23,7 @@ from torch import nn
 
 from prunekit.errors import ConfigError, ModelLoadError
 
-__all__ = ["ZooModel", "load", "shrink_config"]
+__all__ = ["ZOO_SOURCES", "ZooModel", "build", "load", "preprocessing", "shrink_config"]
 
 
 @dataclass
@@ -56,6 +56,93 @@ def load(spec: str, image_size: int | None = None, batch: int = 1, small: bool =
     if source == "hf":
         return _hf(spec, name, batch)
     return _factory(spec, source, name, image_size or 224, batch)
+
+
+#: The zoo prefixes a recipe's ``model`` may name (``hf:`` models in recipes: :mod:`prunekit.models`).
+ZOO_SOURCES = ("torchvision", "timm")
+
+
+def build(spec: str, kwargs: dict[str, Any] | None = None, num_classes: int | None = None) -> nn.Module:
+    """A ``torchvision:NAME`` or ``timm:NAME`` model with the builder's keyword arguments (no weights downloaded).
+
+    ``num_classes`` (from the data) is passed unless ``kwargs`` sets it; a different value there is an error.
+    """
+    source, _, name = spec.partition(":")
+    kwargs = dict(kwargs or {})
+    if num_classes is not None:
+        given = kwargs.setdefault("num_classes", num_classes)
+        if given != num_classes:
+            raise ConfigError(f"model {spec!r}: kwargs num_classes={given!r}, but the data has {num_classes} classes")
+    if source == "torchvision":
+        tv = _need("torchvision", "vision")
+        if name not in tv.models.list_models():
+            raise ConfigError(f"torchvision has no model {name!r}")
+        call = lambda: tv.models.get_model(name, weights=None, **{**tv_kwargs(tv, name), **kwargs})  # noqa: E731
+    elif source == "timm":
+        timm = _need("timm", "vision")
+        if not timm.is_model(name):
+            raise ConfigError(f"timm has no model {name!r}; list them with timm.list_models('{name[:4]}*')")
+        call = lambda: timm.create_model(name, pretrained=False, **kwargs)  # noqa: E731
+    else:
+        raise ConfigError(f"model {spec!r}: the zoo builds {', '.join(s + ':NAME' for s in ZOO_SOURCES)}")
+    try:
+        model = call()
+    except TypeError as e:
+        raise ConfigError(f"model {spec!r} does not take kwargs {sorted(kwargs)}: {e}") from None
+    except Exception as e:
+        raise ModelLoadError(f"model {spec!r} with kwargs {kwargs} failed to build: {type(e).__name__}: {e}") from None
+    _refuse_ignored(spec, model, kwargs)
+    return model
+
+
+def _refuse_ignored(spec: str, model: nn.Module, kwargs: dict[str, Any]) -> None:
+    """Builders that end in ``**kwargs`` accept any name and drop the ones no ``__init__`` reads (torchvision's
+    MobileNetV3 takes ``bogus=1``); a kwarg that no ``__init__`` of the model's classes names is refused."""
+    known: set[str] = set()
+    for cls in type(model).__mro__:
+        init = cls.__dict__.get("__init__")
+        if init is not None:
+            try:
+                known |= set(inspect.signature(init).parameters)
+            except (TypeError, ValueError):
+                return
+    if spec.startswith("torchvision:"):  # the builder's own arguments (trainable_backbone_layers, ...)
+        tv = _need("torchvision", "vision")
+        known |= set(inspect.signature(tv.models.get_model_builder(spec.partition(":")[2])).parameters)
+    if spec.startswith("timm:"):  # create_model's own arguments and those timm routes to every model
+        known |= {"drop_rate", "drop_path_rate", "drop_block_rate", "global_pool", "in_chans", "img_size",
+                  "pretrained_cfg_overlay", "scriptable", "exportable", "no_jit", "features_only"}
+    ignored = sorted(set(kwargs) - known)
+    if ignored:
+        raise ConfigError(f"model {spec!r} ignores kwargs {ignored} (no __init__ of {type(model).__name__} reads "
+                          "them); remove them or check the spelling")
+
+
+def preprocessing(spec: str) -> dict[str, Any]:
+    """The image preprocessing a zoo model's weights were trained with, as ``imagefolder`` options:
+    ``image_size`` (crop), ``resize`` (shorter side before the crop), ``mean``/``std``, ``interpolation``,
+    ``grayscale: False``; ImageNet's defaults where the model names none."""
+    source, _, name = spec.partition(":")
+    out: dict[str, Any] = {"image_size": 224, "resize": 256, "mean": [0.485, 0.456, 0.406],
+                           "std": [0.229, 0.224, 0.225], "interpolation": "bilinear", "grayscale": False}
+    if source == "timm":
+        cfg = _need("timm", "vision").get_pretrained_cfg(name)
+        if cfg is not None:
+            size = int(cfg.input_size[-1])
+            out.update(image_size=size, resize=max(size, int(round(size / (cfg.crop_pct or 0.875)))),
+                       mean=[float(v) for v in cfg.mean], std=[float(v) for v in cfg.std])
+            if cfg.interpolation in ("bilinear", "bicubic", "nearest"):
+                out["interpolation"] = cfg.interpolation
+    elif source == "torchvision":
+        tv = _need("torchvision", "vision")
+        try:
+            t = next(iter(tv.models.get_model_weights(name))).transforms()
+            out.update(image_size=int(t.crop_size[0]), resize=int(t.resize_size[0]),
+                       mean=[float(v) for v in t.mean], std=[float(v) for v in t.std],
+                       interpolation=str(getattr(t.interpolation, "value", "bilinear")))
+        except (ValueError, StopIteration, AttributeError, TypeError, IndexError):
+            pass
+    return out
 
 
 def _need(module: str, extra: str) -> Any:
