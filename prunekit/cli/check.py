@@ -85,6 +85,9 @@ def _validate(args: argparse.Namespace) -> None:
         raise ConfigError(f"--image-size must be ≥ 1 pixels, got {args.image_size}")
     if args.inputs and args.input_shape:
         raise ConfigError("give either --inputs (a function) or --input-shape, not both")
+    if (args.inputs or args.input_shape) and (args.batch != 1 or args.image_size is not None or args.small_images):
+        raise ConfigError("--batch, --image-size and --small-images shape the zoo's default inputs; with "
+                          "--input-shape or --inputs give the batch and sizes there instead")
     if args.input_dtype and not args.input_shape:
         raise ConfigError("--input-dtype applies to --input-shape inputs: add --input-shape")
     InputSpec.parse(args.input_shape, args.input_dtype)
