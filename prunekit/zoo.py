@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -34,6 +34,10 @@ class ZooModel:
     model: nn.Module
     example_inputs: Any  # tuple of positional inputs or dict of keyword inputs
     kind: str  # "image", "detection", "segmentation", "video", "optical_flow", "text", "custom"
+    #: modules whose channels must be kept, with the reason (a size the forward uses as a value)
+    pinned: dict[str, str] = field(default_factory=dict)
+    #: submodules compared besides the output (a detector's heads, before its discontinuous post-processing)
+    compare_at: tuple[str, ...] = ()
 
 
 def load(spec: str, image_size: int | None = None, batch: int = 1, small: bool = False) -> ZooModel:
@@ -156,6 +160,11 @@ def _need(module: str, extra: str) -> Any:
 _TV_FAMILIES = ("detection", "segmentation", "video", "optical_flow", "quantization")
 
 
+#: A torchvision detector's prediction heads (what its post-processing reads).
+_DETECTION_HEADS = ("head", "rpn.head", "roi_heads.box_predictor", "roi_heads.mask_predictor",
+                    "roi_heads.keypoint_predictor")
+
+
 def tv_family(tv: Any, name: str) -> str:
     """``detection``, ``segmentation``, ``video``, ``optical_flow``, ``quantization`` or ``image``."""
     for family in _TV_FAMILIES:
@@ -188,14 +197,18 @@ def _torchvision(spec: str, name: str, size: int | None, batch: int, small: bool
     if family == "detection":
         if name.startswith("ssd"):  # the builder fixes the size its transform resizes to
             det_size = size or (320 if "320" in name else 300)
-        return ZooModel(spec, model, ([torch.rand(3, det_size, det_size) for _ in range(batch)],), "detection")
+        heads = tuple(n for n in _DETECTION_HEADS if n in dict(model.named_modules()))
+        return ZooModel(spec, model, ([torch.rand(3, det_size, det_size) for _ in range(batch)],), "detection",
+                        compare_at=heads)
     if family == "video":
         frames, s = _tv_clip(tv, name, small)
         s = size or s
         return ZooModel(spec, model, (torch.randn(batch, 3, frames, s, s),), "video")
     if family == "optical_flow":  # two frames; RAFT's correlation pyramid needs sides divisible by 8, ≥ 128
         s = size or 128
-        return ZooModel(spec, model, (torch.rand(batch, 3, s, s), torch.rand(batch, 3, s, s)), "optical_flow")
+        why = "RAFT divides its correlation volume by √(feature channels), so the feature width is kept"
+        return ZooModel(spec, model, (torch.rand(batch, 3, s, s), torch.rand(batch, 3, s, s)), "optical_flow",
+                        {"feature_encoder.conv": why})
     s = size or getattr(model, "image_size", None) or _tv_size(tv, name, small)
     return ZooModel(spec, model, (torch.randn(batch, 3, s, s),), "segmentation" if family == "segmentation"
                     else "image")

@@ -102,7 +102,7 @@ def _check(capsys, *argv):
 def test_two_positional_inputs_by_shape(capsys, user_models):
     code, rep, out = _check(capsys, "inputs_user_models:two_inputs", "--input-shape", "1,3,8,8",
                             "--input-shape", "1,3,8,8")
-    assert code == 0 and rep["ok"] and rep["equivalent"] and rep["units_removed"] > 0
+    assert code == 0 and rep["ok"] and rep["equivalent"] and rep["units_removed"] > 0, rep
     assert rep["inputs"] == "arg0: [1, 3, 8, 8] float32; arg1: [1, 3, 8, 8] float32"
     assert "inputs     arg0: [1, 3, 8, 8] float32; arg1" in out.out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 from prunekit.cli._flags import add_deprecated_alias
@@ -120,7 +121,12 @@ def _check(args: argparse.Namespace):
     elif args.inputs:
         inputs, source = call_inputs_fn(args.inputs, zm.model), f"--inputs {args.inputs}"
     print(f"inputs     {describe_inputs(inputs)}  ({source})", flush=True)
-    return check_model(args.model, zm.model, inputs, config, latency=not args.no_latency)
+    for module, why in zm.pinned.items():
+        print(f"kept       {module}: {why}", flush=True)
+    if zm.pinned:
+        config = dataclasses.replace(config, exclude=tuple(config.exclude) + tuple(zm.pinned))
+    return check_model(args.model, zm.model, inputs, config, latency=not args.no_latency,
+                       compare_at=zm.compare_at if inputs is zm.example_inputs else ())
 
 
 def _ratio(a: float | None, b: float | None) -> str:
