@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         prune_,
     )
     from prunekit.graph import Inputs
+    from prunekit.structured.hf import save_hf
     from prunekit.structured.serialize import load_pruned, save_pruned
 
 #: public name -> the module that defines it (loaded on first access)
@@ -47,7 +48,9 @@ _API = {**{name: "prunekit.api" for name in ("Budget", "Calibration", "PruneResu
         # the one saved-model format (pruned.json + model.safetensors); loading never runs code a file names
         "load_pruned": "prunekit.structured.serialize", "save_pruned": "prunekit.structured.serialize",
         # positional and keyword example inputs together: prune_(model, config, example_inputs=Inputs(a, b, k=c))
-        "Inputs": "prunekit.graph"}
+        "Inputs": "prunekit.graph",
+        # a transformers model as a plain Hugging Face directory (loads without prunekit)
+        "save_hf": "prunekit.structured.hf"}
 
 __all__ = [
     "__version__",
@@ -69,6 +72,7 @@ __all__ = [
     "TrainingDivergedError",
     "UnsupportedOpError",
     "load_pruned",
+    "save_hf",
     "save_pruned",
 ]
 
