@@ -126,7 +126,10 @@ def test_an_inputs_function_gives_args_and_kwargs(capsys, user_models):
     (["--input-dtype", "int64"], "add --input-shape"),
     (["--inputs", "inputs_user_models:nothing"], "cannot import 'nothing'"),
     (["--inputs", "inputs_user_models:broken"], "the function raised RuntimeError: no data here"),
-    (["--input-shape", "1,5,8,8", "--input-shape", "1,3,8,8"], "fails on its example inputs in module 'a' (Conv2d)"),
+    (["--input-shape", "1,5,8,8", "--input-shape", "1,3,8,8"],
+     "fails on its example inputs in module 'a' (Conv2d) (it got arg0: [1, 5, 8, 8] float32)"),
+    (["--input-shape", "1,3,8,8", "--input-shape", "1,3,8,8", "--input-dtype", "int64"],
+     "in module 'a' (Conv2d) (it got arg0: [1, 3, 8, 8] int64)"),
 ])
 def test_bad_inputs_are_one_error_naming_the_value(capsys, user_models, argv, match):
     code, rep, out = _check(capsys, "inputs_user_models:two_inputs", *argv)

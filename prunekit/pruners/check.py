@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from prunekit.errors import ConfigError, PrunekitError, PruningError
-from prunekit.graph import DependencyGraph, iter_tensors, raise_no_groups, split_inputs
+from prunekit.graph import DependencyGraph, Inputs, iter_tensors, raise_no_groups, split_inputs
 from prunekit.importance import check_needs
 from prunekit.inputs import describe_inputs, perturbed
 from prunekit.measure import count_macs, count_params
@@ -182,8 +182,28 @@ def _unpruned_macs(model: nn.Module, example_inputs: Any) -> int:
     except PrunekitError:
         raise
     except Exception as e:
-        raise ConfigError(f"the unpruned model fails on its example inputs in {_where(e, model)}: "
+        where, name = failing_module(e, model)
+        got = _inputs_of(model, name, example_inputs) if name is not None else ""
+        raise ConfigError(f"the unpruned model fails on its example inputs in {where}{got}: "
                           f"{_first_line(e)}; fix the model or its inputs (nothing was pruned)") from e
+
+
+def _inputs_of(model: nn.Module, name: str, example_inputs: Any) -> str:
+    """`` (it got [1, 5, 8, 8] float32)``: what the failing module was called with, from one more forward."""
+    seen: list[str] = []
+
+    def hook(_m, args, kwargs):
+        if not seen:
+            seen.append(describe_inputs(Inputs(*args, **kwargs)))
+
+    handle = dict(model.named_modules())[name].register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        run_forward(model, example_inputs)
+    except Exception:  # noqa: S110 (the same failure again; only the hook's record is wanted)
+        pass
+    finally:
+        handle.remove()
+    return f" (it got {seen[0]})" if seen else ""
 
 
 def _where(e: BaseException, model: nn.Module) -> str:
