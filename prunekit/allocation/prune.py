@@ -20,7 +20,7 @@ from prunekit.allocation.api import Allocation, allocate, latency_table_for
 from prunekit.allocation.budget import AllocationConfig, Budget
 from prunekit.allocation.latency import LatencyTable
 from prunekit.errors import ConfigError, PruningError
-from prunekit.graph import DependencyGraph
+from prunekit.graph import DependencyGraph, split_inputs
 from prunekit.importance import Calibration, ImportanceConfig, score_groups
 from prunekit.measure import count_macs, count_params, measure_latency
 from prunekit.structured import prune_groups
@@ -48,14 +48,20 @@ class BudgetResult:
                 "achieved": self.achieved, "latency_trials": self.latency_trials}
 
 
-def _measure(model: nn.Module, example: torch.Tensor, batch: int | None, repeats: int) -> dict[str, float]:
-    out = {"macs": int(count_macs(model, example[:1]).dense), "params": count_params(model).total}
+def _one(example: Any) -> Any:
+    """One sample of a tensor batch; other inputs (a dict of keyword inputs...) as given: budgets are fractions."""
+    return example[:1] if isinstance(example, torch.Tensor) else example
+
+
+def _measure(model: nn.Module, example: Any, batch: int | None, repeats: int) -> dict[str, float]:
+    args, kwargs = split_inputs(_one(example))
+    out = {"macs": int(count_macs(model, *args, **kwargs).dense), "params": count_params(model).total}
     if batch is not None:
         out["latency_ms"] = measure_latency(model, example[:1], batch=batch, repeats=repeats).median_ms
     return out
 
 
-def prune_to_budget(model: nn.Module, example: torch.Tensor, budget: Budget,
+def prune_to_budget(model: nn.Module, example: Any, budget: Budget,
                     config: AllocationConfig | None = None,
                     importance: ImportanceConfig | str = "l2", calibration: Calibration | None = None,
                     sensitivity=None, proxy_data=None, exclude: tuple = (), latency_repeats: int = 10,
@@ -63,7 +69,9 @@ def prune_to_budget(model: nn.Module, example: torch.Tensor, budget: Budget,
                     latency_table: LatencyTable | None = None) -> BudgetResult:
     """Prunes ``model`` in place to ``budget`` and checks the measured result against it.
 
-    ``latency_table`` (cost ``latency``): a table measured earlier, used instead of measuring one now.
+    ``example``: an input batch (a tensor; for MACs and parameter budgets also a dict or tuple of inputs, as
+    :func:`prunekit.prune_` takes them). ``latency_table`` (cost ``latency``): a table measured earlier, used
+    instead of measuring one now.
 
     Raises:
         ConfigError: see :func:`allocate`; also an unreachable latency (the message gives the fastest
@@ -73,7 +81,10 @@ def prune_to_budget(model: nn.Module, example: torch.Tensor, budget: Budget,
     config = config or AllocationConfig()
     if isinstance(importance, str):
         importance = ImportanceConfig(importance)
-    graph = DependencyGraph.build(model, example[:1], exclude=exclude)
+    if budget.metric == "latency_ms" and not isinstance(example, torch.Tensor):
+        raise ConfigError(f"a latency budget times batches of one input tensor; got {type(example).__name__}: wrap "
+                          f"the model so that one tensor goes in, or use a MACs/params budget")
+    graph = DependencyGraph.build(model, _one(example), exclude=exclude)
     scores = score_groups(graph, importance, calibration)  # once: the model is not changed before pruning
     table = latency_table_for(graph, config, latency_table) if config.cost == "latency" else None  # once
     lat_batch = budget.batch if budget.metric == "latency_ms" else None

@@ -98,9 +98,12 @@ def _check_structured(config: StructuredConfig, example_inputs: Any, calibration
         raise ConfigError(f"allocation {config.allocation!r} evaluates the pruned model on labelled data: pass "
                           f"calibration=Calibration(x, y) (held-out data is best), or use allocation 'uniform' / "
                           f"'global'")
-    if config.budget is not None and not isinstance(example_inputs, torch.Tensor):
-        raise ConfigError(f"a budget is measured on one input tensor: example_inputs must be a tensor, not "
-                          f"{type(example_inputs).__name__}")
+    timed = config.budget is not None and config.budget.metric == "latency_ms"
+    if (timed or config.allocation in ("sensitivity", "search")) and not isinstance(example_inputs, torch.Tensor):
+        what = "a latency budget times batches of" if timed else f"allocation {config.allocation!r} evaluates"
+        raise ConfigError(f"{what} one input tensor: example_inputs must be a tensor, not "
+                          f"{type(example_inputs).__name__} (wrap the model so that one tensor goes in, e.g. token "
+                          f"ids), or use a MACs/params budget with allocation 'global' or 'uniform'")
 
 
 def _to_sparsity(model, config, example_inputs, calibration):

@@ -118,6 +118,14 @@ def test_sentence_transformers_loads_saved_dir(tmp_path) -> None:
     torch.testing.assert_close(got, (h * m).sum(1) / m.sum(1), atol=1e-5, rtol=1e-5)
 
 
+def test_transformers_no_longer_prunes_heads_from_the_config() -> None:
+    """Why save_hf pads: transformers 4's ``config.pruned_heads`` is inert in transformers 5 (full-width layers,
+    no ``prune_heads``). If this fails, transformers restored it and the stock layout could write it instead."""
+    model = tiny_bert(pruned_heads={0: [0, 1]})
+    assert model.encoder.layer[0].attention.self.query.weight.shape == (32, 32)
+    assert not hasattr(model, "prune_heads")
+
+
 def test_non_uniform_heads_and_ffn_round_trip(tmp_path) -> None:
     model, x = tiny_bert(), bert_inputs()
     removed = prune_heads(model, {0: [0, 2], "encoder.layer.1.attention.self.query": [3]}, x)
@@ -405,3 +413,15 @@ def test_save_hf_names_an_output_whose_producer_was_pruned(tmp_path) -> None:
     with pytest.raises(PruningError, match="output 'pooler_output' of the pruned model has shape \\[2, 29\\]"):
         save_hf(model.encoder, tmp_path / "hf", example_inputs={"input_ids": ids})
     assert not (tmp_path / "hf").exists()
+
+
+def test_macs_budget_with_keyword_inputs() -> None:
+    """The one verb takes a transformers model's dict of inputs for a MACs budget (no wrapper needed)."""
+    from prunekit import Budget
+
+    model, x = tiny_bert(), bert_inputs(batch=1, seq=16)
+    r = prune_(model, StructuredConfig(budget=Budget(macs_kept=0.6), allocation="global"), example_inputs=x)
+    assert abs(r.macs_after / r.macs_before - 0.6) <= 0.6 * 0.02
+    assert model(**x).last_hidden_state.shape == (1, 16, 32)
+    with pytest.raises(ConfigError, match="a latency budget times batches of one input tensor.*not dict"):
+        prune_(tiny_bert(), StructuredConfig(budget=Budget(latency_ms=1.0)), example_inputs=x)
