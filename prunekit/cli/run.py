@@ -29,6 +29,8 @@ def add_run_options(p: argparse.ArgumentParser, default_out: str | None) -> None
                    help="output directory (must be empty or absent unless --force)")
     p.add_argument("--force", action="store_true", help="replace an output directory that holds results")
     p.add_argument("--seed", type=int, help="override the recipe's seed")
+    p.add_argument("--resume", action="store_true", help="continue the stopped or killed run into --out from its "
+                   "last checkpoint (same recipe and flags), to the same results")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -40,7 +42,7 @@ STRUCTURED_FLAGS = ("budget", "allocation_cost", "latency_table")
 
 def execute(recipe_path: Path, args: argparse.Namespace) -> int:
     recipe = apply_flags(load_recipe(recipe_path), args)
-    run_recipe(recipe, args.out, force=args.force, progress=not args.no_progress)
+    run_recipe(recipe, args.out, force=args.force, progress=not args.no_progress, resume=args.resume)
     return 0
 
 
