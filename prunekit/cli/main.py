@@ -90,6 +90,12 @@ def _where(stop: RunStopped, argv: list[str]) -> str:
     return stop.where
 
 
+def _kept(e: BaseException, argv: list[str]) -> str:
+    """Where a failed run kept its checkpoint, and the command that continues it."""
+    where = getattr(e, "prunekit_where", None)
+    return f"; {where}; continue with: prunekit {' '.join(argv)} --resume" if where else ""
+
+
 def _main(argv: list[str]) -> int:
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
@@ -104,7 +110,7 @@ def _main(argv: list[str]) -> int:
         threads.configure(args.threads)
         return int(args.func(args) or 0)
     except PrunekitError as e:
-        print(f"prunekit: error: {e}", file=sys.stderr)
+        print(f"prunekit: error: {e}{_kept(e, argv)}", file=sys.stderr)
         return 2
     except Exception as e:  # a bug or an unforeseen input: one line, the traceback with --debug
         if debug:
@@ -113,7 +119,7 @@ def _main(argv: list[str]) -> int:
         stage = f" in stage {where!r}" if where else ""
         first = (str(e).splitlines() or [""])[0]
         print(f"prunekit: error: {args.command}{stage}: unexpected {type(e).__name__}: {first} (run again with "
-              "--debug for the traceback)", file=sys.stderr)
+              f"--debug for the traceback){_kept(e, argv)}", file=sys.stderr)
         return 1
 
 

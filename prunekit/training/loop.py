@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from prunekit.data.base import DataSplits, iterate_batches
 from prunekit.errors import ConfigError, TrainingDivergedError
+from prunekit.training import distributed, journal
 
 __all__ = ["TrainConfig", "EvalResult", "train", "evaluate", "default_device", "seed_everything"]
 
@@ -170,30 +171,41 @@ def train(
         progress: show a progress bar.
     """
     device = next(model.parameters()).device
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # the same on every rank: each takes its share of the same batches
+    replayable = on_step is None  # a per-step callback keeps state outside the model: such a phase reruns whole
+    log = journal.active()
+    start = log.start_phase(model, replayable) if log is not None else None
+    distributed.check_same(model, f"before training phase '{desc}'")
+    if start is not None and start.mode == "skip":
+        return TrainHistory(**start.history)
     opt = _optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(data.x_train) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     history = TrainHistory()
-    step = 0
-    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="step")
+    step, first_epoch = 0, 0
+    if start is not None and start.mode == "continue":
+        log.restore_epoch(model, opt, gen)
+        step, first_epoch, history = start.step, start.epoch, TrainHistory(**start.history)
+    net = distributed.wrap(model)  # DDP (a new wrapper each phase: after structural pruning it sees the new model)
+    bar = tqdm(total=total, initial=step, desc=desc, disable=not progress, leave=False, unit="step")
     model.train()
-    for _ in range(cfg.epochs):
+    for epoch in range(first_epoch, cfg.epochs):
         running = 0.0
         for xb, yb in iterate_batches(data.x_train, data.y_train, cfg.batch_size, True, gen):
             if cfg.augment == "shift":
                 xb = random_shift(xb, cfg.shift_pixels, gen)
+            xb, yb, share = distributed.split_batch(xb, yb)  # this rank's part of the global batch
             xb, yb = xb.to(device), yb.to(device)
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * _lr_factor(cfg.schedule, step / max(total, 1))
-            logits = model(xb)
+            logits = net(xb)
             loss = loss_fn(logits, yb, xb) if loss_fn else F.cross_entropy(logits, yb)
             value = float(loss.detach())
             if not math.isfinite(value):
                 bar.close()
                 raise _diverged(value, step, steps_per_epoch, cfg, opt)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * share if share != 1.0 else loss).backward()
             opt.step()
             step += 1
             running += value
@@ -204,5 +216,11 @@ def train(
         history.val_accuracy.append(evaluate(model, data.x_val, data.y_val).accuracy)
         bar.set_postfix(loss=f"{history.epoch_loss[-1]:.3f}", val_acc=f"{history.val_accuracy[-1]:.3f}")
         model.train()
+        if log is not None and epoch < cfg.epochs - 1:
+            log.epoch_end(model, opt, gen, epoch, step, asdict(history), replayable)
     bar.close()
+    distributed.check_same(model, f"after training phase '{desc}'")
+    if log is not None:
+        log.phase_end(model, asdict(history), replayable)
     return history
+
