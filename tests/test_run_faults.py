@@ -51,6 +51,13 @@ def _fails(argv, capsys, match, code=2):
     return time.perf_counter() - t
 
 
+def _read_all(paths):
+    try:
+        return "".join(p.read_text() for p in paths)
+    except OSError:
+        return ""
+
+
 def _hidden(tmp_path):
     return sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out"))
 
@@ -157,20 +164,36 @@ def _cli(args, tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-@pytest.mark.parametrize("sig,delay,code", [(signal.SIGTERM, "training", 143), (signal.SIGINT, 0.3, 130)])
-def test_sigterm_and_ctrl_c_stop_with_one_line(tmp_path, sig, delay, code):
-    recipe = _recipe(tmp_path, {"train": {"epochs": 50}})
-    proc = _cli(["run", recipe, "--out", "out", "--no-progress"], tmp_path)
-    if delay == "training":
-        assert proc.stdout.readline().startswith("training")  # well inside the run
-    else:
-        time.sleep(delay)  # while Python and torch load
-    proc.send_signal(sig)
+def test_ctrl_c_while_torch_loads_stops_with_one_line(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    start = "import sys, prunekit.cli.main as m; print('loaded', flush=True); sys.exit(m.main())"  # the console script
+    proc = subprocess.Popen([sys.executable, "-c", start, "run", _recipe(tmp_path), "--out", "out", "--no-progress"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "loaded\n"
+    proc.send_signal(signal.SIGINT)  # while torch loads
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == code, err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    assert err.startswith(f"prunekit: stopped by {signal.Signals(sig).name}; nothing was written"), err
+    assert proc.returncode == 130, err
+    assert err == "prunekit: stopped by SIGINT; nothing was written\n", err
     assert _hidden(tmp_path) == [] and not (tmp_path / "out").exists()
+
+
+def test_sigterm_stops_with_one_line_that_says_how_to_resume(tmp_path, monkeypatch):
+    recipe = _recipe(tmp_path, {"train": {"epochs": 30}})
+    proc = _cli(["run", recipe, "--out", "out", "--no-progress", "--threads", "1"], tmp_path)
+    deadline = time.time() + 60
+    while '"current": {' not in _read_all(tmp_path.glob(".out.staging-*/.checkpoint/state.json")):
+        assert time.time() < deadline
+        time.sleep(0.05)  # until the first epoch's checkpoint
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    (stage,) = tmp_path.glob(".out.staging-*")
+    resume = f"; continue with: prunekit run {recipe} --out out --no-progress --threads 1 --resume"
+    assert err == f"prunekit: stopped by SIGTERM; its checkpoint is in '{stage.name}'; 'out' is untouched{resume}\n"
+    monkeypatch.chdir(tmp_path)
+    assert main(err.strip().split("continue with: prunekit ")[1].split()) == 0  # the command it gave works
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["checkpoint"]["resumed"] is True
 
 
 def test_saved_safetensors_have_sorted_headers_and_same_bytes(tmp_path):

@@ -93,7 +93,9 @@ def _where(stop: RunStopped, argv: list[str]) -> str:
 def _kept(e: BaseException, argv: list[str]) -> str:
     """Where a failed run kept its checkpoint, and the command that continues it."""
     where = getattr(e, "prunekit_where", None)
-    return f"; {where}; continue with: prunekit {' '.join(argv)} --resume" if where else ""
+    if not where:
+        return ""
+    return f"; {where}" if "--resume" in argv else f"; {where}; continue with: prunekit {' '.join(argv)} --resume"
 
 
 def _main(argv: list[str]) -> int:

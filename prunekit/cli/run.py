@@ -9,7 +9,7 @@ from pathlib import Path
 from prunekit.allocation import STRATEGY_NAMES
 from prunekit.api import list_criteria
 from prunekit.cli._flags import add_deprecated_alias
-from prunekit.errors import RecipeError
+from prunekit.errors import RecipeError, RunStopped
 from prunekit.pipeline import load_recipe, parse_recipe, run_recipe
 from prunekit.pipeline.methods.structured import LATENCY_ONLY, SENSITIVITY_ONLY
 from prunekit.pruners import UNSTRUCTURED_ALLOCATIONS
@@ -57,12 +57,17 @@ def execute(recipe_path: Path, args: argparse.Namespace) -> int:
 
 
 def launch(nproc: int) -> int:
-    """Starts this command again under torchrun on ``nproc`` local processes; returns torchrun's exit code."""
+    """Runs this command again on ``nproc`` local processes under PyTorch's launcher (``torchrun --standalone``);
+    returns the job's exit code. A rank that fails stops the others at once; one line says which and how."""
+    import logging
     import os
-    import subprocess
+    import signal
     import sys
 
     import torch
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     from prunekit.measure.threads import available_cpus
 
@@ -73,10 +78,21 @@ def launch(nproc: int) -> int:
     if nproc < 1 or nproc > room:
         raise RecipeError(f"--nproc {nproc}: this machine has {room} {what}; choose --nproc between 1 and {room} "
                           "(for several machines start torchrun on each with --nnodes)")
-    argv = _without_nproc(sys.argv[1:])
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "--monitor-interval=0.5", "-m", "prunekit", *argv]
-    return subprocess.call(cmd)
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # the ranks say what failed
+    args = torchrun.parse_args(["--standalone", f"--nproc-per-node={nproc}", "--monitor-interval=0.2",
+                                "-m", "prunekit", *_without_nproc(sys.argv[1:])])
+    try:
+        torchrun.run(args)
+    except ChildFailedError as e:
+        rank, failure = min(e.failures.items(), key=lambda kv: kv[1].timestamp)
+        code = failure.exitcode
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        print(f"prunekit: error: --nproc {nproc}: rank {rank} {how} (its own message, if any, is above); the other "
+              "ranks were stopped", file=sys.stderr)
+        return 128 - code if code < 0 else code
+    except SignalException as e:
+        raise RunStopped(signal.Signals(e.sigval).name) from None
+    return 0
 
 
 def _without_nproc(argv: list[str]) -> list[str]:

@@ -68,13 +68,13 @@ def run_recipe(recipe: Recipe, out: str | Path, force: bool = False, progress: b
             target.commit()
     except KeyboardInterrupt as e:
         stop = e if isinstance(e, RunStopped) else RunStopped("SIGINT")
-        stop.where = target.abandon(keep_checkpoint=True) if target is not None else "rank > 0 writes nothing"
+        stop.where = target.abandon(_keep(target, stage)) if target is not None else "rank > 0 writes nothing"
         if stop is e:
             raise
         raise stop from None
     except BaseException as e:
         if target is not None:
-            kept = target.abandon(keep_checkpoint=_has_progress(stage))
+            kept = target.abandon(_keep(target, stage))
             if "checkpoint" in kept:
                 e.prunekit_where = kept
         raise
@@ -135,8 +135,11 @@ def _stages(run: Run, log: Journal, recipe: Recipe, writer: bool):
     return value
 
 
-def _has_progress(stage: Path) -> bool:
-    """Whether the staging directory holds a checkpoint worth resuming (a finished phase or epoch)."""
+def _keep(target: OutputDir, stage: Path) -> bool:
+    """Whether a stopped run keeps its staging directory: it holds a checkpoint worth resuming (a finished phase
+    or epoch), or it is the one a resumption found (never deleted by a failed --resume)."""
+    if target.resumed:
+        return True
     index = stage / CHECKPOINT_DIR / "state.json"
     if not index.is_file():
         return False

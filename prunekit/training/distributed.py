@@ -8,13 +8,15 @@ What prunekit keeps true across the processes (ranks):
   optimiser step over all ranks. Every rank draws the same shuffled batches as one process would (same
   generator, same augmentation) and computes on its share (samples ``rank``, ``rank + N``, …; about
   ``batch_size / N``), its loss weighted so that the averaged gradient is the whole batch's mean-loss
-  gradient (:func:`split_batch`). So the learning rate, the steps per epoch, the schedule and the samples that
+  gradient (:func:`split_batch`), and BatchNorm normalises with the whole batch's statistics
+  (:func:`global_batchnorm`). So the learning rate, the steps per epoch, the schedule and the samples that
   meet in a step are those of one process, and the trained weights differ from one process's only by
-  summation order — except BatchNorm, whose batch statistics come from each rank's share. (torch's
-  ``DistributedSampler`` shards each *epoch* instead, which changes which samples meet in a step.)
+  summation order. (torch's ``DistributedSampler`` shards each *epoch* instead, which changes which samples
+  meet in a step; a per-rank BatchNorm changes the statistics.)
 - **One model state.** Every rank builds the model from the same seed; each training phase wraps it in DDP
   afresh, which broadcasts rank 0's parameters and buffers (masks are buffers), so a phase that follows a
-  structural change trains the changed model with a new optimiser.
+  structural change trains the changed model with a new optimiser; at its end rank 0's parameters and buffers
+  (BatchNorm statistics included) are copied to every rank again (:func:`sync_state`).
 - **One set of pruning decisions.** Scores, masks and removed units are computed on every rank from that same
   state and the same (unsharded) calibration data; before and after every training phase
   :func:`check_same` compares a hash of the masks and of the architecture across ranks and stops the run on
@@ -27,8 +29,11 @@ What prunekit keeps true across the processes (ranks):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import types
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -39,7 +44,8 @@ from torch import nn
 from prunekit.errors import PrunekitError
 
 __all__ = ["TIMEOUT_S", "DistributedMismatchError", "init_from_env", "world_size", "rank", "is_writer",
-           "check_same", "broadcast_object", "shutdown", "split_batch", "wrap", "describe", "state_digest"]
+           "check_same", "sync_state", "broadcast_object", "shutdown", "split_batch", "global_batchnorm", "wrap",
+           "describe", "state_digest"]
 
 #: Seconds a collective waits for the other ranks before the job fails (a dead rank must not hang it).
 TIMEOUT_S = 45
@@ -117,6 +123,17 @@ def state_digest(model: nn.Module) -> str:
     return h.hexdigest()
 
 
+@torch.no_grad()
+def sync_state(model: nn.Module) -> None:
+    """Copies rank 0's parameters and buffers to every rank (no-op with one process). After a training phase
+    the BatchNorm running statistics differ by rank (each rank's last forwards saw its own share of the
+    batches), so every decision that follows starts from rank 0's state."""
+    if world_size() == 1:
+        return
+    for t in list(model.parameters()) + list(model.buffers()):
+        dist.broadcast(t.data, src=0)
+
+
 def check_same(model: nn.Module, where: str) -> None:
     """Stops the run unless every rank's masks and architecture equal rank 0's (no-op with one process)."""
     if world_size() == 1:
@@ -140,10 +157,58 @@ def split_batch(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.T
     n_ranks = world_size()
     if n_ranks == 1:
         return x, y, 1.0
+    global _local_weight
     idx = torch.arange(rank(), len(x), n_ranks)
+    _local_weight = 1.0 if len(idx) else 0.0  # a stand-in sample adds nothing to BatchNorm's statistics
     if len(idx) == 0:
         return x[:1], y[:1], 0.0
     return x[idx], y[idx], n_ranks * len(idx) / len(x)
+
+
+_local_weight = 1.0  # 0 while this rank computes on a stand-in sample (see split_batch)
+
+
+@contextlib.contextmanager
+def global_batchnorm(model: nn.Module) -> Iterator[None]:
+    """While training, every BatchNorm layer normalises with the statistics of the whole global batch (all ranks'
+    shares), as one process would: sums and squared deviations are all-reduced (differentiably, so the
+    gradient is the one-process gradient too), and the running statistics follow the global ones. torch's
+    SyncBatchNorm does this on GPUs only; this works on gloo as well. No-op with one process."""
+    if world_size() == 1:
+        yield
+        return
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in layers:
+        m.forward = types.MethodType(_global_bn_forward, m)
+    try:
+        yield
+    finally:
+        for m in layers:
+            del m.forward
+
+
+def _global_bn_forward(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    if not self.training:
+        return type(self).forward(self, x)
+    from torch.distributed.nn.functional import all_reduce
+
+    dims = [0, *range(2, x.dim())]
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    w = _local_weight
+    count = all_reduce(torch.tensor([x.numel() / x.shape[1] * w], dtype=x.dtype, device=x.device))
+    mean = all_reduce(x.sum(dims) * w) / count
+    var = all_reduce(((x - mean.view(shape)) ** 2).sum(dims) * w) / count  # biased, as BN normalises
+    y = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
+    if self.affine:
+        y = y * self.weight.view(shape) + self.bias.view(shape)
+    if self.track_running_stats:
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+            n = float(count)
+            self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+            self.running_var.mul_(1 - m).add_(var.detach() * (n / max(n - 1, 1)), alpha=m)
+    return y
 
 
 def wrap(model: nn.Module) -> nn.Module:

@@ -112,7 +112,8 @@ class Journal:
     def resuming_at(self) -> str:
         cur = self.state["current"]
         done = len(self.state["done"])
-        where = f"phase {cur['phase']} epoch {cur['epoch'] + 1}" if cur else f"after {done} training phase(s)"
+        where = (f"training phase {cur['phase']} after epoch {cur['epoch'] + 1}" if cur
+                 else f"after {done} training phase(s)")
         return f"{where} (stage {self.state['stage']})"
 
     def start_phase(self, model: nn.Module, replayable: bool) -> PhaseStart:
