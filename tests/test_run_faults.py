@@ -170,7 +170,8 @@ def test_ctrl_c_while_torch_loads_stops_with_one_line(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", start, "run", _recipe(tmp_path), "--out", "out", "--no-progress"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline() == "loaded\n"
-    proc.send_signal(signal.SIGINT)  # while torch loads
+    time.sleep(0.5)  # inside main(), which loads torch (seconds)
+    proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert err == "prunekit: stopped by SIGINT; nothing was written\n", err
