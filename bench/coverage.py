@@ -121,6 +121,8 @@ def render(result: dict) -> str:
             macs = (f"{r['macs_after'] / r['macs_before']:.2f}x" if r.get("macs_before") else "-")
             diff = "-" if r.get("max_rel_diff") is None else f"{r['max_rel_diff']:.1e}"
             err = (r.get("error") or "").replace("|", "/")[:160]
+            if r.get("kept"):
+                err = "; ".join([err] * bool(err) + [f"kept {m}: {why}" for m, why in r["kept"].items()])
             lines.append(f"| {r['model']} | {'yes' if r.get('ok') else 'NO'} | {r.get('equivalent', '-')} | "
                          f"{_fmt(r.get('params_before'))} -> {_fmt(r.get('params_after'))} | {macs} | {diff} | "
                          f"{r.get('seconds', 0):.2f} | {err} |")
