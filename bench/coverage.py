@@ -151,8 +151,10 @@ def main() -> None:
     if args.merge:
         merged: dict[str, list[dict]] = {}
         sources: list[dict] = []
+        notes: list[str] = []
         for name in args.merge:
             data = json.loads((RESULTS / f"{name}.json").read_text())
+            notes += [n for n in data.get("notes", []) if n not in notes]
             # each measured file's own provenance travels with its rows (a merge measures nothing)
             sources += data.get("sources") or [{"file": f"{name}.json", "lists": list(data["results"]),
                                                 "provenance": data.get("provenance")}]
@@ -164,7 +166,7 @@ def main() -> None:
                         old[hit[0]] = row
                     else:
                         old.append(row)
-        write_results(args.out, {"ratio": args.ratio, "results": merged, "sources": sources}, render)
+        write_results(args.out, {"ratio": args.ratio, "results": merged, "sources": sources, "notes": notes}, render)
         return
     lists = model_lists()
     results: dict[str, list[dict]] = {}
