@@ -99,6 +99,8 @@ class EarlyExitModel(nn.Module):
         spec: JSON-ready description of the heads (kind, width, channels), kept for saving.
     """
 
+    dynamic_method = "early_exit"
+
     def __init__(self, chain: Chain, heads: dict[int, nn.Module], thresholds: list[float], confidence: str,
                  spec: dict | None = None) -> None:
         super().__init__()
