@@ -9,7 +9,8 @@ exit's threshold at a time (coordinate descent over a grid) while the budget hol
 Budgets: ``accuracy`` — the cheapest thresholds whose exits lose at most ``max_drop_pt`` points of the
 validation inputs the full network gets right. Losses only: inputs an early exit gets right and the full network
 wrong are not netted against them, because on a validation split of a few hundred inputs that netting is noise
-and lets through thresholds that lose accuracy on the test split; ``cost`` — the most accurate thresholds whose mean cost is within ``kept`` of the full network's.
+and lets through thresholds that lose accuracy on the test split; ``cost`` — the most accurate thresholds whose
+mean cost is within ``kept`` of the full network's.
 """
 
 from __future__ import annotations

@@ -41,7 +41,8 @@ def run_recipe(recipe: Recipe, out: str | Path, force: bool = False, progress: b
         for name in ORDER[ORDER.index(_WRITING[0]):]:
             value = _timed(run, name, value)
     report = value.report
-    run.log(f"{REPORTERS.get(recipe.prune.spec.kind).summary(report)}; report in {out}")
+    kind = "dynamic" if recipe.dynamic is not None else recipe.prune.spec.kind
+    run.log(f"{REPORTERS.get(kind).summary(report)}; report in {out}")
     return report
 
 
