@@ -22,6 +22,7 @@ from prunekit.data import DataSplits
 from prunekit.dynamic.base import DYNAMIC_METHODS, BuildContext
 from prunekit.dynamic.early_exit import EarlyExitConfig
 from prunekit.dynamic.measure import time_batched, time_per_input
+from prunekit.dynamic.tokens import TokenKeepConfig, TokenMergeConfig
 from prunekit.errors import ConfigError
 from prunekit.measure import count_params
 from prunekit.training import evaluate
@@ -34,6 +35,8 @@ class DynamicConfig:
     """``dynamic:`` of a recipe: one of its keys, each a registered method's options."""
 
     early_exit: EarlyExitConfig | None = None
+    token_merge: TokenMergeConfig | None = None
+    token_keep: TokenKeepConfig | None = None
 
     def __post_init__(self) -> None:
         chosen = [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from prunekit.errors import ConfigError, PruningError
-from prunekit.models.builtin import ResNetMini
+from prunekit.models.builtin import ResNetMini, ViTMini
 from prunekit.registry import Registry
 
 __all__ = ["LAYOUTS", "Chain", "Layout", "find_layout"]
@@ -82,6 +82,16 @@ _register("resnet_mini", Layout(
     stem=lambda m, x: m.stem(x),
     tail=lambda m, h: m.fc(m.pool(h).flatten(1)),
     features="image",
+))
+
+
+# --- vit_mini ----------------------------------------------------------------------------------------------
+_register("vit_mini", Layout(
+    matches=lambda m: isinstance(m, ViTMini),
+    blocks=lambda m: [(f"blocks.{i}", b) for i, b in enumerate(m.blocks)],
+    stem=lambda m, x: m.embed(x),
+    tail=lambda m, h: m.head(m.norm(h)[:, 0]),
+    features="tokens",
 ))
 
 
