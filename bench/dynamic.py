@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import statistics
 import sys
 import time
 
 import torch
-from _common import render_footer, write_results
+from _common import RESULTS, render_footer, write_results
 
 import prunekit as pk
 from prunekit.data import load_dataset
@@ -37,14 +38,14 @@ CASES = {
                                                          lr=0.01))),
     "early_exit/cnn1d/mnist1d": dict(
         model="cnn1d", data="mnist1d", train=TrainConfig(epochs=15, lr=0.05, batch_size=64),
-        dynamic=DynamicConfig(early_exit=EarlyExitConfig(exits=[0, 1, 2], epochs=5, lr=0.01))),
+        dynamic=DynamicConfig(early_exit=EarlyExitConfig(exits=[1], head="pool", epochs=5, lr=0.01))),
     "token_merge/vit_mini/mnist": dict(
         model="vit_mini", data="mnist",
-        train=TrainConfig(epochs=15, lr=0.002, batch_size=64, optimizer="adam", weight_decay=0.05),
+        train=TrainConfig(epochs=10, lr=0.002, batch_size=64, optimizer="adam", weight_decay=0.05),
         dynamic=DynamicConfig(token_merge=TokenMergeConfig(r=6))),
     "token_keep/vit_mini/mnist": dict(
         model="vit_mini", data="mnist",
-        train=TrainConfig(epochs=15, lr=0.002, batch_size=64, optimizer="adam", weight_decay=0.05),
+        train=TrainConfig(epochs=10, lr=0.002, batch_size=64, optimizer="adam", weight_decay=0.05),
         dynamic=DynamicConfig(token_keep=TokenKeepConfig(keep_rate=0.5, blocks=[1, 3]))),
 }
 
@@ -90,14 +91,14 @@ def run_case(name: str, case: dict, seed: int, trained: dict) -> dict:
     names = ["dense", "dynamic", "static"]
     out = {"case": name, "seed": seed, "method": method, "dense_macs": dense_macs, "mean_macs": desc["mean_macs"],
            "macs_ratio": ratio, "build": {k: v for k, v in facts.items() if k not in ("path_costs",)},
-           "describe": {k: v for k, v in desc.items() if k != "test_curve"}, "static": static_info,
+           "describe": {k: v for k, v in desc.items() if k != "test_curve"}, "static_info": static_info,
            "wall_s": time.perf_counter() - t0}
     for j, m in enumerate(models):
         out[names[j]] = {"accuracy": evaluate(m, data.x_test, data.y_test).accuracy,
                          "macs": count_macs(m, data.x_test[:1]).dense if names[j] != "dynamic" else desc["mean_macs"],
                          "batch1": one[j], "batch256": batched[j]}
     _log(f"{name} seed {seed}: " + ", ".join(f"{n} {out[n]['accuracy']:.4f} {out[n]['batch1']['mean_ms']:.3f} ms"
-                                             for n in names if n in out))
+                                             for n in names if n in out and "accuracy" in out[n]))
     return out
 
 
@@ -115,7 +116,7 @@ def vit_timing(repeats: int) -> list[dict]:
         dense = make().eval()
         x = torch.randn(1, 3, 224, 224)
         tome = token_model(dense, x, "token_merge", TokenMergeConfig(r=8))
-        for batch in (1, 8):
+        for batch in (1, 4):
             xb = x.expand(batch, -1, -1, -1).contiguous()
             cpu: list[list[float]] = [[], []]
             with torch.no_grad():
@@ -156,7 +157,7 @@ def render(result: dict) -> str:
         for side in ("dense", "dynamic", "static"):
             have = [r for r in runs if side in r]
             if not have:
-                lines.append(f"| {case} | – | static | {runs[0]['static'].get('error', 'not run')} | | | | |")
+                lines.append(f"| {case} | – | static | {runs[0]['static_info'].get('error', 'not run')} | | | | |")
                 continue
             acc = [100 * r[side]["accuracy"] for r in have]
             macs = [r[side]["macs"] / 1e6 for r in have]
@@ -196,15 +197,28 @@ def main(argv=None) -> int:
     p.add_argument("--vit-timing", action="store_true", help="also time r = 8 ToMe on vit_b_16 and deit_small")
     p.add_argument("--vit-repeats", type=int, default=6)
     p.add_argument("--name", default="dynamic")
+    p.add_argument("--merge", nargs="+", metavar="NAME",
+                   help="combine bench/results/NAME.json files (runs split over processes) into --name")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    if args.merge:
+        parts = [json.loads((RESULTS / f"{n}.json").read_text()) for n in args.merge]
+        result = {"runs": [r for q in parts for r in q["runs"]],
+                  "vit_timing": [v for q in parts for v in q["vit_timing"]],
+                  "notes": [n for q in parts for n in q.get("notes", [])],
+                  "parts": {n: q["provenance"] for n, q in zip(args.merge, parts, strict=True)}}
+        write_results(args.name, result, render)
+        return 0
     runs, trained = [], {}
+    result = {"runs": runs, "vit_timing": [], "notes": []}
+    if args.vit_timing:
+        result["vit_timing"] = vit_timing(args.vit_repeats)
+        write_results(args.name, result, render)
     for seed in args.seeds:
         for name in args.cases:
             runs.append(run_case(name, CASES[name], seed, trained))
-    result = {"runs": runs, "vit_timing": vit_timing(args.vit_repeats) if args.vit_timing else [],
-              "notes": []}
-    write_results(args.name, result, render)
+            write_results(args.name, result, render)  # after every run: a cut-off run keeps what it measured
+        trained.clear()
     return 0
 
 
