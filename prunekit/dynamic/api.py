@@ -21,6 +21,7 @@ from torch import nn
 from prunekit.data import DataSplits
 from prunekit.dynamic.base import DYNAMIC_METHODS, BuildContext
 from prunekit.dynamic.early_exit import EarlyExitConfig
+from prunekit.dynamic.gates import ChannelGateConfig
 from prunekit.dynamic.measure import time_batched, time_per_input
 from prunekit.dynamic.tokens import TokenKeepConfig, TokenMergeConfig
 from prunekit.errors import ConfigError
@@ -37,6 +38,7 @@ class DynamicConfig:
     early_exit: EarlyExitConfig | None = None
     token_merge: TokenMergeConfig | None = None
     token_keep: TokenKeepConfig | None = None
+    channel_gate: ChannelGateConfig | None = None
 
     def __post_init__(self) -> None:
         chosen = [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
