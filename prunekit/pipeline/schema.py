@@ -34,7 +34,7 @@ from prunekit.errors import ConfigError, RecipeError
 from prunekit.export import InferenceConfig
 from prunekit.export.onnx_export import EXPORTERS as ONNX_EXPORTERS
 from prunekit.export.quantize import QUANT_MODES
-from prunekit.models import MODELS
+from prunekit.models import check_model_name
 from prunekit.pipeline.methods import PRUNE_METHODS, PruneMethod
 from prunekit.pipeline.validate import from_dict, to_dict
 from prunekit.recovery import RECOVERY, DistillConfig, RecoveryConfig
@@ -53,15 +53,20 @@ EXPORTERS: Registry = Registry("export format")
 
 @dataclass(frozen=True)
 class ModelSection:
-    """``name``: a built-in model or ``package.module:factory``; ``checkpoint``: weights to load."""
+    """``name``: a built-in model, ``SOURCE:WHERE`` of a model source (``hf:PATH``: a local Hugging Face
+    directory) or ``package.module:factory``; ``checkpoint``: weights to load."""
 
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     checkpoint: str | None = None
 
     def __post_init__(self) -> None:
-        if ":" not in self.name:
-            MODELS.get(self.name)
+        check_model_name(self.name)
+
+    @property
+    def kind(self) -> str:
+        """``image``, ``text`` (token ids) or ``custom`` (a user's factory)."""
+        return check_model_name(self.name)
 
 
 @dataclass(frozen=True)
