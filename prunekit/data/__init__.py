@@ -14,10 +14,10 @@ from prunekit.data import builtin as _builtin  # noqa: F401  (registers the buil
 from prunekit.data import text as _text  # noqa: F401  (registers rotten-tomatoes, lee-sts and text)
 from prunekit.data import user as _user  # noqa: F401  (registers imagefolder and tensors)
 from prunekit.data.base import DATASETS, DataSplits, iterate_batches
-from prunekit.data.text import TextSplit, TextSplits
+from prunekit.data.text import TEXT_DATASETS, TextSplit, TextSplits
 from prunekit.errors import DataError
 
-__all__ = ["DATASETS", "DataSplits", "TextSplit", "TextSplits", "iterate_batches", "load_dataset"]
+__all__ = ["DATASETS", "TEXT_DATASETS", "DataSplits", "TextSplit", "TextSplits", "iterate_batches", "load_dataset"]
 
 
 def load_dataset(name: str, **options: Any) -> DataSplits | TextSplits:

@@ -29,9 +29,11 @@ import torch
 from prunekit.data.base import DATASETS, split_indices
 from prunekit.errors import DataError
 
-__all__ = ["TextSplit", "TextSplits", "TASK_KINDS", "text_from_rows"]
+__all__ = ["TEXT_DATASETS", "TextSplit", "TextSplits", "TASK_KINDS", "text_from_rows"]
 
 _SPLIT_SEED = 0
+#: The registered datasets that hold text (a recipe checks its model against these before loading anything).
+TEXT_DATASETS = ("rotten-tomatoes", "lee-sts", "text")
 #: What a text dataset's labels are: class indices or similarity scores of sentence pairs.
 TASK_KINDS = ("classification", "similarity")
 #: Label values a classification column may hold before it stops looking categorical.

@@ -21,7 +21,7 @@ import torch
 import yaml
 from torch import nn
 
-from prunekit.data import DataSplits, load_dataset
+from prunekit.data import DataSplits, TextSplits, load_dataset
 from prunekit.export import prepare_inference
 from prunekit.io.checkpoint import atomic_write_text
 from prunekit.measure import Stopwatch, ThreadChoice
@@ -31,6 +31,7 @@ from prunekit.pipeline.deploy import deploy_markdown  # also registers the onnx 
 from prunekit.pipeline.methods import PruneContext, PruneOutcome, PrunePlan
 from prunekit.pipeline.report import REPORTERS
 from prunekit.pipeline.schema import EXPORTERS, Recipe
+from prunekit.pipeline.text import text_build, text_measure, text_recover, text_save, text_train
 from prunekit.pruners.lottery import WeightSnapshot
 from prunekit.recovery import recover
 from prunekit.registry import Registry
@@ -61,12 +62,12 @@ class Run:
 
 @dataclass
 class Loaded:
-    data: DataSplits
+    data: DataSplits | TextSplits
 
 
 @dataclass
 class Built:
-    data: DataSplits
+    data: DataSplits | TextSplits
     model: nn.Module
     plan: PrunePlan
 
@@ -157,9 +158,14 @@ def build(run: Run, inp: Loaded) -> Built:
     """Builds the model and lets the prune method set up on it (bad layers fail here, before training)."""
     r = run.recipe
     torch.manual_seed(r.seed)
+    spec = r.prune.spec
+    if isinstance(inp.data, TextSplits):  # hf: text models (tokenizer, tokenised splits): pipeline.text
+        model, state = text_build(run, inp.data)
+        plan = spec.prepare(r, model, inp.data) if spec.prepare is not None else PrunePlan()
+        plan.state["text"] = state
+        return Built(inp.data, model, plan)
     model = build_model(r.model.name, inp.data.input_shape, inp.data.num_classes, r.model.kwargs,
                         r.model.checkpoint).to(default_device())
-    spec = r.prune.spec
     plan = spec.prepare(r, model, inp.data) if spec.prepare is not None else PrunePlan()
     return Built(inp.data, model, plan)
 
@@ -168,6 +174,10 @@ def build(run: Run, inp: Loaded) -> Built:
 def train_dense(run: Run, inp: Built) -> Trained:
     """Dense training (with the method's penalty and step hook); stores θ₀ for rewinding methods."""
     r = run.recipe
+    if isinstance(inp.data, TextSplits):
+        dense = text_train(run, inp.model, inp.data, inp.plan.state["text"])
+        run.log(f"dense: {_text_line(dense)}")
+        return Trained(inp, None, copy.deepcopy(inp.model).eval(), dense)
     snapshot = WeightSnapshot.capture(inp.model) if r.train.epochs else None
     if r.train.epochs:
         run.log(f"training {r.model.name} on {r.data.name} for {r.train.epochs} epochs")
@@ -191,6 +201,13 @@ def prune(run: Run, inp: Trained) -> Pruned:
     return Pruned(inp, outcome)
 
 
+def _text_line(m: dict) -> str:
+    parts = [f"test accuracy {m['accuracy']:.2%}"] if m.get("accuracy") is not None else []
+    parts += [f"{k} Spearman {v:.4f}" for k, v in m.get("spearman", {}).items()]
+    parts += [f"{m['params']:,} parameters, {m['macs']:,} MACs at {m['sequence']} tokens"]
+    return ", ".join(parts)
+
+
 def _describe(options: Any) -> str:
     keys = ("importance", "sparsity", "budget", "allocation", "granularity", "steps")
     return ", ".join(f"{k} {getattr(options, k)}" for k in keys if getattr(options, k, None) not in (None, "element"))
@@ -203,6 +220,9 @@ def recover_stage(run: Run, inp: Pruned) -> Recovered:
         return Recovered(inp)
     r, t = run.recipe, inp.trained
     rec = r.recover
+    if isinstance(t.built.data, TextSplits):
+        hist = text_recover(run, t.built.model, t.reference, t.built.data, t.built.plan.state["text"])
+        return Recovered(inp, hist)
     teacher = t.reference if rec.method == "distill" else None
     hist = recover(t.built.model, t.built.data, rec.train_config(), rec.recovery_config(), teacher, seed=r.seed,
                    progress=run.progress)
@@ -216,6 +236,10 @@ def measure(run: Run, inp: Recovered) -> Measured:
     model, data = t.built.model, t.built.data
     if outcome.masks is not None:
         outcome.masks.make_permanent()
+    if isinstance(data, TextSplits):
+        pruned = text_measure(run, t.dense, model, t.reference, t.built.plan.state["text"])
+        run.log(f"pruned: {_text_line(pruned)}")
+        return Measured(inp, pruned, {})
     pruned = measure_model(model.eval(), data.x_test, data.y_test, latency_batches=[])
     m, inf = r.measure, r.measure.inference
     exported = inf.fold_bn or inf.channels_last
@@ -235,6 +259,10 @@ def save(run: Run, inp: Measured) -> Saved:
     """The pruned model (``pruned.json`` + ``model.safetensors``), the recipe as run and the method's files."""
     r, d = run.recipe, run.stage_dir
     data = inp.trained.built.data
+    if isinstance(data, TextSplits):  # a plain Hugging Face directory (model/), the head, the recipe
+        files = text_save(run, inp.trained.built.model, inp.trained.built.plan.state["text"], data, d)
+        atomic_write_text(d / "recipe.yaml", yaml.safe_dump(r.to_dict(), sort_keys=False))
+        return Saved(inp, d, [*files, "recipe.yaml"])
     save_pruned(inp.trained.built.model, d, constructor=r.model.name, kwargs=r.model.kwargs,
                 input_shape=data.input_shape, num_classes=data.num_classes, info={"recipe": r.name})
     atomic_write_text(d / "recipe.yaml", yaml.safe_dump(r.to_dict(), sort_keys=False))

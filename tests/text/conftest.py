@@ -40,7 +40,7 @@ def write_tiny_bert(directory, sentence_transformers: bool = True, tokenizer: bo
     if tokenizer:
         vocab_file = directory / "vocab.txt"
         vocab_file.write_text("\n".join(vocab) + "\n")
-        BertTokenizer(vocab_file=str(vocab_file)).save_pretrained(directory)
+        BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(directory)
     if sentence_transformers:
         (directory / "1_Pooling").mkdir(exist_ok=True)
         (directory / "1_Pooling" / "config.json").write_text(json.dumps(
