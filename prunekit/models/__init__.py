@@ -19,7 +19,7 @@ from torch import nn
 from prunekit.errors import ConfigError, ModelLoadError
 from prunekit.io.checkpoint import load_weights_into
 from prunekit.models import hf as _hf  # noqa: F401  (registers the hf: model source)
-from prunekit.models.builtin import MODELS
+from prunekit.models.builtin import MODELS, check_builtin_kwargs
 from prunekit.models.sources import MODEL_SOURCES, ModelSource, check_model_name, split_source
 
 __all__ = ["MODELS", "MODEL_SOURCES", "ModelSource", "build_model", "check_model_name", "import_factory",
@@ -67,6 +67,7 @@ def build_model(
             raise ModelLoadError(f"model {name!r}: the factory returned {type(model).__name__}, "
                                  "not a torch.nn.Module")
     else:
+        check_builtin_kwargs(name, kwargs)
         model = MODELS.get(name)(input_shape, num_classes, **kwargs)
     if checkpoint:
         load_weights_into(model, checkpoint)

@@ -35,6 +35,7 @@ from prunekit.export import InferenceConfig
 from prunekit.export.onnx_export import EXPORTERS as ONNX_EXPORTERS
 from prunekit.export.quantize import QUANT_MODES
 from prunekit.models import check_model_name
+from prunekit.models.builtin import check_builtin_kwargs
 from prunekit.pipeline.methods import PRUNE_METHODS, PruneMethod
 from prunekit.pipeline.text import TextSection
 from prunekit.pipeline.validate import from_dict, to_dict
@@ -63,6 +64,8 @@ class ModelSection:
 
     def __post_init__(self) -> None:
         check_model_name(self.name)
+        if ":" not in self.name:
+            check_builtin_kwargs(self.name, self.kwargs)
 
     @property
     def kind(self) -> str:
