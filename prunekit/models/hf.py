@@ -205,6 +205,7 @@ def load_text_model(where: str, task: str = "embedding", num_classes: int = 0, m
         raise ConfigError(f"unknown text task {task!r}; choose one of: {', '.join(TEXT_TASKS)}")
     if task == "classification" and num_classes < 2:
         raise ConfigError(f"task classification needs ≥ 2 classes, the data has {num_classes}")
+    where = where[3:] if where.startswith("hf:") else where
     check_hf_dir(where)
     tr = _transformers()
     d = _directory(where)

@@ -28,7 +28,7 @@ from prunekit.report import (
     render_structured_markdown,
 )
 
-__all__ = ["REPORTERS", "Reporter", "REPORT_FORMAT_VERSION"]
+__all__ = ["REPORTERS", "Reporter", "REPORT_FORMAT_VERSION", "report_kind"]
 
 REPORT_FORMAT_VERSION = 2
 
@@ -40,8 +40,13 @@ class Reporter:
     summary: Callable[[dict], str]
 
 
-#: Reporters by method kind.
+#: Reporters by method kind (``masks``, ``structured``) and ``text`` for every text model.
 REPORTERS: Registry = Registry("method kind")
+
+
+def report_kind(recipe) -> str:
+    """The reporter of a recipe: ``text`` for a text model (whatever its method), else the method's kind."""
+    return "text" if getattr(recipe, "text", None) is not None else recipe.prune.spec.kind
 
 
 def _common(recipe, dense: dict, pruned: dict, outcome: PruneOutcome, extra: dict) -> dict:
@@ -142,8 +147,8 @@ def _text_build(recipe, dense: dict, pruned: dict, outcome: PruneOutcome, histor
         "dense": dense, "pruned": pruned,
         "accuracy_drop_pt": None if acc_d is None or acc_p is None else 100 * (acc_d - acc_p),
         "spearman_drop": {k: dense["spearman"][k] - v for k, v in pruned.get("spearman", {}).items()},
-        "sparsity": 1.0 - pruned["params"] / dense["params"],
-        "encoder_sparsity": 1.0 - pruned["encoder_params"] / dense["encoder_params"],
+        "sparsity": 1.0 - pruned["nonzero_params"] / dense["params"],
+        "encoder_sparsity": 1.0 - pruned["encoder_nonzero_params"] / dense["encoder_params"],
         "compression": dense["params"] / pruned["params"],
         "macs_reduction": dense["macs"] / pruned["macs"],
         "speedup": {b: dense["latency_ms"][b] / pruned["latency_ms"][b] for b in dense["latency_ms"]},

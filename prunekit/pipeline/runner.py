@@ -10,7 +10,7 @@ from pathlib import Path
 
 from prunekit.io.outdir import check_output_dir, staged_output
 from prunekit.measure import threads
-from prunekit.pipeline.report import REPORTERS
+from prunekit.pipeline.report import REPORTERS, report_kind
 from prunekit.pipeline.schema import Recipe
 from prunekit.pipeline.stages import ORDER, STAGES, Run
 
@@ -41,7 +41,7 @@ def run_recipe(recipe: Recipe, out: str | Path, force: bool = False, progress: b
         for name in ORDER[ORDER.index(_WRITING[0]):]:
             value = _timed(run, name, value)
     report = value.report
-    run.log(f"{REPORTERS.get(recipe.prune.spec.kind).summary(report)}; report in {out}")
+    run.log(f"{REPORTERS.get(report_kind(recipe)).summary(report)}; report in {out}")
     return report
 
 

@@ -29,7 +29,7 @@ from prunekit.measure.summary import measure_model, time_side_by_side
 from prunekit.models import build_model
 from prunekit.pipeline.deploy import deploy_markdown  # also registers the onnx export format
 from prunekit.pipeline.methods import PruneContext, PruneOutcome, PrunePlan
-from prunekit.pipeline.report import REPORTERS
+from prunekit.pipeline.report import REPORTERS, report_kind
 from prunekit.pipeline.schema import EXPORTERS, Recipe
 from prunekit.pipeline.text import text_build, text_measure, text_recover, text_save, text_train
 from prunekit.pruners.lottery import WeightSnapshot
@@ -289,7 +289,7 @@ def export(run: Run, inp: Saved) -> Exported:
 def report(run: Run, inp: Exported) -> Reported:
     """report.json (figures) and report.md (tables, plots) for the method's kind."""
     measured = inp.saved.measured
-    reporter = REPORTERS.get(run.recipe.prune.spec.kind)
+    reporter = REPORTERS.get(report_kind(run.recipe))
     timings = {k: round(v, 2) for k, v in run.timings.items()}
     threads = run.threads.to_dict() if run.threads is not None else None
     extra = {**measured.extra, "timings_s": timings, "run_time_s": run.clock.read(), "threads": threads}

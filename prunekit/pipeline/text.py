@@ -78,13 +78,14 @@ class TextSection:
 
 @dataclass
 class EvalSet:
-    """A dataset's test split, tokenised (pairs: both sides), for the embedding metrics."""
+    """A dataset's test split, tokenised, for the metrics. Sentence pairs are stored as their distinct texts
+    (``enc``) and the indices of each pair's two sides (``pairs``): Lee's 490 test pairs embed 50 documents."""
 
     name: str
     kind: str
     enc: Encoded
     labels: torch.Tensor
-    enc_b: Encoded | None = None
+    pairs: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 @dataclass
@@ -107,9 +108,13 @@ def text_section(recipe: Any) -> TextSection:
 
 def _eval_set(name: str, data: TextSplits, tok: Any, max_length: int, progress: bool) -> EvalSet:
     t = data.test
-    enc = tokenize(tok, t.texts, max_length, progress, f"tokenise {name}")
-    enc_b = tokenize(tok, t.texts_b, max_length, progress, f"tokenise {name} (b)") if t.texts_b else None
-    return EvalSet(name, data.kind, enc, t.labels, enc_b)
+    if t.texts_b is None:
+        return EvalSet(name, data.kind, tokenize(tok, t.texts, max_length, progress, f"tokenise {name}"), t.labels)
+    distinct = list(dict.fromkeys(t.texts + t.texts_b))
+    where = {text: i for i, text in enumerate(distinct)}
+    pairs = (torch.tensor([where[x] for x in t.texts]), torch.tensor([where[x] for x in t.texts_b]))
+    return EvalSet(name, data.kind, tokenize(tok, distinct, max_length, progress, f"tokenise {name}"), t.labels,
+                   pairs)
 
 
 def check_task(task: str, data: TextSplits) -> None:
@@ -187,11 +192,8 @@ def _embedding_metrics(model: TextModel, state: TextState, bs: int, progress: bo
     for ev in state.evals:
         e = embed(model, ev.enc, bs, progress, f"embed {ev.name}")
         embs[ev.name] = e
-        if ev.enc_b is not None:
-            e_b = embed(model, ev.enc_b, bs, progress, f"embed {ev.name} (b)")
-            embs[ev.name + "/b"] = e_b
-            if ev.kind == "similarity":
-                spear[ev.name] = spearman(pair_cosines(e, e_b), ev.labels)
+        if ev.pairs is not None and ev.kind == "similarity":
+            spear[ev.name] = spearman(pair_cosines(e[ev.pairs[0]], e[ev.pairs[1]]), ev.labels)
         if state.dense_embeddings:
             cos[ev.name] = mean_cosine(e, state.dense_embeddings[ev.name])
     return spear, cos, embs
@@ -207,10 +209,10 @@ def measure_text(run: Any, model: TextModel, state: TextState, keep_embeddings: 
         out["accuracy"], out["loss"] = text_accuracy(model, main.enc, main.labels, ts.batch_size, run.progress)
     spear, cos, embs = _embedding_metrics(model, state, ts.batch_size, run.progress)
     example = state.example.to(next(model.parameters()).device)
-    params = count_params(model)
+    params, enc_params = count_params(model), count_params(model.encoder)
     size = size_on_disk(model)
     out.update({"spearman": spear, "cosine_to_dense": cos, "params": params.total, "nonzero_params": params.nonzero,
-                "encoder_params": count_params(model.encoder).total,
+                "encoder_params": enc_params.total, "encoder_nonzero_params": enc_params.nonzero,
                 "macs": count_macs(model, example).dense, "size_bytes": size.dense_bytes,
                 "sequence": ts.latency_sequence, "layers": encoder_shape(model)})
     if keep_embeddings:

@@ -117,5 +117,5 @@ def _run(ctx: PruneContext) -> PruneOutcome:
 
 
 PRUNE_METHODS.register("transformer")(PruneMethod(
-    "transformer", TransformerOptions, _run, prepare=_prepare, kind="text", text=True,
+    "transformer", TransformerOptions, _run, prepare=_prepare, kind="structured", text=True,
     summary="remove attention heads and FFN neurons of a text encoder (hf:PATH), uniformly or ranked globally"))
