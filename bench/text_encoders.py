@@ -92,8 +92,8 @@ def sweep(args) -> dict:
     for sparsity, allocation in args.variants:
         model = copy.deepcopy(dense)
         t0 = time.process_time()
-        prune_(model, StructuredConfig(sparsity=sparsity, importance="l2", allocation=allocation),
-               example_inputs=example)
+        prune_(model, StructuredConfig(sparsity=sparsity, importance="l2", allocation=allocation,
+                                       exclude=model.kept_whole()), example_inputs=example)
         row, _ = _row(f"{sparsity:.0%} {allocation}", model, texts, dense_fid, example, time.process_time() - t0)
         row.update({"sparsity": sparsity, "allocation": allocation})
         row["latency"] = _timed(dense, model.eval(), example, args.batches, args.repeats)
@@ -135,7 +135,7 @@ def render(result: dict) -> str:
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for r in s["rows"]:
             lat = r.get("latency", {})
-            sp = lambda b: f"{lat[b]['speedup_cpu']:.2f}×" if b in lat else "1×"  # noqa: E731
+            sp = lambda b, lat=lat: f"{lat[b]['speedup_cpu']:.2f}×" if b in lat else "1×"  # noqa: E731
             ms = f"{lat['32']['dense_cpu_ms']:.0f} → {lat['32']['pruned_cpu_ms']:.0f}" if "32" in lat else "–"
             lay = r["layers"][0]
             lines.append(f"| {r['variant']} | {lay[0]} / {lay[1]} | {r['params']:,} | {r['macs'] / 1e9:.2f} G | "
@@ -153,7 +153,8 @@ def render(result: dict) -> str:
             lines.append(f"| {r['seed']} | {_pct(d['accuracy'])} → {_pct(p['accuracy'])} "
                          f"({-r['accuracy_drop_pt']:+.2f} pt) | {lee(d)} → {lee(p)} | "
                          f"{p['cosine_to_dense'].get('rotten-tomatoes', float('nan')):.4f} | "
-                         f"{p['cosine_to_dense'].get('lee-sts', float('nan')):.4f} | {r['macs_reduction']:.2f}× fewer | "
+                         f"{p['cosine_to_dense'].get('lee-sts', float('nan')):.4f} | "
+                         f"{r['macs_reduction']:.2f}× fewer | "
                          f"{r['speedup_cpu']['1']:.2f}× / {r['speedup_cpu']['32']:.2f}× | "
                          f"{t.get('wall', 0) / 60:.1f} / {t.get('cpu', 0) / 60:.1f} min |")
         lines.append("")

@@ -100,6 +100,11 @@ class TextModel(nn.Module):
         hidden = int(encoder.config.hidden_size)
         self.head = nn.Linear(hidden, num_classes) if num_classes else None
 
+    def kept_whole(self) -> tuple[str, ...]:
+        """Modules pruning must leave as they are: parts of the encoder whose outputs this model does not read
+        but a reloaded encoder returns (BERT's pooler), so removing their units would look free and break them."""
+        return tuple(f"encoder.{n}" for n, _ in self.encoder.named_children() if n == "pooler")
+
     def states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                token_type_ids: torch.Tensor | None = None, **extra: Any) -> Any:
         """The encoder's output (``last_hidden_state``, and hidden states / attentions when asked)."""

@@ -10,8 +10,9 @@
 - measure: accuracy (classification), Spearman of embedding cosines on similarity data, the mean cosine of each
   pruned embedding to the dense one, parameters, MACs and CPU latency of dense and pruned timed side by side at
   ``measure.latency_batches`` × ``text.latency_sequence`` tokens.
-- save: the pruned encoder as a plain Hugging Face / sentence-transformers directory (``model/``), plus the
-  classification head (``head.safetensors``, ``labels.json``).
+- save: the pruned encoder as a plain Hugging Face / sentence-transformers directory (``model/``, written by
+  :func:`prunekit.structured.save_hf`: it loads with ``AutoModel.from_pretrained`` and ``SentenceTransformer``
+  without prunekit), plus the classification head (``head.safetensors``, ``labels.json``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from prunekit.measure.summary import time_side_by_side
 from prunekit.measure.text import mean_cosine, pair_cosines, spearman, token_example
 from prunekit.models.hf import TEXT_TASKS, LoadedText, TextModel, load_text_model
 from prunekit.recovery.text import distill_text
+from prunekit.structured import save_hf
 from prunekit.training import default_device
 from prunekit.training.text import embed, text_accuracy, train_text
 
@@ -253,21 +255,13 @@ def text_measure(run: Any, dense: dict, model: TextModel, reference: TextModel, 
 
 
 def text_save(run: Any, model: TextModel, state: TextState, data: TextSplits, directory: Path) -> list[str]:
-    """Writes the pruned encoder as a Hugging Face / sentence-transformers directory ``model/`` (and the head)."""
-    save_hf = _save_hf()
+    """Writes the pruned encoder as a plain Hugging Face / sentence-transformers directory ``model/`` (checked to
+    give the pruned model's outputs when reloaded) and, for classification, the head and the label names."""
     enc = copy.deepcopy(model.encoder).eval()
-    example = {k: v[:2] for k, v in state.test.collate(list(range(min(2, len(state.test))))).items()}
-    files = []
-    if save_hf is not None:
-        saved = save_hf(enc, directory / "model", tokenizer=state.loaded.tokenizer, source=state.loaded.directory,
-                        example_inputs=example)
-        files += [f"model/{f}" for f in saved.files]
-    else:  # until the Hugging Face writer is available: prunekit's own format, plus the tokenizer
-        from prunekit.structured.serialize import save_pruned
-
-        save_pruned(enc, directory / "model", info={"source": str(state.loaded.directory)})
-        state.loaded.tokenizer.save_pretrained(str(directory / "model"))
-        files.append("model/")
+    idx = list(range(min(4, len(state.test))))
+    saved = save_hf(enc, directory / "model", tokenizer=state.loaded.tokenizer, source=state.loaded.directory,
+                    example_inputs=state.test.collate(idx))
+    files = [f"model/{f}" for f in saved.files]
     if model.head is not None:
         from safetensors.torch import save_file
 
@@ -276,11 +270,3 @@ def text_save(run: Any, model: TextModel, state: TextState, data: TextSplits, di
                                                                  "pooling": dataclasses.asdict(model.pooling)}))
         files += ["head.safetensors", "labels.json"]
     return files
-
-
-def _save_hf():
-    try:
-        from prunekit.structured.hf import save_hf
-    except ImportError:
-        return None
-    return save_hf

@@ -55,7 +55,7 @@ class TransformerOptions:
         if self.heads_kept is None:
             self.config(1)  # the fractions themselves (heads_kept is checked on the model, before training)
 
-    def config(self, num_heads: int) -> StructuredConfig:
+    def config(self, num_heads: int, exclude: tuple[str, ...] = ()) -> StructuredConfig:
         sparsity: Any = self.sparsity
         if self.heads_kept is not None:
             if self.heads_kept > num_heads:
@@ -67,7 +67,8 @@ class TransformerOptions:
         if isinstance(sparsity, (int, float)) and not 0 <= sparsity < 1:
             raise ConfigError(f"prune.sparsity must be a fraction in [0, 1) of the units removed, got {sparsity}")
         try:
-            return StructuredConfig(sparsity=sparsity, importance=self.importance, allocation=self.allocation)
+            return StructuredConfig(sparsity=sparsity, importance=self.importance, allocation=self.allocation,
+                                    exclude=exclude)
         except ConfigError as e:
             if isinstance(sparsity, dict):
                 raise ConfigError(f"{e} (a fraction per kind of unit needs a prunekit whose StructuredConfig takes "
@@ -100,7 +101,7 @@ def _calibration(ctx: PruneContext, n: int) -> Calibration:
 
 def _run(ctx: PruneContext) -> PruneOutcome:
     opts: TransformerOptions = ctx.recipe.prune.options
-    config = opts.config(_num_heads(ctx.model))
+    config = opts.config(_num_heads(ctx.model), ctx.model.kept_whole())
     state = ctx.plan.state["text"]
     example = state.example
     cal = None
