@@ -63,8 +63,14 @@ def test_classification_recipe_end_to_end(tiny_bert, reviews_csv, pairs_jsonl, t
     assert rep["steps"] and all(s["phase"] == "recover" for s in rep["steps"])
     for f in ("report.json", "report.md", "recipe.yaml", "head.safetensors", "labels.json"):
         assert (out / f).is_file(), f
-    assert (out / "model").is_dir() and any((out / "model").iterdir())
     assert "Spearman" in (out / "report.md").read_text()
+    # the pruned encoder is a plain Hugging Face / sentence-transformers directory
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel
+
+    assert AutoModel.from_pretrained(out / "model").config.hidden_size == 32
+    emb = SentenceTransformer(str(out / "model"), device="cpu").encode(["good film", "dull plot"])
+    assert emb.shape == (2, 32)
 
 
 def test_embedding_recipe_distils_embeddings(tiny_bert, pairs_jsonl, tmp_path):
