@@ -42,6 +42,7 @@ from prunekit.pipeline.validate import from_dict, to_dict
 from prunekit.recovery import RECOVERY, DistillConfig, RecoveryConfig
 from prunekit.registry import Registry
 from prunekit.training import TrainConfig
+from prunekit.zoo import ZOO_SOURCES
 
 __all__ = ["Recipe", "ModelSection", "DataSection", "TextSection", "PruneSection", "RecoverSection", "MeasureSection",
            "ExportSection", "EXPORTERS", "RECIPE_VERSION", "load_recipe", "parse_recipe", "read_yaml"]
@@ -55,21 +56,36 @@ EXPORTERS: Registry = Registry("export format")
 
 @dataclass(frozen=True)
 class ModelSection:
-    """``name``: a built-in model, ``SOURCE:WHERE`` of a model source (``hf:PATH``: a local Hugging Face
-    directory) or ``package.module:factory``; ``checkpoint``: weights to load."""
+    """``name``: a built-in model, a zoo model (``torchvision:NAME``, ``timm:NAME``: built without downloading
+    weights, ``num_classes`` from the data), ``hf:PATH`` (a local Hugging Face text encoder with its tokenizer,
+    :mod:`prunekit.models.hf`) or ``package.module:factory``; ``kwargs``: the builder's keyword
+    arguments; ``checkpoint``: weights to load (``.safetensors`` or a ``torch.save``'d state dict, read with
+    ``weights_only``); ``checkpoint_exclude``: key patterns not loaded (e.g. ``[fc.*]``: a fine-tuned model whose
+    head had another number of classes keeps a fresh head)."""
 
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     checkpoint: str | None = None
+    checkpoint_exclude: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        check_model_name(self.name)
+        source, sep, where = self.name.partition(":")
+        if source in ZOO_SOURCES:
+            if not where.strip():
+                raise ConfigError(f"model {self.name!r} names no model: write {source}:NAME")
+        else:
+            check_model_name(self.name)  # built-in names, hf:PATH (checked on disk), package.module:factory
         if ":" not in self.name:
             check_builtin_kwargs(self.name, self.kwargs)
+        if self.checkpoint_exclude and not self.checkpoint:
+            raise ConfigError("checkpoint_exclude says which checkpoint keys to skip: set model.checkpoint too, or "
+                              "remove checkpoint_exclude")
 
     @property
     def kind(self) -> str:
-        """``image``, ``text`` (token ids) or ``custom`` (a user's factory)."""
+        """``image`` (built-ins and zoo models), ``text`` (token ids: ``hf:PATH``) or ``custom`` (a user's factory)."""
+        if self.name.partition(":")[0] in ZOO_SOURCES:
+            return "image"
         return check_model_name(self.name)
 
 
