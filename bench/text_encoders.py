@@ -23,7 +23,7 @@ import sys
 import time
 
 import torch
-from _common import render_footer, write_results  # bench/ is sys.path[0] when run as a script
+from _common import RESULTS, render_footer, write_results  # bench/ is sys.path[0] when run as a script
 
 from prunekit import StructuredConfig, prune_
 from prunekit.data import load_dataset
@@ -137,9 +137,11 @@ def render(result: dict) -> str:
             lat = r.get("latency", {})
             sp = lambda b, lat=lat: f"{lat[b]['speedup_cpu']:.2f}×" if b in lat else "1×"  # noqa: E731
             ms = f"{lat['32']['dense_cpu_ms']:.0f} → {lat['32']['pruned_cpu_ms']:.0f}" if "32" in lat else "–"
-            lay = r["layers"][0]
-            lines.append(f"| {r['variant']} | {lay[0]} / {lay[1]} | {r['params']:,} | {r['macs'] / 1e9:.2f} G | "
-                         f"{r['spearman_lee']:.4f} | {r.get('cosine_rt', 1):.4f} | {r.get('cosine_lee', 1):.4f} | "
+            heads, ffn = ([x[k] for x in r["layers"]] for k in (0, 1))
+            span = lambda v: str(v[0]) if min(v) == max(v) else f"{min(v)}–{max(v)}"  # noqa: E731
+            lines.append(f"| {r['variant']} | {span(heads)} / {span(ffn)} | {r['params']:,} | "
+                         f"{r['macs'] / 1e9:.2f} G | {r['spearman_lee']:.4f} | {r.get('cosine_rt', 1):.4f} | "
+                         f"{r.get('cosine_lee', 1):.4f} | "
                          f"{sp('1')} | {sp('32')} | {ms} |")
         lines.append("")
     rec = result.get("recipe", [])
@@ -158,6 +160,11 @@ def render(result: dict) -> str:
                          f"{r['speedup_cpu']['1']:.2f}× / {r['speedup_cpu']['32']:.2f}× | "
                          f"{t.get('wall', 0) / 60:.1f} / {t.get('cpu', 0) / 60:.1f} min |")
         lines.append("")
+    if result.get("sweep_provenance"):
+        from _common import provenance_line
+
+        lines += ["The sweep was measured in an earlier run of this script: " +
+                  provenance_line(result["sweep_provenance"]), ""]
     return "\n".join(lines) + render_footer(result)
 
 
@@ -172,12 +179,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-sweep", action="store_true")
+    ap.add_argument("--keep-sweep", action="store_true", help="reuse the sweep (and its provenance) of the "
+                    "committed bench/results/transformers.json; only the recipe rows and notes change")
     ap.add_argument("--note", action="append", default=[])
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.variants = [(s, "uniform") for s in args.sparsities] + [(s, "global") for s in args.global_sparsities]
-    result = {"sweep": {"rows": []} if args.no_sweep else sweep(args), "recipe": recipe_rows(args.recipe_report),
-              "threads": args.threads, "notes": args.note}
+    old = json.loads((RESULTS / "transformers.json").read_text()) if args.keep_sweep else None
+    swept = old["sweep"] if old else {"rows": []} if args.no_sweep else sweep(args)
+    result = {"sweep": swept, "recipe": recipe_rows(args.recipe_report), "threads": args.threads, "notes": args.note}
+    if old:
+        result["sweep_provenance"] = old.get("sweep_provenance") or old.get("provenance")
     result["sweep"].setdefault("sequence", args.sequence)
     write_results("transformers", result, render)
     return 0
