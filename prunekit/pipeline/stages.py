@@ -55,6 +55,8 @@ class Run:
     stage_dir: Path | None = None  # the staging directory the save/export/report stages write into
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, filled by the runner
     threads: ThreadChoice | None = None  # the intra-op thread count the run uses (recorded in the report)
+    distributed: dict | None = None  # processes, backend, batch semantics under torchrun (recorded in the report)
+    checkpoint: dict | None = None  # the checkpoint interval, the seconds spent writing them, resumed or not
     clock: Stopwatch = field(default_factory=Stopwatch)  # wall and CPU seconds since the run started
 
     def log(self, msg: str) -> None:
@@ -313,7 +315,8 @@ def report(run: Run, inp: Exported) -> Reported:
     reporter = REPORTERS.get(report_kind(run.recipe))
     timings = {k: round(v, 2) for k, v in run.timings.items()}
     threads = run.threads.to_dict() if run.threads is not None else None
-    extra = {**measured.extra, "timings_s": timings, "run_time_s": run.clock.read(), "threads": threads}
+    extra = {**measured.extra, "timings_s": timings, "run_time_s": run.clock.read(), "threads": threads,
+             "distributed": run.distributed, "checkpoint": run.checkpoint}
     rep = reporter.build(run.recipe, measured.trained.dense, measured.pruned, measured.outcome,
                          measured.recovered.history, extra,
                          measured.trained.built.model)
