@@ -227,7 +227,7 @@ def _sequential(model, layers, calibration, config, masks, report, device) -> No
     inputs = _capture(model, blocks[0], calibration, device)
     needs = LAYER_SOLVERS.get(config.solver).needs
     inside: set[str] = set()
-    for i, block in enumerate(blocks):
+    for block in blocks:
         own = {n: m for n, m in layers.items() if any(m is x for x in block.modules())}
         inside |= set(own)
         stats: dict[str, LayerStats] = {}
@@ -242,7 +242,8 @@ def _sequential(model, layers, calibration, config, masks, report, device) -> No
         _full_pass(model, rest, calibration, config, masks, report, device)
 
 
-def prune_layerwise(model: nn.Module, config: LayerwiseConfig, calibration: Calibration | None = None) -> LayerwiseReport:
+def prune_layerwise(model: nn.Module, config: LayerwiseConfig,
+                    calibration: Calibration | None = None) -> LayerwiseReport:
     """Prunes every (not excluded) Linear layer of ``model`` in place, as ``config`` says.
 
     Args:
