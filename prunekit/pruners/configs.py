@@ -271,7 +271,7 @@ class LayerwiseConfig:
         sequential: True: block by block on the pruned blocks' outputs; False: every layer from one pass of
             the dense model.
         blocks: the dotted name of the ModuleList (or Sequential) of blocks; None: the list with the most
-            blocks that hold Linear layers.
+            (≥ 2) blocks that hold Linear layers, or, if there is none, the whole model as one block.
         exclude: module-name patterns (fnmatch) of Linear layers left dense, e.g. ``("lm_head",)``.
         permanent: fold the masks into the weights instead of leaving them on the model.
     """

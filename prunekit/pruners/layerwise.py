@@ -11,6 +11,9 @@ The procedure of SparseGPT (Frantar & Alistarh 2023, §4) and Wanda (Sun et al. 
    the next block's inputs, so later layers compensate for the error of earlier ones;
 3. Linear layers outside the blocks (a pooler, a head) are pruned last, from one pass of the pruned model.
 
+A model without a list of repeated blocks (≥ 2 children of one ModuleList/Sequential holding Linear
+layers) is one block: one pass prunes all its layers (``LayerwiseReport.blocks`` is None).
+
 Before any pruning, one dense batch checks that each block's output really is the next block's input;
 a model whose blocks do not chain (or that has none) is refused unless ``sequential=False`` (every layer
 from one pass of the dense model). Masks are installed with :class:`~prunekit.masks.MaskSet`.
@@ -86,8 +89,9 @@ def linear_layers(model: nn.Module, exclude: tuple[str, ...] = ()) -> dict[str, 
     return out
 
 
-def find_blocks(model: nn.Module, layers: dict[str, nn.Linear], name: str | None = None) -> tuple[str, nn.Module]:
-    """The list of repeated blocks: ``name``, or the ModuleList/Sequential with the most children holding Linears."""
+def find_blocks(model: nn.Module, name: str | None = None) -> tuple[str, nn.Module] | None:
+    """The list of repeated blocks: ``name``, or the ModuleList/Sequential with the most (≥ 2) children holding
+    Linear layers; None when the model has no such list (it is then one block: one pass prunes every layer)."""
     if name is not None:
         try:
             blocks = model.get_submodule(name)
@@ -102,10 +106,7 @@ def find_blocks(model: nn.Module, layers: dict[str, nn.Linear], name: str | None
             k = sum(any(isinstance(x, nn.Linear) for x in c.modules()) for c in m.children())
             if k > count:
                 best, count = n, k
-    if best is None:
-        raise ConfigError("no list of repeated blocks with Linear layers was found to prune sequentially: name it "
-                          "with blocks='encoder.layer', or set sequential=False (every layer from the dense model)")
-    return best, model.get_submodule(best)
+    return None if best is None else (best, model.get_submodule(best))
 
 
 #: keyword arguments of HF blocks that carry a key/value cache
@@ -220,7 +221,11 @@ def _full_pass(model, layers, calibration, config, masks, report, device) -> Non
 
 
 def _sequential(model, layers, calibration, config, masks, report, device) -> None:
-    name, blocks = find_blocks(model, layers, config.blocks)
+    found = find_blocks(model, config.blocks)
+    if found is None:  # one block: the whole model
+        _full_pass(model, layers, calibration, config, masks, report, device)
+        return
+    name, blocks = found
     report.blocks = name
     first = next(iter(calibration.batches()))[0].to(device)
     _check_chain(model, name, blocks, first)
