@@ -42,6 +42,7 @@ from _common import RESULTS, provenance, provenance_line, render_footer, write_r
 from _nlp_data import hamlet, lee, rotten_tomatoes  # noqa: E402
 
 import prunekit as pk  # noqa: E402
+import prunekit.api  # noqa: E402, F401  (loaded now: the code that runs is the code of the recorded commit)
 
 NAME = "oneshot"
 SOLVERS = ("magnitude", "wanda", "sparsegpt")
