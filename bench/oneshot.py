@@ -48,7 +48,7 @@ NAME = "oneshot"
 SOLVERS = ("magnitude", "wanda", "sparsegpt")
 PATTERNS = {"50%": {"sparsity": 0.5}, "2:4": {"granularity": "nm", "nm": (2, 4)}}
 #: fixed split of the RT snippets (independent of the run seeds): probe train / probe test (also the cosine set)
-SPLIT_SEED, PROBE_TRAIN, PROBE_TEST = 12345, 3000, 1500
+SPLIT_SEED, PROBE_TRAIN, PROBE_TEST = 12345, 2000, 1000
 
 
 def _prune(model, solver: str, pattern: str, calibration, exclude=()) -> tuple[float, float]:
@@ -308,6 +308,10 @@ def render(result: dict) -> str:
     return "\n".join(lines) + "\n" + render_footer(result)
 
 
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--part", choices=("all", "minilm", "lm"), default="all",
@@ -315,10 +319,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--calibration", type=int, default=128, help="calibration segments (both papers: 128)")
     ap.add_argument("--segment", type=int, default=128, help="MiniLM calibration segment length in tokens")
-    ap.add_argument("--lm-hidden", type=int, default=128)
+    ap.add_argument("--lm-hidden", type=int, default=96)
     ap.add_argument("--lm-layers", type=int, default=4)
-    ap.add_argument("--lm-context", type=int, default=128)
-    ap.add_argument("--lm-steps", type=int, default=600)
+    ap.add_argument("--lm-context", type=int, default=64)
+    ap.add_argument("--lm-steps", type=int, default=400)
     ap.add_argument("--lm-batch", type=int, default=32)
     ap.add_argument("--lm-lr", type=float, default=3e-3)
     ap.add_argument("--out", default=NAME)
@@ -335,9 +339,9 @@ def main(argv: list[str] | None = None) -> None:
             result.update({k: other[k] for k in ("minilm", "lm") if k in other})
         a.part = "none"
     if a.part in ("all", "minilm"):
-        result["minilm"] = run_minilm(a.seeds, a.calibration, a.segment, print)
+        result["minilm"] = run_minilm(a.seeds, a.calibration, a.segment, log)
     if a.part in ("all", "lm"):
-        result["lm"] = run_lm(a.seeds, a.calibration, a, print)
+        result["lm"] = run_lm(a.seeds, a.calibration, a, log)
     result["verdict"] = verdict(result)
     write_results(a.out, result, render)
 
