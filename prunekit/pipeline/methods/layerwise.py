@@ -38,7 +38,8 @@ class LayerwiseOptions:
 
     Attributes:
         solver: ``magnitude``, ``wanda`` or ``sparsegpt``.
-        sparsity: fraction of each layer's weights removed (granularity ``element``).
+        sparsity: fraction of each layer's weights removed (granularity ``element``; default 0.5); with
+            granularity ``nm`` it is 1 − N/M and may be left out.
         granularity: ``element`` or ``nm`` (``nm``: [N, M], default [2, 4]).
         compare: ``layer``, ``row`` or ``block`` (sparsegpt); default: the solver's.
         calibration_samples: training inputs the layers are calibrated on (default 128).
@@ -73,8 +74,9 @@ class LayerwiseOptions:
         self.config()  # validates the rest, naming the value and the fix
 
     def config(self) -> LayerwiseConfig:
+        sparsity = 0.5 if self.sparsity is None and self.granularity != "nm" else self.sparsity
         return LayerwiseConfig(
-            solver=self.solver, sparsity=self.sparsity, granularity=self.granularity,
+            solver=self.solver, sparsity=sparsity, granularity=self.granularity,
             nm=tuple(self.nm) if self.nm is not None else (2, 4), compare=self.compare, blocksize=self.blocksize,
             damp=self.damp, sequential=self.sequential, blocks=self.blocks, exclude=tuple(self.exclude))
 
