@@ -47,8 +47,8 @@ import prunekit.api  # noqa: E402, F401  (loaded now: the code that runs is the 
 NAME = "oneshot"
 SOLVERS = ("magnitude", "wanda", "sparsegpt")
 PATTERNS = {"50%": {"sparsity": 0.5}, "2:4": {"granularity": "nm", "nm": (2, 4)}}
-#: fixed split of the RT snippets (independent of the run seeds): probe train / probe test (also the cosine set)
-SPLIT_SEED, PROBE_TRAIN, PROBE_TEST = 12345, 2000, 1000
+#: fixed split of the RT snippets (independent of the run seeds): probe train / probe test; cosine over both
+SPLIT_SEED, PROBE_TRAIN, PROBE_TEST = 12345, 1000, 500
 
 
 def _prune(model, solver: str, pattern: str, calibration, exclude=()) -> tuple[float, float]:
@@ -98,8 +98,9 @@ def _minilm_eval(model, tok, data: dict, dense_emb: np.ndarray | None) -> tuple[
     probe = LogisticRegression(max_iter=2000, C=1.0).fit(emb_train, data["y_train"])
     out = {"probe_accuracy": float(probe.score(emb_test, data["y_test"])),
            "lee_spearman": float(spearmanr((docs[i] * docs[j]).sum(1), data["lee_sims"]).statistic)}
-    out["cosine"] = 1.0 if dense_emb is None else float((emb_test * dense_emb).sum(1).mean())
-    return out, emb_test
+    both = np.concatenate([emb_train, emb_test])
+    out["cosine"] = 1.0 if dense_emb is None else float((both * dense_emb).sum(1).mean())
+    return out, both
 
 
 def run_minilm(seeds: list[int], calibration: int, length: int, log) -> dict:
@@ -276,10 +277,10 @@ def render(result: dict) -> str:
         d = {k: f"{v:.4f}" for k, v in m["dense"].items()}
         lines += ["", f"## (a) all-MiniLM-L6-v2, real pretrained weights ({m['linear_layers']} Linear layers)", "",
                   f"Calibration: {s['calibration_segments']} segments of {s['segment_tokens']} tokens from the "
-                  f"{s['calibration_text']}. Cosine of pruned to dense embeddings and probe accuracy on "
-                  f"{s['probe_test']} RT snippets (probe: logistic regression fitted on {s['probe_train']} others, "
-                  "on each model's own embeddings); Lee: Spearman of cosine vs the mean human ratings of the 1,225 "
-                  "pairs.", ""]
+                  f"{s['calibration_text']}. Cosine of pruned to dense embeddings: mean over "
+                  f"{s['probe_train'] + s['probe_test']:,} RT snippets; probe accuracy on {s['probe_test']} of them "
+                  f"(logistic regression fitted on the other {s['probe_train']:,}, on each model's own embeddings); "
+                  "Lee: Spearman of cosine vs the mean human ratings of the 1,225 pairs.", ""]
         lines += _table(m, [("cosine", "cosine to dense", "{:.4f}"), ("lee_spearman", "Lee Spearman", "{:.4f}"),
                             ("probe_accuracy", "RT probe accuracy", "{:.4f}")], d)
         lines += ["", provenance_line(m["provenance"])]
