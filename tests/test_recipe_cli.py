@@ -50,7 +50,7 @@ def test_shipped_names_are_the_wave_1_recipes():
     ({"prune": {"sparsity": float("nan")}}, r"recipe.prune.sparsity: expected a finite number"),
     ({"prune": {"importance": "taylor9"}}, "unknown criterion 'taylor9'; choose one of: apoz, bn_folded, fpgm, grad"),
     ({"prune": {"method": "snap"}}, "recipe.prune.method: unknown prune method 'snap'; choose one of: at_init"),
-    ({"prune": {"allocation": "layer"}}, "unknown allocation 'layer'; choose one of: global, ratios, threshold, unif"),
+    ({"prune": {"allocation": "layer"}}, "unknown allocation 'layer'; choose one of: global, ratios, row, threshold, unif"),
     ({"train": {"epochs": "ten"}}, "recipe.train.epochs: expected int, got 'ten'"),
     ({"train": {"lr": float("inf")}}, "recipe.train.lr: expected a finite number"),
     ({"model": "resnet9000"}, "unknown model 'resnet9000'; choose one of"),
