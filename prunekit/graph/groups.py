@@ -32,7 +32,10 @@ from prunekit.graph._labels import LabelStore, _components
 from prunekit.graph._trace import Trace, record
 from prunekit.graph._walk import iter_tensors
 
-__all__ = ["DependencyGraph", "Group", "Member", "raise_no_groups", "split_inputs"]
+__all__ = ["UNIT_KINDS", "DependencyGraph", "Group", "Inputs", "Member", "raise_no_groups", "split_inputs"]
+
+#: What the units of a group can be (:meth:`DependencyGraph.unit_kind`).
+UNIT_KINDS = ("heads", "channels")
 
 log = logging.getLogger("prunekit.graph")
 
@@ -80,8 +83,26 @@ class Group:
         return f"Group({self.name!r}, units={self.size}, prunable={self.prunable}, {kind}, members={len(self.members)})"
 
 
+class Inputs:
+    """Positional and keyword inputs of one forward together: ``Inputs(image1, image2, flow_init=f)``.
+
+    A plain tensor, tuple or dict also works as ``example_inputs``; this is for a model that takes both kinds.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args, self.kwargs = tuple(args), dict(kwargs)
+
+    def to_tuple(self) -> tuple:  # what iter_tensors walks
+        return (*self.args, *self.kwargs.values())
+
+    def __repr__(self) -> str:
+        return f"Inputs({len(self.args)} positional, keywords {sorted(self.kwargs)})"
+
+
 def split_inputs(example_inputs: Any) -> tuple[tuple, dict]:
-    """A tensor -> ``(t,)``; a tuple/list -> positional args; a dict -> keyword args."""
+    """A tensor -> ``(t,)``; a tuple/list -> positional args; a dict -> keyword args; :class:`Inputs` -> both."""
+    if isinstance(example_inputs, Inputs):
+        return example_inputs.args, dict(example_inputs.kwargs)
     if isinstance(example_inputs, torch.Tensor):
         return (example_inputs,), {}
     if isinstance(example_inputs, Mapping):
@@ -89,8 +110,8 @@ def split_inputs(example_inputs: Any) -> tuple[tuple, dict]:
     if isinstance(example_inputs, (tuple, list)):
         return tuple(example_inputs), {}
     raise ConfigError(
-        f"example_inputs must be a tensor, a tuple of positional inputs or a dict of keyword inputs, "
-        f"not {type(example_inputs).__name__}"
+        f"example_inputs must be a tensor, a tuple of positional inputs, a dict of keyword inputs or "
+        f"prunekit.Inputs(*args, **kwargs), not {type(example_inputs).__name__}"
     )
 
 
@@ -320,6 +341,14 @@ class DependencyGraph:
 
     def prunable_groups(self, exact_only: bool = True) -> list[Group]:
         return [g for g in self.groups if g.prunable and (g.exact or not exact_only)]
+
+    def unit_kind(self, group: Group) -> str:
+        """What the units of ``group`` are: ``"heads"`` (a module reshaped them into attention heads) or
+        ``"channels"`` (anything else: FFN neurons of a transformer, channels of a CNN)."""
+        if not self._splits:
+            return "channels"
+        head_ids = np.concatenate([ids.ravel() for _, ids, _ in self._splits])
+        return "heads" if np.isin(group.units, head_ids).any() else "channels"
 
     def run_shape_only(self) -> Any:
         """Runs the model on the example inputs, shape-only, in eval mode; returns its outputs (values made up).
