@@ -442,8 +442,8 @@ def _excluded_modules(model: nn.Module, exclude: Iterable[str | type]) -> set[in
     modules = dict(model.named_modules())
     out: set[int] = set()
     for e in exclude:
-        if isinstance(e, type):
-            out.update(id(m) for m in modules.values() if isinstance(m, e))
+        if isinstance(e, type):  # a module of that type and everything inside it, as for a name
+            out.update(id(sub) for m in modules.values() if isinstance(m, e) for sub in m.modules())
         elif e in modules:
             out.update(id(m) for m in modules[e].modules())
         else:
