@@ -232,6 +232,7 @@ ROWS: list[tuple[str, str, Callable[[], tuple[str, list[str]]]]] = [
     ("single-weight criteria", "`python bench/weight_criteria.py`", weight_criteria),
     ("BN re-estimation after pruning", "`python bench/bn_recalibration.py`", bn_recalibration),
     ("pruning regimes", "`python bench/regimes.py`", regimes),
+    ("one-shot Wanda / SparseGPT", "`python bench/oneshot.py`", oneshot),
 ]
 
 
