@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -97,11 +98,8 @@ def _torch_row(v: TorchVariant, data: Any, batches: Sequence[int]) -> dict:
 def _time_all(rows: dict, sessions: dict, variants: dict, x_test, batches, threads, repeats) -> None:
     for b in batches:
         x = x_test[:1].expand(b, *x_test.shape[1:]).contiguous()
-        runners = {}
-        for k, v in variants.items():
-            runners[k] = (lambda m, x: lambda: m(x))(v.at(b).eval(), x)
-        for k, s in sessions.items():
-            runners[k] = (lambda s, f: lambda: s.run(None, f))(s, feeds(s, x))
+        runners = {k: functools.partial(v.at(b).eval(), x) for k, v in variants.items()}
+        runners.update({k: functools.partial(s.run, None, feeds(s, x)) for k, s in sessions.items()})
         with torch_threads(threads):
             times = time_runners(runners, batch=b, threads=threads, repeats=repeats)
         for k, t in times.items():

@@ -4,8 +4,8 @@ weight sharing and the Huffman code: relative indices and int8 values, then a ge
 Every floating tensor of the state dict is stored as
 
 - its non-zero entries, quantised to int8 with one symmetric scale per output row (dim 0) for a weight of two or
-  more dimensions, ``scale_r = max_j |w_rj| / 127`` (stored as fp16), ``q = round(w / scale_r)`` (a tensor of one dimension, e.g. a
-  bias, keeps fp32: it is small and quantising it moves every output);
+  more dimensions, ``scale_r = max_j |w_rj| / 127`` (stored as fp16), ``q = round(w / scale_r)`` (a tensor of one
+  dimension, e.g. a bias, keeps fp32: it is small and quantising it moves every output);
 - where they are: the gaps between the flat positions of consecutive non-zeros (the first counted from -1), each
   written as a LEB128 varint, so a gap below 128 costs one byte (at 98% sparsity the mean gap is 50);
 
