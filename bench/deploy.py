@@ -59,7 +59,8 @@ def run_job(model: str, seed: int) -> dict:
     out["dense"] = {k: rep["dense"][k] for k in SIDE}
     out["pruned"] = {k: rep["pruned"][k] for k in SIDE}
     for b in out["deploy"].get("sparse_kernels", {}).values():
-        b["decisions"] = [{k: d[k] for k in ("layer", "shape", "sparsity", "chosen", "speedup")} for d in b["decisions"]]
+        b["decisions"] = [{k: d[k] for k in ("layer", "shape", "sparsity", "chosen", "speedup")}
+                          for d in b["decisions"]]
     return {"job": model, "recipe": name, "export_override": export, "seed": seed, "report": out,
             "seconds": time.perf_counter() - start}
 
@@ -113,8 +114,9 @@ def targets(by_model: dict[str, list[dict]]) -> list[str]:
     if res:
         for b in ("1", "256"):
             sp = [_ratio(r, "dense", "int8", b) for r in res]
+            miss = f"{min(sp):.2f}× at worst, {4 - min(sp):.2f}× short"
             out.append(f"| resnet_mini int8 (ORT) ≥ 4× faster than dense fp32 (ORT), batch {b} | "
-                       f"{', '.join(f'{v:.2f}×' for v in sp)} | {verdict(min(sp) >= 4, f'{min(sp):.2f}× at worst, {4 - min(sp):.2f}× short')} |")
+                       f"{', '.join(f'{v:.2f}×' for v in sp)} | {verdict(min(sp) >= 4, miss)} |")
         loss = [100 * (r["deploy"]["table"]["dense_torch"]["accuracy"] - r["deploy"]["table"]["int8"]["accuracy"])
                 for r in res]
         out.append(f"| resnet_mini int8 ≤ 0.5 pt accuracy loss | {', '.join(f'{v:+.2f} pt' for v in loss)} | "
@@ -126,8 +128,8 @@ def targets(by_model: dict[str, list[dict]]) -> list[str]:
                    f"{verdict(min(comp) >= 50, f'{min(comp):.1f}×')} |")
         t = [r["deploy"]["table"] for r in lenet]
         small = [x["dense_torch"]["size_bytes"] / x["sparse_int8"]["size_bytes"] for x in t]
-        out.append(f"| sparse int8 file ≥ 100× smaller than the dense fp32 safetensors | "
-                   f"{', '.join(f'{v:.0f}× ({x['sparse_int8']['size_bytes']:,} B)' for v, x in zip(small, t, strict=True))} | "
+        cells = ", ".join(f"{v:.0f}× ({x['sparse_int8']['size_bytes']:,} B)" for v, x in zip(small, t, strict=True))
+        out.append(f"| sparse int8 file ≥ 100× smaller than the dense fp32 safetensors | {cells} | "
                    f"{verdict(min(small) >= 100, f'{min(small):.0f}× at worst')} |")
         loss = [100 * (x["dense_torch"]["accuracy"] - x["sparse_int8"]["accuracy"]) for x in t]
         out.append(f"| sparse int8 model ≤ 1 pt accuracy loss | {', '.join(f'{v:+.2f} pt' for v in loss)} | "
@@ -140,10 +142,11 @@ def targets(by_model: dict[str, list[dict]]) -> list[str]:
         diff = max(k["max_abs_diff"] for r in lenet for k in r["deploy"]["sparse_kernels"].values())
         out.append(f"| sparse-kernel outputs equal the masked model's | max abs diff {diff:.1e} | "
                    f"{verdict(diff <= 1e-4, f'{diff:.1e}')} |")
-    rel = max(e["max_rel"] for runs in by_model.values() for r in runs for e in r["report"]["deploy"]["exports"].values())
+    rel = max(e["max_rel"] for runs in by_model.values() for r in runs
+              for e in r["report"]["deploy"]["exports"].values())
     out.append(f"| every fp32 export matches PyTorch (max rel diff ≤ 1e-4) | worst {rel:.1e} over all runs | "
                f"{verdict(rel <= 1e-4, f'{rel:.1e}')} |")
-    out.append(f"| pruned MiniLM + dynamic int8 ≥ 4× at batch 32, seq 128, ≤ 1.5 pt | – | not measured (blocked) |")
+    out.append("| pruned MiniLM + dynamic int8 ≥ 4× at batch 32, seq 128, ≤ 1.5 pt | – | not measured (blocked) |")
     return out
 
 
@@ -162,16 +165,18 @@ def render(result: dict) -> str:
            f"jobs (1-minute load average {min(loads):.1f}–{max(loads):.1f} while the tables were timed), which "
            "inflates wall time far more than CPU time. CPU ms below: median over seeds of each run's median; speed-ups:"
            " ratio of CPU times within one run, median over seeds. Accuracy: test split, in the backend named, mean ± "
-           "sd over seeds. Size: bytes on disk (the PyTorch rows: the fp32 safetensors of the state dict); zipped: that "
-           "file deflated (level 9).", ""]
+           "sd over seeds. Size: bytes on disk (the PyTorch rows: the fp32 safetensors of the state dict); zipped: "
+           "that file deflated (level 9).", ""]
     for model, runs in by_model.items():
         r0 = runs[0]
         rep = r0["report"]
         extra = f", {rep['macs_reduction']:.2f}× fewer MACs" if rep.get("macs_reduction") else ""
-        out += [f"## {model} (`{r0['recipe']}`{' with the export section ' + json.dumps(r0['export_override']) if r0['export_override'] else ''})",
-                "", f"Sparsity {rep['sparsity']:.2%}, compression {rep['compression']:.1f}×{extra}; seeds "
-                f"{', '.join(str(r['seed']) for r in runs)}; dense accuracy {_spread([r['report']['dense']['accuracy'] for r in runs])}.", "",
-                *model_table(runs), ""]
+        override = f" with the export section `{json.dumps(r0['export_override'])}`" if r0["export_override"] else ""
+        seeds = ", ".join(str(r["seed"]) for r in runs)
+        dense = _spread([r["report"]["dense"]["accuracy"] for r in runs])
+        out += [f"## {model} (`{r0['recipe']}`{override})", "",
+                f"Sparsity {rep['sparsity']:.2%}, compression {rep['compression']:.1f}×{extra}; seeds {seeds}; dense "
+                f"accuracy {dense}.", "", *model_table(runs), ""]
     out += ["## Targets (issue 13)", "", *targets(by_model), "", "## Pruned MiniLM", "", result["minilm"], ""]
     if result.get("kernels"):
         out += ["## Sparse Linear kernels vs dense (torch, 1 thread, timed side by side)", "",
@@ -190,7 +195,8 @@ def assemble() -> None:
         k = json.loads(kfile.read_text())
         result["kernels"] = k["kernels"]
         p = k.get("provenance", {})
-        result["kernels_command"] = f"`{p.get('command')}`, commit {str(p.get('commit'))[:10]}, load {p.get('loadavg_start')}"
+        result["kernels_command"] = (f"`{p.get('command')}`, commit {str(p.get('commit'))[:10]}, load "
+                                     f"{p.get('loadavg_start')}")
     old = RESULTS / "deploy.json"
     if old.exists():
         result["notes"] = json.loads(old.read_text()).get("notes", [])
