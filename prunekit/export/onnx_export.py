@@ -262,7 +262,8 @@ def _try(export: Callable, twin, example, path: Path, input_names, output_names,
         except Exception as e:  # the exporters raise many types; the message is what helps
             raise ExportError(f"{export.__name__.strip('_')} export failed: {type(e).__name__}: "
                               f"{str(e).strip().splitlines()[0] if str(e).strip() else ''} (fix: write that op with "
-                              "standard torch ops, or try the other exporter: exporter='dynamo' / 'torchscript')") from e
+                              "standard torch ops, or try the other exporter: exporter='dynamo' / 'torchscript')"
+                              ) from e
         try:
             session = ort_session(tmp)
         except Exception as e:  # onnxruntime raises its own types for ops it cannot load
