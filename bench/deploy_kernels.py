@@ -20,8 +20,9 @@ LeNet-300-100 and resnet_mini (random init: latency only, no accuracy) on
 QDQ (per-channel, calibrated on 256 random inputs) and dynamic, and the three files timed side by
 side in ONNX Runtime with one intra-op thread at batch 1 and 256.
 
-Tables 1 and 2 rank and compare by the CPU time of the timing thread (``time.thread_time``), the clock that
-barely moves when other processes share the CPU; wall times are recorded beside it.
+Tables 1 and 2 rank and compare by CPU time (``time.process_time`` per call, one thread,
+:func:`prunekit.export.time_runners`), the clock that barely moves when other processes share the CPU; wall times
+are recorded beside it.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/deploy_kernels.py      # bench/results/deploy_kernels.{json,md}
 """
@@ -33,6 +34,7 @@ import os
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -46,10 +48,10 @@ from prunekit.export import (
     export_onnx,
     quantize_onnx,
     sparsify_for_cpu,
+    time_runners,
 )
 from prunekit.export.onnx_export import plain_copy
 from prunekit.export.sparse import bsr_blocksize, torch_threads
-from prunekit.measure import compare_latency
 from prunekit.models import build_model
 from prunekit.pruners import UnstructuredConfig, UnstructuredPruner
 
@@ -84,16 +86,20 @@ def kernel_cell(layer: nn.Linear, sparsity: float, batch: int, repeats: int) -> 
     want = layer(x.expand(batch, -1))
     for k, m in kernels.items():
         assert torch.allclose(m(x.expand(batch, -1)), want, atol=1e-4), k  # never time a wrong kernel
-    once = {k: compare_latency([m], x, batch=batch, warmup=1, repeats=1)[0].thread_cpu_ms for k, m in kernels.items()}
+    xb = x.expand(batch, -1).contiguous()
+    once = {k: t.cpu_ms for k, t in time_runners({k: partial(m, xb) for k, m in kernels.items()}, batch=batch,
+                                                  threads=1, warmup=1, repeats=1).items()}
     kept = [k for k in kernels if once[k] <= 3 * min(once.values())]
-    times = compare_latency([layer, *(kernels[k] for k in kept)], x, batch=batch, warmup=1, repeats=repeats)
-    ms = {k: t.median_ms for k, t in zip(kept, times[1:], strict=True)}
-    cpu = {k: t.thread_cpu_ms for k, t in zip(kept, times[1:], strict=True)}
+    runners = {"dense": partial(layer, xb), **{k: partial(kernels[k], xb) for k in kept}}
+    times = time_runners(runners, batch=batch, threads=1, warmup=1, repeats=repeats)
+    dense = times.pop("dense")
+    ms = {k: t.median_ms for k, t in times.items()}
+    cpu = {k: t.cpu_ms for k, t in times.items()}
     best = min(cpu, key=cpu.get)  # ranked by CPU time: wall time on a shared machine grows with the load
-    return {"batch": batch, "dense_ms": times[0].median_ms, "kernels_ms": ms, "dense_cpu_ms": times[0].thread_cpu_ms,
+    return {"batch": batch, "dense_ms": dense.median_ms, "kernels_ms": ms, "dense_cpu_ms": dense.cpu_ms,
             "kernels_cpu_ms": cpu, "screened_out": sorted(set(once) - set(kept)), "best": best,
             "blocksize": block if best.startswith("bsr") else None, "sparse_ms": ms[best], "sparse_cpu_ms": cpu[best],
-            "speedup": times[0].thread_cpu_ms / cpu[best], "clock": "thread_cpu",
+            "speedup": dense.cpu_ms / cpu[best], "clock": "process_cpu",
             "weight_sparsity": float((w == 0).float().mean())}
 
 
@@ -123,12 +129,15 @@ def model_table(sparsities, batches, repeats: int) -> list[dict]:
         for b in batches:
             res = sparsify_for_cpu(model, b, x, repeats=repeats)
             # the baseline is the masked model as deployed: masks folded in, no mask hooks, dense kernels
-            masked, sparse = compare_latency([plain_copy(model, fold_bn=False), res.model], x, batch=b,
-                                             repeats=repeats)
+            xb = x[:1].expand(b, *x.shape[1:]).contiguous()
+            masked_model = plain_copy(model, fold_bn=False)
+            t = time_runners({"masked": partial(masked_model, xb), "sparse": partial(res.model, xb)}, batch=b,
+                             threads=1, repeats=repeats)
+            masked, sparse = t["masked"], t["sparse"]
             rows.append({"model": "lenet300", "sparsity": s, "batch": b, "masked_ms": masked.median_ms,
-                         "sparse_ms": sparse.median_ms, "masked_cpu_ms": masked.thread_cpu_ms,
-                         "sparse_cpu_ms": sparse.thread_cpu_ms, "clock": "thread_cpu",
-                         "speedup": masked.thread_cpu_ms / sparse.thread_cpu_ms,
+                         "sparse_ms": sparse.median_ms, "masked_cpu_ms": masked.cpu_ms,
+                         "sparse_cpu_ms": sparse.cpu_ms, "clock": "process_cpu",
+                         "speedup": masked.cpu_ms / sparse.cpu_ms,
                          "replaced": res.replaced(), "max_abs_diff": res.max_abs_diff,
                          "decisions": [d.to_dict() for d in res.decisions], "loadavg": os.getloadavg()[0]})
             print(f"lenet300 {s:.0%} b{b}: masked {masked.median_ms:.3f} ms, sparse {sparse.median_ms:.3f} ms, "
@@ -161,12 +170,13 @@ def ort_table(modes: dict[str, tuple[str, ...]], batches: list[int], repeats: in
 
 def kernel_table_lines(rows: list[dict]) -> list[str]:
     """The sparse-kernel table (also embedded in bench/results/deploy.md). Rows measured with the CPU-time clock
-    (``clock: thread_cpu``) give CPU ms, wall ms in brackets, and the speed-up by CPU time."""
-    cpu = bool(rows) and rows[0].get("clock") == "thread_cpu"
+    (``clock: process_cpu``) give CPU ms, wall ms in brackets, and the speed-up by CPU time."""
+    cpu = bool(rows) and rows[0].get("clock") == "process_cpu"
     if cpu:
-        head = ["Speed-up = dense median CPU time / fastest sparse kernel's median CPU time (`time.thread_time` of "
-                "the one timing thread per call; the median wall time in brackets); `best` is that kernel (BSR block "
-                "in brackets); `load` is the 1-minute load average when the row was measured.", "",
+        head = ["Speed-up = dense median CPU time / fastest sparse kernel's median CPU time (`time.process_time` per "
+                "call, 1 thread, each timed call after an untimed one so that every kernel finds its weights in cache; "
+                "the median wall time in brackets); `best` is that kernel (BSR block in brackets); `load` is the "
+                "1-minute load average when the row was measured.", "",
                 "| out×in | sparsity | pattern | batch | dense CPU ms (wall) | sparse CPU ms (wall) | best | speed-up "
                 "| load |", "|---|---|---|---|---|---|---|---|---|"]
     else:

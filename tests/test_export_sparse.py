@@ -115,12 +115,12 @@ def test_sparse_layers_are_dropped_when_the_whole_model_is_not_faster(monkeypatc
 
     from prunekit.export import sparse as sparse_mod
 
-    def fake(models, *_a, **_k):  # every layer faster sparse, the whole model slower sparse
-        whole = isinstance(models[0], nn.Sequential)
-        return [SimpleNamespace(median_ms=(1.0 if whole else 2.0) if i == 0 else (1.5 if whole else 1.0))
-                for i in range(len(models))]
+    def fake(runners, **_k):  # every layer faster sparse, the whole model slower sparse
+        whole = isinstance(runners["dense"].func, nn.Sequential)
+        return {k: SimpleNamespace(cpu_ms=(1.0 if whole else 2.0) if k == "dense" else (1.5 if whole else 1.0))
+                for k in runners}
 
-    monkeypatch.setattr(sparse_mod, "compare_latency", fake)
+    monkeypatch.setattr(sparse_mod, "time_runners", fake)
     model = _mlp()
     UnstructuredPruner(model, UnstructuredConfig(allocation="uniform")).prune_to(0.9)
     res = sparsify_for_cpu(model, 4, torch.randn(2, 256))

@@ -92,7 +92,7 @@ def test_runners_are_timed_in_turn_with_wall_and_cpu_time():
     x = torch.randn(64, 256)
     times = time_runners({"a": lambda: (calls.append("a"), a(x)), "b": lambda: calls.append("b")}, batch=64,
                          threads=1, warmup=1, repeats=5)
-    assert calls == ["a", "b"] * 6  # one warm-up round, then alternating
+    assert calls == ["a", "b"] + ["a", "a", "b", "b"] * 5  # a warm-up round, then alternating (untimed, timed)
     assert set(times) == {"a", "b"} and times["a"].repeats == 5 and times["a"].batch == 64
     assert times["a"].cpu_ms > 0 and times["a"].median_ms > times["b"].median_ms
     with pytest.raises(ConfigError, match="nothing to time"):

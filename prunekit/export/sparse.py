@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -32,7 +33,7 @@ from torch import nn
 
 from prunekit.errors import ConfigError, ExportError
 from prunekit.export.onnx_export import plain_copy
-from prunekit.measure.latency import compare_latency
+from prunekit.export.timing import time_runners
 from prunekit.registry import Registry
 
 __all__ = ["KERNELS", "SparseDecision", "SparseKernel", "SparseLinear", "SparsifyResult", "bsr_blocksize",
@@ -159,7 +160,7 @@ class SparseDecision:
     Attributes:
         layer: module name; ``kind``: ``linear`` or ``conv1x1``; ``shape``: weight (out, in).
         sparsity: fraction of zero weights.
-        dense_ms: median time of the dense layer at ``batch``; ``sparse_ms``: of the fastest sparse
+        dense_ms: median CPU ms (the process's) of the dense layer at ``batch``; ``sparse_ms``: of the fastest sparse
             kernel (``kernel``, with ``blocksize`` for BSR); ``kernels_ms``: every kernel tried.
         chosen: ``dense`` or the kernel that replaced the layer.
     """
@@ -190,8 +191,8 @@ class SparsifyResult:
     difference to the masked model on the example inputs, and the whole-model check.
 
     Attributes:
-        dense_ms, sparse_ms: the whole model with dense kernels and with the chosen sparse layers, timed side by
-            side at the batch size (None when no layer was chosen).
+        dense_ms, sparse_ms: median CPU ms of the whole model with dense kernels and with the chosen sparse layers,
+            timed side by side at the batch size (None when no layer was chosen).
         applied: the sparse layers were kept: False when the whole sparse model was not measured faster than the
             dense one (then ``model`` has dense kernels throughout, and the per-layer ``chosen`` stays as measured).
     """
@@ -258,9 +259,9 @@ def _time_layer(name: str, module: nn.Module, x: torch.Tensor, batch: int, min_s
         for k, m in list(candidates.items()):
             if not torch.allclose(m(sample), want, rtol=1e-4, atol=1e-5):  # never keep a kernel that is wrong
                 del candidates[k]
-    times = compare_latency([module, *candidates.values()], sample, batch=batch, repeats=repeats)
-    dense_ms = times[0].median_ms
-    kernels_ms = {k: t.median_ms for k, t in zip(candidates, times[1:], strict=True)}
+    times = _time_models({"dense": module, **candidates}, sample, batch, repeats)
+    dense_ms = times.pop("dense")
+    kernels_ms = times
     best = min(kernels_ms, key=kernels_ms.get) if kernels_ms else None
     faster = best is not None and kernels_ms[best] < dense_ms
     kind = "linear" if isinstance(module, nn.Linear) else "conv1x1"
@@ -320,14 +321,24 @@ def sparsify_for_cpu(model: nn.Module, batch_size: int, example_inputs: torch.Te
     if not diff <= atol:
         raise ExportError(f"the sparse model's outputs differ from the masked model's by {diff:.3g} > atol {atol:g} "
                           f"(replaced layers: {', '.join(swaps)})")
-    if len(example) > 1:  # compare_latency times single-input models; the per-layer decisions stand
+    if len(example) > 1:  # the whole-model timing builds single-input batches; the per-layer decisions stand
         return SparsifyResult(sparse, decisions, diff, threads, applied=True)
     # layers measured one by one can still lose as a whole (caches, call overhead): check the whole model too
     with torch_threads(threads):
-        dense_t, sparse_t = compare_latency([twin, sparse], example[0], batch=batch_size, repeats=repeats)
-    applied = sparse_t.median_ms < dense_t.median_ms
+        t = _time_models({"dense": twin, "sparse": sparse}, example[0], batch_size, repeats)
+    applied = t["sparse"] < t["dense"]
     return SparsifyResult(sparse if applied else twin, decisions, diff if applied else 0.0, threads,
-                          dense_t.median_ms, sparse_t.median_ms, applied)
+                          t["dense"], t["sparse"], applied)
+
+
+@torch.no_grad()
+def _time_models(models: dict[str, nn.Module], example: torch.Tensor, batch: int, repeats: int) -> dict[str, float]:
+    """Median CPU ms per forward of each model on ``batch`` copies of the first sample, timed side by side
+    (:func:`~prunekit.export.timing.time_runners`: the CPU-time clock, each timed call after an untimed one)."""
+    x = example[:1].expand(batch, *example.shape[1:]).contiguous()
+    runners = {k: functools.partial(m.eval(), x) for k, m in models.items()}
+    return {k: t.cpu_ms for k, t in time_runners(runners, batch=batch, threads=torch.get_num_threads(),
+                                                    repeats=repeats).items()}
 
 
 def _max_diff(a: nn.Module, b: nn.Module, example: tuple[torch.Tensor, ...]) -> float:

@@ -1,7 +1,10 @@
 """Timing models of different runtimes (PyTorch eager, torch sparse kernels, ONNX Runtime sessions) side by side.
 
 Each runner is a no-argument callable that runs one forward pass on a batch already bound to it. The runners are
-called in turn, run by run, so the load of a shared machine hits them alike; each run records its wall time and
+called in turn, run by run, so the load of a shared machine hits them alike. Each turn is one untimed call and then
+the timed one: the timed call finds the runner's weights in cache as a server answering request after request
+would, whatever the runner before it evicted (without it, the first runner of a turn measured 1.5× slower than the
+same computation later in the turn: LeNet-300-100 dense vs masked, batch 1). Each timed run records its wall time and
 the CPU time of the process (``time.process_time``: on a machine other processes share, wall time grows with
 every runnable process while the CPU time of a one-thread forward barely moves — compare by ``cpu_ms``, report
 both). ONNX Runtime with one intra-op thread computes on the calling thread, so its CPU time is counted too.
@@ -58,6 +61,7 @@ def time_runners(runners: Mapping[str, Callable[[], Any]], *, batch: int, thread
     start = time.perf_counter()
     while len(wall[next(iter(runners))]) < repeats or time.perf_counter() - start < min_seconds:
         for name, run in runners.items():
+            run()  # untimed: brings this runner's weights back into cache
             c0, t0 = time.process_time(), time.perf_counter()
             run()
             t1, c1 = time.perf_counter(), time.process_time()

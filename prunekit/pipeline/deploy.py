@@ -176,7 +176,7 @@ def sparse_cpu_format(run: Any, saved: Any) -> dict:
         if dense_ms is None:  # no layer was faster sparse: the model stays as it is
             with torch_threads(run.recipe.export.threads):
                 dense_ms = sparse_ms = compare_latency([model], data.x_test[:1], batch=b,
-                                                       repeats=m.latency_repeats)[0].median_ms
+                                                       repeats=m.latency_repeats)[0].cpu_ms
         out["batches"][str(b)] = {"dense_ms": dense_ms, "sparse_ms": sparse_ms, "applied": res.applied,
                                   "speedup": dense_ms / sparse_ms, "replaced": res.replaced(),
                                   "max_abs_diff": res.max_abs_diff, "decisions": [d.to_dict() for d in res.decisions]}
