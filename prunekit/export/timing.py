@@ -42,8 +42,12 @@ def time_runners(runners: Mapping[str, Callable[[], Any]], *, batch: int, thread
 
     Args:
         runners: name → a callable that runs one forward pass of ``batch`` samples.
-        batch, threads: recorded with the result (the caller sets the thread counts).
+        batch: recorded with the result (the runners hold their batch).
+        threads: recorded with the result (the caller sets the thread counts).
         warmup: untimed calls of each runner first.
+        repeats: timed calls of each runner (at least).
+        min_seconds: keep timing until this much time has passed.
+        device: recorded with the result.
 
     Returns:
         name → :class:`~prunekit.measure.Latency` (``median_ms`` wall, ``cpu_ms`` process CPU time per run).
