@@ -38,13 +38,16 @@ if TYPE_CHECKING:
         list_criteria,
         prune_,
     )
+    from prunekit.structured.hf import save_hf
     from prunekit.structured.serialize import load_pruned, save_pruned
 
 #: public name -> the module that defines it (loaded on first access)
 _API = {**{name: "prunekit.api" for name in ("Budget", "Calibration", "PruneResult", "StructuredConfig",
                                              "UnstructuredConfig", "list_criteria", "prune_")},
         # the one saved-model format (pruned.json + model.safetensors); loading never runs code a file names
-        "load_pruned": "prunekit.structured.serialize", "save_pruned": "prunekit.structured.serialize"}
+        "load_pruned": "prunekit.structured.serialize", "save_pruned": "prunekit.structured.serialize",
+        # a transformers model as a plain Hugging Face directory (loads without prunekit)
+        "save_hf": "prunekit.structured.hf"}
 
 __all__ = [
     "__version__",
@@ -65,6 +68,7 @@ __all__ = [
     "TrainingDivergedError",
     "UnsupportedOpError",
     "load_pruned",
+    "save_hf",
     "save_pruned",
 ]
 

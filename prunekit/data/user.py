@@ -26,8 +26,14 @@ def _from_arrays(name: str, arrays: dict[str, torch.Tensor]) -> DataSplits:
     if full <= keys:
         t = {k: arrays[k] for k in full}
     elif {"x", "y"} <= keys:
-        tr, va, te = split_indices(len(arrays["x"]), (0.7, 0.1, 0.2), 0)
         x, y = arrays["x"], arrays["y"]
+        _check_pair(name, "x", "y", x, y)
+        y = _labels(name, "y", y)
+        if len(x) < _MIN_SAMPLES:
+            raise DataError(f"{name}: {len(x)} samples are too few to split 70/10/20% into non-empty train, "
+                            f"validation and test sets; give at least {_MIN_SAMPLES}, or give x_train, y_train, "
+                            "x_val, y_val, x_test, y_test yourself")
+        tr, va, te = split_indices(len(x), (0.7, 0.1, 0.2), 0)
         t = {"x_train": x[tr], "y_train": y[tr], "x_val": x[va], "y_val": y[va],
              "x_test": x[te], "y_test": y[te]}
     else:
@@ -35,13 +41,52 @@ def _from_arrays(name: str, arrays: dict[str, torch.Tensor]) -> DataSplits:
             f"{name}: expected arrays x, y (or x_train, y_train, x_val, y_val, x_test, y_test); "
             f"found {sorted(keys)}"
         )
+    for split in ("train", "val", "test"):
+        _check_pair(name, f"x_{split}", f"y_{split}", t[f"x_{split}"], t[f"y_{split}"])
     xs = {k: v.float() for k, v in t.items() if k.startswith("x")}
-    ys = {k: v.long() for k, v in t.items() if k.startswith("y")}
-    if any(v.dim() != 1 for v in ys.values()):
-        raise DataError(f"{name}: labels must be 1-D class indices")
+    ys = {k: _labels(name, k, v) for k, v in t.items() if k.startswith("y")}
     num_classes = int(max(int(v.max()) for v in ys.values())) + 1
+    if num_classes < 2:
+        raise DataError(f"{name}: every label is 0, a single class; a classifier needs at least 2 classes")
+    if num_classes > _MAX_CLASSES:
+        raise DataError(f"{name}: the largest label is {num_classes - 1}, so the model would get {num_classes:,} "
+                        f"outputs; labels must be class indices 0..C-1 (at most {_MAX_CLASSES:,} classes)")
     return DataSplits(name, xs["x_train"], ys["y_train"], xs["x_val"], ys["y_val"], xs["x_test"],
                       ys["y_test"], num_classes)
+
+
+_MIN_SAMPLES = 10
+_MAX_CLASSES = 100_000
+
+
+def _check_pair(name: str, xk: str, yk: str, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Inputs and labels of one split: as many of each, at least one, finite inputs."""
+    if x.dim() < 1 or y.dim() != 1:
+        raise DataError(f"{name}: {yk} must be 1-D class indices and {xk} one row per sample; got shapes "
+                        f"{list(x.shape)} and {list(y.shape)}")
+    if len(x) != len(y):
+        raise DataError(f"{name}: {xk} has {len(x)} samples but {yk} has {len(y)} labels; give one label per sample")
+    if len(x) == 0:
+        raise DataError(f"{name}: {xk} is empty")
+    if x.is_floating_point() or x.is_complex():
+        bad = int((~torch.isfinite(x)).sum())
+        if bad:
+            raise DataError(f"{name}: {xk} holds {bad} NaN or infinite values; clean or impute them first")
+
+
+def _labels(name: str, key: str, y: torch.Tensor) -> torch.Tensor:
+    """Class indices 0..C-1 as int64; fractional or negative labels are refused, not truncated."""
+    if y.dtype == torch.bool or y.is_complex():
+        raise DataError(f"{name}: {key} is {y.dtype}; labels must be integer class indices 0..C-1")
+    if y.is_floating_point():
+        if not bool(torch.isfinite(y).all()) or not bool((y == y.round()).all()):
+            frac = y[torch.isfinite(y) & (y != y.round())][:3].tolist()
+            raise DataError(f"{name}: {key} holds non-integer labels (e.g. {frac}); labels must be integer class "
+                            "indices 0..C-1 (this is classification, not regression)")
+    if bool((y < 0).any()):
+        raise DataError(f"{name}: {key} holds negative labels (smallest {int(y.min())}); labels must be class "
+                        "indices 0..C-1")
+    return y.long()
 
 
 @DATASETS.register("tensors")

@@ -13,7 +13,7 @@ debug level on the ``prunekit.graph`` logger and counted in :attr:`DependencyGra
 from prunekit.graph._fake import shape_only_forward
 from prunekit.graph._rules.shape import HEAD_ATTRS, INNER_ATTRS
 from prunekit.graph._walk import iter_tensors
-from prunekit.graph.groups import DependencyGraph, Group, Member, raise_no_groups, split_inputs
+from prunekit.graph.groups import UNIT_KINDS, DependencyGraph, Group, Member, raise_no_groups, split_inputs
 from prunekit.graph.replacements import (
     REPLACEMENTS,
     PrunedMultiheadAttention,
@@ -28,6 +28,7 @@ __all__ = [
     "HEAD_ATTRS",
     "INNER_ATTRS",
     "REPLACEMENTS",
+    "UNIT_KINDS",
     "DependencyGraph",
     "Group",
     "Member",

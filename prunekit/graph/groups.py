@@ -32,7 +32,10 @@ from prunekit.graph._labels import LabelStore, _components
 from prunekit.graph._trace import Trace, record
 from prunekit.graph._walk import iter_tensors
 
-__all__ = ["DependencyGraph", "Group", "Member", "raise_no_groups", "split_inputs"]
+__all__ = ["UNIT_KINDS", "DependencyGraph", "Group", "Member", "raise_no_groups", "split_inputs"]
+
+#: What the units of a group can be (:meth:`DependencyGraph.unit_kind`).
+UNIT_KINDS = ("heads", "channels")
 
 log = logging.getLogger("prunekit.graph")
 
@@ -320,6 +323,14 @@ class DependencyGraph:
 
     def prunable_groups(self, exact_only: bool = True) -> list[Group]:
         return [g for g in self.groups if g.prunable and (g.exact or not exact_only)]
+
+    def unit_kind(self, group: Group) -> str:
+        """What the units of ``group`` are: ``"heads"`` (a module reshaped them into attention heads) or
+        ``"channels"`` (anything else: FFN neurons of a transformer, channels of a CNN)."""
+        if not self._splits:
+            return "channels"
+        head_ids = np.concatenate([ids.ravel() for _, ids, _ in self._splits])
+        return "heads" if np.isin(group.units, head_ids).any() else "channels"
 
     def run_shape_only(self) -> Any:
         """Runs the model on the example inputs, shape-only, in eval mode; returns its outputs (values made up).

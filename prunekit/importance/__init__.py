@@ -17,6 +17,7 @@ bn_folded                ✓       weights, example_inputs               BN-fold
 gradient          ✓      ✓       data, labels, gradients               seed 000; Mozer & Smolensky 1989
 taylor            ✓      ✓       data, labels, gradients               Molchanov et al. 2019
 hessian           ✓      ✓       data, labels, gradients               LeCun et al. 1990 (OBD, Fisher diagonal)
+mask_gradient     ✓      ✓       data, labels, gradients               Michel et al. 2019 (head-mask gradient)
 apoz              ✓      ✓       data, activations                     Hu et al. 2016 (Network Trimming)
 mean_activation   ✓      ✓       data, activations                     Molchanov et al. 2017
 mi                ✓      ✓       data, labels, activations             Ganesh et al. 2020 (mutual information)

@@ -5,7 +5,8 @@ criterion runs, :func:`collect_stats` makes one pass over it and records only wh
 criterion declares it needs:
 
 - ``gradients``: per weight, Σ_b |∂L_b/∂w|, Σ_b (∂L_b/∂w)², Σ_b ∂L_b/∂w over mini-batches b, and per
-  group member and unit the per-batch Taylor term (Σ_{s∈unit} g_s w_s)² summed over batches.
+  group member and unit the per-batch term Σ_{s∈unit} g_s w_s summed over batches squared (Taylor) and
+  in absolute value (the gradient of a mask on the unit, Michel et al. 2019).
 - ``activations``: for every layer that *reads* a group's channels (a member on dim 1 of a weight),
   the input it receives, reduced per channel: the fraction of exact zeros (APoZ), the mean |a|, and
   per-sample channel means (for the mutual information with the labels).
@@ -74,6 +75,7 @@ class CalibrationStats:
     grad_sq: dict[str, torch.Tensor] = field(default_factory=dict)
     grad_sum: dict[str, torch.Tensor] = field(default_factory=dict)
     taylor: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
+    gate: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
     zeros: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
     mean_abs: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
     samples: dict[tuple[str, int], list[np.ndarray]] = field(default_factory=dict)
@@ -165,6 +167,7 @@ def _accumulate_gradients(graph: DependencyGraph, model: nn.Module, stats: Calib
             np.add.at(per_unit, m.unit, gw.cpu().numpy().astype(np.float64))
             key = (m.name, m.dim)
             stats.taylor[key] = stats.taylor.get(key, 0) + per_unit ** 2
+            stats.gate[key] = stats.gate.get(key, 0) + np.abs(per_unit)
 
 
 def collect_stats(model: nn.Module, graph: DependencyGraph, calibration: Calibration,

@@ -2,15 +2,16 @@
 
 Notation: w a weight, g_b = ∂L_b/∂w on calibration mini-batch b (B mini-batches).
 
-=========  ====================================================  ===============================================
-name       group form (per unit, per member)                     single-weight form
-=========  ====================================================  ===============================================
-gradient   (1/B) Σ_b mean_{s∈u} |g_{b,s}|                         (1/B) Σ_b |g_b|   (seed 000; Mozer 1989)
-taylor     (1/B) Σ_b (Σ_{s∈u} g_{b,s} w_s)²  (Molchanov 2019)    (1/B) Σ_b (g_b w)²  (the same, a unit of one)
-hessian    Σ_{s∈u} ½ F_s w_s², F = (1/B) Σ_b g_b²  (OBD, 1990)   ½ F w²
-snip       —                                                     |w ⊙ ∂L/∂w| on one batch (Lee et al. 2019)
-synflow    —                                                     |w ⊙ ∂R/∂w|, R = 1ᵀ∏|θ_l|1 (Tanaka et al. 2020)
-=========  ====================================================  ===============================================
+=============  ====================================================  ===============================================
+name           group form (per unit, per member)                     single-weight form
+=============  ====================================================  ===============================================
+gradient       (1/B) Σ_b mean_{s∈u} |g_{b,s}|                         (1/B) Σ_b |g_b|   (seed 000; Mozer 1989)
+taylor         (1/B) Σ_b (Σ_{s∈u} g_{b,s} w_s)²  (Molchanov 2019)    (1/B) Σ_b (g_b w)²  (the same, a unit of one)
+mask_gradient  (1/B) Σ_b |Σ_{s∈u} g_{b,s} w_s|, readers (Michel)     (1/B) Σ_b |g_b w|
+hessian        Σ_{s∈u} ½ F_s w_s², F = (1/B) Σ_b g_b²  (OBD, 1990)   ½ F w²
+snip           —                                                     |w ⊙ ∂L/∂w| on one batch (Lee et al. 2019)
+synflow        —                                                     |w ⊙ ∂R/∂w|, R = 1ᵀ∏|θ_l|1 (Tanaka et al. 2020)
+=============  ====================================================  ===============================================
 
 For a single weight ``taylor`` and ``hessian`` rank alike (both are proportional to w² · (1/B) Σ_b g_b²:
 OBD with the empirical Fisher is the squared first-order term); for groups they differ.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,6 +35,7 @@ from torch import nn
 from prunekit.graph import Group, Member
 from prunekit.importance._channels import MINI
 from prunekit.importance.base import Importance, MemberScores, ScoreInputs, WeightInputs, per_member
+from prunekit.importance.calibration import consumers
 
 __all__ = ["CRITERIA", "snip_gradients", "synflow_gradients"]
 
@@ -59,6 +62,17 @@ def _taylor_group(inputs: ScoreInputs, group: Group) -> MemberScores:
     b = inputs.stats.batches
     keys = {(m.name, m.dim) for m in group.members}
     return {k: v / b for k, v in inputs.stats.taylor.items() if k in keys}
+
+
+def _mask_gradient_group(inputs: ScoreInputs, group: Group) -> MemberScores:
+    """|∂L/∂ξ_u| of a mask ξ on each unit's output: the input columns of the layers reading the group
+    (attention's output projection for a head, the FFN's second Linear for a neuron)."""
+    b = inputs.stats.batches
+    readers = {(m.name, m.dim) for m, _ in consumers(inputs.graph, list(group.members))}
+    keys = readers or {(m.name, m.dim) for m in group.members}  # nothing reads it through a weight: its producers
+    out = {k: v / b for k, v in inputs.stats.gate.items() if k in keys}
+    # no gradient reached the group (a pooler the loss never reads): a mask on it cannot change the loss
+    return out or np.zeros(group.size)
 
 
 def _hessian_group(inputs: ScoreInputs, group: Group) -> MemberScores:
@@ -104,6 +118,11 @@ def _gradient_weight(w: WeightInputs) -> dict[str, torch.Tensor]:
 def _taylor_weight(w: WeightInputs) -> dict[str, torch.Tensor]:
     f = mean_gradient_stat(w.model, w.names, w.batch, "sq")
     return {n: f[n] * p.detach().pow(2) for n, p in w.params().items()}
+
+
+def _mask_gradient_weight(w: WeightInputs) -> dict[str, torch.Tensor]:
+    g = mean_gradient_stat(w.model, w.names, w.batch, "abs")
+    return {n: g[n] * p.detach().abs() for n, p in w.params().items()}
 
 
 def _hessian_weight(w: WeightInputs) -> dict[str, torch.Tensor]:
@@ -166,6 +185,12 @@ CRITERIA = [
                "First-order Taylor expansion of the loss change, squared per mini-batch (Molchanov et al. 2019, "
                "'Importance Estimation for Neural Network Pruning'): group (1/B) Σ_b (Σ_{s∈u} g_{b,s} w_s)²; weight "
                "(1/B) Σ_b (g_b w)², the same formula for a unit of one weight."),
+    Importance("mask_gradient", GRAD, _mask_gradient_group, _mask_gradient_weight,
+               "Gradient of the loss w.r.t. a mask ξ_u on the unit's output, accumulated in absolute value over "
+               "mini-batches (Michel et al. 2019, 'Are Sixteen Heads Really Better than One?', head importance "
+               "E|∂L/∂ξ_h|): group (1/B) Σ_b |Σ_{s∈u} g_{b,s} w_s| over the input columns of the layers reading "
+               "the unit (a head's output-projection columns, an FFN neuron's output weights); weight "
+               "(1/B) Σ_b |g_b w|, the same for a unit of one weight."),
     Importance("hessian", GRAD, _hessian_group, _hessian_weight,
                "Optimal Brain Damage (LeCun et al. 1990) with the empirical-Fisher Hessian diagonal "
                "F = (1/B) Σ_b g_b²: group Σ_{s∈u} ½ F_s w_s²; weight ½ F w²."),

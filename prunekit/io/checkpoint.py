@@ -7,6 +7,7 @@ into place, so a crash never leaves a half-written file and an existing file is 
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import tempfile
@@ -89,19 +90,53 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return obj
 
 
-def load_weights_into(model: nn.Module, path: str | os.PathLike) -> nn.Module:
-    """Loads the checkpoint at ``path`` into ``model`` (strictly: every key must match)."""
-    state = load_state_dict(path)
-    own = model.state_dict()
+def load_weights_into(model: nn.Module, path: str | os.PathLike,
+                      exclude: tuple[str, ...] | list[str] = ()) -> nn.Module:
+    """Loads the checkpoint at ``path`` into ``model`` strictly: every key must match in name, shape and kind.
+
+    Args:
+        exclude: key patterns (fnmatch, e.g. ``"fc.*"``) left out on both sides: those tensors keep the
+            model's own initialisation — the way to load a fine-tuned backbone whose head has another size.
+
+    Raises:
+        ModelLoadError: naming the first mismatching keys (and the ``exclude`` that would skip them), integer
+            weights where the model holds floats, or NaN/inf weights.
+    """
+    state = _strip_wrapper_prefix(load_state_dict(path), model)
+    skip = lambda k: any(fnmatch.fnmatchcase(k, pat) for pat in exclude)  # noqa: E731
+    own = {k: v for k, v in model.state_dict().items() if not skip(k)}
+    state = {k: v for k, v in state.items() if not skip(k)}
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     bad_shape = [k for k in own if k in state and own[k].shape != state[k].shape]
     if missing or unexpected or bad_shape:
         detail = "; ".join(
-            f"{what}: {', '.join(keys[:5])}{' …' if len(keys) > 5 else ''}"
-            for what, keys in (("missing", missing), ("unexpected", unexpected),
-                               ("wrong shape", bad_shape)) if keys
+            f"{what}: {', '.join(_with_shapes(keys, own, state) if what == 'wrong shape' else keys[:5])}"
+            f"{' …' if len(keys) > 5 else ''}"
+            for what, keys in (("wrong shape", bad_shape), ("missing", missing), ("unexpected", unexpected)) if keys
         )
-        raise ModelLoadError(f"checkpoint {str(path)!r} does not fit the model ({detail})")
-    model.load_state_dict(state)
+        heads = sorted({k.rsplit(".", 1)[0] + ".*" for k in bad_shape + missing + unexpected if "." in k})
+        hint = (f"; if only the head differs (another number of classes), exclude it: {heads[:4]} (recipe: "
+                "model.checkpoint_exclude) and it keeps its fresh initialisation") if 0 < len(heads) <= 4 else ""
+        raise ModelLoadError(f"checkpoint {str(path)!r} does not fit the model ({detail}){hint}")
+    for k, t in state.items():
+        if own[k].is_floating_point() and not (t.is_floating_point()):
+            raise ModelLoadError(f"checkpoint {str(path)!r}: {k!r} is {t.dtype}, but the model holds "
+                                 f"{own[k].dtype} weights there; save the floating-point state dict")
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ModelLoadError(f"checkpoint {str(path)!r}: {k!r} holds NaN or infinite values (a diverged "
+                                 "training?); use a checkpoint with finite weights")
+    model.load_state_dict(state, strict=not exclude)
     return model
+
+
+def _with_shapes(keys: list[str], own: dict, state: dict) -> list[str]:
+    return [f"{k} {list(state[k].shape)} in the file vs {list(own[k].shape)} in the model" for k in keys[:5]]
+
+
+def _strip_wrapper_prefix(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """A state dict saved from ``nn.DataParallel``/DDP (every key starts with ``module.``) loads into the bare model."""
+    if state and all(k.startswith("module.") for k in state) and \
+            not any(k.startswith("module.") for k in model.state_dict()):
+        return {k[len("module."):]: v for k, v in state.items()}
+    return state

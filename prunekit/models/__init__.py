@@ -13,7 +13,7 @@ from torch import nn
 
 from prunekit.errors import ConfigError, ModelLoadError
 from prunekit.io.checkpoint import load_weights_into
-from prunekit.models.builtin import MODELS
+from prunekit.models.builtin import MODELS, check_builtin_kwargs
 
 __all__ = ["MODELS", "build_model", "import_factory"]
 
@@ -56,6 +56,7 @@ def build_model(
             raise ModelLoadError(f"model {name!r}: the factory returned {type(model).__name__}, "
                                  "not a torch.nn.Module")
     else:
+        check_builtin_kwargs(name, kwargs)
         model = MODELS.get(name)(input_shape, num_classes, **kwargs)
     if checkpoint:
         load_weights_into(model, checkpoint)

@@ -19,10 +19,23 @@ from torch import nn
 from prunekit.errors import ConfigError
 from prunekit.registry import Registry
 
-__all__ = ["MODELS", "BasicBlock", "ResNetMini"]
+__all__ = ["MODELS", "BasicBlock", "ResNetMini", "check_builtin_kwargs"]
 
 #: Model factories by name: ``factory(input_shape, num_classes) -> nn.Module``.
 MODELS: Registry = Registry("model")
+
+
+def check_builtin_kwargs(name: str, kwargs: dict) -> None:
+    """Refuses keyword arguments the built-in factory ``name`` does not take (before anything is built)."""
+    import inspect
+
+    params = inspect.signature(MODELS.get(name)).parameters
+    taken = [p for p in list(params)[2:] if params[p].kind in (params[p].KEYWORD_ONLY, params[p].POSITIONAL_OR_KEYWORD)]
+    unknown = sorted(set(kwargs) - set(taken))
+    if unknown:
+        raise ConfigError(f"model {name!r} takes no keyword argument(s) {', '.join(map(repr, unknown))}; "
+                          f"{'it takes: ' + ', '.join(taken) if taken else 'it takes none'} (input_shape and "
+                          "num_classes come from the data)")
 
 
 @MODELS.register("lenet300")

@@ -34,7 +34,7 @@ from prunekit.errors import ConfigError, RecipeError
 from prunekit.export import InferenceConfig
 from prunekit.export.onnx_export import EXPORTERS as ONNX_EXPORTERS
 from prunekit.export.quantize import QUANT_MODES
-from prunekit.models import MODELS
+from prunekit.models.builtin import check_builtin_kwargs
 from prunekit.pipeline.methods import PRUNE_METHODS, PruneMethod
 from prunekit.pipeline.validate import from_dict, to_dict
 from prunekit.recovery import RECOVERY, DistillConfig, RecoveryConfig
@@ -61,7 +61,7 @@ class ModelSection:
 
     def __post_init__(self) -> None:
         if ":" not in self.name:
-            MODELS.get(self.name)
+            check_builtin_kwargs(self.name, self.kwargs)
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,13 @@ from typing import Any
 
 from prunekit.allocation.budget import Budget
 from prunekit.errors import ConfigError, strict_fields
+from prunekit.graph import UNIT_KINDS
 from prunekit.importance import NORMALIZATIONS, REDUCTIONS, get
 from prunekit.pruners.granularity import GRANULARITIES, check_nm, nm_sparsity
 from prunekit.sensitivity import DEFAULT_RATIOS
 
-__all__ = ["UNSTRUCTURED_ALLOCATIONS", "STRUCTURED_ALLOCATIONS", "UnstructuredConfig", "StructuredConfig"]
+__all__ = ["UNSTRUCTURED_ALLOCATIONS", "STRUCTURED_ALLOCATIONS", "UnstructuredConfig", "StructuredConfig",
+           "sparsity_for"]
 
 #: How an unstructured target is spread over layers (``uniform``: every layer the same sparsity;
 #: ``global``: one score threshold over all layers; ``ratios``: a sparsity per layer pattern;
@@ -86,6 +88,32 @@ def _importance(owner: str, value: Any, kind: str) -> None:
         get(value, kind)
     except ConfigError as e:
         raise ConfigError(f"{owner}.importance: {e}") from None
+
+
+def _per_kind(owner: str, value: Mapping) -> dict[str, float]:
+    """``{"heads": 0.5, "channels": 0.25}``, checked: known kinds, fractions that keep a unit of every group."""
+    out = {}
+    for kind, frac in value.items():
+        if kind not in UNIT_KINDS:
+            raise ConfigError(f"{owner}.sparsity[{kind!r}]: unknown kind of unit; kinds are {', '.join(UNIT_KINDS)} "
+                              f"(e.g. sparsity={{'heads': 0.5, 'channels': 0.5}})")
+        if isinstance(frac, (int, float)) and not isinstance(frac, bool) and frac >= 1:
+            what = "head of every attention layer" if kind == "heads" else "unit of every group"
+            raise ConfigError(f"{owner}.sparsity[{kind!r}]={frac!r} would remove every {what} (or more than it "
+                              f"has); a layer keeps at least one: give a fraction below 1, e.g. 0.5 (12 heads -> 6)")
+        _fraction(owner, f"sparsity[{kind!r}]", frac, f"of the {kind} removed")
+        out[kind] = float(frac)
+    if not out:
+        raise ConfigError(f"{owner}.sparsity={{}} prunes nothing: give e.g. {{'heads': 0.5, 'channels': 0.5}}")
+    return out
+
+
+def sparsity_for(config: StructuredConfig, kind: str) -> float:
+    """The fraction of units of ``kind`` that ``config.sparsity`` removes (0 for a kind its mapping leaves out)."""
+    s = config.sparsity
+    if isinstance(s, Mapping):
+        return s.get(kind, 0.0)
+    return 0.0 if s is None else float(s)
 
 
 @strict_fields(_OTHER_KIND["UnstructuredConfig"])
@@ -168,6 +196,11 @@ class StructuredConfig:
     allocation ``uniform``, over all groups with ``global``) or ``budget`` (what the pruned model KEEPS:
     ``Budget(macs_kept=0.5)``, ``Budget(params_kept=0.25)``, ``Budget(latency_ms=20)``).
 
+    ``sparsity`` may also give one fraction per kind of unit (:data:`prunekit.graph.UNIT_KINDS`):
+    ``{"heads": 0.5, "channels": 0.5}`` removes half the attention heads of every attention layer
+    (BERT's 12 → 6) and half the neurons of every other group (a transformer's FFN); a kind left out
+    is not pruned. With ``global`` each kind is ranked over all its groups.
+
     Attributes:
         importance: a criterion with a group form (``prunekit.list_criteria("group")``).
         allocation: ``uniform``, ``global``, ``sensitivity`` (greedy on measured sensitivity curves;
@@ -186,7 +219,7 @@ class StructuredConfig:
         seed: seeds ``random``, sampling and the search.
     """
 
-    sparsity: float | None = None
+    sparsity: float | Mapping[str, float] | None = None
     budget: Budget | None = None
     importance: str = "l2"
     allocation: str = "uniform"
@@ -211,8 +244,11 @@ class StructuredConfig:
         if self.budget is not None and not isinstance(self.budget, Budget):
             raise ConfigError(f"{own}.budget must be a prunekit.Budget, e.g. Budget(macs_kept=0.5); got "
                               f"{self.budget!r}")
-        if self.sparsity is not None:
+        if isinstance(self.sparsity, Mapping):
+            object.__setattr__(self, "sparsity", _per_kind(own, self.sparsity))
+        elif self.sparsity is not None:
             _fraction(own, "sparsity", self.sparsity, "of the prunable units removed")
+        if self.sparsity is not None:
             if self.allocation in ("sensitivity", "search"):
                 raise ConfigError(f"{own}: allocation {self.allocation!r} spreads a budget; give "
                                   f"budget=Budget(macs_kept=...) instead of sparsity=, or allocation 'uniform' "

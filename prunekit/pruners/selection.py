@@ -20,7 +20,7 @@ import numpy as np
 from prunekit.errors import ConfigError
 from prunekit.graph import DependencyGraph, Group
 from prunekit.importance import Calibration, ImportanceConfig, check_needs, score_groups
-from prunekit.pruners.configs import StructuredConfig
+from prunekit.pruners.configs import StructuredConfig, sparsity_for
 
 __all__ = ["importance_config", "select_units"]
 
@@ -58,11 +58,16 @@ def select_units(graph: DependencyGraph, config: StructuredConfig, calibration: 
         check_needs(config.importance, calibration, kind="group")
         scores = score_groups(graph, importance_config(config), calibration, groups)
     scores = {g.name: np.where(g.pinned, np.inf, scores[g.name]) for g in groups}
+    kinds = {g.name: graph.unit_kind(g) for g in groups}
     if config.allocation == "uniform":
-        counts = {g.name: g.size - _n_keep(g.size, int(config.sparsity * g.size), g.prunable, config.round_to)
+        counts = {g.name: g.size - _n_keep(g.size, int(sparsity_for(config, kinds[g.name]) * g.size),
+                                           g.prunable, config.round_to)
                   for g in groups}
     else:
-        counts = _global_counts(groups, scores, config)
+        counts = {}
+        for kind in sorted(set(kinds.values())):
+            same = [g for g in groups if kinds[g.name] == kind]
+            counts.update(_global_counts(same, scores, sparsity_for(config, kind), config.round_to))
     plan = {}
     for g in groups:
         n = counts[g.name]
@@ -87,7 +92,8 @@ def _keep_one_per_member(g: Group, idx: np.ndarray, scores: np.ndarray) -> np.nd
     return np.flatnonzero(gone)
 
 
-def _global_counts(groups: list[Group], scores: dict[str, np.ndarray], config: StructuredConfig) -> dict[str, int]:
+def _global_counts(groups: list[Group], scores: dict[str, np.ndarray], sparsity: float,
+                   round_to: int) -> dict[str, int]:
     pooled = []
     for g in groups:
         s = scores[g.name]
@@ -97,6 +103,6 @@ def _global_counts(groups: list[Group], scores: dict[str, np.ndarray], config: S
     pooled.sort(key=lambda p: p[0])
     total = sum(g.size for g in groups)
     raw: dict[str, int] = {}
-    for _, name in pooled[: int(config.sparsity * total)]:
+    for _, name in pooled[: int(sparsity * total)]:
         raw[name] = raw.get(name, 0) + 1
-    return {g.name: g.size - _n_keep(g.size, raw.get(g.name, 0), g.prunable, config.round_to) for g in groups}
+    return {g.name: g.size - _n_keep(g.size, raw.get(g.name, 0), g.prunable, round_to) for g in groups}
