@@ -41,6 +41,9 @@ OUTSIDE_HF = ["distilbert", "roberta", "albert", "electra", "deberta-v2", "mpnet
               "swin", "resnet", "mobilevit", "segformer", "deit", "whisper", "wav2vec2"]
 
 
+TV_FAMILIES = ("detection", "segmentation", "video", "optical_flow", "quantization")
+
+
 def model_lists() -> dict[str, list[str]]:
     import torchvision
 
@@ -50,6 +53,10 @@ def model_lists() -> dict[str, list[str]]:
         "hf": [f"hf:{n}" for n in HF],
         "detseg": [f"torchvision:{n}" for n in DETSEG],
         "outside": [f"timm:{n}" for n in OUTSIDE_TIMM] + [f"hf:{n}" for n in OUTSIDE_HF],
+        # issue 16: every builder of torchvision's other modules, with the zoo's family inputs (image lists, 5-D
+        # clips, image pairs)
+        **{f"tv_{family}": [f"torchvision:{n}" for n in torchvision.models.list_models(
+            module=getattr(torchvision.models, family))] for family in TV_FAMILIES},
     }
 
 

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         list_criteria,
         prune_,
     )
+    from prunekit.graph import Inputs
     from prunekit.structured.hf import save_hf
     from prunekit.structured.serialize import load_pruned, save_pruned
 
@@ -46,6 +47,8 @@ _API = {**{name: "prunekit.api" for name in ("Budget", "Calibration", "PruneResu
                                              "UnstructuredConfig", "list_criteria", "prune_")},
         # the one saved-model format (pruned.json + model.safetensors); loading never runs code a file names
         "load_pruned": "prunekit.structured.serialize", "save_pruned": "prunekit.structured.serialize",
+        # positional and keyword example inputs together: prune_(model, config, example_inputs=Inputs(a, b, k=c))
+        "Inputs": "prunekit.graph",
         # a transformers model as a plain Hugging Face directory (loads without prunekit)
         "save_hf": "prunekit.structured.hf"}
 
@@ -53,6 +56,7 @@ __all__ = [
     "__version__",
     "Budget",
     "Calibration",
+    "Inputs",
     "PruneResult",
     "StructuredConfig",
     "UnstructuredConfig",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -23,7 +23,7 @@ from torch import nn
 
 from prunekit.errors import ConfigError, ModelLoadError
 
-__all__ = ["ZooModel", "load", "shrink_config"]
+__all__ = ["ZOO_SOURCES", "ZooModel", "build", "load", "preprocessing", "shrink_config"]
 
 
 @dataclass
@@ -33,7 +33,11 @@ class ZooModel:
     spec: str
     model: nn.Module
     example_inputs: Any  # tuple of positional inputs or dict of keyword inputs
-    kind: str  # "image", "detection", "text", "multimodal", "custom"
+    kind: str  # "image", "detection", "segmentation", "video", "optical_flow", "text", "custom"
+    #: modules whose channels must be kept, with the reason (a size the forward uses as a value)
+    pinned: dict[str, str] = field(default_factory=dict)
+    #: submodules compared besides the output (a detector's heads, before its discontinuous post-processing)
+    compare_at: tuple[str, ...] = ()
 
 
 def load(spec: str, image_size: int | None = None, batch: int = 1, small: bool = False) -> ZooModel:
@@ -58,6 +62,93 @@ def load(spec: str, image_size: int | None = None, batch: int = 1, small: bool =
     return _factory(spec, source, name, image_size or 224, batch)
 
 
+#: The zoo prefixes a recipe's ``model`` may name (``hf:`` models in recipes: :mod:`prunekit.models`).
+ZOO_SOURCES = ("torchvision", "timm")
+
+
+def build(spec: str, kwargs: dict[str, Any] | None = None, num_classes: int | None = None) -> nn.Module:
+    """A ``torchvision:NAME`` or ``timm:NAME`` model with the builder's keyword arguments (no weights downloaded).
+
+    ``num_classes`` (from the data) is passed unless ``kwargs`` sets it; a different value there is an error.
+    """
+    source, _, name = spec.partition(":")
+    kwargs = dict(kwargs or {})
+    if num_classes is not None:
+        given = kwargs.setdefault("num_classes", num_classes)
+        if given != num_classes:
+            raise ConfigError(f"model {spec!r}: kwargs num_classes={given!r}, but the data has {num_classes} classes")
+    if source == "torchvision":
+        tv = _need("torchvision", "vision")
+        if name not in tv.models.list_models():
+            raise ConfigError(f"torchvision has no model {name!r}")
+        call = lambda: tv.models.get_model(name, weights=None, **{**tv_kwargs(tv, name), **kwargs})  # noqa: E731
+    elif source == "timm":
+        timm = _need("timm", "vision")
+        if not timm.is_model(name):
+            raise ConfigError(f"timm has no model {name!r}; list them with timm.list_models('{name[:4]}*')")
+        call = lambda: timm.create_model(name, pretrained=False, **kwargs)  # noqa: E731
+    else:
+        raise ConfigError(f"model {spec!r}: the zoo builds {', '.join(s + ':NAME' for s in ZOO_SOURCES)}")
+    try:
+        model = call()
+    except TypeError as e:
+        raise ConfigError(f"model {spec!r} does not take kwargs {sorted(kwargs)}: {e}") from None
+    except Exception as e:
+        raise ModelLoadError(f"model {spec!r} with kwargs {kwargs} failed to build: {type(e).__name__}: {e}") from None
+    _refuse_ignored(spec, model, kwargs)
+    return model
+
+
+def _refuse_ignored(spec: str, model: nn.Module, kwargs: dict[str, Any]) -> None:
+    """Builders that end in ``**kwargs`` accept any name and drop the ones no ``__init__`` reads (torchvision's
+    MobileNetV3 takes ``bogus=1``); a kwarg that no ``__init__`` of the model's classes names is refused."""
+    known: set[str] = set()
+    for cls in type(model).__mro__:
+        init = cls.__dict__.get("__init__")
+        if init is not None:
+            try:
+                known |= set(inspect.signature(init).parameters)
+            except (TypeError, ValueError):
+                return
+    if spec.startswith("torchvision:"):  # the builder's own arguments (trainable_backbone_layers, ...)
+        tv = _need("torchvision", "vision")
+        known |= set(inspect.signature(tv.models.get_model_builder(spec.partition(":")[2])).parameters)
+    if spec.startswith("timm:"):  # create_model's own arguments and those timm routes to every model
+        known |= {"drop_rate", "drop_path_rate", "drop_block_rate", "global_pool", "in_chans", "img_size",
+                  "pretrained_cfg_overlay", "scriptable", "exportable", "no_jit", "features_only"}
+    ignored = sorted(set(kwargs) - known)
+    if ignored:
+        raise ConfigError(f"model {spec!r} ignores kwargs {ignored} (no __init__ of {type(model).__name__} reads "
+                          "them); remove them or check the spelling")
+
+
+def preprocessing(spec: str) -> dict[str, Any]:
+    """The image preprocessing a zoo model's weights were trained with, as ``imagefolder`` options:
+    ``image_size`` (crop), ``resize`` (shorter side before the crop), ``mean``/``std``, ``interpolation``,
+    ``grayscale: False``; ImageNet's defaults where the model names none."""
+    source, _, name = spec.partition(":")
+    out: dict[str, Any] = {"image_size": 224, "resize": 256, "mean": [0.485, 0.456, 0.406],
+                           "std": [0.229, 0.224, 0.225], "interpolation": "bilinear", "grayscale": False}
+    if source == "timm":
+        cfg = _need("timm", "vision").get_pretrained_cfg(name)
+        if cfg is not None:
+            size = int(cfg.input_size[-1])
+            out.update(image_size=size, resize=max(size, int(round(size / (cfg.crop_pct or 0.875)))),
+                       mean=[float(v) for v in cfg.mean], std=[float(v) for v in cfg.std])
+            if cfg.interpolation in ("bilinear", "bicubic", "nearest"):
+                out["interpolation"] = cfg.interpolation
+    elif source == "torchvision":
+        tv = _need("torchvision", "vision")
+        try:
+            t = next(iter(tv.models.get_model_weights(name))).transforms()
+            out.update(image_size=int(t.crop_size[0]), resize=int(t.resize_size[0]),
+                       mean=[float(v) for v in t.mean], std=[float(v) for v in t.std],
+                       interpolation=str(getattr(t.interpolation, "value", "bilinear")))
+        except (ValueError, StopIteration, AttributeError, TypeError, IndexError):
+            pass
+    return out
+
+
 def _need(module: str, extra: str) -> Any:
     try:
         return importlib.import_module(module)
@@ -65,23 +156,62 @@ def _need(module: str, extra: str) -> Any:
         raise ModelLoadError(f"{module} is not installed; install prunekit[{extra}]") from e
 
 
+#: What a torchvision family's models take by default (``--input-shape`` / ``--inputs`` override it).
+_TV_FAMILIES = ("detection", "segmentation", "video", "optical_flow", "quantization")
+
+
+#: A torchvision detector's prediction heads (what its post-processing reads).
+_DETECTION_HEADS = ("head", "rpn.head", "roi_heads.box_predictor", "roi_heads.mask_predictor",
+                    "roi_heads.keypoint_predictor")
+
+
+def tv_family(tv: Any, name: str) -> str:
+    """``detection``, ``segmentation``, ``video``, ``optical_flow``, ``quantization`` or ``image``."""
+    for family in _TV_FAMILIES:
+        if name in tv.models.list_models(module=getattr(tv.models, family)):
+            return family
+    return "image"
+
+
+def tv_kwargs(tv: Any, name: str, size: int | None = None) -> dict[str, Any]:
+    """The builder arguments that keep a torchvision builder offline and small: no backbone weights, detection
+    images resized to ``size`` (not for SSD builders, which fix their own size), float quantizable models."""
+    family, kwargs = tv_family(tv, name), {}
+    if family in ("detection", "segmentation"):
+        kwargs["weights_backbone"] = None
+    if family == "detection" and not name.startswith("ssd") and size is not None:
+        kwargs.update(min_size=size, max_size=size)
+    if family == "quantization":
+        kwargs["quantize"] = False
+    return kwargs
+
+
 def _torchvision(spec: str, name: str, size: int | None, batch: int, small: bool) -> ZooModel:
     tv = _need("torchvision", "vision")
     if name not in tv.models.list_models():
         close = [n for n in tv.models.list_models() if name[:4] in n][:8]
         raise ConfigError(f"torchvision has no model {name!r}" + (f"; similar: {', '.join(close)}" if close else ""))
-    detection = name in tv.models.list_models(module=tv.models.detection)
-    kwargs: dict[str, Any] = {}
-    if detection or name in tv.models.list_models(module=tv.models.segmentation):
-        kwargs["weights_backbone"] = None
-    if detection:
-        kwargs.update(min_size=size or 320, max_size=size or 320)
-    model = tv.models.get_model(name, weights=None, **kwargs).eval()
-    if detection:
-        s = size or 320
-        return ZooModel(spec, model, ([torch.rand(3, s, s) for _ in range(batch)],), "detection")
+    family = tv_family(tv, name)
+    det_size = size or 320
+    model = tv.models.get_model(name, weights=None, **tv_kwargs(tv, name, det_size)).eval()
+    if family == "detection":
+        if name.startswith("ssd"):  # the builder fixes the size its transform resizes to
+            det_size = size or (320 if "320" in name else 300)
+        heads = tuple(n for n in _DETECTION_HEADS if n in dict(model.named_modules()))
+        return ZooModel(spec, model, ([torch.rand(3, det_size, det_size) for _ in range(batch)],), "detection",
+                        compare_at=heads)
+    if family == "video":
+        frames, s = _tv_clip(tv, name, small)
+        s = size or s
+        return ZooModel(spec, model, (torch.randn(batch, 3, frames, s, s),), "video")
+    if family == "optical_flow":  # two frames; RAFT's correlation pyramid needs sides divisible by 8, ≥ 128
+        s = size or 128
+        why = "RAFT divides its correlation volume by √(feature channels), so the feature width is kept"
+        return ZooModel(spec, model, (torch.rand(batch, 3, s, s), torch.rand(batch, 3, s, s)), "optical_flow",
+                        {"feature_encoder.conv": why})
     s = size or getattr(model, "image_size", None) or _tv_size(tv, name, small)
-    return ZooModel(spec, model, (torch.randn(batch, 3, s, s),), "image")
+    return ZooModel(spec, model, (torch.randn(batch, 3, s, s),), "segmentation" if family == "segmentation"
+                    else "image")
 
 
 def _tv_size(tv: Any, name: str, small: bool) -> int:
@@ -90,8 +220,21 @@ def _tv_size(tv: Any, name: str, small: bool) -> int:
         if small:
             return max(int(entry.meta.get("min_size", (32, 32))[0]), 64 if "inception" not in name else 75)
         return int(entry.transforms().crop_size[0])
-    except (ValueError, StopIteration, AttributeError, KeyError):
+    except (ValueError, StopIteration, AttributeError, KeyError, TypeError, IndexError):
         return 64 if small else 224
+
+
+def _tv_clip(tv: Any, name: str, small: bool) -> tuple[int, int]:
+    """(frames, side) of a video model's clip: 16 frames at its weights' crop size; fewer, smaller frames with
+    ``small`` where the model has no fixed size (MViT's positional embedding fixes 16 × 224²; S3D pools 2 × 7²)."""
+    fixed = name.startswith(("mvit", "s3d"))
+    try:
+        side = int(next(iter(tv.models.get_model_weights(name))).transforms().crop_size[0])
+    except (ValueError, StopIteration, AttributeError, KeyError, IndexError):
+        side = 112
+    if small and not fixed:
+        return 8, min(side, 64)
+    return 16, side
 
 
 def _timm(spec: str, name: str, size: int | None, batch: int, small: bool) -> ZooModel:

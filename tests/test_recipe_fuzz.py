@@ -79,3 +79,58 @@ def _numbers(node):
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_the_shipped_recipes_themselves_validate(name):
     assert parse_recipe(RECIPES[name], name, notice=None).name == RECIPES[name]["name"]
+
+
+CHEAP = {"version": 2, "name": "fuzz", "seed": 0, "data": "digits", "model": "lenet300",
+         "train": {"epochs": 1, "lr": 0.05, "batch_size": 64},
+         "prune": {"method": "one_shot", "importance": "l1", "sparsity": 0.5, "allocation": "global"},
+         "recover": {"epochs": 1, "lr": 0.01, "batch_size": 64},
+         "measure": {"latency_batches": [1], "latency_repeats": 1}}
+RUN_KEYS = [("train", "lr"), ("train", "momentum"), ("train", "weight_decay"), ("train", "batch_size"),
+            ("train", "epochs"), ("train", "optimizer"), ("prune", "sparsity"), ("prune", "importance"),
+            ("prune", "allocation"), ("prune", "method"), ("prune", "granularity"), ("recover", "lr"),
+            ("recover", "momentum"), ("recover", "method"), ("seed",)]
+RUN_EDGES = [0, -1, 1, 2, 0.5, 0.999, 1e30, -1e-30, 2**63, math.nan, math.inf, True, None, "", "sgd", "adam",
+             "global", "uniform", "filter", "nm", "l2", "taylor", "random", "distill", "iterative", "gradual"]
+
+
+def _cheap(recipe) -> bool:
+    """At most ~60 optimiser steps per phase on the digits (1,258 training images)."""
+    phases = [recipe.train] + ([recipe.recover] if recipe.recover is not None else [])
+    return all(p.epochs * -(-1258 // p.batch_size) <= 60 for p in phases)
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_mutated_cheap_recipe_runs_to_finite_numbers_or_one_error(data, tmp_path_factory):
+    """The run itself (only mutations that stay cheap): a clean one-line prunekit error, or a report.json that is
+    valid JSON (no NaN/Infinity literals) with finite numbers."""
+    import json
+
+    from prunekit.errors import PrunekitError
+    from prunekit.pipeline import run_recipe
+
+    mutations = data.draw(st.lists(st.tuples(st.sampled_from(RUN_KEYS), st.sampled_from(RUN_EDGES)),
+                                   min_size=1, max_size=2))
+    raw = copy.deepcopy(CHEAP)
+    for path, value in mutations:
+        raw = _mutate(raw, path, "set", value)
+    try:
+        recipe = parse_recipe(raw, "fuzz", notice=None)
+    except RecipeError as e:
+        assert len(str(e).splitlines()) == 1, str(e)
+        return
+    if not _cheap(recipe):
+        return
+    out = tmp_path_factory.mktemp("run") / "out"
+    try:
+        run_recipe(recipe, out, progress=False, quiet=True)
+    except PrunekitError as e:
+        assert len(str(e).splitlines()) == 1, (mutations, str(e))
+        assert not out.exists(), "a failed run writes nothing"
+        return
+    text = (out / "report.json").read_text()
+    report = json.loads(text, parse_constant=lambda c: pytest.fail(f"report.json holds {c} ({mutations})"))
+    for value in _numbers(report):
+        assert math.isfinite(value), mutations

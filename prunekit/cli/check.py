@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 from prunekit.cli._flags import add_deprecated_alias
 from prunekit.errors import ConfigError
 from prunekit.importance import names
+from prunekit.inputs import DTYPES, InputSpec, call_inputs_fn, describe_inputs
 from prunekit.measure import threads
 from prunekit.pruners import StructuredConfig, check_model
 from prunekit.pruners.check import CheckReport
@@ -46,6 +48,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--small-images", action="store_true",
                    help="use the smallest image size the model accepts (fast coverage runs)")
     p.add_argument("--batch", type=int, default=1, help="batch size of the example inputs (≥ 1)")
+    p.add_argument("--input-shape", action="append", default=None, metavar="SHAPE",
+                   help="an input of this shape instead of the zoo's default, e.g. 1,3,16,112,112 (a video clip); "
+                        "repeat for several positional inputs; NAME=SHAPE for a keyword input")
+    p.add_argument("--input-dtype", action="append", default=None, metavar="DTYPE",
+                   help=f"dtype of the --input-shape inputs: one for all, one per input, or NAME=DTYPE "
+                        f"({', '.join(DTYPES)}; integers are drawn below the smallest embedding size)")
+    p.add_argument("--inputs", default=None, metavar="MODULE:FN",
+                   help="package.module:function returning the inputs (a tensor, a tuple, a dict, (args, kwargs) "
+                        "or prunekit.Inputs); it may take the model as its one argument")
     p.add_argument("--no-latency", action="store_true", help="skip the CPU latency measurement")
     p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     p.set_defaults(func=run)
@@ -73,6 +84,14 @@ def _validate(args: argparse.Namespace) -> None:
         raise ConfigError(f"--batch must be ≥ 1 (the batch size of the example inputs), got {args.batch}")
     if args.image_size is not None and args.image_size < 1:
         raise ConfigError(f"--image-size must be ≥ 1 pixels, got {args.image_size}")
+    if args.inputs and args.input_shape:
+        raise ConfigError("give either --inputs (a function) or --input-shape, not both")
+    if (args.inputs or args.input_shape) and (args.batch != 1 or args.image_size is not None or args.small_images):
+        raise ConfigError("--batch, --image-size and --small-images shape the zoo's default inputs; with "
+                          "--input-shape or --inputs give the batch and sizes there instead")
+    if args.input_dtype and not args.input_shape:
+        raise ConfigError("--input-dtype applies to --input-shape inputs: add --input-shape")
+    InputSpec.parse(args.input_shape, args.input_dtype)
     if args.round_to < 1:
         raise ConfigError(f"--round-to must be ≥ 1, got {args.round_to}")
 
@@ -96,7 +115,18 @@ def _check(args: argparse.Namespace):
                               round_to=args.round_to, exclude=tuple(args.exclude),
                               exact_only=not args.include_norm_groups)
     zm = load(args.model, image_size=args.image_size, batch=args.batch, small=args.small_images)
-    return check_model(args.model, zm.model, zm.example_inputs, config, latency=not args.no_latency)
+    inputs, source = zm.example_inputs, f"{zm.kind} default from the zoo; override with --input-shape or --inputs"
+    if args.input_shape:
+        inputs, source = InputSpec.parse(args.input_shape, args.input_dtype).build(zm.model), "--input-shape"
+    elif args.inputs:
+        inputs, source = call_inputs_fn(args.inputs, zm.model), f"--inputs {args.inputs}"
+    print(f"inputs     {describe_inputs(inputs)}  ({source})", flush=True)
+    for module, why in zm.pinned.items():
+        print(f"kept       {module}: {why}", flush=True)
+    if zm.pinned:
+        config = dataclasses.replace(config, exclude=tuple(config.exclude) + tuple(zm.pinned))
+    return check_model(args.model, zm.model, inputs, config, latency=not args.no_latency,
+                       compare_at=zm.compare_at if inputs is zm.example_inputs else ())
 
 
 def _ratio(a: float | None, b: float | None) -> str:
@@ -116,7 +146,8 @@ def _print_human(rep) -> None:
               f"({_ratio(rep.latency_before_ms, rep.latency_after_ms)}, CPU)")
     diff = "-" if rep.max_rel_diff is None else f"{rep.max_rel_diff:.2e}"
     note = "" if rep.exact_only else "; not expected: norm groups pruned"
-    print(f"equivalent {rep.equivalent}  (max relative difference {diff}{note})")
+    at = f" at {rep.worst_output}" if rep.worst_output and rep.max_rel_diff else ""
+    print(f"equivalent {rep.equivalent}  (max relative difference {diff}{at}{note})")
     print(f"seconds    {rep.seconds:.3f} (graph capture + pruning)")
     why = f": {'; '.join(rep.fallback_reasons[:2])}" if rep.fallback_reasons else ""
     print(f"fallbacks  {rep.shape_only_fallbacks} shape-only runs repeated as real forwards{why}")

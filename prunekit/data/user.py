@@ -114,8 +114,17 @@ def tensor_file(path: str) -> DataSplits:
 
 
 @DATASETS.register("imagefolder")
-def image_folder(path: str, image_size: int = 28, grayscale: bool = True) -> DataSplits:
-    """Images under ``path/<class>/*.png``: resized to ``image_size`` squares, split 70/10/20%."""
+def image_folder(path: str, image_size: int = 28, grayscale: bool = True, resize: int | None = None,
+                 mean: list[float] | None = None, std: list[float] | None = None,
+                 interpolation: str = "bilinear") -> DataSplits:
+    """Images under ``path/<class>/*.png``, split 70/10/20%.
+
+    Without ``mean``/``std``: resized to ``image_size`` squares and standardised with the folder's own mean
+    and std. With them (a pretrained model's preprocessing, e.g. ImageNet's; a recipe with a
+    ``torchvision:``/``timm:`` model fills them in from the model's data config): the shorter side resized
+    to ``resize`` (default ``image_size``), centre-cropped to ``image_size``, scaled to [0, 1] and
+    normalised per channel.
+    """
     try:
         from PIL import Image
     except ImportError:
@@ -126,6 +135,7 @@ def image_folder(path: str, image_size: int = 28, grayscale: bool = True) -> Dat
     classes = sorted(d.name for d in root.iterdir() if d.is_dir())
     if len(classes) < 2:
         raise DataError(f"image folder {str(root)!r} needs one subfolder per class (found {len(classes)})")
+    norm = _normalisation(image_size, resize, mean, std, grayscale, interpolation)
     xs, ys = [], []
     for label, cls in enumerate(classes):
         for f in sorted((root / cls).iterdir()):
@@ -135,12 +145,55 @@ def image_folder(path: str, image_size: int = 28, grayscale: bool = True) -> Dat
                 img = Image.open(f).convert("L" if grayscale else "RGB")
             except Exception as e:
                 raise DataError(f"cannot read image {str(f)!r}: {e}") from e
-            img = img.resize((image_size, image_size))
+            img = _resize_crop(img, image_size, norm)
             arr = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)
             xs.append(arr.unsqueeze(0) if grayscale else arr.permute(2, 0, 1))
             ys.append(label)
     if len(xs) < 10:
         raise DataError(f"image folder {str(root)!r} holds only {len(xs)} images; need at least 10")
     x = torch.stack(xs)
-    x = (x - x.mean()) / (x.std() + 1e-8)
+    if norm is None:
+        x = (x - x.mean()) / (x.std() + 1e-8)
+    else:
+        x = (x - norm["mean"].view(1, -1, 1, 1)) / norm["std"].view(1, -1, 1, 1)
     return _from_arrays(root.name, {"x": x, "y": torch.tensor(ys)})
+
+
+_INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
+
+
+def _normalisation(size: int, resize: int | None, mean, std, grayscale: bool, interpolation: str) -> dict | None:
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= 4096:
+        raise DataError(f"imagefolder image_size must be an integer in [1, 4096] pixels, got {size!r}")
+    if resize is not None and (not isinstance(resize, int) or isinstance(resize, bool) or not size <= resize <= 8192):
+        raise DataError(f"imagefolder resize must be an integer ≥ image_size ({size}), got {resize!r}")
+    if interpolation not in _INTERPOLATIONS:
+        raise DataError(f"imagefolder interpolation {interpolation!r} is not one of: {', '.join(_INTERPOLATIONS)}")
+    if (mean is None) != (std is None):
+        raise DataError("imagefolder mean and std go together (per-channel normalisation); give both or neither")
+    if mean is None:
+        return None if resize is None else {"resize": resize, "mean": None, "std": None, "interp": interpolation}
+    channels = 1 if grayscale else 3
+    for what, v in (("mean", mean), ("std", std)):
+        if (not isinstance(v, (list, tuple)) or len(v) != channels
+                or not all(isinstance(c, (int, float)) and np.isfinite(c) for c in v)):
+            raise DataError(f"imagefolder {what} must be {channels} finite numbers (one per channel), got {v!r}")
+    if not all(c > 0 for c in std):
+        raise DataError(f"imagefolder std must be > 0 per channel, got {std!r}")
+    return {"resize": resize or size, "mean": torch.tensor(mean, dtype=torch.float32),
+            "std": torch.tensor(std, dtype=torch.float32), "interp": interpolation}
+
+
+def _resize_crop(img, size: int, norm: dict | None):
+    """A square resize (no preprocessing given), or the shorter side to ``resize`` then a centre crop."""
+    from PIL import Image
+
+    if norm is None:
+        return img.resize((size, size))
+    resample = getattr(Image.Resampling, norm["interp"].upper())
+    w, h = img.size
+    scale = norm["resize"] / min(w, h)
+    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), resample)
+    w, h = img.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return img.crop((left, top, left + size, top + size))

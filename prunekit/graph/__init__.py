@@ -13,7 +13,7 @@ debug level on the ``prunekit.graph`` logger and counted in :attr:`DependencyGra
 from prunekit.graph._fake import shape_only_forward
 from prunekit.graph._rules.shape import HEAD_ATTRS, INNER_ATTRS
 from prunekit.graph._walk import iter_tensors
-from prunekit.graph.groups import UNIT_KINDS, DependencyGraph, Group, Member, raise_no_groups, split_inputs
+from prunekit.graph.groups import UNIT_KINDS, DependencyGraph, Group, Inputs, Member, raise_no_groups, split_inputs
 from prunekit.graph.replacements import (
     REPLACEMENTS,
     PrunedMultiheadAttention,
@@ -31,6 +31,7 @@ __all__ = [
     "UNIT_KINDS",
     "DependencyGraph",
     "Group",
+    "Inputs",
     "Member",
     "PrunedMultiheadAttention",
     "iter_tensors",

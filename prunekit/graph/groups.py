@@ -32,7 +32,7 @@ from prunekit.graph._labels import LabelStore, _components
 from prunekit.graph._trace import Trace, record
 from prunekit.graph._walk import iter_tensors
 
-__all__ = ["UNIT_KINDS", "DependencyGraph", "Group", "Member", "raise_no_groups", "split_inputs"]
+__all__ = ["UNIT_KINDS", "DependencyGraph", "Group", "Inputs", "Member", "raise_no_groups", "split_inputs"]
 
 #: What the units of a group can be (:meth:`DependencyGraph.unit_kind`).
 UNIT_KINDS = ("heads", "channels")
@@ -83,8 +83,26 @@ class Group:
         return f"Group({self.name!r}, units={self.size}, prunable={self.prunable}, {kind}, members={len(self.members)})"
 
 
+class Inputs:
+    """Positional and keyword inputs of one forward together: ``Inputs(image1, image2, flow_init=f)``.
+
+    A plain tensor, tuple or dict also works as ``example_inputs``; this is for a model that takes both kinds.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args, self.kwargs = tuple(args), dict(kwargs)
+
+    def to_tuple(self) -> tuple:  # what iter_tensors walks
+        return (*self.args, *self.kwargs.values())
+
+    def __repr__(self) -> str:
+        return f"Inputs({len(self.args)} positional, keywords {sorted(self.kwargs)})"
+
+
 def split_inputs(example_inputs: Any) -> tuple[tuple, dict]:
-    """A tensor -> ``(t,)``; a tuple/list -> positional args; a dict -> keyword args."""
+    """A tensor -> ``(t,)``; a tuple/list -> positional args; a dict -> keyword args; :class:`Inputs` -> both."""
+    if isinstance(example_inputs, Inputs):
+        return example_inputs.args, dict(example_inputs.kwargs)
     if isinstance(example_inputs, torch.Tensor):
         return (example_inputs,), {}
     if isinstance(example_inputs, Mapping):
@@ -92,8 +110,8 @@ def split_inputs(example_inputs: Any) -> tuple[tuple, dict]:
     if isinstance(example_inputs, (tuple, list)):
         return tuple(example_inputs), {}
     raise ConfigError(
-        f"example_inputs must be a tensor, a tuple of positional inputs or a dict of keyword inputs, "
-        f"not {type(example_inputs).__name__}"
+        f"example_inputs must be a tensor, a tuple of positional inputs, a dict of keyword inputs or "
+        f"prunekit.Inputs(*args, **kwargs), not {type(example_inputs).__name__}"
     )
 
 
@@ -424,8 +442,8 @@ def _excluded_modules(model: nn.Module, exclude: Iterable[str | type]) -> set[in
     modules = dict(model.named_modules())
     out: set[int] = set()
     for e in exclude:
-        if isinstance(e, type):
-            out.update(id(m) for m in modules.values() if isinstance(m, e))
+        if isinstance(e, type):  # a module of that type and everything inside it, as for a name
+            out.update(id(sub) for m in modules.values() if isinstance(m, e) for sub in m.modules())
         elif e in modules:
             out.update(id(m) for m in modules[e].modules())
         else:

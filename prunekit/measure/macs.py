@@ -25,8 +25,12 @@ _WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 @dataclass(frozen=True)
 class MacCount:
+    """Dense and non-zero MACs of one forward; ``modules``: dense MACs per module (dotted name, ``""`` the
+    model; a module's count includes its submodules')."""
+
     dense: int
     nonzero: int
+    modules: dict[str, int] | None = None
 
 
 def _sdpa_cpu_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
@@ -87,4 +91,7 @@ def count_macs(model: nn.Module, *inputs, **kwargs) -> MacCount:
         model.train(was_training)
         torch.backends.mha.set_fastpath_enabled(fastpath)
     dense = counter.get_total_flops() // 2
-    return MacCount(dense=dense, nonzero=max(dense - sum(saved), 0))
+    # FlopCounterMode names modules "<root class>.<dotted name>" (the model itself "<root class>")
+    modules = {k.partition(".")[2]: sum(v.values()) // 2 for k, v in counter.get_flop_counts().items()
+               if k != "Global"}
+    return MacCount(dense=dense, nonzero=max(dense - sum(saved), 0), modules=modules)

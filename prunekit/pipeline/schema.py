@@ -40,6 +40,7 @@ from prunekit.pipeline.validate import from_dict, to_dict
 from prunekit.recovery import RECOVERY, DistillConfig, RecoveryConfig
 from prunekit.registry import Registry
 from prunekit.training import TrainConfig
+from prunekit.zoo import ZOO_SOURCES
 
 __all__ = ["Recipe", "ModelSection", "DataSection", "PruneSection", "RecoverSection", "MeasureSection",
            "ExportSection", "EXPORTERS", "RECIPE_VERSION", "load_recipe", "parse_recipe", "read_yaml"]
@@ -53,15 +54,27 @@ EXPORTERS: Registry = Registry("export format")
 
 @dataclass(frozen=True)
 class ModelSection:
-    """``name``: a built-in model or ``package.module:factory``; ``checkpoint``: weights to load."""
+    """``name``: a built-in model, a zoo model (``torchvision:NAME``, ``timm:NAME``: built without downloading
+    weights, ``num_classes`` from the data) or ``package.module:factory``; ``kwargs``: the builder's keyword
+    arguments; ``checkpoint``: weights to load (``.safetensors`` or a ``torch.save``'d state dict, read with
+    ``weights_only``); ``checkpoint_exclude``: key patterns not loaded (e.g. ``[fc.*]``: a fine-tuned model whose
+    head had another number of classes keeps a fresh head)."""
 
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     checkpoint: str | None = None
+    checkpoint_exclude: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if ":" not in self.name:
+        source, sep, where = self.name.partition(":")
+        if source in ZOO_SOURCES:
+            if not where.strip():
+                raise ConfigError(f"model {self.name!r} names no model: write {source}:NAME")
+        elif ":" not in self.name:
             check_builtin_kwargs(self.name, self.kwargs)
+        if self.checkpoint_exclude and not self.checkpoint:
+            raise ConfigError("checkpoint_exclude says which checkpoint keys to skip: set model.checkpoint too, or "
+                              "remove checkpoint_exclude")
 
 
 @dataclass(frozen=True)

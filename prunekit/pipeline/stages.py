@@ -21,9 +21,10 @@ import torch
 import yaml
 from torch import nn
 
+from prunekit import zoo
 from prunekit.data import DataSplits, load_dataset
 from prunekit.export import prepare_inference
-from prunekit.io.checkpoint import atomic_write_text
+from prunekit.io.checkpoint import atomic_write_text, load_weights_into
 from prunekit.measure import Stopwatch, ThreadChoice
 from prunekit.measure.summary import measure_model, time_side_by_side
 from prunekit.models import build_model
@@ -36,6 +37,7 @@ from prunekit.recovery import recover
 from prunekit.registry import Registry
 from prunekit.structured.serialize import save_pruned
 from prunekit.training import default_device, train
+from prunekit.zoo import ZOO_SOURCES
 
 __all__ = ["Run", "Stage", "STAGES", "ORDER", "Loaded", "Built", "Trained", "Pruned", "Recovered", "Measured",
            "Saved", "Exported", "Reported", "check_chain"]
@@ -148,8 +150,14 @@ def stage(name: str, input_type: type | None, output_type: type):
 
 @stage("data", None, Loaded)
 def load_data(run: Run, _: None) -> Loaded:
-    d = run.recipe.data
-    return Loaded(load_dataset(d.name, **d.options))
+    """The dataset; an image folder for a zoo model gets that model's preprocessing (``data.options`` override it)."""
+    d, m = run.recipe.data, run.recipe.model
+    options = dict(d.options)
+    if d.name.partition(":")[0] == "imagefolder" and m.name.partition(":")[0] in ZOO_SOURCES:
+        options = {**zoo.preprocessing(m.name), **options}
+        run.log(f"preprocessing for {m.name}: resize {options['resize']}, crop {options['image_size']}, "
+                f"mean {options['mean']}, std {options['std']}")
+    return Loaded(load_dataset(d.name, **options))
 
 
 @stage("model", Loaded, Built)
@@ -157,11 +165,21 @@ def build(run: Run, inp: Loaded) -> Built:
     """Builds the model and lets the prune method set up on it (bad layers fail here, before training)."""
     r = run.recipe
     torch.manual_seed(r.seed)
-    model = build_model(r.model.name, inp.data.input_shape, inp.data.num_classes, r.model.kwargs,
-                        r.model.checkpoint).to(default_device())
+    model = _build_model(r, inp.data).to(default_device())
     spec = r.prune.spec
     plan = spec.prepare(r, model, inp.data) if spec.prepare is not None else PrunePlan()
     return Built(inp.data, model, plan)
+
+
+def _build_model(r: Recipe, data: DataSplits) -> nn.Module:
+    m = r.model
+    if m.name.partition(":")[0] not in ZOO_SOURCES:
+        model = build_model(m.name, data.input_shape, data.num_classes, m.kwargs)
+    else:
+        model = zoo.build(m.name, m.kwargs, data.num_classes)
+    if m.checkpoint:
+        load_weights_into(model, m.checkpoint, exclude=m.checkpoint_exclude)
+    return model
 
 
 @stage("train", Built, Trained)
@@ -235,7 +253,10 @@ def save(run: Run, inp: Measured) -> Saved:
     """The pruned model (``pruned.json`` + ``model.safetensors``), the recipe as run and the method's files."""
     r, d = run.recipe, run.stage_dir
     data = inp.trained.built.data
-    save_pruned(inp.trained.built.model, d, constructor=r.model.name, kwargs=r.model.kwargs,
+    kwargs = dict(r.model.kwargs)
+    if r.model.name.partition(":")[0] in ZOO_SOURCES:  # the head was sized from the data
+        kwargs.setdefault("num_classes", data.num_classes)
+    save_pruned(inp.trained.built.model, d, constructor=r.model.name, kwargs=kwargs,
                 input_shape=data.input_shape, num_classes=data.num_classes, info={"recipe": r.name})
     atomic_write_text(d / "recipe.yaml", yaml.safe_dump(r.to_dict(), sort_keys=False))
     files = ["pruned.json", "model.safetensors", "recipe.yaml"]

@@ -6,17 +6,20 @@ Used by ``prunekit check`` and by the coverage benchmark, so both report the sam
 from __future__ import annotations
 
 import copy
+import math
 import statistics
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from prunekit.errors import ConfigError, PrunekitError
-from prunekit.graph import DependencyGraph, iter_tensors, raise_no_groups, split_inputs
+from prunekit.errors import ConfigError, PrunekitError, PruningError
+from prunekit.graph import DependencyGraph, Inputs, iter_tensors, raise_no_groups, split_inputs
 from prunekit.importance import check_needs
+from prunekit.inputs import describe_inputs, perturbed
 from prunekit.measure import count_macs, count_params
 from prunekit.pruners.configs import StructuredConfig
 from prunekit.pruners.selection import select_units
@@ -34,6 +37,8 @@ class CheckReport:
     model: str
     ok: bool = False
     error: str | None = None
+    inputs: str = ""  # what the model was run on (shapes, dtypes)
+    worst_output: str | None = None  # the output leaf with the largest difference (out[0]['boxes'], ...)
     ratio: float = 0.5
     params_before: int = 0
     params_after: int = 0
@@ -68,22 +73,89 @@ def run_forward(model: nn.Module, example_inputs: Any) -> Any:
 
 def compare(a: Any, b: Any) -> float:
     """Largest relative difference between two nested outputs; inf if their structure differs."""
-    ta, tb = list(iter_tensors(a)), list(iter_tensors(b))
-    if len(ta) != len(tb):
-        return float("inf")
-    worst = 0.0
-    for x, y in zip(ta, tb, strict=True):
-        if x.shape != y.shape:
-            return float("inf")
+    return compare_leaves(a, b)[0]
+
+
+def _leaves(value: Any, path: str = "out"):
+    """``(path, leaf)`` of nested outputs: tuples, lists, dicts, HF ModelOutputs, detection lists of dicts."""
+    if isinstance(value, torch.Tensor):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _leaves(v, f"{path}[{k!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from _leaves(v, f"{path}[{i}]")
+    elif hasattr(value, "to_tuple"):
+        yield from _leaves(value.to_tuple(), path)
+    elif isinstance(value, (int, float, bool, str, type(None))):
+        yield path, value
+
+
+def compare_leaves(a: Any, b: Any) -> tuple[float, str | None]:
+    """Compares two nested outputs leaf by leaf: the largest relative difference (max |a - b| / max(1, max |a|))
+    and the path of the leaf where it is (``out['boxes']``, ``out[0]['scores']``); inf with the path of the
+    first leaf whose name, shape, dtype or (for integers and other values) content differs."""
+    la, lb = list(_leaves(a)), list(_leaves(b))
+    for (pa, _), (pb, _) in zip(la, lb, strict=False):
+        if pa != pb:
+            return float("inf"), pa
+    if len(la) != len(lb):
+        return float("inf"), (la[len(lb)][0] if len(la) > len(lb) else lb[len(la)][0])
+    worst, where = 0.0, None
+    for (path, x), (_, y) in zip(la, lb, strict=True):
+        if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+            if x != y and not (isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y)):
+                return float("inf"), path
+            continue
+        if x.shape != y.shape or x.dtype != y.dtype:
+            return float("inf"), path
         if x.numel() == 0:
             continue
-        if not x.is_floating_point():
+        if not x.is_floating_point() and not x.is_complex():
             if not torch.equal(x, y):
-                return float("inf")
+                return float("inf"), path
             continue
         scale = max(1.0, float(x.abs().max()))
-        worst = max(worst, float((x - y).abs().max()) / scale)
-    return worst
+        diff = float((x - y).abs().max()) / scale
+        if diff > worst or where is None:
+            worst, where = max(worst, diff), path
+    return worst, where
+
+
+def _module_calls(model: nn.Module, example_inputs: Any) -> list[str]:
+    """The modules that own parameters, in the order one forward calls them."""
+    calls: list[str] = []
+    handles = [m.register_forward_pre_hook(lambda _m, _a, n=name: calls.append(n))
+               for name, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))]
+    try:
+        run_forward(model, example_inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return calls
+
+
+def control_flow_difference(model: nn.Module, example_inputs: Any) -> str | None:
+    """Runs ``model`` on its example inputs and on :func:`~prunekit.inputs.perturbed` ones (floats negated, integers
+    redrawn) and compares which parameterised modules run, in which order. A difference means the forward branches
+    on input values (``b(h) if x.sum() > 0 else c(h)``): a graph captured on one input misses the other branch, and
+    the pruned model may fail there. Returns a description of the first difference, or None.
+    Inputs the model refuses once perturbed tell nothing: None."""
+    first = _module_calls(model, example_inputs)
+    try:
+        second = _module_calls(model, perturbed(example_inputs))
+    except Exception:
+        return None
+    if first == second:
+        return None
+    i = next((k for k, (x, y) in enumerate(zip(first, second, strict=False)) if x != y), min(len(first), len(second)))
+    a = first[i] if i < len(first) else "(end of forward)"
+    b = second[i] if i < len(second) else "(end of forward)"
+    return (f"the forward depends on input values: call {i + 1} of a parameterised module is {a!r} on the example "
+            f"inputs but {b!r} on other inputs ({len(first)} vs {len(second)} calls); a graph captured on one input "
+            "misses the other branch and the pruned model may fail there. Make the branch static, or prune each "
+            "branch's modules with exclude=")
 
 
 def time_forward(model: nn.Module, example_inputs: Any, repeats: int = 10, warmup: int = 2) -> float:
@@ -110,8 +182,28 @@ def _unpruned_macs(model: nn.Module, example_inputs: Any) -> int:
     except PrunekitError:
         raise
     except Exception as e:
-        raise ConfigError(f"the unpruned model fails on its example inputs in {_where(e, model)}: "
+        where, name = failing_module(e, model)
+        got = _inputs_of(model, name, example_inputs) if name is not None else ""
+        raise ConfigError(f"the unpruned model fails on its example inputs in {where}{got}: "
                           f"{_first_line(e)}; fix the model or its inputs (nothing was pruned)") from e
+
+
+def _inputs_of(model: nn.Module, name: str, example_inputs: Any) -> str:
+    """`` (it got [1, 5, 8, 8] float32)``: what the failing module was called with, from one more forward."""
+    seen: list[str] = []
+
+    def hook(_m, args, kwargs):
+        if not seen:
+            seen.append(describe_inputs(Inputs(*args, **kwargs)))
+
+    handle = dict(model.named_modules())[name].register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        run_forward(model, example_inputs)
+    except Exception:  # noqa: S110 (the same failure again; only the hook's record is wanted)
+        pass
+    finally:
+        handle.remove()
+    return f" (it got {seen[0]})" if seen else ""
 
 
 def _where(e: BaseException, model: nn.Module) -> str:
@@ -140,12 +232,45 @@ def redraw_zero_parameters(model: nn.Module, seed: int = 0) -> list[str]:
     return names
 
 
+def _run_recording(model: nn.Module, example_inputs: Any, modules: tuple[str, ...]) -> tuple[Any, dict]:
+    """The output of one forward, and the outputs of the named submodules (a list per module, one per call)."""
+    inner: dict[str, list] = {n: [] for n in modules}
+    named = dict(model.named_modules())
+    handles = [named[n].register_forward_hook(lambda _m, _a, o, n=n: inner[n].append(o)) for n in modules if n in named]
+    try:
+        return run_forward(model, example_inputs), inner
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def compare_models(reference: nn.Module, model: nn.Module, example_inputs: Any,
+                   compare_at: tuple[str, ...] = ()) -> tuple[float, str | None, Any]:
+    """``(difference, where, pruned output)`` of the two models' outputs, leaf by leaf.
+
+    ``compare_at`` names submodules before a discontinuous post-processing (a detector's heads before score
+    thresholds, top-k and NMS, where float noise of 1e-7 can swap two near-tied boxes): when the final outputs
+    differ but those submodules' outputs agree within the tolerance, the networks are equivalent and the
+    difference is reported at them, with the post-processed leaf named."""
+    ref_out, ref_inner = _run_recording(reference, example_inputs, compare_at)
+    out, inner = _run_recording(model, example_inputs, compare_at)
+    diff, where = compare_leaves(ref_out, out)
+    if diff > TOLERANCE and compare_at:
+        inner_diff, inner_where = compare_leaves(ref_inner, inner)
+        if inner_diff <= TOLERANCE:
+            return inner_diff, (f"{inner_where} (the post-processed output differs at {where}: near-tied "
+                                f"detections reordered; the heads' outputs agree)"), out
+    return diff, where, out
+
+
 def check_model(name: str, model: nn.Module, example_inputs: Any, config: StructuredConfig | None = None,
-                latency: bool = True, repeats: int = 10, redraw_zeros: bool = True) -> CheckReport:
+                latency: bool = True, repeats: int = 10, redraw_zeros: bool = True,
+                compare_at: tuple[str, ...] = ()) -> CheckReport:
     """Prunes ``model`` in place with ``config`` and checks it; errors end up in the report.
 
     With ``redraw_zeros`` all-zero parameters are first re-drawn (:func:`redraw_zero_parameters`), so
-    the equivalence check sees every path; their names are in ``report.redrawn``.
+    the equivalence check sees every path; their names are in ``report.redrawn``. ``compare_at``: see
+    :func:`compare_models`.
     """
     config = config or StructuredConfig(sparsity=0.5)
     if config.sparsity is None:
@@ -157,8 +282,12 @@ def check_model(name: str, model: nn.Module, example_inputs: Any, config: Struct
         model.eval()
         if redraw_zeros:
             rep.redrawn = redraw_zero_parameters(model)
+        rep.inputs = describe_inputs(example_inputs)
         rep.params_before = count_params(model).total
         rep.macs_before = _unpruned_macs(model, example_inputs)
+        branch = control_flow_difference(model, example_inputs)
+        if branch is not None:
+            raise PruningError(branch)
         if latency:
             rep.latency_before_ms = time_forward(model, example_inputs, repeats)
         reference = copy.deepcopy(model)
@@ -179,8 +308,7 @@ def check_model(name: str, model: nn.Module, example_inputs: Any, config: Struct
         zero_members(members, plan, reference)
         rep.groups_pruned = len(plan)
         rep.units_removed = int(sum(len(v) for v in plan.values()))
-        out = run_forward(model, example_inputs)
-        diff = compare(run_forward(reference, example_inputs), out)
+        diff, rep.worst_output, out = compare_models(reference, model, example_inputs, compare_at)
         rep.max_rel_diff = diff
         rep.equivalent = diff <= TOLERANCE
         rep.params_after = count_params(model).total
@@ -193,7 +321,8 @@ def check_model(name: str, model: nn.Module, example_inputs: Any, config: Struct
             torch.isfinite(t).all() for t in iter_tensors(out) if t.is_floating_point())
         rep.ok = rep.units_removed > 0 and (rep.equivalent if config.exact_only else same_shapes)
         if config.exact_only and not rep.equivalent:
-            rep.error = f"pruned output differs from the zeroed reference by {diff:.3g} (relative)"
+            rep.error = (f"pruned output differs from the zeroed reference by {diff:.3g} (relative) at "
+                         f"{rep.worst_output}")
         elif not same_shapes:
             rep.error = "pruned model's outputs changed shape or hold non-finite values"
     except PrunekitError as e:

@@ -17,7 +17,14 @@ field of transformers 4 is gone). So
   but the loaded model computes them. ``config.json`` records this under ``prunekit_padding``.
 
 Configs with an explicit ``head_dim`` and uniformly pruned layers (LLaMA-style) are written exactly
-(:func:`~prunekit.structured.hf_config_for`). Inside prunekit the pruned model is smaller: measure it there.
+(:func:`~prunekit.structured.hf_config_for`).
+
+``layout="compact"`` keeps exactly the pruned shapes, every layer its own: ``config.json`` records them
+(``compact_shapes``, ``compact_attrs``) and a 30-line module written beside the weights (importing only torch
+and transformers; no prunekit) subclasses the stock class to build them. transformers runs it only when
+asked: ``AutoModel.from_pretrained(dir, trust_remote_code=True)``, ``SentenceTransformer(dir,
+trust_remote_code=True)``; without the flag it refuses the directory (its own ``model_type``) rather than
+loading the stock class and re-initialising the tensors whose shapes differ.
 
 Example:
     >>> prune_(model, StructuredConfig(sparsity={"heads": 0.5, "channels": 0.5}), example_inputs=batch)
@@ -44,7 +51,10 @@ from prunekit.graph import DependencyGraph, split_inputs
 from prunekit.structured.pruner import prune_groups
 from prunekit.structured.serialize import _FFN_SUFFIXES, hf_config_for
 
-__all__ = ["HFSaved", "attention_layers", "hf_layout", "prune_heads", "save_hf"]
+__all__ = ["LAYOUTS", "HFSaved", "attention_layers", "compact_layout", "hf_layout", "prune_heads", "save_hf"]
+
+#: How :func:`save_hf` writes what a stock config cannot say (see the module docstring).
+LAYOUTS = ("stock", "compact")
 
 #: Files of a sentence-transformers model directory besides the transformer's own.
 ST_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
@@ -218,6 +228,101 @@ def hf_layout(model: nn.Module) -> tuple[Any, dict[str, torch.Tensor], dict[str,
     return config, state, padded
 
 
+# ---------------------------------------------------------------------------------------------- compact layout
+#: The module ``layout="compact"`` writes beside the weights (loaded with ``trust_remote_code=True``).
+COMPACT_MODULE = "modeling_prunekit_compact"
+_COMPACT_SOURCE = '''"""{base} with the layer shapes recorded in config.json (``compact_shapes``, ``compact_attrs``).
+
+Written by prunekit's save_hf(layout="compact"): the pruned model keeps only the heads and FFN neurons it has
+(transformers 5 configs give every layer of a tower the same sizes). Imports only torch and transformers.
+The config's own model_type makes transformers refuse this directory without trust_remote_code=True, instead
+of building the stock model and re-initialising every tensor whose shape differs.
+"""
+
+from torch import nn
+from transformers import {base} as _Base
+from transformers import {base_config} as _BaseConfig
+
+
+class {name}Config(_BaseConfig):
+    model_type = "{model_type}"
+
+
+class {name}(_Base):
+    config_class = {name}Config
+
+    def __init__(self, config, *args, **kwargs):
+        super().__init__(config, *args, **kwargs)
+        for tensor, shape in (getattr(config, "compact_shapes", None) or {{}}).items():
+            owner, _, attr = tensor.rpartition(".")
+            module = self.get_submodule(owner)
+            old = getattr(module, attr)
+            module.register_parameter(attr, nn.Parameter(old.new_empty(shape), requires_grad=old.requires_grad))
+        for owner, values in (getattr(config, "compact_attrs", None) or {{}}).items():
+            module = self.get_submodule(owner)
+            for key, value in values.items():
+                setattr(module, key, value)
+'''
+
+
+def _stock_class(model: nn.Module) -> type:
+    """The transformers class ``model`` is (or derives from, when it was loaded from a compact directory)."""
+    import transformers
+
+    for cls in type(model).__mro__:
+        if getattr(transformers, cls.__name__, None) is cls:
+            return cls
+    raise PruningError(f"layout 'compact' rebuilds {type(model).__name__} from a class transformers exports; "
+                       f"none of its bases is one: use layout='stock'")
+
+
+def _int_attrs(module: nn.Module) -> dict[str, int]:
+    return {k: v for k, v in vars(module).items()
+            if isinstance(v, int) and not isinstance(v, bool) and not k.startswith("_")}
+
+
+def compact_layout(model: nn.Module) -> tuple[Any, dict[str, torch.Tensor], str, str]:
+    """The config (with ``compact_shapes``/``compact_attrs``/``auto_map``), state, class name and module source
+    of ``layout="compact"``: the loaded model has exactly the pruned shapes."""
+    stock = _stock_class(model)
+    config = copy.deepcopy(model.config)
+    for key in ("compact_shapes", "compact_attrs", "auto_map", "prunekit_padding"):
+        if hasattr(config, key):
+            delattr(config, key)
+    with torch.device("meta"):
+        base = stock(config)
+    base_state = base.state_dict()
+    state = {k: v.detach() for k, v in model.state_dict().items()}
+    if set(state) != set(base_state):
+        raise PruningError(f"{stock.__name__} built from the config has other tensors than the pruned model "
+                           f"({sorted(set(state) ^ set(base_state))[:3]}); save it with prunekit.save_pruned")
+    shapes = {k: list(v.shape) for k, v in state.items() if tuple(v.shape) != tuple(base_state[k].shape)}
+    base_modules = dict(base.named_modules())
+    attrs = {}
+    for name, module in model.named_modules():
+        theirs = _int_attrs(base_modules[name]) if name in base_modules else {}
+        changed = {k: v for k, v in _int_attrs(module).items() if k in theirs and theirs[k] != v}
+        if changed:
+            attrs[name] = changed
+    name = f"PrunekitCompact{stock.__name__}"
+    model_type = f"prunekit_compact_{config.model_type}"
+    code = _COMPACT_SOURCE.format(base=stock.__name__, base_config=type(config).__name__, name=name,
+                                  model_type=model_type)
+    config.compact_shapes, config.compact_attrs = shapes, attrs
+    config.auto_map = {"AutoConfig": f"{COMPACT_MODULE}.{name}Config", "AutoModel": f"{COMPACT_MODULE}.{name}"}
+    return config, state, name, code
+
+
+def _compact_class(stage: Path, name: str) -> type:
+    """The class of the module just written to ``stage`` (prunekit's own template), for the check."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_prunekit_compact_{id(stage)}", stage / f"{COMPACT_MODULE}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, name)
+
+
 # ---------------------------------------------------------------------------------------------- saving
 def _source_dir(model: nn.Module, source: str | Path | None) -> Path | None:
     src = source if source is not None else getattr(model, "name_or_path", None)
@@ -276,30 +381,43 @@ def _rebuilt(model: nn.Module, config: Any, state: dict[str, torch.Tensor]) -> n
     return fresh.eval()
 
 
-@torch.no_grad()
-def _max_diff(a: nn.Module, b: nn.Module, example_inputs: Any) -> float:
+def _named_outputs(out: Any) -> dict[str, torch.Tensor]:
     from prunekit.graph import iter_tensors
 
+    if isinstance(out, Mapping):  # a transformers ModelOutput
+        return {str(k): v for k, v in out.items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
+    return {str(i): t for i, t in enumerate(iter_tensors(out)) if t.is_floating_point()}
+
+
+@torch.no_grad()
+def _max_diff(a: nn.Module, b: nn.Module, example_inputs: Any) -> float:
     args, kwargs = split_inputs(example_inputs)
     was = a.training
     a.eval()
     try:
-        out_a = [t for t in iter_tensors(a(*args, **kwargs)) if t.is_floating_point()]
-        out_b = [t for t in iter_tensors(b(*args, **kwargs)) if t.is_floating_point()]
+        out_a, out_b = _named_outputs(a(*args, **kwargs)), _named_outputs(b(*args, **kwargs))
     finally:
         a.train(was)
-    if len(out_a) != len(out_b) or any(x.shape != y.shape for x, y in zip(out_a, out_b, strict=True)):
-        raise PruningError("the saved model's outputs differ in number or shape from the pruned model's")
-    return max((float((x - y).abs().max()) for x, y in zip(out_a, out_b, strict=True) if x.numel()), default=0.0)
+    for k, t in out_a.items():
+        if k not in out_b or out_b[k].shape != t.shape:
+            raise PruningError(f"output {k!r} of the pruned model has shape {list(t.shape)}, the saved model's "
+                               f"{list(out_b[k].shape) if k in out_b else 'none'}: units feeding it were removed "
+                               f"because nothing read that output while pruning (BERT's pooler under a wrapper that "
+                               f"mean-pools); prune with that module excluded (StructuredConfig(exclude=(...,))); "
+                               f"nothing was written")
+    return max((float((t - out_b[k]).abs().max()) for k, t in out_a.items() if t.numel()), default=0.0)
 
 
-def save_hf(model: nn.Module, path: str | Path, *, tokenizer: Any = None, source: str | Path | None = None,
-            sentence_transformers: bool | None = None, example_inputs: Any = None, atol: float = 1e-4,
-            overwrite: bool = False) -> HFSaved:
+def save_hf(model: nn.Module, path: str | Path, *, layout: str = "stock", tokenizer: Any = None,
+            source: str | Path | None = None, sentence_transformers: bool | None = None, example_inputs: Any = None,
+            atol: float = 1e-4, overwrite: bool = False) -> HFSaved:
     """Writes ``model`` (pruned or not) as a plain Hugging Face directory; see the module docstring.
 
     Args:
         path: the directory; created whole or not at all (a staging directory is moved into place).
+        layout: ``stock`` (loads with the stock class, no flags; what the config cannot say is zero-padded)
+            or ``compact`` (exactly the pruned shapes, from a small modeling file written beside the weights
+            that imports only torch and transformers: load with ``trust_remote_code=True``).
         tokenizer: a tokenizer to save beside the weights; default: the tokenizer files of ``source``.
         source: the directory the model was loaded from (default: ``model.name_or_path`` if it is a
             directory); its tokenizer and sentence-transformers files are copied.
@@ -316,17 +434,31 @@ def save_hf(model: nn.Module, path: str | Path, *, tokenizer: Any = None, source
     """
     from prunekit.io.outdir import check_output_dir, staged_output
 
+    if layout not in LAYOUTS:
+        raise ConfigError(f"save_hf layout={layout!r}: choose one of {', '.join(LAYOUTS)}")
     check_output_dir(path, overwrite)  # before any work
-    config, state, padded = hf_layout(model)
-    fresh = _rebuilt(model, config, state)
-    diff = None
-    if example_inputs is not None:
-        diff = _max_diff(model, fresh, example_inputs)
-        if not diff <= atol:
+    padded: dict[str, list[list[int]]] = {}
+    if layout == "stock":
+        config, state, padded = hf_layout(model)
+        compact = None
+    else:
+        config, state, name, code = compact_layout(model)
+        compact = (name, code)
+    src = _source_dir(model, source)
+    with staged_output(path, overwrite) as stage:  # an error below deletes the staging directory: nothing written
+        if compact is None:
+            fresh = _rebuilt(model, config, state)
+        else:
+            (stage / f"{COMPACT_MODULE}.py").write_text(compact[1])
+            cls = _compact_class(stage, compact[0])
+            config = cls.config_class(**config.to_dict())  # its own model_type (see the module it wrote)
+            fresh = cls(config)
+            fresh.load_state_dict(state, strict=True)
+            fresh.eval()
+        diff = None if example_inputs is None else _max_diff(model, fresh, example_inputs)
+        if diff is not None and not diff <= atol:
             raise PruningError(f"the model as saved would differ from the pruned model by {diff:.3g} (> atol {atol}) "
                                f"on the example inputs; nothing was written")
-    src = _source_dir(model, source)
-    with staged_output(path, overwrite) as stage:
         fresh.save_pretrained(str(stage))
         _copy_extras(src, stage, tokenizer, sentence_transformers, config)
         files = sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file())

@@ -257,17 +257,12 @@ def _build_builtin(name: str, kwargs: dict, m: dict, where: str) -> nn.Module:
 
 
 def _build_zoo(name: str, kwargs: dict) -> nn.Module:
-    import importlib
-
-    from prunekit.zoo import load
+    from prunekit import zoo
 
     if not kwargs:
-        return load(name).model
-    source, _, model_name = name.partition(":")
-    if source == "torchvision":
-        return importlib.import_module("torchvision").models.get_model(model_name, weights=None, **kwargs)
-    if source == "timm":
-        return importlib.import_module("timm").create_model(model_name, pretrained=False, **kwargs)
+        return zoo.load(name).model
+    if name.partition(":")[0] in zoo.ZOO_SOURCES:
+        return zoo.build(name, kwargs)  # weights=None and the zoo's offline builder arguments
     raise ModelLoadError(f"{name}: hf models take no kwargs here; pass the model itself (model=...)")
 
 

@@ -134,6 +134,34 @@ def test_non_uniform_heads_and_ffn_round_trip(tmp_path) -> None:
     assert saved.files == ["config.json", "model.safetensors"]
 
 
+def test_compact_layout_keeps_the_pruned_shapes(tmp_path) -> None:
+    """layout='compact': non-uniform heads and FFN load with exactly the pruned shapes (trust_remote_code)."""
+    st = pytest.importorskip("sentence_transformers")
+    model, x = tiny_bert(), bert_inputs()
+    prune_heads(model, {0: [0, 2], 1: [3]}, x)
+    prune_groups(DependencyGraph.build(model, x), {"encoder.layer.1.intermediate.dense": list(range(40))})
+    tok = tiny_tokenizer()
+    saved = save_hf(model, tmp_path / "c", layout="compact", tokenizer=tok, sentence_transformers=True,
+                    example_inputs=x)
+    assert saved.exact and saved.max_abs_diff < 1e-5 and "modeling_prunekit_compact.py" in saved.files
+    config = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert config["auto_map"]["AutoModel"] == "modeling_prunekit_compact.PrunekitCompactBertModel"
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        transformers.AutoModel.from_pretrained(tmp_path / "c")  # never runs the file unasked
+    again = transformers.AutoModel.from_pretrained(tmp_path / "c", trust_remote_code=True).eval()
+    layers = again.encoder.layer
+    assert [lay.attention.self.query.out_features for lay in layers] == [16, 24]
+    assert [lay.attention.self.num_attention_heads for lay in layers] == [2, 3]
+    assert [lay.intermediate.dense.weight.shape[0] for lay in layers] == [64, 24]
+    torch.testing.assert_close(_hidden(again, x), _hidden(model, x), atol=1e-5, rtol=1e-5)
+    emb = st.SentenceTransformer(str(tmp_path / "c"), device="cpu", trust_remote_code=True).encode(
+        ["the cat sat"], convert_to_tensor=True)
+    enc = dict(tok(["the cat sat"], return_tensors="pt"))
+    torch.testing.assert_close(emb, _hidden(model, enc).mean(1), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ConfigError, match="layout='packed': choose one of stock, compact"):
+        save_hf(model, tmp_path / "p", layout="packed")
+
+
 @pytest.mark.parametrize("heads, match", [
     ({0: [0, 1, 2, 3]}, "cannot remove 4 heads from attention layer 0.*keep at least one"),
     ({1: [4]}, r"has 4 heads \(0..3\); got head 4"),
@@ -220,6 +248,11 @@ def test_clip_towers_pruned_jointly_equal_masked_and_round_trip(tmp_path) -> Non
     assert config["text_config"]["intermediate_size"] == 32 and config["vision_config"]["intermediate_size"] == 48
     assert config["projection_dim"] == 24 and saved.max_abs_diff < 1e-5
     again = transformers.CLIPModel.from_pretrained(tmp_path / "clip").eval()
+    for a, b in zip(_clip_out(again, x), _clip_out(model, x), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    save_hf(model, tmp_path / "compact", layout="compact", example_inputs=x, sentence_transformers=False)
+    again = transformers.AutoModel.from_pretrained(tmp_path / "compact", trust_remote_code=True).eval()
+    assert again.vision_model.encoder.layers[0].self_attn.q_proj.out_features == 24  # 2 heads x 12, not padded
     for a, b in zip(_clip_out(again, x), _clip_out(model, x), strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
@@ -333,3 +366,42 @@ def test_mask_gradient_is_michel_head_importance() -> None:
     r = prune_(model, StructuredConfig(sparsity={"heads": 0.5}, importance="mask_gradient"), example_inputs=x[:2],
                calibration=cal)
     assert sum(r.removed.values()) == 4 and model(x).shape == (12, 3)
+
+
+def test_cost_model_counts_attention_products_of_kept_heads() -> None:
+    from prunekit.allocation.cost import CostModel
+    from prunekit.measure import count_macs
+
+    model, ids = _Classifier(tiny_bert()).eval(), torch.randint(5, len(VOCAB), (1, 24))
+    graph = DependencyGraph.build(model, ids)
+    cost = CostModel.build(graph)
+    assert cost.dense_macs == count_macs(model, ids).dense
+    removed = {"encoder.encoder.layer.0.attention.self.query": 3, "encoder.encoder.layer.1.intermediate.dense": 20}
+    predicted = cost.macs(removed)
+    prune_groups(graph, cost.removed_units(removed))
+    assert predicted == count_macs(model, ids).dense  # QKᵀ and AV of the removed heads are gone too
+
+
+def test_sensitivity_allocation_to_a_macs_budget_round_trips(tmp_path) -> None:
+    from prunekit import Budget, Calibration
+
+    model = _Classifier(tiny_bert()).eval()
+    x, y = torch.randint(5, len(VOCAB), (32, 12)), torch.randint(0, 3, (32,))
+    pooler = type(model.encoder.pooler)  # the wrapper never reads it: pruned, it would change pooler_output
+    r = prune_(model, StructuredConfig(budget=Budget(macs_kept=0.6), allocation="sensitivity", exclude=(pooler,),
+                                       importance="mask_gradient", sensitivity_ratios=(0.25, 0.5, 0.75)),
+               example_inputs=x[:1], calibration=Calibration(x, y, batch_size=16))
+    assert abs(r.macs_after / r.macs_before - 0.6) <= 0.6 * 0.02
+    saved = save_hf(model.encoder, tmp_path / "hf", example_inputs={"input_ids": x[:4]}, sentence_transformers=False)
+    again = transformers.AutoModel.from_pretrained(tmp_path / "hf").eval()
+    torch.testing.assert_close(_hidden(again, {"input_ids": x[:4]}), _hidden(model.encoder, {"input_ids": x[:4]}),
+                               atol=1e-5, rtol=1e-5)
+    assert saved.max_abs_diff < 1e-5
+
+
+def test_save_hf_names_an_output_whose_producer_was_pruned(tmp_path) -> None:
+    model, ids = _Classifier(tiny_bert()).eval(), torch.randint(5, len(VOCAB), (2, 6))
+    prune_groups(DependencyGraph.build(model, ids), {"encoder.pooler.dense": [0, 1, 2]})  # nothing reads the pooler
+    with pytest.raises(PruningError, match="output 'pooler_output' of the pruned model has shape \\[2, 29\\]"):
+        save_hf(model.encoder, tmp_path / "hf", example_inputs={"input_ids": ids})
+    assert not (tmp_path / "hf").exists()
