@@ -87,7 +87,8 @@ def model_table(runs: list[dict]) -> list[str]:
     first = reps[0]["deploy"]["table"]
     batches = list(first["dense"]["cpu_ms"])
     head = " | ".join(f"b{b} CPU ms | b{b} × vs dense ORT | b{b} × vs dense PyTorch" for b in batches)
-    out = [f"| variant | backend | accuracy ({len(reps)} seeds) | {head} | size | zipped |",
+    seeds = f"{len(reps)} seed{'s' if len(reps) > 1 else ''}"
+    out = [f"| variant | backend | accuracy ({seeds}) | {head} | size | zipped |",
            "|---|---|---|" + "---|---|---|" * len(batches) + "---|---|"]
     for key, row in first.items():
         accs = [r["deploy"]["table"][key]["accuracy"] for r in reps]
@@ -119,7 +120,7 @@ def targets(by_model: dict[str, list[dict]]) -> list[str]:
                        f"{', '.join(f'{v:.2f}×' for v in sp)} | {verdict(min(sp) >= 4, miss)} |")
         loss = [100 * (r["deploy"]["table"]["dense_torch"]["accuracy"] - r["deploy"]["table"]["int8"]["accuracy"])
                 for r in res]
-        out.append(f"| resnet_mini int8 ≤ 0.5 pt accuracy loss | {', '.join(f'{v:+.2f} pt' for v in loss)} | "
+        out.append(f"| resnet_mini int8 ≤ 0.5 pt accuracy loss | loss {', '.join(f'{v:.2f} pt' for v in loss)} | "
                    f"{verdict(statistics.mean(loss) <= 0.5, f'mean {statistics.mean(loss):.2f} pt')} |")
     lenet = [r["report"] for r in by_model.get("lenet300", [])]
     if lenet:
@@ -132,7 +133,8 @@ def targets(by_model: dict[str, list[dict]]) -> list[str]:
         out.append(f"| sparse int8 file ≥ 100× smaller than the dense fp32 safetensors | {cells} | "
                    f"{verdict(min(small) >= 100, f'{min(small):.0f}× at worst')} |")
         loss = [100 * (x["dense_torch"]["accuracy"] - x["sparse_int8"]["accuracy"]) for x in t]
-        out.append(f"| sparse int8 model ≤ 1 pt accuracy loss | {', '.join(f'{v:+.2f} pt' for v in loss)} | "
+        out.append("| sparse int8 model ≤ 1 pt accuracy loss (dense − model) | loss "
+                   f"{', '.join(f'{v:.2f} pt' for v in loss)} | "
                    f"{verdict(statistics.mean(loss) <= 1, f'mean {statistics.mean(loss):.2f} pt')} |")
         for base, what in (("dense_torch", "the dense model"), ("pruned_torch", "the masked model (dense kernels)")):
             sp = [_ratio(r, base, "sparse_torch", "1") for r in lenet]
