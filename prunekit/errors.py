@@ -21,6 +21,8 @@ __all__ = [
     "PruningError",
     "UnsupportedOpError",
     "OutputExistsError",
+    "OutputWriteError",
+    "RunStopped",
     "TrainingDivergedError",
     "ExportError",
     "MissingDependencyError",
@@ -57,6 +59,21 @@ class UnsupportedOpError(PruningError):
 
 class OutputExistsError(PrunekitError):
     """The output directory already holds results."""
+
+
+class OutputWriteError(PrunekitError):
+    """The output directory (or the files beside it: lock, staging directory) cannot be written, or a run's
+    checkpoint cannot be resumed; the message says where any finished work is."""
+
+
+class RunStopped(KeyboardInterrupt):
+    """A run stopped by a signal (SIGTERM, or SIGINT: Ctrl-C). A KeyboardInterrupt, so that it passes every
+    ``except Exception`` and cleanup runs as for Ctrl-C; ``where`` (set by the runner) says where the work is."""
+
+    def __init__(self, signal_name: str = "SIGINT") -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+        self.where: str | None = None
 
 
 class TrainingDivergedError(PrunekitError):

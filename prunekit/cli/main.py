@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 from prunekit._version import __version__
-from prunekit.errors import PrunekitError
-from prunekit.measure import threads
+from prunekit.errors import PrunekitError, RunStopped
+
+# This module imports nothing heavy at its top (torch loads in main()), so that Ctrl-C in the first seconds,
+# while torch loads, ends with one line like any other stop, not an import traceback.
 
 # Subcommand modules, in the order --help lists them.
 _COMMANDS = ["demo", "run", "export", "check", "sensitivity"]
@@ -53,6 +56,49 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    previous = _stop_on_signals()
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM, wherever it came (even while torch loads)
+        stop = e if isinstance(e, RunStopped) else RunStopped("SIGINT")
+        print(f"prunekit: stopped by {stop.signal_name}; {_where(stop, argv)}", file=sys.stderr)
+        return 128 + getattr(signal, stop.signal_name, signal.SIGINT).value
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stop_on_signals() -> dict:
+    """SIGTERM (and SIGINT) raise :class:`RunStopped`, so a run stops at once and cleans up as for Ctrl-C."""
+    def stop(signum, _frame):
+        raise RunStopped(signal.Signals(signum).name)
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, stop)
+        except ValueError:  # not the main thread (e.g. called from a test's thread): leave signals alone
+            pass
+    return previous
+
+
+def _where(stop: RunStopped, argv: list[str]) -> str:
+    if stop.where is None:
+        return "nothing was written"
+    if "checkpoint" in stop.where and "--resume" not in argv:
+        return f"{stop.where}; continue with: prunekit {' '.join(argv)} --resume"
+    return stop.where
+
+
+def _kept(e: BaseException, argv: list[str]) -> str:
+    """Where a failed run kept its checkpoint, and the command that continues it."""
+    where = getattr(e, "prunekit_where", None)
+    if not where:
+        return ""
+    return f"; {where}" if "--resume" in argv else f"; {where}; continue with: prunekit {' '.join(argv)} --resume"
+
+
+def _main(argv: list[str]) -> int:
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     try:
@@ -60,15 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:
         _usage_error_hook(argv, e)
         raise
+    from prunekit.measure import threads
+
     try:
         threads.configure(args.threads)
         return int(args.func(args) or 0)
     except PrunekitError as e:
-        print(f"prunekit: error: {e}", file=sys.stderr)
+        print(f"prunekit: error: {e}{_kept(e, argv)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("prunekit: interrupted", file=sys.stderr)
-        return 130
     except Exception as e:  # a bug or an unforeseen input: one line, the traceback with --debug
         if debug:
             raise
@@ -76,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         stage = f" in stage {where!r}" if where else ""
         first = (str(e).splitlines() or [""])[0]
         print(f"prunekit: error: {args.command}{stage}: unexpected {type(e).__name__}: {first} (run again with "
-              "--debug for the traceback)", file=sys.stderr)
+              f"--debug for the traceback){_kept(e, argv)}", file=sys.stderr)
         return 1
 
 

@@ -9,10 +9,11 @@ from pathlib import Path
 from prunekit.allocation import STRATEGY_NAMES
 from prunekit.api import list_criteria
 from prunekit.cli._flags import add_deprecated_alias
-from prunekit.errors import RecipeError
+from prunekit.errors import RecipeError, RunStopped
 from prunekit.pipeline import load_recipe, parse_recipe, run_recipe
 from prunekit.pipeline.methods.structured import LATENCY_ONLY, SENSITIVITY_ONLY
 from prunekit.pruners import UNSTRUCTURED_ALLOCATIONS
+from prunekit.training.journal import EVERY
 
 
 def shipped_recipe(name: str) -> Path:
@@ -29,6 +30,14 @@ def add_run_options(p: argparse.ArgumentParser, default_out: str | None) -> None
                    help="output directory (must be empty or absent unless --force)")
     p.add_argument("--force", action="store_true", help="replace an output directory that holds results")
     p.add_argument("--seed", type=int, help="override the recipe's seed")
+    p.add_argument("--resume", action="store_true", help="continue the stopped or killed run into --out from its "
+                   "last checkpoint (same recipe, flags and --nproc), to the same results")
+    p.add_argument("--checkpoint", choices=EVERY, default="epoch", help="how often the run saves its state for "
+                   "--resume: every epoch (and every training phase), every phase only, or off (default: epoch)")
+    p.add_argument("--nproc", type=int, default=None, metavar="N", help="train on N processes on this machine "
+                   "(torchrun, DistributedDataParallel: gloo on CPU, nccl on GPU); the recipe's batch_size is the "
+                   "global batch, each process computes on its share; pruning decisions are checked equal on every "
+                   "process")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -40,8 +49,62 @@ STRUCTURED_FLAGS = ("budget", "allocation_cost", "latency_table")
 
 def execute(recipe_path: Path, args: argparse.Namespace) -> int:
     recipe = apply_flags(load_recipe(recipe_path), args)
-    run_recipe(recipe, args.out, force=args.force, progress=not args.no_progress)
+    if args.nproc is not None:
+        return launch(args.nproc)
+    run_recipe(recipe, args.out, force=args.force, progress=not args.no_progress, resume=args.resume,
+               checkpoint=args.checkpoint)
     return 0
+
+
+def launch(nproc: int) -> int:
+    """Runs this command again on ``nproc`` local processes under PyTorch's launcher (``torchrun --standalone``);
+    returns the job's exit code. A rank that fails stops the others at once; one line says which and how."""
+    import logging
+    import os
+    import signal
+    import sys
+
+    import torch
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    from prunekit.measure.threads import available_cpus
+
+    if os.environ.get("WORLD_SIZE"):
+        raise RecipeError("--nproc: this process is already one of a torchrun job; drop --nproc")
+    gpus = torch.cuda.device_count()
+    room, what = (gpus, "GPUs") if gpus else (available_cpus(), "CPUs this process may use")
+    if nproc < 1 or nproc > room:
+        raise RecipeError(f"--nproc {nproc}: this machine has {room} {what}; choose --nproc between 1 and {room} "
+                          "(for several machines start torchrun on each with --nnodes)")
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # the ranks say what failed
+    args = torchrun.parse_args(["--standalone", f"--nproc-per-node={nproc}", "--monitor-interval=0.2",
+                                "-m", "prunekit", *_without_nproc(sys.argv[1:])])
+    try:
+        torchrun.run(args)
+    except ChildFailedError as e:
+        rank, failure = min(e.failures.items(), key=lambda kv: kv[1].timestamp)
+        code = failure.exitcode
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        print(f"prunekit: error: --nproc {nproc}: rank {rank} {how} (its own message, if any, is above); the other "
+              "ranks were stopped", file=sys.stderr)
+        return 128 - code if code < 0 else code
+    except SignalException as e:
+        raise RunStopped(signal.Signals(e.sigval).name) from None
+    return 0
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
 
 
 def apply_flags(recipe, args: argparse.Namespace):

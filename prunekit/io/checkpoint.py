@@ -14,7 +14,8 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from prunekit.errors import ModelLoadError
@@ -44,17 +45,24 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def save_state_dict(state: dict[str, torch.Tensor], path: str | os.PathLike,
                     metadata: dict | None = None) -> None:
-    """Saves tensors as safetensors (atomically); ``metadata`` is stored as JSON in the header."""
-    path = Path(path)
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"prunekit": json.dumps(metadata or {})})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Saves tensors as safetensors (atomically); ``metadata`` is stored as JSON in the header.
+
+    The same tensors and metadata give the same bytes: the header is written with sorted keys (safetensors
+    keeps its metadata in a hash map, whose order changes from process to process)."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    raw = safetensors_bytes(tensors, metadata={"prunekit": json.dumps(metadata or {}, sort_keys=True)})
+    atomic_write_bytes(path, canonical_safetensors(raw))
+
+
+def canonical_safetensors(raw: bytes) -> bytes:
+    """``raw`` (a safetensors file) with its JSON header's keys sorted; the tensor data is unchanged (offsets
+    count from the data's start, so the header may change length). Padded with spaces to 8 bytes, as the
+    format asks."""
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + raw[8 + n:]
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -54,6 +54,8 @@ class Run:
     stage_dir: Path | None = None  # the staging directory the save/export/report stages write into
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, filled by the runner
     threads: ThreadChoice | None = None  # the intra-op thread count the run uses (recorded in the report)
+    distributed: dict | None = None  # processes, backend, batch semantics under torchrun (recorded in the report)
+    checkpoint: dict | None = None  # the checkpoint interval, the seconds spent writing them, resumed or not
     clock: Stopwatch = field(default_factory=Stopwatch)  # wall and CPU seconds since the run started
 
     def log(self, msg: str) -> None:
@@ -152,9 +154,8 @@ def stage(name: str, input_type: type | None, output_type: type):
 def load_data(run: Run, _: None) -> Loaded:
     """The dataset; an image folder for a zoo model gets that model's preprocessing (``data.options`` override it)."""
     d, m = run.recipe.data, run.recipe.model
-    options = dict(d.options)
-    if d.name.partition(":")[0] == "imagefolder" and m.name.partition(":")[0] in ZOO_SOURCES:
-        options = {**zoo.preprocessing(m.name), **options}
+    options = run.recipe.data_options()
+    if options != d.options:
         run.log(f"preprocessing for {m.name}: resize {options['resize']}, crop {options['image_size']}, "
                 f"mean {options['mean']}, std {options['std']}")
     return Loaded(load_dataset(d.name, **options))
@@ -285,7 +286,8 @@ def report(run: Run, inp: Exported) -> Reported:
     reporter = REPORTERS.get(run.recipe.prune.spec.kind)
     timings = {k: round(v, 2) for k, v in run.timings.items()}
     threads = run.threads.to_dict() if run.threads is not None else None
-    extra = {**measured.extra, "timings_s": timings, "run_time_s": run.clock.read(), "threads": threads}
+    extra = {**measured.extra, "timings_s": timings, "run_time_s": run.clock.read(), "threads": threads,
+             "distributed": run.distributed, "checkpoint": run.checkpoint}
     rep = reporter.build(run.recipe, measured.trained.dense, measured.pruned, measured.outcome,
                          measured.recovered.history, extra,
                          measured.trained.built.model)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from prunekit.data.base import DataSplits, iterate_batches
 from prunekit.errors import ConfigError, TrainingDivergedError
+from prunekit.training import distributed, journal
 
 __all__ = ["TrainConfig", "EvalResult", "train", "evaluate", "default_device", "seed_everything"]
 
@@ -130,8 +131,16 @@ def _diverged(value: float, step: int, steps_per_epoch: int, cfg: TrainConfig,
     return TrainingDivergedError(
         f"training diverged: the loss is {value} at step {step + 1} (epoch {step // steps_per_epoch + 1} of "
         f"{cfg.epochs}, batch {step % steps_per_epoch + 1} of {steps_per_epoch}) with learning rate {lr_now:.4g} "
-        f"(TrainConfig.lr={cfg.lr:g}, schedule {cfg.schedule!r}, optimizer {cfg.optimizer!r}); the weights are no "
-        f"longer finite. Fix: lower the learning rate (e.g. lr={cfg.lr / 10:g}) or check the data and the loss.")
+        f"(TrainConfig.lr={cfg.lr:g}, weight_decay={cfg.weight_decay:g}, momentum={cfg.momentum:g}, schedule "
+        f"{cfg.schedule!r}, optimizer {cfg.optimizer!r}); the weights are no longer finite. Fix: lower the "
+        f"{_suspect(cfg)}, or check the data and the loss (a penalty's strength).")
+
+
+def _suspect(cfg: TrainConfig) -> str:
+    """The setting most likely to have made training diverge, with a safer value."""
+    if cfg.weight_decay > 0.01 and cfg.weight_decay * cfg.lr >= 1:  # decay alone overshoots: w ← (1 - lr·wd)·w
+        return f"weight decay (lr × weight_decay = {cfg.lr * cfg.weight_decay:g} ≥ 1; e.g. weight_decay=1e-4)"
+    return f"learning rate (e.g. lr={cfg.lr / 10:g})"
 
 
 @torch.no_grad()
@@ -162,6 +171,11 @@ def train(
 ) -> TrainHistory:
     """Trains ``model`` on ``data.x_train`` with the settings of ``cfg``.
 
+    Under torchrun (:mod:`prunekit.training.distributed`) every rank draws the same global batches, computes on
+    its share in DistributedDataParallel and checks that its masks and architecture equal rank 0's before and
+    after. Inside a run, the run's journal (:mod:`prunekit.training.journal`) checkpoints every epoch and lets a
+    resumed run skip or continue this phase.
+
     Args:
         on_step: called after every optimiser step with ``(step, total_steps)``; gradual pruning
             uses it.
@@ -169,40 +183,71 @@ def train(
             its own.
         progress: show a progress bar.
     """
-    device = next(model.parameters()).device
-    gen = torch.Generator().manual_seed(seed)
-    opt = _optimizer(model, cfg)
-    steps_per_epoch = math.ceil(len(data.x_train) / cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    history = TrainHistory()
-    step = 0
-    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="step")
+    replayable = on_step is None  # a per-step callback keeps state outside the model: such a phase reruns whole
+    log = journal.active()
+    start = log.start_phase(model, replayable) if log is not None else None
+    distributed.check_same(model, f"before training phase '{desc}'")
+    if start is not None and start.mode == "skip":
+        return TrainHistory(**start.history)
+    loop = _Loop(model, data, cfg, seed, on_step, loss_fn)
+    if start is not None and start.mode == "continue":
+        log.restore_epoch(model, loop.opt, loop.gen)
+        loop.step, loop.history = start.step, TrainHistory(**start.history)
+    bar = tqdm(total=loop.total, initial=loop.step, desc=desc, disable=not progress, leave=False, unit="step")
     model.train()
-    for _ in range(cfg.epochs):
+    try:
+        with distributed.global_batchnorm(model):
+            for epoch in range(start.epoch if start is not None else 0, cfg.epochs):
+                loop.epoch(bar)
+                if log is not None and epoch < cfg.epochs - 1:
+                    log.epoch_end(model, loop.opt, loop.gen, epoch, loop.step, asdict(loop.history), replayable)
+    finally:
+        bar.close()
+    distributed.sync_state(model)
+    distributed.check_same(model, f"after training phase '{desc}'")
+    if log is not None:
+        log.phase_end(model, asdict(loop.history), replayable)
+    return loop.history
+
+
+class _Loop:
+    """The state of one training phase: model (DDP-wrapped under torchrun), optimiser, generator, step."""
+
+    def __init__(self, model, data, cfg, seed, on_step, loss_fn) -> None:
+        self.model, self.data, self.cfg, self.on_step, self.loss_fn = model, data, cfg, on_step, loss_fn
+        self.device = next(model.parameters()).device
+        self.gen = torch.Generator().manual_seed(seed)  # the same on every rank: each takes its share of a batch
+        self.opt = _optimizer(model, cfg)
+        self.steps_per_epoch = math.ceil(len(data.x_train) / cfg.batch_size)
+        self.total = self.steps_per_epoch * cfg.epochs
+        self.history = TrainHistory()
+        self.step = 0
+        self.net = distributed.wrap(model)  # a new DDP wrapper each phase: after structural pruning, the new model
+
+    def epoch(self, bar) -> None:
+        cfg, data, opt = self.cfg, self.data, self.opt
         running = 0.0
-        for xb, yb in iterate_batches(data.x_train, data.y_train, cfg.batch_size, True, gen):
+        for xb, yb in iterate_batches(data.x_train, data.y_train, cfg.batch_size, True, self.gen):
             if cfg.augment == "shift":
-                xb = random_shift(xb, cfg.shift_pixels, gen)
-            xb, yb = xb.to(device), yb.to(device)
+                xb = random_shift(xb, cfg.shift_pixels, self.gen)
+            xb, yb, share = distributed.split_batch(xb, yb)  # this rank's part of the global batch
+            xb, yb = xb.to(self.device), yb.to(self.device)
             for group in opt.param_groups:
-                group["lr"] = cfg.lr * _lr_factor(cfg.schedule, step / max(total, 1))
-            logits = model(xb)
-            loss = loss_fn(logits, yb, xb) if loss_fn else F.cross_entropy(logits, yb)
+                group["lr"] = cfg.lr * _lr_factor(cfg.schedule, self.step / max(self.total, 1))
+            logits = self.net(xb)
+            loss = self.loss_fn(logits, yb, xb) if self.loss_fn else F.cross_entropy(logits, yb)
             value = float(loss.detach())
             if not math.isfinite(value):
-                bar.close()
-                raise _diverged(value, step, steps_per_epoch, cfg, opt)
+                raise _diverged(value, self.step, self.steps_per_epoch, cfg, opt)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * share if share != 1.0 else loss).backward()
             opt.step()
-            step += 1
+            self.step += 1
             running += value
-            if on_step:
-                on_step(step, total)
+            if self.on_step:
+                self.on_step(self.step, self.total)
             bar.update(1)
-        history.epoch_loss.append(running / steps_per_epoch)
-        history.val_accuracy.append(evaluate(model, data.x_val, data.y_val).accuracy)
-        bar.set_postfix(loss=f"{history.epoch_loss[-1]:.3f}", val_acc=f"{history.val_accuracy[-1]:.3f}")
-        model.train()
-    bar.close()
-    return history
+        self.history.epoch_loss.append(running / self.steps_per_epoch)
+        self.history.val_accuracy.append(evaluate(self.model, data.x_val, data.y_val).accuracy)
+        bar.set_postfix(loss=f"{self.history.epoch_loss[-1]:.3f}", val_acc=f"{self.history.val_accuracy[-1]:.3f}")
+        self.model.train()
