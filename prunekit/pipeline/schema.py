@@ -152,12 +152,17 @@ class ExportSection:
     ONNX files of the pruned and the dense model, measured in ONNX Runtime, see :mod:`prunekit.pipeline.deploy`);
     ``int8``: also quantise the pruned model, ``static`` (CNNs, calibrated on the training split) or ``dynamic``
     (Linear-heavy and transformer models); ``threads``: ONNX Runtime intra-op threads for the timing;
-    ``exporter``: ``auto`` (torch's dynamo exporter, then the TorchScript one), ``dynamo`` or ``torchscript``."""
+    ``exporter``: ``auto`` (torch's dynamo exporter, then the TorchScript one), ``dynamo`` or ``torchscript``;
+    ``sparse_kernels``: also time the pruned model with torch sparse kernels where measured faster (in the same loop
+    as the ONNX files); ``sparse_int8``: also write the pruned weights as a compressed sparse int8 file
+    (:mod:`prunekit.export.sparse_int8`), its accuracy measured after loading it back."""
 
     formats: list[str] = field(default_factory=list)
     int8: str | None = None
     threads: int = 1
     exporter: str = "auto"
+    sparse_kernels: bool = False
+    sparse_int8: bool = False
 
     def __post_init__(self) -> None:
         for f in self.formats:
@@ -168,6 +173,9 @@ class ExportSection:
             QUANT_MODES.get(self.int8)
             if "onnx" not in self.formats:
                 raise ConfigError(f"export.int8 {self.int8!r} needs the onnx format: set export.formats: [onnx]")
+        for key in ("sparse_kernels", "sparse_int8"):
+            if getattr(self, key) and "onnx" not in self.formats:
+                raise ConfigError(f"export.{key} adds rows to the onnx format's table: set export.formats: [onnx]")
         if self.exporter != "auto":
             ONNX_EXPORTERS.get(self.exporter)
         if not isinstance(self.threads, int) or self.threads < 1:
