@@ -263,6 +263,7 @@ ROWS: list[tuple[str, str, Callable[[], tuple[str, list[str]]]]] = [
     ("BN re-estimation after pruning", "`python bench/bn_recalibration.py`", bn_recalibration),
     ("pruning regimes", "`python bench/regimes.py`", regimes),
     ("deployment (prune → quantise → export)", "`python bench/deploy.py`; `prunekit run deploy-lenet-int8`", deploy),
+    ("one-shot Wanda / SparseGPT", "`python bench/oneshot.py`", oneshot),
 ]
 
 
