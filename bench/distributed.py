@@ -64,14 +64,21 @@ def worker(args: argparse.Namespace) -> None:
 
 def throughput(args: argparse.Namespace, tmp: Path) -> list[dict]:
     rows = []
-    base = [__file__, "--worker", "--model", args.model, "--data", args.data, "--epochs", str(args.epochs),
+    for model in args.models:
+        rows += _throughput(args, tmp, model)
+    return rows
+
+
+def _throughput(args: argparse.Namespace, tmp: Path, model: str) -> list[dict]:
+    rows = []
+    base = [__file__, "--worker", "--model", model, "--data", args.data, "--epochs", str(args.epochs),
             "--batch", str(args.batch)]
     for label, nproc in (("1 process", None), (f"torchrun, {args.nproc} processes", args.nproc)):
-        out = tmp / f"tp{nproc}.json"
+        out = tmp / f"tp{model}{nproc}.json"
         launch = [] if nproc is None else ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
         load = os.getloadavg()[0]
         subprocess.run([sys.executable, *launch, *base, "--json", str(out)], env=_env(), check=True, cwd=REPO)
-        rows.append({"setup": label, "processes": nproc or 1, "load_start": round(load, 2),
+        rows.append({"model": model, "setup": label, "processes": nproc or 1, "load_start": round(load, 2),
                      **json.loads(out.read_text())})
     return rows
 
@@ -125,13 +132,12 @@ def checkpoints_and_resume(args: argparse.Namespace, tmp: Path) -> dict:
 def render(result: dict) -> str:
     a = result["args"]
     lines = ["# Distributed fine-tuning and resumable runs", "",
-             f"## Fine-tuning throughput: `{a['model']}` on `{a['data']}`, {a['epochs']} epochs, global batch "
-             f"{a['batch']}", "",
-             "| setup | processes | wall s | samples/s | rank 0 CPU s | load at start |",
-             "|---|---:|---:|---:|---:|---:|"]
+             f"## Fine-tuning throughput on `{a['data']}`, {a['epochs']} epochs, global batch {a['batch']}", "",
+             "| model | setup | processes | wall s | samples/s | rank 0 CPU s | load at start |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for r in result["throughput"]:
-        lines.append(f"| {r['setup']} | {r['processes']} | {r['wall_s']:.1f} | {r['samples_per_s']:.0f} | "
-                     f"{r['cpu_s_rank0']:.1f} | {r['load_start']:.1f} |")
+        lines.append(f"| `{r['model']}` | {r['setup']} | {r['processes']} | {r['wall_s']:.1f} | "
+                     f"{r['samples_per_s']:.0f} | {r['cpu_s_rank0']:.1f} | {r['load_start']:.1f} |")
     ck = result["checkpoints"]
     runs, res = ck["runs"], ck["resume"]
     on, off = runs["epoch"], runs["off"]
@@ -154,7 +160,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--json", help=argparse.SUPPRESS)
-    ap.add_argument("--model", default="resnet_mini")
+    ap.add_argument("--model", default="resnet_mini", help=argparse.SUPPRESS)  # the worker's
+    ap.add_argument("--models", nargs="+", default=["resnet_mini", "lenet300"])
     ap.add_argument("--data", default="digits")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch", type=int, default=64)
@@ -168,7 +175,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        result = {"args": {k: v for k, v in vars(args).items() if k not in ("worker", "json")},
+        result = {"args": {k: v for k, v in vars(args).items() if k not in ("worker", "json", "model")},
                   "throughput": throughput(args, tmp), "checkpoints": checkpoints_and_resume(args, tmp)}
     write_results(args.name, result, render)
 

@@ -195,8 +195,10 @@ def _global_bn_forward(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -
     dims = [0, *range(2, x.dim())]
     shape = [1, -1] + [1] * (x.dim() - 2)
     w = _local_weight
-    count = all_reduce(torch.tensor([x.numel() / x.shape[1] * w], dtype=x.dtype, device=x.device))
-    mean = all_reduce(x.sum(dims) * w) / count
+    local_count = torch.tensor([x.numel() / x.shape[1] * w], dtype=x.dtype, device=x.device)
+    sums = all_reduce(torch.cat([x.sum(dims) * w, local_count]))  # one collective: the sums and the count
+    count = sums[-1:]
+    mean = sums[:-1] / count
     var = all_reduce(((x - mean.view(shape)) ** 2).sum(dims) * w) / count  # biased, as BN normalises
     y = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
     if self.affine:
