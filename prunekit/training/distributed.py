@@ -33,6 +33,7 @@ import contextlib
 import hashlib
 import os
 import types
+import warnings
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -181,7 +182,11 @@ def global_batchnorm(model: nn.Module) -> Iterator[None]:
     for m in layers:
         m.forward = types.MethodType(_global_bn_forward, m)
     try:
-        yield
+        with warnings.catch_warnings():
+            # its successor in torch._functional_collectives is private; this one keeps the autograd rule we need
+            warnings.filterwarnings("ignore", "torch.distributed.nn.functional.all_reduce is deprecated",
+                                    FutureWarning)
+            yield
     finally:
         for m in layers:
             del m.forward
