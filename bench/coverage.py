@@ -6,6 +6,9 @@ process (a crash or a hang costs one row, not the run), one thread, with a time 
     .venv/bin/python bench/coverage.py                     # all lists
     .venv/bin/python bench/coverage.py --lists timm hf     # some lists
     .venv/bin/python bench/coverage.py --lists outside --out coverage_outside   # models issue 3 does not name
+    .venv/bin/python bench/coverage.py --lists tv_detection tv_segmentation tv_video tv_optical_flow \
+        tv_quantization --out coverage_tv_families      # issue 16: every other torchvision builder
+    .venv/bin/python bench/coverage.py --merge coverage coverage_tv_families --out coverage   # rows + provenance
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from _common import RESULTS, render_footer, write_results  # bench/ is sys.path[0] when run as a script
+from _common import RESULTS, provenance_line, render_footer, write_results  # bench/ is sys.path[0] when run as a script
 
 TIMM = ["resnet50", "efficientnet_b0", "mobilenetv3_large_100", "convnext_tiny", "vit_small_patch16_224",
         "deit_small_patch16_224", "swin_tiny_patch4_window7_224", "regnety_016", "densenet121", "ghostnet_100",
@@ -121,10 +124,16 @@ def render(result: dict) -> str:
             macs = (f"{r['macs_after'] / r['macs_before']:.2f}x" if r.get("macs_before") else "-")
             diff = "-" if r.get("max_rel_diff") is None else f"{r['max_rel_diff']:.1e}"
             err = (r.get("error") or "").replace("|", "/")[:160]
+            if r.get("kept"):
+                err = "; ".join([err] * bool(err) + [f"kept {m}: {why}" for m, why in r["kept"].items()])
             lines.append(f"| {r['model']} | {'yes' if r.get('ok') else 'NO'} | {r.get('equivalent', '-')} | "
                          f"{_fmt(r.get('params_before'))} -> {_fmt(r.get('params_after'))} | {macs} | {diff} | "
                          f"{r.get('seconds', 0):.2f} | {err} |")
         lines.append("")
+    if result.get("sources"):
+        lines += ["## Measured in", ""] + [f"- `{src['file']}` ({', '.join(src['lists'])}): "
+                                           + (provenance_line(src["provenance"]) if src.get("provenance") else
+                                              "no provenance recorded.") for src in result["sources"]] + [""]
     return "\n".join(lines) + render_footer(result)
 
 
@@ -141,8 +150,14 @@ def main() -> None:
     args = ap.parse_args()
     if args.merge:
         merged: dict[str, list[dict]] = {}
+        sources: list[dict] = []
+        notes: list[str] = []
         for name in args.merge:
             data = json.loads((RESULTS / f"{name}.json").read_text())
+            notes += [n for n in data.get("notes", []) if n not in notes]
+            # each measured file's own provenance travels with its rows (a merge measures nothing)
+            sources += data.get("sources") or [{"file": f"{name}.json", "lists": list(data["results"]),
+                                                "provenance": data.get("provenance")}]
             for k, rows in data["results"].items():
                 for row in rows:  # a later file's row replaces an earlier one for the same model
                     old = merged.setdefault(k, [])
@@ -151,8 +166,7 @@ def main() -> None:
                         old[hit[0]] = row
                     else:
                         old.append(row)
-        write_results(args.out, {"ratio": args.ratio, "results": merged,
-                                 "sources": [f"{name}.json" for name in args.merge]}, render)
+        write_results(args.out, {"ratio": args.ratio, "results": merged, "sources": sources, "notes": notes}, render)
         return
     lists = model_lists()
     results: dict[str, list[dict]] = {}

@@ -33,7 +33,7 @@ class ZooModel:
     spec: str
     model: nn.Module
     example_inputs: Any  # tuple of positional inputs or dict of keyword inputs
-    kind: str  # "image", "detection", "segmentation", "video", "optical_flow", "text", "custom"
+    kind: str  # image, detection, segmentation, video, optical_flow, text, audio, multimodal, custom
     #: modules whose channels must be kept, with the reason (a size the forward uses as a value)
     pinned: dict[str, str] = field(default_factory=dict)
     #: submodules compared besides the output (a detector's heads, before its discontinuous post-processing)
@@ -323,7 +323,11 @@ def _hf(spec: str, model_type: str, batch: int) -> ZooModel:
         model = tr.AutoModel.from_config(config).eval()
     except Exception as e:
         raise ModelLoadError(f"cannot build a transformers {model_type!r} model from its config: {e}") from e
-    return ZooModel(spec, model, hf_inputs(model, batch), "text")
+    inputs = hf_inputs(model, batch)
+    kind = ("audio" if {"input_values", "input_features"} & set(inputs) else
+            "multimodal" if {"input_ids", "pixel_values"} <= set(inputs) else
+            "image" if "pixel_values" in inputs else "text")
+    return ZooModel(spec, model, inputs, kind)
 
 
 def hf_inputs(model: nn.Module, batch: int = 1, seq: int = 16) -> dict:

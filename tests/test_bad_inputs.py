@@ -73,3 +73,13 @@ def test_a_checkpoint_with_another_head_names_the_keys_and_loads_without_it(tmp_
 def test_unknown_model_kwargs_are_a_config_error():
     with pytest.raises(ConfigError, match="takes no keyword argument.*'bogus'"):
         build_model("lenet300", (1, 28, 28), 10, {"bogus": 1})
+
+
+def test_a_run_diverging_from_weight_decay_names_that_setting(digits):
+    from prunekit.errors import TrainingDivergedError
+    from prunekit.training import TrainConfig, train
+
+    model = build_model("lenet300", digits.input_shape, 10)
+    with pytest.raises(TrainingDivergedError, match=r"at step \d+ .*weight_decay=1000.*lower the weight decay "
+                                                    r"\(lr × weight_decay = 50"):
+        train(model, digits, TrainConfig(epochs=2, lr=0.05, weight_decay=1e3, schedule="constant"), progress=False)

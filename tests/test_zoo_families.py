@@ -45,12 +45,16 @@ def test_a_sample_of_each_family_prunes_with_equivalence(family, one_thread):
 
 
 def test_family_inputs_are_the_families_shapes():
+    from prunekit.zoo import _tv_clip, tv_kwargs
+
     assert load("torchvision:r3d_18", small=True).example_inputs[0].shape == (1, 3, 8, 64, 64)
-    assert load("torchvision:r3d_18").example_inputs[0].shape == (1, 3, 16, 112, 112)
+    assert _tv_clip(tv, "r3d_18", small=False) == (16, 112) and _tv_clip(tv, "mvit_v2_s", small=True) == (16, 224)
     flow = load("torchvision:raft_small", batch=2)
     assert [t.shape for t in flow.example_inputs] == [(2, 3, 128, 128)] * 2 and "feature_encoder.conv" in flow.pinned
-    det = load("torchvision:ssd300_vgg16", batch=2).example_inputs[0]
-    assert isinstance(det, list) and [t.shape for t in det] == [(3, 300, 300)] * 2
+    # SSD builders fix their own size (passing min_size made them fail); the others are resized to the input
+    assert tv_kwargs(tv, "ssd300_vgg16", 320) == {"weights_backbone": None}
+    assert tv_kwargs(tv, "retinanet_resnet50_fpn", 320) == {"weights_backbone": None, "min_size": 320, "max_size": 320}
+    assert tv_kwargs(tv, "quantized_resnet18") == {"quantize": False}
 
 
 @pytest.mark.slow

@@ -114,3 +114,13 @@ def test_imagefolder_preprocessing_resizes_crops_and_normalises(tmp_path):
         load_dataset(f"imagefolder:{tmp_path}", mean=[0.5])
     with pytest.raises(DataError, match="std must be 3 finite numbers"):
         load_dataset(f"imagefolder:{tmp_path}", grayscale=False, mean=[0, 0, 0], std=[1, float("nan"), 1])
+
+
+def test_the_run_and_its_export_read_the_same_preprocessing(tmp_path):
+    """``prunekit export RUN`` reloads the data from recipe.yaml: the zoo preprocessing must come with it."""
+    recipe = parse_recipe(_recipe(tmp_path / "images"), "t", notice=None)
+    options = recipe.data_options()
+    assert options["image_size"] == 64 and options["resize"] == 72  # the recipe's own options win
+    assert options["mean"] == [0.485, 0.456, 0.406] and options["interpolation"] == "bilinear"
+    plain = parse_recipe({**_recipe(tmp_path / "images"), "model": "lenet300"}, "t", notice=None)
+    assert plain.data_options() == {"image_size": 64, "resize": 72}

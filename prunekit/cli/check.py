@@ -125,8 +125,10 @@ def _check(args: argparse.Namespace):
         print(f"kept       {module}: {why}", flush=True)
     if zm.pinned:
         config = dataclasses.replace(config, exclude=tuple(config.exclude) + tuple(zm.pinned))
-    return check_model(args.model, zm.model, inputs, config, latency=not args.no_latency,
-                       compare_at=zm.compare_at if inputs is zm.example_inputs else ())
+    rep = check_model(args.model, zm.model, inputs, config, latency=not args.no_latency,
+                      compare_at=zm.compare_at if inputs is zm.example_inputs else ())
+    rep.kept = dict(zm.pinned)
+    return rep
 
 
 def _ratio(a: float | None, b: float | None) -> str:

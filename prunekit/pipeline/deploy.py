@@ -156,7 +156,7 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", *, int8: str | None = Non
         raise ConfigError(f"{str(run_dir)!r} has no recipe.yaml, so the data to calibrate and evaluate on is unknown")
     recipe = load_recipe(recipe_file, notice=None)
     model = load_pruned(model_dir).cpu().eval()
-    data = load_dataset(recipe.data.name, **recipe.data.options)
+    data = load_dataset(recipe.data.name, **recipe.data_options())  # with the zoo model's preprocessing
     out = Path(out) if out is not None else run_dir / ONNX_DIR
     with staged_output(out, force) as stage:
         rep = deploy_onnx(model, None, data, stage, int8=int8, batches=recipe.measure.latency_batches,

@@ -235,6 +235,14 @@ class Recipe:
                               "trained (train.epochs: 0) nor loaded (model.checkpoint): set train.epochs ≥ 1 or "
                               "model.checkpoint, or use recover.method: finetune")
 
+    def data_options(self) -> dict[str, Any]:
+        """``data.options``, on top of a zoo model's own preprocessing where the data is an image folder."""
+        if self.data.name.partition(":")[0] == "imagefolder" and self.model.name.partition(":")[0] in ZOO_SOURCES:
+            from prunekit.zoo import preprocessing
+
+            return {**preprocessing(self.model.name), **self.data.options}
+        return dict(self.data.options)
+
     def to_dict(self) -> dict[str, Any]:
         keys = ("version", "name", "seed", "data", "model", "train", "prune", "recover", "measure", "export")
         return {k: to_dict(getattr(self, k)) for k in keys if getattr(self, k) is not None}

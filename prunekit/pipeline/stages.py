@@ -154,9 +154,8 @@ def stage(name: str, input_type: type | None, output_type: type):
 def load_data(run: Run, _: None) -> Loaded:
     """The dataset; an image folder for a zoo model gets that model's preprocessing (``data.options`` override it)."""
     d, m = run.recipe.data, run.recipe.model
-    options = dict(d.options)
-    if d.name.partition(":")[0] == "imagefolder" and m.name.partition(":")[0] in ZOO_SOURCES:
-        options = {**zoo.preprocessing(m.name), **options}
+    options = run.recipe.data_options()
+    if options != d.options:
         run.log(f"preprocessing for {m.name}: resize {options['resize']}, crop {options['image_size']}, "
                 f"mean {options['mean']}, std {options['std']}")
     return Loaded(load_dataset(d.name, **options))

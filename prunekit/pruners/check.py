@@ -38,6 +38,7 @@ class CheckReport:
     ok: bool = False
     error: str | None = None
     inputs: str = ""  # what the model was run on (shapes, dtypes)
+    kept: dict[str, str] = field(default_factory=dict)  # modules left whole on purpose, with the reason
     worst_output: str | None = None  # the output leaf with the largest difference (out[0]['boxes'], ...)
     ratio: float = 0.5
     params_before: int = 0

@@ -131,8 +131,16 @@ def _diverged(value: float, step: int, steps_per_epoch: int, cfg: TrainConfig,
     return TrainingDivergedError(
         f"training diverged: the loss is {value} at step {step + 1} (epoch {step // steps_per_epoch + 1} of "
         f"{cfg.epochs}, batch {step % steps_per_epoch + 1} of {steps_per_epoch}) with learning rate {lr_now:.4g} "
-        f"(TrainConfig.lr={cfg.lr:g}, schedule {cfg.schedule!r}, optimizer {cfg.optimizer!r}); the weights are no "
-        f"longer finite. Fix: lower the learning rate (e.g. lr={cfg.lr / 10:g}) or check the data and the loss.")
+        f"(TrainConfig.lr={cfg.lr:g}, weight_decay={cfg.weight_decay:g}, momentum={cfg.momentum:g}, schedule "
+        f"{cfg.schedule!r}, optimizer {cfg.optimizer!r}); the weights are no longer finite. Fix: lower the "
+        f"{_suspect(cfg)}, or check the data and the loss (a penalty's strength).")
+
+
+def _suspect(cfg: TrainConfig) -> str:
+    """The setting most likely to have made training diverge, with a safer value."""
+    if cfg.weight_decay > 0.01 and cfg.weight_decay * cfg.lr >= 1:  # decay alone overshoots: w ← (1 - lr·wd)·w
+        return f"weight decay (lr × weight_decay = {cfg.lr * cfg.weight_decay:g} ≥ 1; e.g. weight_decay=1e-4)"
+    return f"learning rate (e.g. lr={cfg.lr / 10:g})"
 
 
 @torch.no_grad()
