@@ -14,7 +14,7 @@ BASE = {"version": 2, "name": "t", "data": "digits", "model": "lenet300", "train
 
 
 def test_the_stages_chain_and_a_broken_chain_is_caught():
-    assert ORDER == ("data", "model", "train", "prune", "recover", "measure", "save", "export", "report")
+    assert ORDER == ("data", "model", "train", "prune", "recover", "dynamic", "measure", "save", "export", "report")
     assert set(STAGES.names()) == set(ORDER)
     with pytest.raises(AssertionError, match="stage 'train' takes .*Built"):
         check_chain(("data", "train"))

@@ -8,12 +8,15 @@ Each factory takes ``input_shape`` (C, H, W) or (C, L) and ``num_classes``.
 - ``resnet_mini``: a ResNet-20-like CNN (He et al. 2016, CIFAR variant) for 28×28 inputs: three
   stages of 16/32/64 channels with BN, residual adds and a strided 1×1-conv downsample path.
 - ``cnn1d``: a 1-D CNN for MNIST-1D.
+- ``vit_mini``: a 6-block Vision Transformer (Dosovitskiy et al. 2021) of width 64 with a class token, 4×4
+  patches (2×2 below 16×16 inputs); the small ViT token merging is measured on.
 """
 
 from __future__ import annotations
 
 import math
 
+import torch
 from torch import nn
 
 from prunekit.errors import ConfigError
@@ -129,3 +132,68 @@ def cnn1d(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
         nn.Linear(64 * (((length - 1) // 2) // 2 + 1), 128), nn.ReLU(),
         nn.Linear(128, num_classes),
     )
+
+
+class _Attention(nn.Module):
+    """Multi-head self-attention with one fused qkv projection (the layout of timm's ViT blocks)."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        out = nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+class ViTBlock(nn.Module):
+    """Pre-norm transformer block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: int = 2) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = _Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class ViTMini(nn.Module):
+    """A small Vision Transformer (Dosovitskiy et al. 2021): patches, a class token, learned positions, ``depth``
+    pre-norm blocks, the class token's LayerNorm'd features classified."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, patch: int = 4, dim: int = 64,
+                 depth: int = 6, num_heads: int = 4) -> None:
+        super().__init__()
+        c, h, w = input_shape
+        self.patch_embed = nn.Conv2d(c, dim, patch, patch)
+        tokens = (h // patch) * (w // patch) + 1
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, tokens, dim) * 0.02)
+        self.blocks = nn.ModuleList([ViTBlock(dim, num_heads) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def embed(self, x):
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)
+        return torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1) + self.pos_embed
+
+    def forward(self, x):
+        x = self.embed(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x)[:, 0])
+
+
+@MODELS.register("vit_mini")
+def vit_mini(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    if len(input_shape) != 3 or min(input_shape[1:]) < 8:
+        raise ConfigError(f"vit_mini needs image inputs (C, H, W) of at least 8×8, got shape {input_shape}")
+    return ViTMini(input_shape, num_classes, patch=4 if min(input_shape[1:]) >= 16 else 2)

@@ -1,5 +1,5 @@
 """report.json and report.md, one reporter per kind of method (``masks``: weights zeroed; ``structured``: units
-removed), registered in :data:`REPORTERS`.
+removed; ``dynamic``: a recipe with a ``dynamic`` section, input-dependent), registered in :data:`REPORTERS`.
 
 Every report holds the foundation fields: ``dense`` and ``pruned`` (each with ``accuracy`` as a fraction,
 ``params``, ``nonzero_params``, ``macs``, ``nonzero_macs``, ``size_bytes``, ``latency_ms`` keyed by batch size),
@@ -21,6 +21,7 @@ from prunekit.pipeline.validate import to_dict
 from prunekit.registry import Registry
 from prunekit.report import (
     have_matplotlib,
+    plot_accuracy_cost,
     plot_layer_sparsity,
     plot_trajectory,
     render_markdown,
@@ -123,3 +124,60 @@ def _structured_summary(r: dict) -> str:
 REPORTERS.register("masks")(Reporter(_masks_build, _masks_markdown, _masks_summary))
 REPORTERS.register("structured")(Reporter(_structured_build, lambda r, _d: render_structured_markdown(r),
                                           _structured_summary))
+
+
+def _dynamic_build(recipe, dense: dict, pruned: dict, outcome: PruneOutcome, history: Any, extra: dict,
+                   model: nn.Module) -> dict:
+    """``pruned`` is the dynamic model (mean MACs on the path taken, batch-1 latency as the mean over the test
+    split); ``dynamic`` holds what it did per input (exit histogram, tokens or channels kept)."""
+    drop = lambda d: {k: v for k, v in d.items() if k != "layer_sparsity"}  # noqa: E731
+    report = _common(recipe, drop(dense), drop(pruned), outcome, {})
+    report.update({
+        "sparsity": 1.0 - pruned["params"] / dense["params"],
+        "compression": dense["params"] / pruned["params"],
+        "macs_reduction": dense["macs"] / pruned["macs"],
+        "speedup": {b: dense["latency_ms"][b] / pruned["latency_ms"][b] for b in pruned["latency_ms"]},
+        "steps": outcome.steps,
+        "dynamic_method": recipe.dynamic.method,
+    })
+    report.update(outcome.report)
+    report.update(extra)
+    return report
+
+
+def _dynamic_markdown(r: dict, directory: Path) -> str:
+    d, p, dyn = r["dense"], r["pruned"], r["dynamic"]
+    lines = [f"# {r['name']}: {r['model']} on {r['dataset']} (seed {r['seed']}), dynamic `{r['dynamic_method']}`",
+             "", f"Static pruning `{r['method']}`, then `{r['dynamic_method']}`. MACs of the dynamic model: the mean "
+             "per test input on the path it took. Batch-1 latency: mean CPU time per input over every test input, "
+             "dense and dynamic alternated input by input; larger batches: mean CPU time per batch over the split, "
+             f"served as: {dyn.get('serving_policy', 'one pass')}.", "",
+             "| | dense | dynamic |", "|---|---|---|",
+             f"| test accuracy | {d['accuracy']:.2%} | {p['accuracy']:.2%} |",
+             f"| parameters | {d['params']:,} | {p['params']:,} |",
+             f"| MACs (mean per input) | {d['macs']:,} | {p['macs']:,} |"]
+    for b in p["latency_ms"]:
+        lines.append(f"| latency, batch {b} (ms) | {d['latency_ms'][b]:.3f} | {p['latency_ms'][b]:.3f} "
+                     f"({r['speedup'][b]:.2f}×) |")
+    if "exit_histogram" in dyn:
+        lines += ["", "| exit | inputs | accuracy of those inputs | MACs on the path |", "|---|---|---|---|"]
+        for name, n, acc, macs in zip(dyn["exit_names"], dyn["exit_histogram"], dyn["accuracy_by_exit"],
+                                      dyn["path_macs"], strict=True):
+            lines.append(f"| {name} | {n} | {'–' if acc is None else f'{acc:.2%}'} | {macs:,} |")
+        lines += ["", f"Thresholds ({dyn['confidence']}): {', '.join(f'{t:g}' for t in dyn['thresholds'])}."]
+        if have_matplotlib():
+            plot_accuracy_cost(dyn["test_curve"], p, {"macs": d["macs"], "accuracy": d["accuracy"]},
+                               directory / "accuracy_vs_cost.png")
+            lines += ["", "![Accuracy vs cost](accuracy_vs_cost.png)"]
+    lines += ["", f"Accuracy {-r['accuracy_drop_pt']:+.2f} pt, {r['macs_reduction']:.2f}× fewer MACs per input on "
+              f"average, {r['speedup']['1']:.2f}× faster at batch 1.", ""]
+    return "\n".join(lines)
+
+
+def _dynamic_summary(r: dict) -> str:
+    return (f"dynamic ({r['dynamic_method']}): {r['macs_reduction']:.2f}× fewer MACs per input on average, "
+            f"{r['speedup']['1']:.2f}× faster at batch 1, test accuracy {r['pruned']['accuracy']:.2%} "
+            f"({-r['accuracy_drop_pt']:+.2f} pt)")
+
+
+REPORTERS.register("dynamic")(Reporter(_dynamic_build, _dynamic_markdown, _dynamic_summary))

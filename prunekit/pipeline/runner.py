@@ -84,7 +84,8 @@ def run_recipe(recipe: Recipe, out: str | Path, force: bool = False, progress: b
     if not writer:
         return None
     report = value.report
-    run.log(f"{REPORTERS.get(recipe.prune.spec.kind).summary(report)}; report in {out}")
+    kind = "dynamic" if recipe.dynamic is not None else recipe.prune.spec.kind
+    run.log(f"{REPORTERS.get(kind).summary(report)}; report in {out}")
     return report
 
 

@@ -14,7 +14,9 @@ Example (``recipes/demo.yaml``)::
 ``prune.method`` picks a registered method (:data:`prunekit.pipeline.methods.PRUNE_METHODS`); the other
 ``prune`` keys are that method's options. Numbers mean one thing: ``sparsity`` is the fraction REMOVED, a
 ``budget`` says what is KEPT (``macs_kept``, ``params_kept``), ``allocation`` is how a target spreads over
-layers. Every error names the key, the bad value and the valid choices. Version-1 recipes convert on load
+layers. An optional ``dynamic`` section (e.g. ``{early_exit: {exits: [layers.0, layers.2]}}``, methods in
+:data:`prunekit.dynamic.DYNAMIC_METHODS`) makes the pruned model input-dependent after recovery. Every error
+names the key, the bad value and the valid choices. Version-1 recipes convert on load
 (:mod:`prunekit.pipeline.convert`).
 """
 
@@ -30,6 +32,7 @@ from typing import Any
 import yaml
 
 from prunekit.data import DATASETS
+from prunekit.dynamic import DynamicConfig
 from prunekit.errors import ConfigError, RecipeError
 from prunekit.export import InferenceConfig
 from prunekit.export.onnx_export import EXPORTERS as ONNX_EXPORTERS
@@ -208,6 +211,7 @@ class Recipe:
     recover: RecoverSection | None = None
     measure: MeasureSection = field(default_factory=MeasureSection)
     export: ExportSection = field(default_factory=ExportSection)
+    dynamic: DynamicConfig | None = None  # input-dependent pruning on top (prunekit.dynamic), after recovery
 
     def __post_init__(self) -> None:
         if self.version != RECIPE_VERSION:
@@ -222,6 +226,9 @@ class Recipe:
 
     def _check_combinations(self, spec: PruneMethod) -> None:
         trained = self.train.epochs > 0
+        if self.dynamic is not None and self.export.formats:
+            raise ConfigError(f"export.formats {self.export.formats} would export the static network without its "
+                              f"dynamic parts ({self.dynamic.method}): remove export.formats from a dynamic recipe")
         if spec.needs_dense_run and not trained:
             raise ConfigError(f"prune.method {self.prune.method!r} rewinds to the weights stored before training, so "
                               "it needs a dense run: set train.epochs ≥ 1 (a checkpoint alone has no stored initial "
@@ -244,7 +251,8 @@ class Recipe:
         return dict(self.data.options)
 
     def to_dict(self) -> dict[str, Any]:
-        keys = ("version", "name", "seed", "data", "model", "train", "prune", "recover", "measure", "export")
+        keys = ("version", "name", "seed", "data", "model", "train", "prune", "recover", "dynamic", "measure",
+                "export")
         return {k: to_dict(getattr(self, k)) for k in keys if getattr(self, k) is not None}
 
 

@@ -1,8 +1,8 @@
 """The stages of a run, each a function ``stage(run, input) -> output`` with typed (dataclass) input and output:
 
 ``data`` → :class:`Loaded` → ``model`` → :class:`Built` → ``train`` → :class:`Trained` → ``prune`` →
-:class:`Pruned` → ``recover`` → :class:`Recovered` → ``measure`` → :class:`Measured` → ``save`` →
-:class:`Saved` → ``export`` → :class:`Exported` → ``report`` → :class:`Reported`.
+:class:`Pruned` → ``recover`` → :class:`Recovered` → ``dynamic`` → :class:`Recovered` → ``measure`` →
+:class:`Measured` → ``save`` → :class:`Saved` → ``export`` → :class:`Exported` → ``report`` → :class:`Reported`.
 
 Stages are registered by name in :data:`STAGES`; :data:`ORDER` is the pipeline. A new stage is one function and
 one entry (its input type must be the output type of the stage before it; :func:`check_chain` checks that).
@@ -23,6 +23,7 @@ from torch import nn
 
 from prunekit import zoo
 from prunekit.data import DataSplits, load_dataset
+from prunekit.dynamic import build_dynamic, measure_dynamic, save_dynamic
 from prunekit.export import prepare_inference
 from prunekit.io.checkpoint import atomic_write_text, load_weights_into
 from prunekit.measure import Stopwatch, ThreadChoice
@@ -93,6 +94,8 @@ class Pruned:
 class Recovered:
     pruned: Pruned
     history: Any = None
+    dynamic: nn.Module | None = None  # the input-dependent model built on the pruned one (recipe.dynamic)
+    dynamic_report: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -228,6 +231,21 @@ def recover_stage(run: Run, inp: Pruned) -> Recovered:
     return Recovered(inp, hist)
 
 
+@stage("dynamic", Recovered, Recovered)
+def dynamic(run: Run, inp: Recovered) -> Recovered:
+    """Builds the recipe's dynamic model (exits, merged tokens, gates) on the recovered one; nothing without
+    a ``dynamic`` section."""
+    d = run.recipe.dynamic
+    if d is None:
+        return inp
+    t = inp.pruned.trained
+    if inp.pruned.outcome.masks is not None:
+        inp.pruned.outcome.masks.make_permanent()
+    run.log(f"dynamic: {d.method}")
+    dyn, facts = build_dynamic(t.built.model, t.built.data, d, seed=run.recipe.seed, log=run.log)
+    return Recovered(inp.pruned, inp.history, dyn, facts)
+
+
 @stage("measure", Recovered, Measured)
 def measure(run: Run, inp: Recovered) -> Measured:
     """Every figure of the pruned model; then both models' latency, timed alternately run by run (as exported)."""
@@ -236,6 +254,8 @@ def measure(run: Run, inp: Recovered) -> Measured:
     if outcome.masks is not None:
         outcome.masks.make_permanent()
     pruned = measure_model(model.eval(), data.x_test, data.y_test, latency_batches=[])
+    if inp.dynamic is not None:
+        return _measure_dynamic(run, inp, pruned)
     m, inf = r.measure, r.measure.inference
     exported = inf.fold_bn or inf.channels_last
     pair = [prepare_inference(x, inf) if exported else x.eval() for x in (t.reference, model)]
@@ -247,6 +267,20 @@ def measure(run: Run, inp: Recovered) -> Measured:
 
         extra["structural"] = structural_macs(model, example)
     return Measured(inp, pruned, extra)
+
+
+def _measure_dynamic(run: Run, inp: Recovered, static: dict) -> Measured:
+    """``pruned`` describes the dynamic model: its accuracy, mean MACs per input on the path taken, and batch-1
+    latency as the mean over every test input, timed alternately with the dense model (then batched)."""
+    r, t = run.recipe, inp.pruned.trained
+    dense_fig, dyn_fig, facts = measure_dynamic(t.reference, inp.dynamic, t.built.data, r.dynamic.method,
+                                                r.measure.latency_batches, repeats=3)
+    t.dense.update(latency_ms=dense_fig["latency_ms"], latency=dense_fig["latency"])
+    pruned = {**static, **dyn_fig}
+    facts = {**inp.dynamic_report, **facts, "static": {k: static[k] for k in ("accuracy", "macs", "params")}}
+    run.log(f"dynamic: test accuracy {pruned['accuracy']:.2%}, mean {pruned['macs']:,} MACs per input, "
+            f"{facts['speedup']['1']:.2f}× faster at batch 1 (mean over the test split)")
+    return Measured(inp, pruned, {"dynamic": facts})
 
 
 @stage("save", Measured, Saved)
@@ -261,6 +295,8 @@ def save(run: Run, inp: Measured) -> Saved:
                 input_shape=data.input_shape, num_classes=data.num_classes, info={"recipe": r.name})
     atomic_write_text(d / "recipe.yaml", yaml.safe_dump(r.to_dict(), sort_keys=False))
     files = ["pruned.json", "model.safetensors", "recipe.yaml"]
+    if inp.recovered.dynamic is not None:
+        files += save_dynamic(inp.recovered.dynamic, d)
     for name, obj in inp.outcome.files.items():
         atomic_write_text(d / name, json.dumps(obj, indent=2))
         files.append(name)
@@ -283,7 +319,7 @@ def export(run: Run, inp: Saved) -> Exported:
 def report(run: Run, inp: Exported) -> Reported:
     """report.json (figures) and report.md (tables, plots) for the method's kind."""
     measured = inp.saved.measured
-    reporter = REPORTERS.get(run.recipe.prune.spec.kind)
+    reporter = REPORTERS.get("dynamic" if run.recipe.dynamic is not None else run.recipe.prune.spec.kind)
     timings = {k: round(v, 2) for k, v in run.timings.items()}
     threads = run.threads.to_dict() if run.threads is not None else None
     extra = {**measured.extra, "timings_s": timings, "run_time_s": run.clock.read(), "threads": threads,
@@ -298,7 +334,7 @@ def report(run: Run, inp: Exported) -> Reported:
 
 
 #: The pipeline, in order.
-ORDER = ("data", "model", "train", "prune", "recover", "measure", "save", "export", "report")
+ORDER = ("data", "model", "train", "prune", "recover", "dynamic", "measure", "save", "export", "report")
 
 
 def check_chain(order: tuple[str, ...] = ORDER) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["plot_trajectory", "plot_layer_sparsity", "have_matplotlib"]
+__all__ = ["plot_accuracy_cost", "plot_trajectory", "plot_layer_sparsity", "have_matplotlib"]
 
 
 def have_matplotlib() -> bool:
@@ -53,6 +53,25 @@ def plot_layer_sparsity(layer_sparsity: dict[str, float], path: Path) -> None:
     ax.set_xlabel("sparsity")
     ax.set_title("Per-layer sparsity")
     ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_accuracy_cost(points: list[dict], chosen: dict, static: dict, path: Path) -> None:
+    """Accuracy against mean MACs per input for a sweep of a dynamic model's knob (e.g. a shared exit threshold),
+    with the chosen setting and the static network marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([p["mean_macs"] / 1e6 for p in points], [p["accuracy"] for p in points], "o-", ms=3,
+            label="sweep (test)")
+    ax.plot([chosen["macs"] / 1e6], [chosen["accuracy"]], "r*", ms=12, label="chosen on validation")
+    ax.plot([static["macs"] / 1e6], [static["accuracy"]], "ks", label="static network")
+    ax.set_xlabel("mean MMACs per input (path taken)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Accuracy vs cost")
+    ax.grid(alpha=0.3)
+    ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
