@@ -200,6 +200,25 @@ def regimes() -> tuple[str, list[str]]:
             ), ["regimes.json"]
 
 
+def oneshot() -> tuple[str, list[str]]:
+    r = load("oneshot.json")
+
+    def mean(part: str, solver: str, pattern: str, metric: str) -> float:
+        return statistics.mean(x[metric] for x in r[part]["rows"] if (x["solver"], x["pattern"]) == (solver, pattern))
+
+    def cells(part: str, metric: str, fmt: str) -> str:
+        return "; ".join(f"{p}: " + " / ".join(fmt.format(mean(part, s, p, metric))
+                                               for s in ("magnitude", "wanda", "sparsegpt")) for p in ("50%", "2:4"))
+
+    shows = [f"{v['metric']} {v['pattern']}" for v in r["verdict"] if v["ordering_shows"]]
+    fails = [f"{v['metric']} {v['pattern']}" for v in r["verdict"] if not v["ordering_shows"]]
+    return (f"magnitude / Wanda / SparseGPT, no fine-tuning, {len(r['lm']['rows']) // 6} seeds: all-MiniLM-L6-v2 "
+            f"cosine to dense {cells('minilm', 'cosine', '{:.3f}')}, Lee Spearman "
+            f"{cells('minilm', 'lee_spearman', '{:.3f}')} (dense {r['minilm']['dense']['lee_spearman']:.3f}); "
+            f"Hamlet char-LM perplexity {cells('lm', 'perplexity', '{:.2f}')}; both beat magnitude by more than the "
+            f"seed spread on: {', '.join(shows) or 'none'}; not on: {', '.join(fails) or 'none'}"), ["oneshot.json"]
+
+
 #: (benchmark, command, headline builder), in the README's order.
 ROWS: list[tuple[str, str, Callable[[], tuple[str, list[str]]]]] = [
     ("Han et al. 2015 Table 1", "`python bench/han.py`", han),
@@ -213,6 +232,7 @@ ROWS: list[tuple[str, str, Callable[[], tuple[str, list[str]]]]] = [
     ("single-weight criteria", "`python bench/weight_criteria.py`", weight_criteria),
     ("BN re-estimation after pruning", "`python bench/bn_recalibration.py`", bn_recalibration),
     ("pruning regimes", "`python bench/regimes.py`", regimes),
+    ("one-shot Wanda / SparseGPT", "`python bench/oneshot.py`", oneshot),
 ]
 
 

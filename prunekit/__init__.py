@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from prunekit.api import (
         Budget,
         Calibration,
+        LayerwiseConfig,
         PruneResult,
         StructuredConfig,
         UnstructuredConfig,
@@ -43,8 +44,8 @@ if TYPE_CHECKING:
     from prunekit.structured.serialize import load_pruned, save_pruned
 
 #: public name -> the module that defines it (loaded on first access)
-_API = {**{name: "prunekit.api" for name in ("Budget", "Calibration", "PruneResult", "StructuredConfig",
-                                             "UnstructuredConfig", "list_criteria", "prune_")},
+_API = {**{name: "prunekit.api" for name in ("Budget", "Calibration", "LayerwiseConfig", "PruneResult",
+                                             "StructuredConfig", "UnstructuredConfig", "list_criteria", "prune_")},
         # the one saved-model format (pruned.json + model.safetensors); loading never runs code a file names
         "load_pruned": "prunekit.structured.serialize", "save_pruned": "prunekit.structured.serialize",
         # positional and keyword example inputs together: prune_(model, config, example_inputs=Inputs(a, b, k=c))
@@ -57,6 +58,7 @@ __all__ = [
     "Budget",
     "Calibration",
     "Inputs",
+    "LayerwiseConfig",
     "PruneResult",
     "StructuredConfig",
     "UnstructuredConfig",

@@ -245,7 +245,8 @@ def test_bad_calls_fail_before_any_work(data):
     x, y = data
     net = _net()
     before = copy.deepcopy(net.state_dict())
-    with pytest.raises(ConfigError, match="prune_ takes one of UnstructuredConfig, StructuredConfig; got dict"):
+    with pytest.raises(ConfigError,
+                       match="prune_ takes one of UnstructuredConfig, StructuredConfig, LayerwiseConfig; got dict"):
         pk.prune_(net, {"sparsity": 0.5})
     with pytest.raises(ConfigError, match="prunes a torch.nn.Module, got str"):
         pk.prune_("resnet", pk.UnstructuredConfig(sparsity=0.5))

@@ -26,7 +26,8 @@ def test_builtin_datasets(name, shape, sizes):
 
 
 def test_registry_lists_choices_for_unknown_names():
-    with pytest.raises(ConfigError, match="digits, imagefolder, mnist, mnist1d, tensors"):
+    names = "digits, imagefolder, lee-sts, mnist, mnist1d, rotten-tomatoes, tensors, text"
+    with pytest.raises(ConfigError, match=names):
         load_dataset("cifar10")
     with pytest.raises(ConfigError, match="cnn1d, lenet300, lenet5, resnet_mini"):
         build_model("resnet18", (1, 28, 28), 10)

@@ -114,6 +114,27 @@ def test_a_mismatching_export_is_refused_and_leaves_nothing(digits, tmp_path, mo
     assert list((tmp_path / "out").iterdir()) == []
 
 
+class _Svd(nn.Module):
+    def forward(self, x):
+        return torch.linalg.svdvals(x.reshape(x.shape[0], 2, 2))
+
+
+def test_an_op_the_exporter_cannot_handle_is_named_with_the_fix_and_leaves_nothing(tmp_path):
+    with pytest.raises(ExportError, match=r"'aten::linalg_svdvals'.*not supported.*fix: write that op") as err:
+        export_onnx(_Svd(), torch.randn(3, 4), tmp_path / "out" / "m.onnx", exporter="torchscript")
+    assert len(str(err.value).splitlines()) == 1 and list((tmp_path / "out").iterdir()) == []
+
+
+def test_an_op_onnx_runtime_cannot_load_is_refused(tmp_path, monkeypatch):
+    def no_kernel(path, threads=1):
+        raise RuntimeError("[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : Could not find an implementation for Foo(1)")
+
+    monkeypatch.setattr(onnx_export, "ort_session", no_kernel)
+    with pytest.raises(ExportError, match=r"ONNX Runtime cannot load .*implementation for Foo\(1\).*fix: try"):
+        export_onnx(nn.Linear(4, 3), torch.randn(3, 4), tmp_path / "out" / "m.onnx", exporter="torchscript")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 def test_an_existing_file_is_refused_unless_forced(digits, tmp_path):
     model = build_model("lenet300", digits.input_shape, digits.num_classes).eval()
     target = tmp_path / "m.onnx"
@@ -153,7 +174,7 @@ def test_deploy_reports_the_pruned_int8_model_beside_the_dense_one(digits, tmp_p
     assert sorted(p.name for p in (tmp_path / "deploy").iterdir()) == ["dense.onnx", "model.int8.onnx", "model.onnx"]
     for key in ("deployed", "dense_deployed", "pruned_fp32"):
         entry = rep[key]
-        assert set(entry) == {"accuracy", "latency_ms", "size_bytes", "backend", "path"}
+        assert {"accuracy", "latency_ms", "size_bytes", "backend", "path", "cpu_ms", "zipped_bytes"} <= set(entry)
         assert set(entry["latency_ms"]) == {"1", "16"} and all(v > 0 for v in entry["latency_ms"].values())
         assert (tmp_path / entry["path"]).stat().st_size == entry["size_bytes"]
     assert rep["deployed"]["path"] == "deploy/model.int8.onnx" and "int8 static" in rep["deployed"]["backend"]

@@ -16,7 +16,8 @@ from prunekit.pipeline.deploy import export_run
 pytest.importorskip("onnxruntime")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-FIELDS = {"accuracy", "latency_ms", "size_bytes", "backend", "path"}
+CONTRACT = {"accuracy", "latency_ms", "size_bytes", "backend", "path"}
+FIELDS = CONTRACT | {"label", "cpu_ms", "zipped_bytes", "load_avg"}
 
 
 def _recipe(export: dict | None = None, **prune):
@@ -31,8 +32,8 @@ def _recipe(export: dict | None = None, **prune):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "r"
-    rep = run_recipe(_recipe({"formats": ["onnx"], "int8": "static", "exporter": "torchscript"}), out, progress=False,
-                     quiet=True)
+    rep = run_recipe(_recipe({"formats": ["onnx"], "int8": "static", "exporter": "torchscript", "sparse_kernels": True,
+                              "sparse_int8": True}), out, progress=False, quiet=True)
     return out, rep
 
 
@@ -42,7 +43,7 @@ def test_recipe_export_stage_reports_the_deployed_and_the_dense_model(run_dir):
     assert on_disk["deployed"] == rep["deployed"] and "dense" in on_disk and "pruned" in on_disk
     for key in ("deployed", "dense_deployed"):
         entry = rep[key]
-        assert set(entry) == FIELDS and set(entry["latency_ms"]) == {"1", "8"}
+        assert set(entry) == FIELDS and set(entry["latency_ms"]) == {"1", "8"} and CONTRACT <= set(entry)
         assert (out / entry["path"]).stat().st_size == entry["size_bytes"]
     assert rep["deployed"]["path"] == "onnx/model.int8.onnx" and "int8 static" in rep["deployed"]["backend"]
     assert rep["dense_deployed"]["path"] == "onnx/dense.onnx"
@@ -50,7 +51,34 @@ def test_recipe_export_stage_reports_the_deployed_and_the_dense_model(run_dir):
     assert abs(rep["dense_deployed"]["accuracy"] - rep["dense"]["accuracy"]) <= 1 / 359
     assert abs(rep["deploy"]["pruned_fp32"]["accuracy"] - rep["pruned"]["accuracy"]) <= 1 / 359
     assert all(e["max_rel"] <= 1e-4 for e in rep["deploy"]["exports"].values())
-    assert "## Deployed (ONNX Runtime)" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "## Deployed: every variant timed side by side in one run" in md and "CPU" in md
+
+
+def test_the_table_times_every_variant_in_one_run_and_sizes_each(run_dir):
+    out, rep = run_dir
+    table = rep["deploy"]["table"]
+    assert list(table) == ["dense_torch", "dense", "pruned_torch", "pruned", "int8", "sparse_torch", "sparse_int8"]
+    for key, row in table.items():
+        assert set(row) == FIELDS, key
+        assert set(row["latency_ms"]) == set(row["cpu_ms"]) == {"1", "8"} and all(v > 0 for v in row["cpu_ms"].values())
+        if row["path"]:
+            assert (out / row["path"]).stat().st_size == row["size_bytes"], key
+    assert table["int8"] == rep["deployed"] and table["dense"] == rep["dense_deployed"]
+    assert "PyTorch" in table["dense_torch"]["backend"] and "onnxruntime" in table["int8"]["backend"]
+    # one model computed by four backends: the same accuracy up to a test image (int8 within 3)
+    n = 359
+    for key in ("pruned", "sparse_torch"):
+        assert abs(table[key]["accuracy"] - table["pruned_torch"]["accuracy"]) <= 1 / n, key
+    assert abs(table["dense_torch"]["accuracy"] - rep["dense"]["accuracy"]) <= 1 / n
+    assert abs(table["sparse_int8"]["accuracy"] - table["pruned_torch"]["accuracy"]) <= 3 / n
+    # the sparse int8 file: far smaller than the pruned model's fp32 safetensors and than its zipped form
+    assert table["sparse_int8"]["path"] == "onnx/model.sparse-int8.xz"
+    assert table["sparse_int8"]["size_bytes"] * 10 < table["pruned_torch"]["size_bytes"]
+    assert table["sparse_int8"]["size_bytes"] < table["pruned_torch"]["zipped_bytes"]
+    assert rep["deploy"]["sparse_int8"]["nonzero"] == rep["pruned"]["nonzero_params"]
+    kernels = rep["deploy"]["sparse_kernels"]
+    assert set(kernels) == {"1", "8"} and all(k["max_abs_diff"] <= 1e-4 for k in kernels.values())
 
 
 def test_sparse_cpu_format_times_sparse_kernels_beside_dense_ones(tmp_path):
@@ -78,6 +106,9 @@ def test_export_section_is_validated():
         _recipe({"formats": ["tflite"]})
     with pytest.raises(ConfigError, match="unknown ONNX exporter 'jit'; choose one of: dynamo, torchscript"):
         _recipe({"formats": ["onnx"], "exporter": "jit"})
+    for key in ("sparse_kernels", "sparse_int8"):
+        with pytest.raises(ConfigError, match=f"export.{key} adds rows to the onnx format's table"):
+            _recipe({"formats": ["sparse_cpu"], key: True})
 
 
 def test_cli_exports_a_saved_run_whole_or_not_at_all(run_dir, tmp_path, capsys):

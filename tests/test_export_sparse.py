@@ -27,8 +27,11 @@ def test_every_kernel_computes_the_dense_layer(kernel):
     UnstructuredPruner(nn.Sequential(dense), cfg).prune_to(0.75)
     sparse = SparseLinear(dense.weight, dense.bias, kernel, blocksize=8)
     x = torch.randn(5, 3, 64)  # leading dims kept, as for a transformer's (batch, tokens, features)
+    x1 = torch.randn(1, 64)  # one row: the matrix-vector path of addmv
     with torch.no_grad():
         assert torch.allclose(sparse(x), dense(x), atol=1e-5)
+        assert sparse(x1).shape == (1, 32) and torch.allclose(sparse(x1), dense(x1), atol=1e-5)
+    assert sparse.weight.col_indices().dtype == torch.int32  # MKL's index type: no conversion per call
 
 
 @pytest.mark.parametrize("batch", [1, 64])
@@ -41,7 +44,8 @@ def test_sparse_model_equals_masked_model_and_records_every_decision(batch):
     assert [d.layer for d in res.decisions] == ["1", "3"]  # the dense last layer is not a candidate
     for d in res.decisions:
         assert d.batch == batch and d.sparsity == pytest.approx(0.95, abs=1e-3) and d.kind == "linear"
-        assert set(d.kernels_ms) == {"csr_addmm", "csr_linear"}  # no square block pattern: no BSR tried
+        # no square block pattern: no BSR tried; the matrix-vector kernel only at batch 1
+        assert set(d.kernels_ms) == {"csr_addmm", "csr_linear"} | ({"csr_addmv"} if batch == 1 else set())
         assert d.sparse_ms == min(d.kernels_ms.values()) and d.kernel in d.kernels_ms
         assert (d.chosen != "dense") == (d.sparse_ms < d.dense_ms)  # chosen exactly where measured faster
         assert isinstance(res.model.get_submodule(d.layer), SparseLinear) == (d.chosen != "dense" and res.applied)
@@ -111,12 +115,12 @@ def test_sparse_layers_are_dropped_when_the_whole_model_is_not_faster(monkeypatc
 
     from prunekit.export import sparse as sparse_mod
 
-    def fake(models, *_a, **_k):  # every layer faster sparse, the whole model slower sparse
-        whole = isinstance(models[0], nn.Sequential)
-        return [SimpleNamespace(median_ms=(1.0 if whole else 2.0) if i == 0 else (1.5 if whole else 1.0))
-                for i in range(len(models))]
+    def fake(runners, **_k):  # every layer faster sparse, the whole model slower sparse
+        whole = isinstance(runners["dense"].func, nn.Sequential)
+        return {k: SimpleNamespace(cpu_ms=(1.0 if whole else 2.0) if k == "dense" else (1.5 if whole else 1.0))
+                for k in runners}
 
-    monkeypatch.setattr(sparse_mod, "compare_latency", fake)
+    monkeypatch.setattr(sparse_mod, "time_runners", fake)
     model = _mlp()
     UnstructuredPruner(model, UnstructuredConfig(allocation="uniform")).prune_to(0.9)
     res = sparsify_for_cpu(model, 4, torch.randn(2, 256))

@@ -29,7 +29,8 @@ def _write(tmp_path, recipe, name="r.yaml"):
 
 
 #: shipped recipes written after version 2 (no version-1 original)
-NEW_IN_V2 = ["early-exit-resnet-mnist", "torchvision-imagefolder"]
+NEW_IN_V2 = ["deploy-lenet-int8", "deploy-resnet-int8", "early-exit-resnet-mnist", "minilm-heads-ffn",
+             "torchvision-imagefolder"]
 V1_NAMES = sorted(p.stem for p in (REPO / "tests" / "data" / "recipes_v1").glob("*.yaml"))
 
 
@@ -57,7 +58,8 @@ def test_shipped_names_are_the_wave_1_recipes_and_the_new_ones():
     ({"prune": {"sparsity": float("nan")}}, r"recipe.prune.sparsity: expected a finite number"),
     ({"prune": {"importance": "taylor9"}}, "unknown criterion 'taylor9'; choose one of: apoz, bn_folded, fpgm, grad"),
     ({"prune": {"method": "snap"}}, "recipe.prune.method: unknown prune method 'snap'; choose one of: at_init"),
-    ({"prune": {"allocation": "layer"}}, "unknown allocation 'layer'; choose one of: global, ratios, threshold, unif"),
+    ({"prune": {"allocation": "layer"}},
+     "unknown allocation 'layer'; choose one of: global, ratios, row, threshold, unif"),
     ({"train": {"epochs": "ten"}}, "recipe.train.epochs: expected int, got 'ten'"),
     ({"train": {"lr": float("inf")}}, "recipe.train.lr: expected a finite number"),
     ({"model": "resnet9000"}, "unknown model 'resnet9000'; choose one of"),

@@ -12,6 +12,8 @@ Example:
     >>> r.sparsity, r.params_after
     >>> r = pk.prune_(model, pk.StructuredConfig(budget=pk.Budget(macs_kept=0.5), importance="taylor"),
     ...               example_inputs=x, calibration=pk.Calibration(x_cal, y_cal))
+    >>> r = pk.prune_(llm, pk.LayerwiseConfig(solver="sparsegpt", granularity="nm", nm=(2, 4)),
+    ...               calibration=pk.Calibration(token_ids))
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from prunekit.errors import ConfigError
 from prunekit.graph import DependencyGraph, raise_no_groups, split_inputs
 from prunekit.importance import Calibration, check_needs, names, score_groups
 from prunekit.measure import count_macs, count_params
-from prunekit.pruners import StructuredConfig, UnstructuredConfig, UnstructuredPruner
+from prunekit.pruners import LayerwiseConfig, StructuredConfig, UnstructuredConfig, UnstructuredPruner, prune_layerwise
 from prunekit.pruners.selection import importance_config, select_units
 from prunekit.sensitivity import SensitivityConfig, analyze
 from prunekit.structured import prune_with_fallback
@@ -70,7 +72,7 @@ def _check_unmasked(model: nn.Module) -> None:
 
 def _prune_unstructured(model: nn.Module, config: UnstructuredConfig, example_inputs: Any,
                         calibration: Calibration | None) -> PruneResult:
-    if config.sparsity is None and config.allocation in ("uniform", "global") and config.granularity != "nm":
+    if config.sparsity is None and config.allocation in ("uniform", "global", "row") and config.granularity != "nm":
         raise ConfigError(f"UnstructuredConfig(allocation={config.allocation!r}) needs sparsity= (the fraction "
                           f"removed, e.g. sparsity=0.9)")
     check_needs(config.importance, calibration, example_inputs, kind="weight")
@@ -145,21 +147,41 @@ def _prune_structured(model: nn.Module, config: StructuredConfig, example_inputs
         before[1][0], after[0], skipped=skipped, allocation=allocation, seconds=seconds)
 
 
+def _prune_layerwise(model: nn.Module, config: LayerwiseConfig, example_inputs: Any,
+                     calibration: Calibration | None) -> PruneResult:
+    _check_unmasked(model)
+    before = count_params(model).total, _macs(model, example_inputs)
+    t0 = time.perf_counter()
+    report = prune_layerwise(model, config, calibration)
+    seconds = time.perf_counter() - t0
+    masks = {n: m.detach().float().cpu().clone() for n, m in report.masks.masks().items()}
+    after = _macs(model, example_inputs)
+    return PruneResult(
+        "unstructured", report.sparsity, dict(report.removed), dict(report.layer_sparsity), before[0],
+        count_params(model).nonzero, None if before[1] is None else before[1][0], None if after is None else after[1],
+        masks, seconds=seconds)
+
+
 #: config type -> the function that carries it out
-HANDLERS: dict[type, Handler] = {UnstructuredConfig: _prune_unstructured, StructuredConfig: _prune_structured}
+HANDLERS: dict[type, Handler] = {UnstructuredConfig: _prune_unstructured, StructuredConfig: _prune_structured,
+                                 LayerwiseConfig: _prune_layerwise}
 
 
-def prune_(model: nn.Module, config: UnstructuredConfig | StructuredConfig, *, example_inputs: Any = None,
+def prune_(model: nn.Module, config: UnstructuredConfig | StructuredConfig | LayerwiseConfig, *,
+           example_inputs: Any = None,
            calibration: Calibration | None = None) -> PruneResult:
     """Prunes ``model`` in place as ``config`` says and returns what was removed.
 
     Args:
         model: the model; changed in place (masks installed, or channels removed).
-        config: :class:`UnstructuredConfig` (masks) or :class:`StructuredConfig` (smaller dense model).
+        config: :class:`UnstructuredConfig` (masks), :class:`StructuredConfig` (smaller dense model) or
+            :class:`LayerwiseConfig` (one-shot masks of every Linear, block by block on calibration data:
+            magnitude, Wanda, SparseGPT).
         example_inputs: one input batch (a tensor, a tuple of positional inputs or a dict of keyword
             inputs): structured pruning traces it; MACs are counted on it.
         calibration: :class:`Calibration` data for criteria that need data (``prunekit.importance``
-            ``needs``) and for allocations ``sensitivity`` / ``search`` (evaluated on it).
+            ``needs``), for allocations ``sensitivity`` / ``search`` (evaluated on it) and for the layer-wise
+            solvers ``wanda`` and ``sparsegpt`` (the model is called on ``calibration.x``).
 
     Raises:
         ConfigError: an unknown config type, or inputs the criterion or allocation needs and did not get

@@ -11,17 +11,19 @@ from __future__ import annotations
 from typing import Any
 
 from prunekit.data import builtin as _builtin  # noqa: F401  (registers the built-in datasets)
+from prunekit.data import text as _text  # noqa: F401  (registers rotten-tomatoes, lee-sts and text)
 from prunekit.data import user as _user  # noqa: F401  (registers imagefolder and tensors)
 from prunekit.data.base import DATASETS, DataSplits, iterate_batches
+from prunekit.data.text import TEXT_DATASETS, TextSplit, TextSplits
 from prunekit.errors import DataError
 
-__all__ = ["DATASETS", "DataSplits", "iterate_batches", "load_dataset"]
+__all__ = ["DATASETS", "TEXT_DATASETS", "DataSplits", "TextSplit", "TextSplits", "iterate_batches", "load_dataset"]
 
 
-def load_dataset(name: str, **options: Any) -> DataSplits:
-    """Loads a registered dataset by name.
+def load_dataset(name: str, **options: Any) -> DataSplits | TextSplits:
+    """Loads a registered dataset by name (text datasets return :class:`TextSplits`).
 
-    ``"imagefolder:PATH"`` and ``"tensors:PATH"`` are shorthands for ``name="imagefolder",
+    ``"imagefolder:PATH"``, ``"tensors:PATH"`` and ``"text:PATH"`` are shorthands for ``name="imagefolder",
     path=PATH``.
     """
     if ":" in name:

@@ -9,15 +9,19 @@
   of it for a pruned model beside its dense original (the report's ``deployed`` / ``dense_deployed``). These need the
   ``[deploy]`` extra (onnx, onnxruntime, onnxscript), imported only when called.
 - :func:`sparsify_for_cpu`: sparse CSR/BSR kernels for the layers where they are measured faster.
+- :func:`save_sparse_int8` / :func:`load_sparse_int8`: a pruned model's weights as a compressed sparse int8 file.
+- :func:`time_runners`: PyTorch models and ONNX Runtime sessions timed side by side (wall and CPU time).
 """
 
 from prunekit.export.fold import fold_batchnorm, foldable_pairs
 from prunekit.export.inference import InferenceConfig, prepare_inference
-from prunekit.export.onnx_deploy import DEPLOY_FILES, deploy_onnx
+from prunekit.export.onnx_deploy import DEPLOY_FILES, TorchVariant, deploy_onnx
 from prunekit.export.onnx_export import EXPORTERS, ExportResult, OutputDiff, export_onnx
 from prunekit.export.onnx_runtime import OnnxEval, compare_onnx_latency, evaluate_onnx, ort_session
 from prunekit.export.quantize import QUANT_MODES, QuantizeResult, quantize_onnx
 from prunekit.export.sparse import KERNELS, SparseDecision, SparseLinear, SparsifyResult, sparsify_for_cpu
+from prunekit.export.sparse_int8 import load_sparse_int8, save_sparse_int8
+from prunekit.export.timing import time_runners
 
 __all__ = [
     "DEPLOY_FILES",
@@ -32,14 +36,18 @@ __all__ = [
     "SparseDecision",
     "SparseLinear",
     "SparsifyResult",
+    "TorchVariant",
     "compare_onnx_latency",
     "deploy_onnx",
     "evaluate_onnx",
     "export_onnx",
     "fold_batchnorm",
+    "load_sparse_int8",
     "foldable_pairs",
     "ort_session",
     "prepare_inference",
     "quantize_onnx",
+    "save_sparse_int8",
     "sparsify_for_cpu",
+    "time_runners",
 ]

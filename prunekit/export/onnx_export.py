@@ -261,11 +261,15 @@ def _try(export: Callable, twin, example, path: Path, input_names, output_names,
                        dynamic_batch=dynamic_batch, opset=opset)
         except Exception as e:  # the exporters raise many types; the message is what helps
             raise ExportError(f"{export.__name__.strip('_')} export failed: {type(e).__name__}: "
-                              f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}") from e
+                              f"{str(e).strip().splitlines()[0] if str(e).strip() else ''} (fix: write that op with "
+                              "standard torch ops, or try the other exporter: exporter='dynamo' / 'torchscript')"
+                              ) from e
         try:
             session = ort_session(tmp)
         except Exception as e:  # onnxruntime raises its own types for ops it cannot load
-            raise ExportError(f"ONNX Runtime cannot load the exported model: {e}") from e
+            raise ExportError(f"ONNX Runtime cannot load the exported model (an op or type without a CPU kernel): "
+                              f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__} (fix: try the "
+                              "other exporter or another opset, or replace that op)") from e
         outputs = _compare(session, check_sets, references, output_names)
         bad = [o for o in outputs if not o.max_rel <= rtol]
         if bad:

@@ -21,12 +21,14 @@ mask_gradient     ✓      ✓       data, labels, gradients               Miche
 apoz              ✓      ✓       data, activations                     Hu et al. 2016 (Network Trimming)
 mean_activation   ✓      ✓       data, activations                     Molchanov et al. 2017
 mi                ✓      ✓       data, labels, activations             Ganesh et al. 2020 (mutual information)
+wanda                    ✓       data, activations                     Sun et al. 2023 (|W_oi|·‖X_i‖₂)
 loss_change       ✓      ✓       data, labels, loss                    Mozer & Smolensky 1989 (measured ΔL)
 snip                     ✓       data, labels, gradients, at_init      Lee et al. 2019
 synflow                  ✓       example_inputs, at_init               Tanaka et al. 2020
 ================  =====  ======  ====================================  =========================================
 """
 
+from prunekit.importance.activation import wanda_scores
 from prunekit.importance.base import DATA_NEEDS, NEEDS, Importance, ScoreInputs, WeightInputs
 from prunekit.importance.calibration import Calibration, CalibrationStats, collect_stats, recording
 from prunekit.importance.masking import zeroed
@@ -42,4 +44,4 @@ from prunekit.importance.score import (
 
 __all__ = ["DATA_NEEDS", "IMPORTANCE", "KINDS", "NEEDS", "NORMALIZATIONS", "REDUCTIONS", "Calibration",
            "CalibrationStats", "Importance", "ImportanceConfig", "ScoreInputs", "WeightInputs", "check_needs",
-           "collect_stats", "get", "names", "recording", "score_groups", "score_weights", "zeroed"]
+           "collect_stats", "get", "names", "recording", "score_groups", "score_weights", "wanda_scores", "zeroed"]

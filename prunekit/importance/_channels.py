@@ -75,9 +75,10 @@ def _input_channels(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def layer_inputs(model: nn.Module, names: list[str], x: torch.Tensor, samples: bool = False) -> dict[str, dict]:
     """Per input channel of each layer ``names`` over the inputs ``x`` (eval mode, mini-batches):
-    ``zeros`` (fraction of exact zeros), ``mean_abs`` (mean |a|) and, with ``samples``, ``means``
+    ``zeros`` (fraction of exact zeros), ``mean_abs`` (mean |a|), ``sq_sum`` (Σ a² over samples and
+    positions: the squared L2 norm of the channel's inputs) and, with ``samples``, ``means``
     (per-sample channel means, shape (N, channels))."""
-    acc: dict[str, dict] = {n: {"zeros": 0.0, "mean_abs": 0.0, "count": 0, "means": []} for n in names}
+    acc: dict[str, dict] = {n: {"zeros": 0.0, "mean_abs": 0.0, "sq_sum": 0.0, "count": 0, "means": []} for n in names}
 
     def make(name):
         def hook(module, args):
@@ -85,6 +86,7 @@ def layer_inputs(model: nn.Module, names: list[str], x: torch.Tensor, samples: b
             a = acc[name]
             a["zeros"] = a["zeros"] + (c == 0).float().mean((0, 2)) * len(c)
             a["mean_abs"] = a["mean_abs"] + c.abs().mean((0, 2)) * len(c)
+            a["sq_sum"] = a["sq_sum"] + c.pow(2).sum((0, 2))
             a["count"] += len(c)
             if samples:
                 a["means"].append(c.mean(2).cpu().numpy())
@@ -104,7 +106,7 @@ def layer_inputs(model: nn.Module, names: list[str], x: torch.Tensor, samples: b
         if not a["count"]:
             raise ConfigError(f"layer {n!r} did not run during the calibration pass, so activation criteria "
                               f"cannot score it; exclude it or use a weight criterion (l1, fpgm)")
-        out[n] = {"zeros": a["zeros"] / a["count"], "mean_abs": a["mean_abs"] / a["count"],
+        out[n] = {"zeros": a["zeros"] / a["count"], "mean_abs": a["mean_abs"] / a["count"], "sq_sum": a["sq_sum"],
                   "means": np.concatenate(a["means"]) if samples else None}
     return out
 

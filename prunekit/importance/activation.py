@@ -10,7 +10,13 @@ name              group form (per channel c)                  single-weight form
 apoz              1 − APoZ_c, APoZ_c = mean 1[a_c = 0]         |w| · (1 − APoZ_i)   (Hu et al. 2016)
 mean_activation   mean |a_c|                                  |w| · mean |a_i|     (Molchanov et al. 2017)
 mi                I(A_c; Y), equal-frequency histograms        |w| · I(A_i; Y)      (Ganesh et al. 2020)
+wanda             —                                           |w| · ‖X_i‖₂          (Sun et al. 2023)
 ================  ==========================================  ==========================================
+
+``wanda`` (Sun, Liu, Bair & Kolter 2023, "A simple and effective pruning approach for large language
+models") scores S_oi = |W_oi| · ‖X_i‖₂, the L2 norm of input feature i over every calibration token;
+the paper compares scores within each output row (``allocation="row"``), and prunes transformers block
+by block on the pruned blocks' outputs (:class:`~prunekit.LayerwiseConfig` with ``solver="wanda"``).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from prunekit.importance._channels import layer_inputs, scaled
 from prunekit.importance.base import Importance, MemberScores, ScoreInputs, WeightInputs
 from prunekit.importance.calibration import consumers
 
-__all__ = ["CRITERIA", "MI_BINS", "histogram_mi"]
+__all__ = ["CRITERIA", "MI_BINS", "histogram_mi", "wanda_scores"]
 
 #: default number of equal-frequency bins of ``mi``
 MI_BINS = 8
@@ -80,6 +86,24 @@ def _mi_group(inputs: ScoreInputs, group: Group) -> MemberScores:
 
 
 # ----------------------------------------------------------------------------- single-weight forms
+def wanda_scores(weight: torch.Tensor, sq_sum: torch.Tensor) -> torch.Tensor:
+    """Wanda's score of a Linear weight (C_out, C_in): S_oi = |W_oi| · ‖X_i‖₂, with ``sq_sum[i]`` = ‖X_i‖₂² = Σ x_i²
+    over all calibration tokens. The one formula of ``wanda``, shared by the criterion and the layer-wise solver.
+
+    Example:
+        >>> wanda_scores(torch.tensor([[1., -2.], [3., 1.]]), torch.tensor([4., 1.]))
+        tensor([[2., 2.],
+                [6., 1.]])
+    """
+    factor = sq_sum.to(weight.device, torch.float32).clamp_min(0).sqrt()
+    return weight.detach().abs().float() * factor.reshape(1, -1, *([1] * (weight.dim() - 2)))
+
+
+def _wanda_weight(w: WeightInputs) -> dict[str, torch.Tensor]:
+    stats = layer_inputs(w.model, w.names, w.batch[0])
+    return scaled(w.model, w.names, {n: s["sq_sum"].sqrt() for n, s in stats.items()}, 1)
+
+
 def _apoz_weight(w: WeightInputs) -> dict[str, torch.Tensor]:
     stats = layer_inputs(w.model, w.names, w.batch[0])
     return scaled(w.model, w.names, {n: 1.0 - s["zeros"] for n, s in stats.items()}, 1)
@@ -110,4 +134,8 @@ CRITERIA = [
     Importance("mi", ACT | {"labels"}, _mi_group, _mi_weight,
                "Mutual information of a channel's spatially averaged activation with the labels, equal-frequency "
                "histograms of 8 bins (cf. Ganesh et al. 2020, 'MINT'): group I(A_c; Y); weight |w|·I(A_i; Y)."),
+    Importance("wanda", ACT, None, _wanda_weight,
+               "Pruning by weights and activations (Sun et al. 2023, 'Wanda'): weight |W_oi|·‖X_i‖₂, the L2 norm of "
+               "input channel i over all calibration tokens (and positions); compare within output rows "
+               "(allocation 'row')."),
 ]

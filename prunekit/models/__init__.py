@@ -1,4 +1,9 @@
-"""Models: the built-in registry, users' factories (``package.module:factory``) and checkpoints.
+"""Models: the built-in registry, model sources (``hf:PATH``, ...), users' factories
+(``package.module:factory``) and checkpoints.
+
+A model name is one of: a built-in name (:data:`MODELS`); ``SOURCE:WHERE`` for a source registered in
+:data:`MODEL_SOURCES` (``hf:PATH``: a local Hugging Face model directory, see :mod:`prunekit.models.hf`);
+anything else with a colon is ``package.module:factory``.
 
 Example:
     >>> model = build_model("lenet300", input_shape=(1, 28, 28), num_classes=10)
@@ -13,9 +18,12 @@ from torch import nn
 
 from prunekit.errors import ConfigError, ModelLoadError
 from prunekit.io.checkpoint import load_weights_into
+from prunekit.models import hf as _hf  # noqa: F401  (registers the hf: model source)
 from prunekit.models.builtin import MODELS, check_builtin_kwargs
+from prunekit.models.sources import MODEL_SOURCES, ModelSource, check_model_name, split_source
 
-__all__ = ["MODELS", "build_model", "import_factory"]
+__all__ = ["MODELS", "MODEL_SOURCES", "ModelSource", "build_model", "check_model_name", "import_factory",
+           "split_source"]
 
 
 def import_factory(spec: str):
@@ -42,11 +50,14 @@ def build_model(
 ) -> nn.Module:
     """Builds a registered model, or a user's ``package.module:factory``, and loads its weights.
 
-    A built-in factory receives ``input_shape`` and ``num_classes``; a user's factory receives only
-    ``kwargs``. ``checkpoint`` (``.safetensors`` or a torch state dict) is loaded strictly.
+    A built-in factory and a model source receive ``input_shape`` and ``num_classes``; a user's factory
+    receives only ``kwargs``. ``checkpoint`` (``.safetensors`` or a torch state dict) is loaded strictly.
     """
     kwargs = dict(kwargs or {})
-    if ":" in name:
+    source, where = split_source(name)
+    if source is not None:
+        model = MODEL_SOURCES.get(source).build(where, input_shape, num_classes, **kwargs)
+    elif ":" in name:
         factory = import_factory(name)
         try:
             model = factory(**kwargs)

@@ -22,6 +22,7 @@ from typing import Any
 
 from prunekit.errors import ConfigError
 from prunekit.export import deploy_onnx
+from prunekit.export.onnx_deploy import TorchVariant
 from prunekit.export.sparse import torch_threads
 from prunekit.io.checkpoint import atomic_write_text
 from prunekit.io.outdir import MARKER, staged_output
@@ -31,24 +32,62 @@ __all__ = ["deploy_markdown", "export_run"]
 
 #: The subdirectory of a run directory the ONNX files go to.
 ONNX_DIR = "onnx"
+#: The compressed sparse int8 file of ``export.sparse_int8`` (in ``ONNX_DIR``).
+SPARSE_INT8_FILE = "model.sparse-int8.xz"
 
 
 @EXPORTERS.register("onnx")
 def onnx_format(run: Any, saved: Any) -> dict:
-    """The ``onnx`` export format of the ``export`` stage: ``fn(run, saved) -> {"files", "report"}``."""
+    """The ``onnx`` export format of the ``export`` stage: ``fn(run, saved) -> {"files", "report"}``.
+
+    With ``export.sparse_kernels`` the pruned model with torch sparse kernels (chosen per batch size by
+    :func:`~prunekit.export.sparsify_for_cpu`) joins the timing loop; with ``export.sparse_int8`` the pruned weights
+    are written as a compressed sparse int8 file, loaded back, and that model joins the table too."""
     e, m = run.recipe.export, run.recipe.measure
     t = saved.measured.trained
-    model, dense = (copy.deepcopy(m).cpu().eval() for m in (t.built.model, t.reference))  # ONNX Runtime runs on CPU
+    model, dense = (copy.deepcopy(x).cpu().eval() for x in (t.built.model, t.reference))  # ONNX Runtime runs on CPU
+    data, out_dir = t.built.data, run.stage_dir / ONNX_DIR
     run.log(f"exporting to ONNX{f' with int8 {e.int8}' if e.int8 else ''}, verified in ONNX Runtime")
-    rep = deploy_onnx(model, dense, t.built.data, run.stage_dir / ONNX_DIR, int8=e.int8,
-                      batches=m.latency_batches, threads=e.threads, repeats=m.latency_repeats,
-                      relative_to=run.stage_dir, exporter=e.exporter)
+    variants, extra = {}, {}
+    if e.sparse_kernels:
+        variants["sparse_torch"], extra["sparse_kernels"] = _sparse_variant(run, model, data)
+    if e.sparse_int8:
+        variants["sparse_int8"], extra["sparse_int8"] = _sparse_int8_variant(model, out_dir)
+    rep = deploy_onnx(model, dense, data, out_dir, int8=e.int8, batches=m.latency_batches, threads=e.threads,
+                      repeats=m.latency_repeats, relative_to=run.stage_dir, exporter=e.exporter, variants=variants)
     # prunekit wrote it, so `prunekit export RUN_DIR --force` may replace it later
-    (run.stage_dir / ONNX_DIR / MARKER).write_text("prunekit output directory: prunekit --force may replace it\n")
-    files = sorted({v["path"] for k, v in rep.items() if k.endswith(("deployed", "_fp32"))})
+    (out_dir / MARKER).write_text("prunekit output directory: prunekit --force may replace it\n")
+    files = sorted({v["path"] for v in rep["table"].values() if v["path"]})
     report = {"deployed": rep["deployed"], "dense_deployed": rep["dense_deployed"],
-              "deploy": {k: rep[k] for k in ("pruned_fp32", "exports", "quantize", "threads")}}
+              "deploy": {**{k: rep[k] for k in ("pruned_fp32", "table", "exports", "quantize", "threads")}, **extra}}
     return {"files": files, "report": report}
+
+
+def _sparse_variant(run: Any, model: Any, data: Any) -> tuple[TorchVariant, dict]:
+    from prunekit.export import sparsify_for_cpu
+
+    e, m = run.recipe.export, run.recipe.measure
+    run.log("sparse CPU kernels: timing each sparse layer dense and sparse at every latency batch size")
+    res = {b: sparsify_for_cpu(model, b, data.x_test[:8], threads=e.threads, repeats=m.latency_repeats)
+           for b in m.latency_batches}
+    variant = TorchVariant("pruned, torch sparse kernels", {b: r.model for b, r in res.items()},
+                           f"torch sparse CSR/BSR fp32 where measured faster, else dense; {e.threads} thread(s)")
+    info = {str(b): {"replaced": r.replaced(), "applied": r.applied, "max_abs_diff": r.max_abs_diff,
+                     "decisions": [d.to_dict() for d in r.decisions]} for b, r in res.items()}
+    return variant, info
+
+
+def _sparse_int8_variant(model: Any, out_dir: Path) -> tuple[TorchVariant, dict]:
+    from prunekit.export.onnx_export import plain_copy
+    from prunekit.export.sparse_int8 import load_sparse_int8, save_sparse_int8
+
+    plain = plain_copy(model, fold_bn=False)
+    path = out_dir / SPARSE_INT8_FILE
+    info = save_sparse_int8(plain, path, force=True)  # out_dir is this run's staging directory
+    plain.load_state_dict(load_sparse_int8(path))
+    variant = TorchVariant("pruned, sparse int8 file (loaded, dequantised)", plain,
+                           "PyTorch eager fp32 with the int8 weights of the file", info["size_bytes"], str(path))
+    return variant, {k: v for k, v in info.items() if k != "path"}
 
 
 def deploy_markdown(report: dict) -> str:
@@ -75,22 +114,43 @@ def _sparse_markdown(report: dict) -> str:
 def _onnx_markdown(report: dict) -> str:
     if "deployed" not in report:
         return ""
-    rows = [("dense, fp32", report.get("dense_deployed")),
-            ("pruned, fp32", report.get("deploy", {}).get("pruned_fp32")), ("deployed", report["deployed"])]
-    rows = [(name, r) for name, r in rows if r]
+    table = report.get("deploy", {}).get("table")
+    if not table:  # a report written before the table existed
+        table = {k: {"label": k, **v} for k, v in (("dense", report.get("dense_deployed")),
+                                                   ("deployed", report["deployed"])) if v}
     batches = list(report["deployed"]["latency_ms"])
-    out = ["", "## Deployed (ONNX Runtime)", "",
-           "| model | backend | accuracy | " + " | ".join(f"latency b{b} (ms)" for b in batches) + " | size | file |",
-           "|---|---|---|" + "---|" * len(batches) + "---|---|"]
-    for name, r in rows:
-        lat = " | ".join(f"{r['latency_ms'][b]:.3f}" for b in batches)
-        out.append(f"| {name} | {r['backend']} | {r['accuracy']:.2%} | {lat} | {r['size_bytes'] / 1e3:.0f} KB | "
-                   f"`{r['path']}` |")
+    base = table.get("dense_torch") or table.get("dense")
+    cols = " | ".join(f"b{b} ms (CPU ms) | b{b} speed-up" for b in batches)
+    out = ["", "## Deployed: every variant timed side by side in one run", "",
+           "Latency: median wall ms per forward, with the median CPU time of the process per forward in brackets "
+           "(on a shared machine wall time grows with the load, CPU time far less). Speed-up: CPU time of "
+           f"`{base['label']}` / CPU time of the row (wall-time ratio if no CPU time). Accuracy on the test split, "
+           "in the backend named. Size: bytes on disk; zipped: the file deflated (level 9).", "",
+           f"| variant | backend | accuracy | {cols} | size | zipped | file |",
+           "|---|---|---|" + "---|---|" * len(batches) + "---|---|---|"]
+    for r in table.values():
+        cells = []
+        for b in batches:
+            cpu, ref = r.get("cpu_ms", {}).get(b), base.get("cpu_ms", {}).get(b)
+            wall = r["latency_ms"][b]
+            speed = (ref / cpu) if cpu and ref else base["latency_ms"][b] / wall
+            cells.append(f"{wall:.3f} ({cpu:.3f})" if cpu is not None else f"{wall:.3f}")
+            cells.append(f"{speed:.2f}×")
+        zipped = f"{r['zipped_bytes'] / 1e3:.1f} KB" if r.get("zipped_bytes") else "–"
+        path = f"`{r['path']}`" if r.get("path") else "–"
+        out.append(f"| {r['label']} | {r['backend']} | {r['accuracy']:.2%} | {' | '.join(cells)} | "
+                   f"{r['size_bytes'] / 1e3:.1f} KB | {zipped} | {path} |")
     exports = report.get("deploy", {}).get("exports", {})
     if exports:
         out += ["", "Every export verified against PyTorch in ONNX Runtime: " + "; ".join(
             f"{k}: {v['exporter']} exporter, opset {v['opset']}, max abs diff {v['max_abs']:.1e}, max rel diff "
             f"{v['max_rel']:.1e}" for k, v in exports.items()) + "."]
+    kernels = report.get("deploy", {}).get("sparse_kernels")
+    if kernels:
+        out += ["", "Sparse kernels: " + "; ".join(
+            f"batch {b}: {', '.join(f'`{n}`' for n in k['replaced']) or 'no layer'} replaced"
+            f"{'' if k['applied'] or not k['decisions'] else ' (the whole model was not faster sparse)'}, "
+            f"max abs diff to the masked model {k['max_abs_diff']:.1e}" for b, k in kernels.items()) + "."]
     return "\n".join(out) + "\n"
 
 
@@ -116,7 +176,7 @@ def sparse_cpu_format(run: Any, saved: Any) -> dict:
         if dense_ms is None:  # no layer was faster sparse: the model stays as it is
             with torch_threads(run.recipe.export.threads):
                 dense_ms = sparse_ms = compare_latency([model], data.x_test[:1], batch=b,
-                                                       repeats=m.latency_repeats)[0].median_ms
+                                                       repeats=m.latency_repeats)[0].cpu_ms
         out["batches"][str(b)] = {"dense_ms": dense_ms, "sparse_ms": sparse_ms, "applied": res.applied,
                                   "speedup": dense_ms / sparse_ms, "replaced": res.replaced(),
                                   "max_abs_diff": res.max_abs_diff, "decisions": [d.to_dict() for d in res.decisions]}

@@ -24,7 +24,8 @@ def preflight(recipe: Any, built: Any) -> None:
     """Raises RecipeError naming the key, the value and the fix for what would fail later in the run."""
     _check_ratios(recipe, built.plan)
     _check_exclude(recipe, built.model)
-    _check_latency_batches(recipe, built.model, built.data)
+    text = built.plan.state.get("text")  # a text model is timed on token ids (prunekit.pipeline.text)
+    _check_latency_batches(recipe, built.model, text.example if text is not None else built.data.x_test[:1])
 
 
 def _check_ratios(recipe: Any, plan: Any) -> None:
@@ -83,13 +84,13 @@ def activation_bytes_per_sample(model: nn.Module, example: torch.Tensor) -> int:
     return total[0]
 
 
-def _check_latency_batches(recipe: Any, model: nn.Module, data: Any) -> None:
+def _check_latency_batches(recipe: Any, model: nn.Module, example: torch.Tensor) -> None:
     batches = recipe.measure.latency_batches
     device = next(model.parameters()).device
     free = available_memory(device)
     if free is None or not batches:
         return
-    per_sample = activation_bytes_per_sample(model, data.x_test[:1].to(device))
+    per_sample = activation_bytes_per_sample(model, example[:1].to(device))
     need = max(batches) * per_sample * 2  # the dense and the pruned model are timed side by side
     if need > MEMORY_SHARE * free:
         fits = max(1, int(MEMORY_SHARE * free / (2 * per_sample)))

@@ -29,7 +29,7 @@ from prunekit.report import (
     render_structured_markdown,
 )
 
-__all__ = ["REPORTERS", "Reporter", "REPORT_FORMAT_VERSION"]
+__all__ = ["REPORTERS", "Reporter", "REPORT_FORMAT_VERSION", "report_kind"]
 
 REPORT_FORMAT_VERSION = 2
 
@@ -41,8 +41,16 @@ class Reporter:
     summary: Callable[[dict], str]
 
 
-#: Reporters by method kind.
+#: Reporters by method kind (``masks``, ``structured``), ``dynamic`` and ``text`` (every text model).
 REPORTERS: Registry = Registry("method kind")
+
+
+def report_kind(recipe) -> str:
+    """The reporter of a recipe: ``dynamic`` with a dynamic section, ``text`` for a text model (whatever its
+    method), else the method's kind."""
+    if getattr(recipe, "dynamic", None) is not None:
+        return "dynamic"
+    return "text" if getattr(recipe, "text", None) is not None else recipe.prune.spec.kind
 
 
 def _common(recipe, dense: dict, pruned: dict, outcome: PruneOutcome, extra: dict) -> dict:
@@ -181,3 +189,73 @@ def _dynamic_summary(r: dict) -> str:
 
 
 REPORTERS.register("dynamic")(Reporter(_dynamic_build, _dynamic_markdown, _dynamic_summary))
+
+
+# ---------------------------------------------------------------------------------------------------- text models
+def _text_build(recipe, dense: dict, pruned: dict, outcome: PruneOutcome, history: Any, extra: dict,
+                model: nn.Module) -> dict:
+    """Text models: the foundation fields (``accuracy`` is ``None`` for an embedding model) beside the text metrics
+    (``spearman`` and ``cosine_to_dense`` by dataset), the encoder's layers, and speed-ups by wall and CPU time."""
+    acc_d, acc_p = dense.get("accuracy"), pruned.get("accuracy")
+    report = {
+        "format_version": REPORT_FORMAT_VERSION, "prunekit_version": __version__, "name": recipe.name,
+        "model": recipe.model.name, "dataset": recipe.data.name, "seed": recipe.seed,
+        "method": recipe.prune.method, "kind": recipe.prune.spec.kind, "prune": to_dict(recipe.prune),
+        "recovery": recipe.recover.method if recipe.recover is not None else None,
+        "recover": to_dict(recipe.recover) if recipe.recover is not None else None,
+        "text": to_dict(recipe.text),
+        "measure": {"latency_repeats": recipe.measure.latency_repeats, "sequence": pruned.get("sequence")},
+        "dense": dense, "pruned": pruned,
+        "accuracy_drop_pt": None if acc_d is None or acc_p is None else 100 * (acc_d - acc_p),
+        "spearman_drop": {k: dense["spearman"][k] - v for k, v in pruned.get("spearman", {}).items()},
+        "sparsity": 1.0 - pruned["nonzero_params"] / dense["params"],
+        "encoder_sparsity": 1.0 - pruned["encoder_nonzero_params"] / dense["encoder_params"],
+        "compression": dense["params"] / pruned["params"],
+        "macs_reduction": dense["macs"] / pruned["macs"],
+        "speedup": {b: dense["latency_ms"][b] / pruned["latency_ms"][b] for b in dense["latency_ms"]},
+        "speedup_cpu": {b: dense["latency_cpu_ms"][b] / pruned["latency_cpu_ms"][b] for b in dense["latency_cpu_ms"]},
+        "steps": [] if history is None else [
+            {"step": i + 1, "phase": "recover", "train_loss": loss,
+             **({"val_accuracy": history.val_accuracy[i]} if i < len(history.val_accuracy) else {})}
+            for i, loss in enumerate(history.epoch_loss)],
+    }
+    report.update(outcome.report)
+    report.update(extra)
+    return report
+
+
+def _fmt(v: Any, pct: bool = False) -> str:
+    if v is None:
+        return "–"
+    return f"{v:.2%}" if pct else (f"{v:,}" if isinstance(v, int) else f"{v:.4f}")
+
+
+def _text_markdown(r: dict, _directory: Path) -> str:
+    d, p = r["dense"], r["pruned"]
+    rows = [("test accuracy", _fmt(d["accuracy"], True), _fmt(p["accuracy"], True))]
+    rows += [(f"Spearman ({k})", _fmt(v), _fmt(p["spearman"].get(k))) for k, v in d["spearman"].items()]
+    rows += [(f"cosine to dense ({k})", "1", _fmt(v)) for k, v in p["cosine_to_dense"].items()]
+    rows += [("parameters", _fmt(d["params"]), _fmt(p["params"])),
+             (f"MACs ({p['sequence']} tokens)", _fmt(d["macs"]), _fmt(p["macs"]))]
+    rows += [(f"latency batch {b} (ms wall / CPU)", f"{d['latency_ms'][b]:.2f} / {d['latency_cpu_ms'][b]:.2f}",
+              f"{p['latency_ms'][b]:.2f} / {p['latency_cpu_ms'][b]:.2f}") for b in d["latency_ms"]]
+    lines = [f"# {r['name']}: {r['model']} on {r['dataset']}", "",
+             f"Method `{r['method']}` ({r['prune']}), recovery {r['recovery']}; seed {r['seed']}.", "",
+             "| | dense | pruned |", "|---|---|---|", *[f"| {a} | {b} | {c} |" for a, b, c in rows], "",
+             "Speed-up (CPU time): " + ", ".join(f"{v:.2f}× at batch {b}" for b, v in r["speedup_cpu"].items())
+             + f"; {r['macs_reduction']:.2f}× fewer MACs.", "",
+             "| layer | heads | FFN |", "|---|---|---|",
+             *[f"| {x['layer']} | {x['heads']} | {x.get('ffn', '–')} |" for x in p["layers"]], ""]
+    return "\n".join(lines)
+
+
+def _text_summary(r: dict) -> str:
+    parts = []
+    if r["pruned"]["accuracy"] is not None:
+        parts.append(f"test accuracy {r['pruned']['accuracy']:.2%} ({-r['accuracy_drop_pt']:+.2f} pt)")
+    parts += [f"{k} Spearman {v:.4f} ({-r['spearman_drop'][k]:+.4f})" for k, v in r["pruned"]["spearman"].items()]
+    fast = ", ".join(f"{v:.2f}× faster at batch {b}" for b, v in r["speedup_cpu"].items())
+    return f"pruned: {r['macs_reduction']:.2f}× fewer MACs, {fast} (CPU time), " + ", ".join(parts)
+
+
+REPORTERS.register("text")(Reporter(_text_build, _text_markdown, _text_summary))

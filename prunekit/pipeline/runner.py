@@ -21,7 +21,7 @@ from prunekit.errors import PrunekitError, RunStopped
 from prunekit.io.outdir import CHECKPOINT_DIR, OutputDir
 from prunekit.measure import threads
 from prunekit.pipeline.preflight import preflight
-from prunekit.pipeline.report import REPORTERS
+from prunekit.pipeline.report import REPORTERS, report_kind
 from prunekit.pipeline.schema import Recipe
 from prunekit.pipeline.stages import ORDER, STAGES, Run
 from prunekit.training import distributed
@@ -84,8 +84,7 @@ def run_recipe(recipe: Recipe, out: str | Path, force: bool = False, progress: b
     if not writer:
         return None
     report = value.report
-    kind = "dynamic" if recipe.dynamic is not None else recipe.prune.spec.kind
-    run.log(f"{REPORTERS.get(kind).summary(report)}; report in {out}")
+    run.log(f"{REPORTERS.get(report_kind(recipe)).summary(report)}; report in {out}")
     return report
 
 

@@ -31,21 +31,23 @@ from typing import Any
 
 import yaml
 
-from prunekit.data import DATASETS
+from prunekit.data import DATASETS, TEXT_DATASETS
 from prunekit.dynamic import DynamicConfig
 from prunekit.errors import ConfigError, RecipeError
 from prunekit.export import InferenceConfig
 from prunekit.export.onnx_export import EXPORTERS as ONNX_EXPORTERS
 from prunekit.export.quantize import QUANT_MODES
+from prunekit.models import check_model_name
 from prunekit.models.builtin import check_builtin_kwargs
 from prunekit.pipeline.methods import PRUNE_METHODS, PruneMethod
+from prunekit.pipeline.text import TextSection
 from prunekit.pipeline.validate import from_dict, to_dict
 from prunekit.recovery import RECOVERY, DistillConfig, RecoveryConfig
 from prunekit.registry import Registry
 from prunekit.training import TrainConfig
 from prunekit.zoo import ZOO_SOURCES
 
-__all__ = ["Recipe", "ModelSection", "DataSection", "PruneSection", "RecoverSection", "MeasureSection",
+__all__ = ["Recipe", "ModelSection", "DataSection", "TextSection", "PruneSection", "RecoverSection", "MeasureSection",
            "ExportSection", "EXPORTERS", "RECIPE_VERSION", "load_recipe", "parse_recipe", "read_yaml"]
 
 RECIPE_VERSION = 2
@@ -58,7 +60,8 @@ EXPORTERS: Registry = Registry("export format")
 @dataclass(frozen=True)
 class ModelSection:
     """``name``: a built-in model, a zoo model (``torchvision:NAME``, ``timm:NAME``: built without downloading
-    weights, ``num_classes`` from the data) or ``package.module:factory``; ``kwargs``: the builder's keyword
+    weights, ``num_classes`` from the data), ``hf:PATH`` (a local Hugging Face text encoder with its tokenizer,
+    :mod:`prunekit.models.hf`) or ``package.module:factory``; ``kwargs``: the builder's keyword
     arguments; ``checkpoint``: weights to load (``.safetensors`` or a ``torch.save``'d state dict, read with
     ``weights_only``); ``checkpoint_exclude``: key patterns not loaded (e.g. ``[fc.*]``: a fine-tuned model whose
     head had another number of classes keeps a fresh head)."""
@@ -73,11 +76,20 @@ class ModelSection:
         if source in ZOO_SOURCES:
             if not where.strip():
                 raise ConfigError(f"model {self.name!r} names no model: write {source}:NAME")
-        elif ":" not in self.name:
+        else:
+            check_model_name(self.name)  # built-in names, hf:PATH (checked on disk), package.module:factory
+        if ":" not in self.name:
             check_builtin_kwargs(self.name, self.kwargs)
         if self.checkpoint_exclude and not self.checkpoint:
             raise ConfigError("checkpoint_exclude says which checkpoint keys to skip: set model.checkpoint too, or "
                               "remove checkpoint_exclude")
+
+    @property
+    def kind(self) -> str:
+        """``image`` (built-ins and zoo models), ``text`` (token ids: ``hf:PATH``) or ``custom`` (a user's factory)."""
+        if self.name.partition(":")[0] in ZOO_SOURCES:
+            return "image"
+        return check_model_name(self.name)
 
 
 @dataclass(frozen=True)
@@ -140,12 +152,17 @@ class ExportSection:
     ONNX files of the pruned and the dense model, measured in ONNX Runtime, see :mod:`prunekit.pipeline.deploy`);
     ``int8``: also quantise the pruned model, ``static`` (CNNs, calibrated on the training split) or ``dynamic``
     (Linear-heavy and transformer models); ``threads``: ONNX Runtime intra-op threads for the timing;
-    ``exporter``: ``auto`` (torch's dynamo exporter, then the TorchScript one), ``dynamo`` or ``torchscript``."""
+    ``exporter``: ``auto`` (torch's dynamo exporter, then the TorchScript one), ``dynamo`` or ``torchscript``;
+    ``sparse_kernels``: also time the pruned model with torch sparse kernels where measured faster (in the same loop
+    as the ONNX files); ``sparse_int8``: also write the pruned weights as a compressed sparse int8 file
+    (:mod:`prunekit.export.sparse_int8`), its accuracy measured after loading it back."""
 
     formats: list[str] = field(default_factory=list)
     int8: str | None = None
     threads: int = 1
     exporter: str = "auto"
+    sparse_kernels: bool = False
+    sparse_int8: bool = False
 
     def __post_init__(self) -> None:
         for f in self.formats:
@@ -156,6 +173,9 @@ class ExportSection:
             QUANT_MODES.get(self.int8)
             if "onnx" not in self.formats:
                 raise ConfigError(f"export.int8 {self.int8!r} needs the onnx format: set export.formats: [onnx]")
+        for key in ("sparse_kernels", "sparse_int8"):
+            if getattr(self, key) and "onnx" not in self.formats:
+                raise ConfigError(f"export.{key} adds rows to the onnx format's table: set export.formats: [onnx]")
         if self.exporter != "auto":
             ONNX_EXPORTERS.get(self.exporter)
         if not isinstance(self.threads, int) or self.threads < 1:
@@ -212,6 +232,7 @@ class Recipe:
     measure: MeasureSection = field(default_factory=MeasureSection)
     export: ExportSection = field(default_factory=ExportSection)
     dynamic: DynamicConfig | None = None  # input-dependent pruning on top (prunekit.dynamic), after recovery
+    text: TextSection | None = None
 
     def __post_init__(self) -> None:
         if self.version != RECIPE_VERSION:
@@ -223,6 +244,32 @@ class Recipe:
         if spec.reads_recover and self.recover is None:
             object.__setattr__(self, "recover", RecoverSection())
         self._check_combinations(spec)
+        self._check_text(spec)
+
+    def _check_text(self, spec: PruneMethod) -> None:
+        text_model = self.model.kind == "text"
+        text_data = self.data.name.partition(":")[0] in TEXT_DATASETS
+        if text_model != text_data:
+            raise ConfigError(f"model {self.model.name!r} and data {self.data.name!r} do not fit: a text model "
+                              f"(hf:PATH) needs a text dataset ({', '.join(TEXT_DATASETS)}) and a text dataset a text "
+                              "model")
+        if not text_model:
+            distill = self.recover.distill if self.recover is not None else None
+            if self.text is not None or (distill is not None and distill.reads_text()):
+                keys = ["text"] * (self.text is not None) + [f"recover.distill.{k}" for k in
+                                                             (distill.reads_text() if distill else [])]
+                raise ConfigError(f"{', '.join(keys)} configure text models (model: hf:PATH) only: remove them")
+            return
+        if self.dynamic is not None:
+            raise ConfigError("a dynamic section is not supported for text models (hf:PATH) yet: remove dynamic")
+        if not spec.text:
+            raise ConfigError(f"prune.method {self.prune.method!r} does not prune text models; choose one of: "
+                              f"{', '.join(n for n in PRUNE_METHODS.names() if PRUNE_METHODS.get(n).text)}")
+        if self.text is None:
+            object.__setattr__(self, "text", TextSection())
+        if self.text.task == "embedding" and self.train.epochs > 0:
+            raise ConfigError("text.task embedding uses the pretrained embedding as the dense model: set train.epochs: "
+                              "0 (or text.task: classification to fine-tune a classifier first)")
 
     def _check_combinations(self, spec: PruneMethod) -> None:
         trained = self.train.epochs > 0
@@ -237,7 +284,7 @@ class Recipe:
             raise ConfigError(f"prune.method {self.prune.method!r} retrains with the train settings and reads no "
                               "recover section: remove recover")
         if self.recover is not None and self.recover.method == "distill" and not trained and \
-                self.model.checkpoint is None:
+                self.model.checkpoint is None and self.model.kind != "text":
             raise ConfigError("recover.method 'distill' needs a trained teacher, but the dense model is neither "
                               "trained (train.epochs: 0) nor loaded (model.checkpoint): set train.epochs ≥ 1 or "
                               "model.checkpoint, or use recover.method: finetune")
@@ -252,7 +299,7 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         keys = ("version", "name", "seed", "data", "model", "train", "prune", "recover", "dynamic", "measure",
-                "export")
+                "export", "text")
         return {k: to_dict(getattr(self, k)) for k in keys if getattr(self, k) is not None}
 
 

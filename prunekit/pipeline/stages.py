@@ -22,7 +22,7 @@ import yaml
 from torch import nn
 
 from prunekit import zoo
-from prunekit.data import DataSplits, load_dataset
+from prunekit.data import DataSplits, TextSplits, load_dataset
 from prunekit.dynamic import build_dynamic, measure_dynamic, save_dynamic
 from prunekit.export import prepare_inference
 from prunekit.io.checkpoint import atomic_write_text, load_weights_into
@@ -31,8 +31,9 @@ from prunekit.measure.summary import measure_model, time_side_by_side
 from prunekit.models import build_model
 from prunekit.pipeline.deploy import deploy_markdown  # also registers the onnx export format
 from prunekit.pipeline.methods import PruneContext, PruneOutcome, PrunePlan
-from prunekit.pipeline.report import REPORTERS
+from prunekit.pipeline.report import REPORTERS, report_kind
 from prunekit.pipeline.schema import EXPORTERS, Recipe
+from prunekit.pipeline.text import text_build, text_measure, text_recover, text_save, text_train
 from prunekit.pruners.lottery import WeightSnapshot
 from prunekit.recovery import recover
 from prunekit.registry import Registry
@@ -66,12 +67,12 @@ class Run:
 
 @dataclass
 class Loaded:
-    data: DataSplits
+    data: DataSplits | TextSplits
 
 
 @dataclass
 class Built:
-    data: DataSplits
+    data: DataSplits | TextSplits
     model: nn.Module
     plan: PrunePlan
 
@@ -169,8 +170,13 @@ def build(run: Run, inp: Loaded) -> Built:
     """Builds the model and lets the prune method set up on it (bad layers fail here, before training)."""
     r = run.recipe
     torch.manual_seed(r.seed)
-    model = _build_model(r, inp.data).to(default_device())
     spec = r.prune.spec
+    if isinstance(inp.data, TextSplits):  # hf: text models (tokenizer, tokenised splits): pipeline.text
+        model, state = text_build(run, inp.data)
+        plan = spec.prepare(r, model, inp.data) if spec.prepare is not None else PrunePlan()
+        plan.state["text"] = state
+        return Built(inp.data, model, plan)
+    model = _build_model(r, inp.data).to(default_device())
     plan = spec.prepare(r, model, inp.data) if spec.prepare is not None else PrunePlan()
     return Built(inp.data, model, plan)
 
@@ -190,6 +196,10 @@ def _build_model(r: Recipe, data: DataSplits) -> nn.Module:
 def train_dense(run: Run, inp: Built) -> Trained:
     """Dense training (with the method's penalty and step hook); stores θ₀ for rewinding methods."""
     r = run.recipe
+    if isinstance(inp.data, TextSplits):
+        dense = text_train(run, inp.model, inp.data, inp.plan.state["text"])
+        run.log(f"dense: {_text_line(dense)}")
+        return Trained(inp, None, copy.deepcopy(inp.model).eval(), dense)
     snapshot = WeightSnapshot.capture(inp.model) if r.train.epochs else None
     if r.train.epochs:
         run.log(f"training {r.model.name} on {r.data.name} for {r.train.epochs} epochs")
@@ -213,6 +223,13 @@ def prune(run: Run, inp: Trained) -> Pruned:
     return Pruned(inp, outcome)
 
 
+def _text_line(m: dict) -> str:
+    parts = [f"test accuracy {m['accuracy']:.2%}"] if m.get("accuracy") is not None else []
+    parts += [f"{k} Spearman {v:.4f}" for k, v in m.get("spearman", {}).items()]
+    parts += [f"{m['params']:,} parameters, {m['macs']:,} MACs at {m['sequence']} tokens"]
+    return ", ".join(parts)
+
+
 def _describe(options: Any) -> str:
     keys = ("importance", "sparsity", "budget", "allocation", "granularity", "steps")
     return ", ".join(f"{k} {getattr(options, k)}" for k in keys if getattr(options, k, None) not in (None, "element"))
@@ -225,6 +242,9 @@ def recover_stage(run: Run, inp: Pruned) -> Recovered:
         return Recovered(inp)
     r, t = run.recipe, inp.trained
     rec = r.recover
+    if isinstance(t.built.data, TextSplits):
+        hist = text_recover(run, t.built.model, t.reference, t.built.data, t.built.plan.state["text"])
+        return Recovered(inp, hist)
     teacher = t.reference if rec.method == "distill" else None
     hist = recover(t.built.model, t.built.data, rec.train_config(), rec.recovery_config(), teacher, seed=r.seed,
                    progress=run.progress)
@@ -253,6 +273,10 @@ def measure(run: Run, inp: Recovered) -> Measured:
     model, data = t.built.model, t.built.data
     if outcome.masks is not None:
         outcome.masks.make_permanent()
+    if isinstance(data, TextSplits):
+        pruned = text_measure(run, t.dense, model, t.reference, t.built.plan.state["text"])
+        run.log(f"pruned: {_text_line(pruned)}")
+        return Measured(inp, pruned, {})
     pruned = measure_model(model.eval(), data.x_test, data.y_test, latency_batches=[])
     if inp.dynamic is not None:
         return _measure_dynamic(run, inp, pruned)
@@ -288,6 +312,10 @@ def save(run: Run, inp: Measured) -> Saved:
     """The pruned model (``pruned.json`` + ``model.safetensors``), the recipe as run and the method's files."""
     r, d = run.recipe, run.stage_dir
     data = inp.trained.built.data
+    if isinstance(data, TextSplits):  # a plain Hugging Face directory (model/), the head, the recipe
+        files = text_save(run, inp.trained.built.model, inp.trained.built.plan.state["text"], data, d)
+        atomic_write_text(d / "recipe.yaml", yaml.safe_dump(r.to_dict(), sort_keys=False))
+        return Saved(inp, d, [*files, "recipe.yaml"])
     kwargs = dict(r.model.kwargs)
     if r.model.name.partition(":")[0] in ZOO_SOURCES:  # the head was sized from the data
         kwargs.setdefault("num_classes", data.num_classes)
@@ -319,7 +347,7 @@ def export(run: Run, inp: Saved) -> Exported:
 def report(run: Run, inp: Exported) -> Reported:
     """report.json (figures) and report.md (tables, plots) for the method's kind."""
     measured = inp.saved.measured
-    reporter = REPORTERS.get("dynamic" if run.recipe.dynamic is not None else run.recipe.prune.spec.kind)
+    reporter = REPORTERS.get(report_kind(run.recipe))
     timings = {k: round(v, 2) for k, v in run.timings.items()}
     threads = run.threads.to_dict() if run.threads is not None else None
     extra = {**measured.extra, "timings_s": timings, "run_time_s": run.clock.read(), "threads": threads,

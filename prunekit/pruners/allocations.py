@@ -6,6 +6,8 @@
 - ``ratios``: a sparsity per layer, from a dict of parameter-name patterns (fnmatch) to ratios;
   layers no pattern matches are left dense.
 - ``threshold``: every weight whose score is below a fixed value goes.
+- ``row``: every output row (filter) of every layer loses the same fraction s of its entries — the
+  per-output comparison group of Wanda (Sun et al. 2023, §3: scores are compared within each row).
 
 Masks only ever shrink: weights already pruned score −∞ and are counted first.
 """
@@ -20,7 +22,7 @@ import torch
 from prunekit.errors import ConfigError
 from prunekit.registry import Registry
 
-__all__ = ["ALLOCATIONS", "AllocationFn", "allocation_name", "kth_mask", "ratios_for"]
+__all__ = ["ALLOCATIONS", "AllocationFn", "allocation_name", "kth_mask", "row_mask", "ratios_for"]
 
 #: ``allocation(scores, current_masks, target, step_fn, ratios, threshold) -> new masks``
 AllocationFn = Callable[..., dict[str, torch.Tensor]]
@@ -49,6 +51,22 @@ def kth_mask(scores: torch.Tensor, n_prune: int) -> torch.Tensor:
     mask = torch.ones_like(flat)
     if n_prune:
         mask[torch.argsort(flat, stable=True)[:n_prune]] = 0
+    return mask.reshape(scores.shape)
+
+
+def row_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """A 0/1 mask that removes round(sparsity · row length) lowest-scoring entries of every output row (dim 0).
+
+    Example:
+        >>> row_mask(torch.tensor([[1., 4., 2., 3.], [9., 8., 7., 6.]]), 0.5)
+        tensor([[0., 1., 0., 1.],
+                [1., 1., 0., 0.]])
+    """
+    rows = scores.reshape(scores.shape[0], -1)
+    k = max(0, min(round(sparsity * rows.shape[1]), rows.shape[1]))
+    mask = torch.ones_like(rows, dtype=torch.float32)
+    if k:
+        mask.scatter_(1, torch.argsort(rows, dim=1, stable=True)[:, :k], 0.0)
     return mask.reshape(scores.shape)
 
 
@@ -111,6 +129,12 @@ def _global(scores, current, target, step_fn, **_):
             m.view(-1)[torch.argmax(masked[n].reshape(-1))] = 1
         out[n] = m
     return _shrink(out, current)
+
+
+@ALLOCATIONS.register("row")
+def _row(scores, current, target, step_fn, **_):
+    s = step_fn(target)
+    return _shrink({n: row_mask(v, s) for n, v in _masked_scores(scores, current).items()}, current)
 
 
 @ALLOCATIONS.register("threshold")

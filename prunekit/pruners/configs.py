@@ -28,15 +28,17 @@ from prunekit.errors import ConfigError, strict_fields
 from prunekit.graph import UNIT_KINDS
 from prunekit.importance import NORMALIZATIONS, REDUCTIONS, get
 from prunekit.pruners.granularity import GRANULARITIES, check_nm, nm_sparsity
+from prunekit.pruners.solvers import LAYER_SOLVERS
 from prunekit.sensitivity import DEFAULT_RATIOS
 
-__all__ = ["UNSTRUCTURED_ALLOCATIONS", "STRUCTURED_ALLOCATIONS", "UnstructuredConfig", "StructuredConfig",
-           "sparsity_for"]
+__all__ = ["UNSTRUCTURED_ALLOCATIONS", "STRUCTURED_ALLOCATIONS", "LayerwiseConfig", "UnstructuredConfig",
+           "StructuredConfig", "sparsity_for"]
 
 #: How an unstructured target is spread over layers (``uniform``: every layer the same sparsity;
 #: ``global``: one score threshold over all layers; ``ratios``: a sparsity per layer pattern;
-#: ``threshold``: every weight scoring below a value goes).
-UNSTRUCTURED_ALLOCATIONS = ("uniform", "global", "ratios", "threshold")
+#: ``threshold``: every weight scoring below a value goes; ``row``: every output row of every layer the
+#: same sparsity, Wanda's comparison group).
+UNSTRUCTURED_ALLOCATIONS = ("uniform", "global", "ratios", "threshold", "row")
 #: How a structured target is spread over groups (``sensitivity`` and ``search`` need a budget).
 STRUCTURED_ALLOCATIONS = ("uniform", "global", "sensitivity", "search")
 
@@ -123,13 +125,14 @@ class UnstructuredConfig:
 
     Attributes:
         sparsity: fraction of the prunable weights REMOVED, in [0, 1); :func:`prunekit.prune_` needs it
-            with allocations ``uniform`` and ``global`` (for granularity ``nm`` it is 1 − N/M and may be
+            with allocations ``uniform``, ``global`` and ``row`` (for granularity ``nm`` it is 1 − N/M and may be
             left out); a schedule driving an :class:`~prunekit.pruners.UnstructuredPruner` may give its
             targets step by step instead.
         importance: a criterion with a single-weight form (``prunekit.list_criteria("weight")``).
         allocation: ``uniform`` (every layer the same sparsity), ``global`` (one threshold over all
-            layers), ``ratios`` (``ratios`` gives a sparsity per parameter-name pattern) or ``threshold``
-            (every weight scoring below ``threshold`` goes).
+            layers), ``ratios`` (``ratios`` gives a sparsity per parameter-name pattern), ``threshold``
+            (every weight scoring below ``threshold`` goes) or ``row`` (every output row of every layer the
+            same sparsity: Wanda's per-output comparison group; granularity ``element``).
         ratios: allocation ``ratios`` only: ``{"conv*.weight": 0.5, ...}`` (fnmatch patterns).
         threshold: allocation ``threshold`` only: the score below which weights go.
         granularity: ``element``, ``vector``, ``kernel``, ``filter`` or ``nm``.
@@ -167,7 +170,10 @@ class UnstructuredConfig:
             if self.sparsity is not None and abs(self.sparsity - want) > 1e-9:
                 raise ConfigError(f"{own}: granularity 'nm' {self.nm[0]}:{self.nm[1]} fixes sparsity at 1 − N/M = "
                                   f"{want:g}; got sparsity={self.sparsity}: leave sparsity out or set it to {want:g}")
-        elif self.allocation in ("uniform", "global"):
+        elif self.allocation in ("uniform", "global", "row"):
+            if self.allocation == "row" and self.granularity != "element":
+                raise ConfigError(f"{own}: allocation 'row' ranks single weights within each output row; it needs "
+                                  f"granularity 'element', got {self.granularity!r}")
             if self.sparsity is not None:
                 _fraction(own, "sparsity", self.sparsity, "of the prunable weights removed")
         elif self.sparsity is not None:
@@ -268,3 +274,79 @@ class StructuredConfig:
                 raise ConfigError(f"{own}.{what} must be a positive integer, got {v!r}")
         if not 0 < self.max_ratio < 1:
             raise ConfigError(f"{own}.max_ratio must be in (0, 1), got {self.max_ratio!r}")
+
+
+@strict_fields({"importance": "a layer-wise prune picks its scores with solver= (magnitude, wanda, sparsegpt); "
+                              "UnstructuredConfig takes importance=",
+                "allocation": "every layer gets the same sparsity; the comparison group is compare= (layer, row, "
+                              "block)",
+                "method": "the layer-wise method is called solver=: write solver=",
+                "budget": "a layer-wise prune takes sparsity= or granularity='nm'"})
+@dataclass(frozen=True)
+class LayerwiseConfig:
+    """One-shot post-training pruning of every Linear layer, layer by layer on calibration inputs.
+
+    As SparseGPT (Frantar & Alistarh 2023) and Wanda (Sun et al. 2023) prune large language models: the
+    calibration batch runs up to the first block of the model's repeated blocks (e.g. a transformer's
+    ``encoder.layer``); each block's Linear layers are pruned from the inputs they receive there, and the
+    *pruned* block's outputs become the next block's inputs. Linear layers outside the blocks are pruned
+    last, from one pass of the pruned model. Every layer reaches the same sparsity.
+
+    Attributes:
+        solver: ``magnitude``, ``wanda`` or ``sparsegpt`` (:data:`prunekit.pruners.solvers.LAYER_SOLVERS`).
+        sparsity: fraction of each layer's weights REMOVED, in [0, 1); for granularity ``nm`` 1 − N/M (may be
+            left out).
+        granularity: ``element`` (unstructured) or ``nm``.
+        nm: (N, M) of granularity ``nm``: N of every M consecutive inputs kept in each row.
+        compare: the group whose scores are ranked: ``layer``, ``row`` (magnitude, wanda) or ``block``
+            (sparsegpt's column blocks); None: the solver's default (magnitude ``layer``, wanda ``row``,
+            sparsegpt ``block``).
+        blocksize: sparsegpt: columns per lazy batch update and per mask choice (B = 128 in the paper).
+        damp: sparsegpt: λ = damp · mean diag(XᵀX) added to the Hessian's diagonal (0.01 in the paper).
+        sequential: True: block by block on the pruned blocks' outputs; False: every layer from one pass of
+            the dense model.
+        blocks: the dotted name of the ModuleList (or Sequential) of blocks; None: the list with the most
+            (≥ 2) blocks that hold Linear layers, or, if there is none, the whole model as one block.
+        exclude: module-name patterns (fnmatch) of Linear layers left dense, e.g. ``("lm_head",)``.
+        permanent: fold the masks into the weights instead of leaving them on the model.
+    """
+
+    solver: str = "sparsegpt"
+    sparsity: float | None = None
+    granularity: str = "element"
+    nm: tuple[int, int] = (2, 4)
+    compare: str | None = None
+    blocksize: int = 128
+    damp: float = 0.01
+    sequential: bool = True
+    blocks: str | None = None
+    exclude: tuple[str, ...] = ()
+    permanent: bool = False
+
+    def __post_init__(self) -> None:
+        own = "LayerwiseConfig"
+        solver = LAYER_SOLVERS.get(self.solver)
+        _choice(own, "granularity", self.granularity, ("element", "nm"))
+        object.__setattr__(self, "exclude", _patterns(own, self.exclude))
+        object.__setattr__(self, "nm", tuple(self.nm))
+        if self.granularity == "nm":
+            check_nm("nm", (1, self.nm[1] if len(self.nm) == 2 else 1), self.nm)
+            want = nm_sparsity(self.nm)
+            if self.sparsity is not None and abs(self.sparsity - want) > 1e-9:
+                raise ConfigError(f"{own}: granularity 'nm' {self.nm[0]}:{self.nm[1]} fixes sparsity at 1 − N/M = "
+                                  f"{want:g}; got sparsity={self.sparsity}: leave sparsity out or set it to {want:g}")
+            object.__setattr__(self, "sparsity", want)
+            if self.blocksize % self.nm[1]:
+                raise ConfigError(f"{own}.blocksize={self.blocksize} must be a multiple of M={self.nm[1]}")
+        elif self.sparsity is None:
+            raise ConfigError(f"{own} needs sparsity= (the fraction of each layer's weights removed, e.g. 0.5) or "
+                              f"granularity='nm' with nm=(2, 4)")
+        else:
+            _fraction(own, "sparsity", self.sparsity, "of each layer's weights removed")
+        if self.compare is not None:
+            _choice(own, f"compare (solver {self.solver!r})", self.compare, solver.compares)
+        if isinstance(self.blocksize, bool) or not isinstance(self.blocksize, int) or self.blocksize < 1:
+            raise ConfigError(f"{own}.blocksize must be a positive integer, got {self.blocksize!r}")
+        if not 0 <= self.damp < 10:
+            raise ConfigError(f"{own}.damp must be in [0, 10) (a fraction of the mean Hessian diagonal), got "
+                              f"{self.damp!r}")

@@ -46,20 +46,42 @@ class DistillConfig:
         alpha: weight α of the distillation term; 1 − α goes to the label cross-entropy.
         features: module names (same in student and teacher) whose outputs are matched with MSE.
         feature_weight: β, the weight of the feature term.
+        embedding_weight, embedding_loss: text models only: the weight of the sentence-embedding term and its
+            form, ``cosine`` (1 − cos) or ``mse`` (see :mod:`prunekit.recovery.text`).
+        hidden_weight, attention_weight: text models only: TinyBERT-style terms (Jiao et al. 2020), MSE of every
+            layer's hidden states and of its head-averaged attention maps.
+        text: text models only: what the student learns on, ``labelled`` (the training split) or ``all`` (also
+            the data's unlabelled text; the label term skips the texts that have none).
     """
 
     temperature: float = 4.0
     alpha: float = 0.9
     features: list[str] = field(default_factory=list)
     feature_weight: float = 1.0
+    embedding_weight: float = 0.0
+    embedding_loss: str = "cosine"
+    hidden_weight: float = 0.0
+    attention_weight: float = 0.0
+    text: str = "labelled"
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
             raise ConfigError(f"distill.temperature must be > 0, got {self.temperature}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"distill.alpha must be in [0, 1], got {self.alpha}")
-        if self.feature_weight < 0:
-            raise ConfigError(f"distill.feature_weight must be ≥ 0, got {self.feature_weight}")
+        for k in ("feature_weight", "embedding_weight", "hidden_weight", "attention_weight"):
+            if not getattr(self, k) >= 0:
+                raise ConfigError(f"distill.{k} must be ≥ 0, got {getattr(self, k)}")
+        if self.embedding_loss not in ("cosine", "mse"):
+            raise ConfigError(f"unknown distill.embedding_loss {self.embedding_loss!r}; choose one of: cosine, mse")
+        if self.text not in ("labelled", "all"):
+            raise ConfigError(f"unknown distill.text {self.text!r}; choose one of: all, labelled")
+
+    def reads_text(self) -> list[str]:
+        """The keys set here that only text models read."""
+        defaults = DistillConfig.__dataclass_fields__
+        keys = ("embedding_weight", "embedding_loss", "hidden_weight", "attention_weight", "text")
+        return [k for k in keys if getattr(self, k) != defaults[k].default]
 
 
 @dataclass(frozen=True)

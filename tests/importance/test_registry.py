@@ -32,4 +32,5 @@ def test_importing_the_rest_of_prunekit_adds_no_criterion():
 
 
 def test_kinds_partition_the_registry():
-    assert set(names("group")) & set(names("weight")) == set(names()) - {"bn_scale", "bn_folded", "snip", "synflow"}
+    only_one = {"bn_scale", "bn_folded", "snip", "synflow", "wanda"}
+    assert set(names("group")) & set(names("weight")) == set(names()) - only_one

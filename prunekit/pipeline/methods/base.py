@@ -97,6 +97,9 @@ class PruneMethod:
         reads_recover: the method fine-tunes with the ``recover`` section (lottery and at_init retrain with
             ``train`` instead and refuse a ``recover`` section).
         needs_dense_run: the method rewinds to weights stored during dense training (``train.epochs`` ≥ 1).
+        text: the method prunes text models (``model: hf:PATH``; its context's data is a
+            :class:`~prunekit.data.TextSplits` and ``plan.state["text"]`` the tokenised text,
+            see :mod:`prunekit.pipeline.text`).
         summary: one line for ``--help`` and errors.
     """
 
@@ -108,6 +111,7 @@ class PruneMethod:
     reads_recover: bool = True
     needs_dense_run: bool = False
     summary: str = ""
+    text: bool = False
 
 
 #: Prune methods by ``prune.method`` name.
