@@ -220,6 +220,36 @@ def oneshot() -> tuple[str, list[str]]:
 
 
 #: (benchmark, command, headline builder), in the README's order.
+def deploy() -> tuple[str, list[str]]:
+    d = load("deploy.json")
+    runs: dict[str, list[dict]] = {}
+    for r in d["runs"]:
+        runs.setdefault(r["job"], []).append(r["report"]["deploy"]["table"])
+
+    def ratio(tables: list[dict], base: str, row: str, b: str) -> list[float]:
+        return [t[base]["cpu_ms"][b] / t[row]["cpu_ms"][b] for t in tables]
+
+    def loss(tables: list[dict], row: str) -> str:
+        return " / ".join(_pt(t[row]["accuracy"] - t["dense_torch"]["accuracy"]) for t in tables)
+
+    parts = []
+    lenet = runs.get("lenet300", [])
+    if lenet:
+        small = [t["dense_torch"]["size_bytes"] / t["sparse_int8"]["size_bytes"] for t in lenet]
+        parts.append(f"LeNet-300-100 at 98.5% + int8 ({len(lenet)} seeds): sparse int8 file {_rng(small, '{:.0f}')} "
+                     f"smaller than the dense fp32 safetensors, {loss(lenet, 'sparse_int8')} pt; torch sparse kernels "
+                     f"{_rng(ratio(lenet, 'dense_torch', 'sparse_torch', '1'))} (batch 1, target ≥ 2×) and "
+                     f"{_rng(ratio(lenet, 'dense_torch', 'sparse_torch', '256'))} (batch 256) faster than dense "
+                     "PyTorch")
+    res = runs.get("resnet_mini", [])
+    if res:
+        b1, b256 = _rng(ratio(res, "dense", "int8", "1")), _rng(ratio(res, "dense", "int8", "256"))
+        parts.append(f"resnet_mini 2× structured + KD + static int8 in ONNX Runtime ({len(res)} seeds): {b1} "
+                     f"(batch 1) and {b256} (batch 256) faster than dense fp32 in ONNX Runtime (target ≥ 4×), "
+                     f"{loss(res, 'int8')} pt")
+    return "; ".join(parts) + " (CPU time, 1 thread, shared machine)", ["deploy.json"]
+
+
 ROWS: list[tuple[str, str, Callable[[], tuple[str, list[str]]]]] = [
     ("Han et al. 2015 Table 1", "`python bench/han.py`", han),
     ("structured coverage", "`python bench/coverage.py …`", coverage),
@@ -232,6 +262,7 @@ ROWS: list[tuple[str, str, Callable[[], tuple[str, list[str]]]]] = [
     ("single-weight criteria", "`python bench/weight_criteria.py`", weight_criteria),
     ("BN re-estimation after pruning", "`python bench/bn_recalibration.py`", bn_recalibration),
     ("pruning regimes", "`python bench/regimes.py`", regimes),
+    ("deployment (prune → quantise → export)", "`python bench/deploy.py`; `prunekit run deploy-lenet-int8`", deploy),
     ("one-shot Wanda / SparseGPT", "`python bench/oneshot.py`", oneshot),
 ]
 
@@ -244,3 +275,4 @@ def readme_table() -> str:
         links = ", ".join(f"`{s}`" for s in sources)  # names under bench/results/ (docs/_hooks.py links pages)
         lines.append(f"| {name} | {command} | {text} | {links} |")
     return "\n".join(lines) + "\n"
+

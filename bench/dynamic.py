@@ -136,6 +136,27 @@ def vit_timing(repeats: int) -> list[dict]:
     return rows
 
 
+def gate_timing() -> list[dict]:
+    """resnet_mini (random init; timing needs no training) with channel gates on every block's inner conv: batch-1
+    CPU time over the MNIST test split, dense and gated alternated input by input; MACs on the gathered path."""
+    from prunekit.dynamic import ChannelGateConfig
+    from prunekit.dynamic.gates import gate_channels
+
+    data = load_dataset("mnist")
+    torch.manual_seed(0)
+    dense = build_model("resnet_mini", data.input_shape, data.num_classes).eval()
+    rows = []
+    for keep in (0.5, 0.25):
+        gated = gate_channels(copy.deepcopy(dense), data.x_test[:1], ChannelGateConfig(keep=keep)).eval()
+        one = time_per_input([dense, gated], data.x_test)
+        rows.append({"model": "resnet_mini", "keep": keep, "dense_ms": one[0]["mean_ms"], "gated_ms": one[1]["mean_ms"],
+                     "speedup": one[0]["mean_ms"] / one[1]["mean_ms"],
+                     "dense_macs": count_macs(dense, data.x_test[:1]).dense,
+                     "gated_macs": count_macs(gated, data.x_test[:1]).dense, "timing": one})
+        _log(f"gates keep {keep}: {rows[-1]['speedup']:.2f}× at batch 1")
+    return rows
+
+
 def _mean_sd(xs: list[float]) -> str:
     if len(xs) < 2:
         return f"{xs[0]:.3f}"
@@ -179,6 +200,12 @@ def render(result: dict) -> str:
         lines += ["", "## Tokens per block (input, then after each block)", ""]
         for r in tok[:2]:
             lines.append(f"- {r['case']}: {r['describe']['tokens_per_block']}")
+    if result.get("gate_timing"):
+        lines += ["", "## Channel gating on resnet_mini at batch 1 (gathered weights; random init, timing only)", "",
+                  "| keep | dense ms | gated ms | speed-up | MACs dense → gated |", "|---|---|---|---|---|"]
+        for g in result["gate_timing"]:
+            lines.append(f"| {g['keep']} | {g['dense_ms']:.3f} | {g['gated_ms']:.3f} | {g['speedup']:.2f}× | "
+                         f"{g['dense_macs'] / 1e6:.2f} M → {g['gated_macs'] / 1e6:.2f} M |")
     if result.get("vit_timing"):
         lines += ["", "## Token merging on ImageNet-sized ViTs (random init, r = 8)", "",
                   "| model | batch | dense ms | ToMe ms | speed-up (throughput) | GMACs dense → ToMe | tokens |",
@@ -196,6 +223,7 @@ def main(argv=None) -> int:
     p.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     p.add_argument("--vit-timing", action="store_true", help="also time r = 8 ToMe on vit_b_16 and deit_small")
     p.add_argument("--vit-repeats", type=int, default=6)
+    p.add_argument("--gate-timing", action="store_true", help="also time channel gating on resnet_mini at batch 1")
     p.add_argument("--name", default="dynamic")
     p.add_argument("--merge", nargs="+", metavar="NAME",
                    help="combine bench/results/NAME.json files (runs split over processes) into --name")
@@ -205,12 +233,16 @@ def main(argv=None) -> int:
         parts = [json.loads((RESULTS / f"{n}.json").read_text()) for n in args.merge]
         result = {"runs": [r for q in parts for r in q["runs"]],
                   "vit_timing": [v for q in parts for v in q["vit_timing"]],
+                  "gate_timing": [v for q in parts for v in q.get("gate_timing", [])],
                   "notes": [n for q in parts for n in q.get("notes", [])],
                   "parts": {n: q["provenance"] for n, q in zip(args.merge, parts, strict=True)}}
         write_results(args.name, result, render)
         return 0
     runs, trained = [], {}
-    result = {"runs": runs, "vit_timing": [], "notes": []}
+    result = {"runs": runs, "vit_timing": [], "gate_timing": [], "notes": []}
+    if args.gate_timing:
+        result["gate_timing"] = gate_timing()
+        write_results(args.name, result, render)
     if args.vit_timing:
         result["vit_timing"] = vit_timing(args.vit_repeats)
         write_results(args.name, result, render)
