@@ -59,7 +59,7 @@ def run_recipe(recipe: Recipe, out: str | Path, force: bool = False, progress: b
         identity = identity_of(recipe.to_dict(), processes=distributed.world_size())
         log = Journal(stage / CHECKPOINT_DIR, checkpoint, identity, resume, writer)
         choice = _same_threads(log, choice, resume, quiet)
-        run = Run(recipe, Path(out), progress, quiet or not writer, stage_dir=stage, threads=choice)
+        run = Run(recipe, Path(out), progress and writer, quiet or not writer, stage_dir=stage, threads=choice)
         run.distributed = distributed.describe(recipe.train.batch_size)
         if resume:
             run.log(f"resuming {recipe.name} from its checkpoint at {log.resuming_at}")

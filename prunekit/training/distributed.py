@@ -33,6 +33,7 @@ import contextlib
 import hashlib
 import os
 import types
+import warnings
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -181,7 +182,11 @@ def global_batchnorm(model: nn.Module) -> Iterator[None]:
     for m in layers:
         m.forward = types.MethodType(_global_bn_forward, m)
     try:
-        yield
+        with warnings.catch_warnings():
+            # its successor in torch._functional_collectives is private; this one keeps the autograd rule we need
+            warnings.filterwarnings("ignore", "torch.distributed.nn.functional.all_reduce is deprecated",
+                                    FutureWarning)
+            yield
     finally:
         for m in layers:
             del m.forward
@@ -195,8 +200,10 @@ def _global_bn_forward(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -
     dims = [0, *range(2, x.dim())]
     shape = [1, -1] + [1] * (x.dim() - 2)
     w = _local_weight
-    count = all_reduce(torch.tensor([x.numel() / x.shape[1] * w], dtype=x.dtype, device=x.device))
-    mean = all_reduce(x.sum(dims) * w) / count
+    local_count = torch.tensor([x.numel() / x.shape[1] * w], dtype=x.dtype, device=x.device)
+    sums = all_reduce(torch.cat([x.sum(dims) * w, local_count]))  # one collective: the sums and the count
+    count = sums[-1:]
+    mean = sums[:-1] / count
     var = all_reduce(((x - mean.view(shape)) ** 2).sum(dims) * w) / count  # biased, as BN normalises
     y = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
     if self.affine:
