@@ -21,7 +21,12 @@ def _check(spec: str, small: bool = True):
     rep = check_model(spec, zm.model, zm.example_inputs, config, latency=False, compare_at=zm.compare_at)
     assert rep.error is None, rep.error
     assert rep.ok and rep.equivalent and rep.max_rel_diff <= 1e-5
-    assert rep.params_after < rep.params_before and rep.macs_after < rep.macs_before
+    assert rep.params_after < rep.params_before
+    # A detector's MACs depend on how many boxes survive NMS (its RoI / keypoint heads run once per box), which
+    # pruning a random-init model changes: CI saw keypointrcnn count 108 G after vs 54 G before. Only
+    # input-independent counts are compared.
+    if ".detection." not in type(zm.model).__module__:
+        assert rep.macs_after < rep.macs_before
     return zm, rep
 
 
