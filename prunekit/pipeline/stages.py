@@ -119,6 +119,7 @@ class Saved:
     measured: Measured
     directory: Path
     files: list[str] = field(default_factory=list)
+    report: dict = field(default_factory=dict)  # the method's checks of the written files (PruneMethod.verify)
 
 
 @dataclass
@@ -312,10 +313,11 @@ def save(run: Run, inp: Measured) -> Saved:
     """The pruned model (``pruned.json`` + ``model.safetensors``), the recipe as run and the method's files."""
     r, d = run.recipe, run.stage_dir
     data = inp.trained.built.data
+    verify = r.prune.spec.verify
     if isinstance(data, TextSplits):  # a plain Hugging Face directory (model/), the head, the recipe
         files = text_save(run, inp.trained.built.model, inp.trained.built.plan.state["text"], data, d)
         atomic_write_text(d / "recipe.yaml", yaml.safe_dump(r.to_dict(), sort_keys=False))
-        return Saved(inp, d, [*files, "recipe.yaml"])
+        return Saved(inp, d, [*files, "recipe.yaml"], verify(r, inp.outcome, d) if verify else {})
     kwargs = dict(r.model.kwargs)
     if r.model.name.partition(":")[0] in ZOO_SOURCES:  # the head was sized from the data
         kwargs.setdefault("num_classes", data.num_classes)
@@ -328,14 +330,14 @@ def save(run: Run, inp: Measured) -> Saved:
     for name, obj in inp.outcome.files.items():
         atomic_write_text(d / name, json.dumps(obj, indent=2))
         files.append(name)
-    return Saved(inp, d, files)
+    return Saved(inp, d, files, verify(r, inp.outcome, d) if verify else {})
 
 
 @stage("export", Saved, Exported)
 def export(run: Run, inp: Saved) -> Exported:
     """Writes each format of ``export.formats`` beside the saved model; an exporter is
     ``fn(run, saved) -> {"files": [...], "report": {...}}`` and its report keys go into report.json."""
-    files, report = [], {}
+    files, report = [], dict(inp.report)
     for name in run.recipe.export.formats:
         out = EXPORTERS.get(name)(run, inp)
         files += list(out.get("files", []))

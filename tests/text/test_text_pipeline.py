@@ -112,7 +112,7 @@ def test_classification_needs_class_labels(tiny_bert, pairs_jsonl, tmp_path, mon
 
 
 def test_recipe_level_refusals(tiny_bert, reviews_csv, tmp_path):
-    with pytest.raises(RecipeError, match="does not prune text models; choose one of: transformer"):
+    with pytest.raises(RecipeError, match="does not prune text models; choose one of: layerwise, transformer"):
         parse_recipe(_raw(tiny_bert, reviews_csv, prune={"method": "structured", "importance": "l2"}), notice=None)
     with pytest.raises(RecipeError, match="do not fit"):
         parse_recipe({**_raw(tiny_bert, reviews_csv), "data": "digits"}, notice=None)
