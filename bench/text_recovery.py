@@ -205,8 +205,8 @@ def latency(args) -> dict:
                              "cpu_ms": lat.cpu_ms, "load": lat.load_avg, "repeats": lat.repeats})
             print(json.dumps(rows[-len(names):]), flush=True)
     torch.set_num_threads(1)
-    return {"rows": rows, "sequence": args.sequence, "macs": {n: count_macs(m, example).dense for n, m in zip(names, models,
-                                                                                                     strict=True)}}
+    macs = {n: count_macs(m, example).dense for n, m in zip(names, models, strict=True)}
+    return {"rows": rows, "sequence": args.sequence, "macs": macs}
 
 
 def main(argv: list[str] | None = None) -> int:
