@@ -106,6 +106,13 @@ def test_too_many_heads(tiny_bert, reviews_csv, tmp_path, monkeypatch):
     _fails_before_training(raw, tmp_path, monkeypatch, ConfigError, r"heads_kept 5 is more heads than a layer.*\(4\)")
 
 
+def test_every_head_of_a_layer_as_a_fraction_is_refused_at_parse(tiny_bert, reviews_csv):
+    with pytest.raises(RecipeError, match=r"sparsity\['heads'\]=1.0 would remove every head .* a layer keeps at "
+                                          r"least one: give a fraction below 1"):
+        parse_recipe(_raw(tiny_bert, reviews_csv, prune={"method": "transformer",
+                                                         "sparsity": {"heads": 1.0, "channels": 0.5}}), notice=None)
+
+
 def test_classification_needs_class_labels(tiny_bert, pairs_jsonl, tmp_path, monkeypatch):
     raw = _raw(tiny_bert, pairs_jsonl)
     _fails_before_training(raw, tmp_path, monkeypatch, ConfigError, "needs class labels.*text.task: embedding")
