@@ -192,3 +192,15 @@ def test_shipped_wanda_recipe_parses():
     assert r.model.kind == "text" and r.prune.method == "layerwise"
     assert (o.solver, o.granularity, list(o.nm)) == ("wanda", "nm", [2, 4])
     assert r.text.eval == ["lee-sts"] and r.measure.latency_batches == [1, 32] and r.text.latency_sequence == 128
+
+
+def test_one_shot_embedding_recipe_without_recovery(tiny_bert, ragged_csv, tmp_path):
+    # recover.epochs 0 is no recovery (the papers' one-shot setting), also for an embedding model
+    raw = _raw(tiny_bert, ragged_csv, train={"epochs": 0}, recover={"epochs": 0},
+               prune={"method": "layerwise", "solver": "sparsegpt", "sparsity": 0.5, "calibration_samples": 32},
+               text={"task": "embedding", "max_length": 16, "latency_sequence": 16})
+    rep = run_recipe(parse_recipe(raw, notice=None), tmp_path / "emb", progress=False, quiet=True)
+    assert rep["steps"] == [] and "saved_nm" not in rep
+    assert rep["layerwise"]["dense_layers"] == ["encoder.pooler.*"]
+    assert set(rep["layerwise"]["layer_sparsity"].values()) == {0.5}
+    assert 0.3 < rep["pruned"]["cosine_to_dense"][f"text:{ragged_csv}"] < 1.0
