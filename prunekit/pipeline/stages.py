@@ -21,14 +21,13 @@ import torch
 import yaml
 from torch import nn
 
-from prunekit import zoo
 from prunekit.data import DataSplits, TextSplits, load_dataset
 from prunekit.dynamic import build_dynamic, measure_dynamic, save_dynamic
 from prunekit.export import prepare_inference
 from prunekit.io.checkpoint import atomic_write_text, load_weights_into
 from prunekit.measure import Stopwatch, ThreadChoice
 from prunekit.measure.summary import measure_model, time_side_by_side
-from prunekit.models import build_model
+from prunekit.models import build_model, source_of
 from prunekit.pipeline.deploy import deploy_markdown  # also registers the onnx export format
 from prunekit.pipeline.methods import PruneContext, PruneOutcome, PrunePlan
 from prunekit.pipeline.report import REPORTERS, report_kind
@@ -39,7 +38,6 @@ from prunekit.recovery import recover
 from prunekit.registry import Registry
 from prunekit.structured.serialize import save_pruned
 from prunekit.training import default_device, train
-from prunekit.zoo import ZOO_SOURCES
 
 __all__ = ["Run", "Stage", "STAGES", "ORDER", "Loaded", "Built", "Trained", "Pruned", "Recovered", "Measured",
            "Saved", "Exported", "Reported", "check_chain"]
@@ -184,10 +182,7 @@ def build(run: Run, inp: Loaded) -> Built:
 
 def _build_model(r: Recipe, data: DataSplits) -> nn.Module:
     m = r.model
-    if m.name.partition(":")[0] not in ZOO_SOURCES:
-        model = build_model(m.name, data.input_shape, data.num_classes, m.kwargs)
-    else:
-        model = zoo.build(m.name, m.kwargs, data.num_classes)
+    model = build_model(m.name, data.input_shape, data.num_classes, m.kwargs)
     if m.checkpoint:
         load_weights_into(model, m.checkpoint, exclude=m.checkpoint_exclude)
     return model
@@ -319,7 +314,8 @@ def save(run: Run, inp: Measured) -> Saved:
         atomic_write_text(d / "recipe.yaml", yaml.safe_dump(r.to_dict(), sort_keys=False))
         return Saved(inp, d, [*files, "recipe.yaml"], verify(r, inp.outcome, d) if verify else {})
     kwargs = dict(r.model.kwargs)
-    if r.model.name.partition(":")[0] in ZOO_SOURCES:  # the head was sized from the data
+    source = source_of(r.model.name)
+    if source is not None and source.zoo:  # the head was sized from the data
         kwargs.setdefault("num_classes", data.num_classes)
     save_pruned(inp.trained.built.model, d, constructor=r.model.name, kwargs=kwargs,
                 input_shape=data.input_shape, num_classes=data.num_classes, info={"recipe": r.name})
