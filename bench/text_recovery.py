@@ -314,13 +314,14 @@ def _recovery_lines(rec: dict) -> list[str]:
             b = lambda k, rows=rows: [r["before"][k] for r in rows]  # noqa: E731
             line = (f"| {variant} | {_ms(b('accuracy'), 100)}% | {_ms(b('spearman_lee'), 1, 4)} | "
                     f"{_ms(b('cosine_rt'), 1, 4)} | ")
-            if all("after" in r for r in rows):
-                af = lambda k, rows=rows: [r["after"][k] for r in rows]  # noqa: E731
-                sv = [r["saved"] for r in rows]
+            done = [(s["seed"], r) for s, r in zip(seeds, rows, strict=True) if "after" in r]
+            if done:
+                af = lambda k, done=done: [r["after"][k] for _, r in done]  # noqa: E731
+                sv = [r["saved"] for _, r in done]
                 nm = " / ".join(f"{x['nm_2_4']} of {x['linear_weights']}" for x in sv)
-                line += (f"{_ms(af('accuracy'), 100)}% | {_ms(af('spearman_lee'), 1, 4)} | "
-                         f"{_ms(af('cosine_rt'), 1, 4)} | "
-                         f"{nm} | "
+                which = "" if len(done) == len(rows) else f" (seed {', '.join(str(k) for k, _ in done)})"
+                line += (f"{_ms(af('accuracy'), 100)}%{which} | {_ms(af('spearman_lee'), 1, 4)} | "
+                         f"{_ms(af('cosine_rt'), 1, 4)} | {nm} | "
                          f"max abs diff {max(x['st_max_diff'] for x in sv):.1e} |")
             else:
                 line += "– | – | – | – | – |"
