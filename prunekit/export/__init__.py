@@ -6,13 +6,15 @@
 - :func:`export_onnx`: an ONNX file, verified against PyTorch in ONNX Runtime before it is kept;
   :func:`quantize_onnx`: its int8 version (static QDQ or dynamic); :func:`evaluate_onnx` and
   :func:`compare_onnx_latency`: accuracy and latency measured in ONNX Runtime; :func:`deploy_onnx`: all
-  of it for a pruned model beside its dense original (the report's ``deployed`` / ``dense_deployed``). These need the
+  of it for a pruned model beside its dense original (the report's ``deployed`` / ``dense_deployed``), for tensor data
+  or (:class:`TextDeploy`) a Hugging Face encoder on tokenised text. These need the
   ``[deploy]`` extra (onnx, onnxruntime, onnxscript), imported only when called.
 - :func:`sparsify_for_cpu`: sparse CSR/BSR kernels for the layers where they are measured faster.
 - :func:`save_sparse_int8` / :func:`load_sparse_int8`: a pruned model's weights as a compressed sparse int8 file.
 - :func:`time_runners`: PyTorch models and ONNX Runtime sessions timed side by side (wall and CPU time).
 """
 
+from prunekit.export.deploy_data import DeployData, ImageDeploy, TextDeploy
 from prunekit.export.fold import fold_batchnorm, foldable_pairs
 from prunekit.export.inference import InferenceConfig, prepare_inference
 from prunekit.export.onnx_deploy import DEPLOY_FILES, TorchVariant, deploy_onnx
@@ -25,6 +27,9 @@ from prunekit.export.timing import time_runners
 
 __all__ = [
     "DEPLOY_FILES",
+    "DeployData",
+    "ImageDeploy",
+    "TextDeploy",
     "EXPORTERS",
     "KERNELS",
     "QUANT_MODES",
