@@ -47,7 +47,7 @@ MINILM = ("Not measured: the pruned-MiniLM row (dynamic int8, batch 32, sequence
           "nn.TransformerEncoder), so the row is a follow-up run.")
 
 
-def run_job(model: str, seed: int) -> dict:
+def run_job(model: str, seed: int, keep: Path | None = None) -> dict:
     name, export = JOBS[model]
     raw = yaml.safe_load(shipped_recipe(name).read_text())
     raw["seed"] = seed
@@ -56,7 +56,8 @@ def run_job(model: str, seed: int) -> dict:
     recipe = parse_recipe(raw, name, notice=None)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        rep = run_recipe(recipe, Path(tmp) / "run", progress=False, quiet=True)
+        out = keep / f"{model}_s{seed}" if keep else Path(tmp) / "run"
+        rep = run_recipe(recipe, out, progress=False, quiet=True, force=bool(keep))
     out = {k: rep[k] for k in KEEP if k in rep}
     out["dense"] = {k: rep["dense"][k] for k in SIDE}
     out["pruned"] = {k: rep["pruned"][k] for k in SIDE}
@@ -212,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default=",".join(JOBS), help=f"comma-separated, from {', '.join(JOBS)}")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--assemble", action="store_true", help="only gather deploy_runs/*.json into deploy.{json,md}")
+    ap.add_argument("--keep", type=Path, help="keep each run directory as KEEP/MODEL_sSEED (for bench/deploy_int8.py)")
     args = ap.parse_args(argv)
     if args.assemble:
         assemble()
@@ -220,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         if model not in JOBS:
             raise SystemExit(f"unknown model {model!r}; choose from {', '.join(JOBS)}")
         for seed in (int(s) for s in args.seeds.split(",")):
-            res = run_job(model, seed)
+            res = run_job(model, seed, args.keep)
             write_json(RUNS / f"{model}_s{seed}.json", res)
             print(f"{model} seed {seed}: {res['seconds']:.0f} s", flush=True)
     return 0
