@@ -49,8 +49,9 @@ def _zero_heads(model: torch.nn.Module) -> dict[int, list[int]]:
     for i, layer in enumerate(model.encoder.encoder.layer):
         att = layer.attention.self
         size = att.attention_head_size
+        qkv = (att.query, att.key, att.value)
         zero = [h for h in range(att.query.weight.shape[0] // size)
-                if all(float(w.weight[h * size:(h + 1) * size].abs().sum()) == 0 for w in (att.query, att.key, att.value))]
+                if all(float(w.weight[h * size:(h + 1) * size].abs().sum()) == 0 for w in qkv)]
         if zero:
             out[i] = zero
     return out

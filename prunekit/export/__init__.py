@@ -11,7 +11,8 @@
   ``[deploy]`` extra (onnx, onnxruntime, onnxscript), imported only when called.
 - :func:`sparsify_for_cpu`: sparse CSR/BSR kernels for the layers where they are measured faster.
 - :func:`save_sparse_int8` / :func:`load_sparse_int8`: a pruned model's weights as a compressed sparse int8 file.
-- :func:`time_runners`: PyTorch models and ONNX Runtime sessions timed side by side (wall and CPU time).
+- :func:`time_runners` (from :mod:`prunekit.measure`): PyTorch models and ONNX Runtime sessions timed side by side
+  (wall and CPU time).
 """
 
 from prunekit.export.deploy_data import DeployData, ImageDeploy, TextDeploy
@@ -23,7 +24,7 @@ from prunekit.export.onnx_runtime import OnnxEval, compare_onnx_latency, evaluat
 from prunekit.export.quantize import QUANT_MODES, QuantizeResult, quantize_onnx
 from prunekit.export.sparse import KERNELS, SparseDecision, SparseLinear, SparsifyResult, sparsify_for_cpu
 from prunekit.export.sparse_int8 import load_sparse_int8, save_sparse_int8
-from prunekit.export.timing import time_runners
+from prunekit.measure.latency import time_runners  # the one timing loop, re-exported here for deployment
 
 __all__ = [
     "DEPLOY_FILES",

@@ -5,7 +5,7 @@ model (each verified, see :func:`~prunekit.export.export_onnx`), optionally quan
 (:func:`~prunekit.export.quantize_onnx`), measure every file's accuracy *in ONNX Runtime* on the test split, and time
 the ONNX files and the PyTorch models (the dense and the pruned model in eager mode, and any
 :class:`TorchVariant` given, e.g. the pruned model with sparse kernels) side by side, run by run, in one loop per
-batch size (:func:`~prunekit.export.timing.time_runners`: wall and CPU time). The result follows the report
+batch size (:func:`~prunekit.measure.time_runners`: wall and CPU time). The result follows the report
 contract of issue 13: ``deployed`` (the pruned, quantised, exported model) and ``dense_deployed`` (the dense model
 exported the same way, fp32, same runtime), each with ``accuracy``, ``latency_ms`` keyed by batch size,
 ``size_bytes``, ``backend`` and ``path``; ``table`` holds every variant (``cpu_ms``, ``zipped_bytes`` too).
@@ -33,7 +33,7 @@ from prunekit.export.onnx_export import export_onnx, plain_copy
 from prunekit.export.onnx_runtime import feeds, ort_session
 from prunekit.export.quantize import QUANT_MODES, quantize_onnx
 from prunekit.export.sparse import torch_threads
-from prunekit.export.timing import time_runners
+from prunekit.measure.latency import time_runners
 from prunekit.measure.size import dense_bytes, zip_bytes
 
 __all__ = ["DEPLOY_FILES", "TorchVariant", "deploy_onnx", "torch_accuracy", "zipped_size"]
