@@ -219,7 +219,6 @@ def oneshot() -> tuple[str, list[str]]:
             f"seed spread on: {', '.join(shows) or 'none'}; not on: {', '.join(fails) or 'none'}"), ["oneshot.json"]
 
 
-#: (benchmark, command, headline builder), in the README's order.
 def deploy() -> tuple[str, list[str]]:
     d = load("deploy.json")
     runs: dict[str, list[dict]] = {}
@@ -259,6 +258,20 @@ def deploy() -> tuple[str, list[str]]:
     return "; ".join(parts) + " (CPU time, 1 thread, shared machine)", ["deploy.json"]
 
 
+def minilm_recipe() -> tuple[str, list[str]]:
+    rows = load("minilm_recipe.json")["rows"]
+    parts = []
+    for r in rows:
+        lee = next(iter(r["spearman_drop"]))
+        parts.append(f"seed {r['seed']}: RT accuracy {100 * r['dense']['accuracy']:.2f} → "
+                     f"{100 * r['pruned']['accuracy']:.2f}%, {lee} Spearman {r['dense']['spearman'][lee]:.4f} → "
+                     f"{r['pruned']['spearman'][lee]:.4f}, {r['speedup_cpu']['32']:.2f}× faster at batch 32 × 128 "
+                     f"tokens (CPU time), {r['macs_reduction']:.2f}× fewer MACs, whole recipe "
+                     f"{r['run_time_s']['wall'] / 60:.1f} min wall at {r['threads']['threads']} threads")
+    return "all-MiniLM-L6-v2 12→6 heads + 50% FFN, distilled: " + "; ".join(parts), ["minilm_recipe.json"]
+
+
+#: (benchmark, command, headline builder), in the README's order.
 ROWS: list[tuple[str, str, Callable[[], tuple[str, list[str]]]]] = [
     ("Han et al. 2015 Table 1", "`python bench/han.py`", han),
     ("structured coverage", "`python bench/coverage.py …`", coverage),
@@ -272,6 +285,7 @@ ROWS: list[tuple[str, str, Callable[[], tuple[str, list[str]]]]] = [
     ("BN re-estimation after pruning", "`python bench/bn_recalibration.py`", bn_recalibration),
     ("pruning regimes", "`python bench/regimes.py`", regimes),
     ("deployment (prune → quantise → export)", "`python bench/deploy.py`; `prunekit run deploy-lenet-int8`", deploy),
+    ("MiniLM heads + FFN recipe", "`prunekit run minilm-heads-ffn`; `python bench/minilm_recipe.py`", minilm_recipe),
     ("one-shot Wanda / SparseGPT", "`python bench/oneshot.py`", oneshot),
 ]
 

@@ -172,6 +172,8 @@ def text_train(run: Any, model: TextModel, data: TextSplits, state: TextState) -
 def text_recover(run: Any, student: TextModel, teacher: TextModel, data: TextSplits, state: TextState):
     """Fine-tunes (labels) or distils (``recover.method: distill``) the pruned model; returns the history."""
     r, rec = run.recipe, run.recipe.recover
+    if rec.epochs == 0:  # no recovery (one-shot pruning as its papers measure it): nothing to check or train
+        return None
     cfg = rec.train_config()
     val = (state.val, data.val.labels) if data.kind == "classification" else None
     if rec.method != "distill":
