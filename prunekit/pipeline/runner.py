@@ -7,7 +7,7 @@ it, and that replaces ``out`` only when all of them succeeded. The staging direc
 checkpoints (:class:`~prunekit.training.journal.Journal`); a stop (Ctrl-C, SIGTERM, an error) keeps it when it
 holds one, and ``resume`` continues there to the same results.
 
-Under torchrun (``WORLD_SIZE`` > 1) every rank runs the stages up to ``recover`` (the training ones); rank 0
+Under torchrun (``WORLD_SIZE`` > 1) every rank runs the stages up to ``dynamic`` (the training ones); rank 0
 alone holds the lock, checkpoints, measures and writes (:mod:`prunekit.training.distributed`).
 """
 
@@ -29,8 +29,8 @@ from prunekit.training.journal import Journal, identity_of, journaling
 
 __all__ = ["run_recipe"]
 
-#: The last stage every rank runs (the later ones measure and write: rank 0 only).
-LAST_SHARED_STAGE = "recover"
+#: The last stage every rank runs (it trains exit heads or gates; the later ones measure and write: rank 0 only).
+LAST_SHARED_STAGE = "dynamic"
 
 
 def run_recipe(recipe: Recipe, out: str | Path, force: bool = False, progress: bool = True,

@@ -30,11 +30,12 @@ What prunekit keeps true across the processes (ranks):
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import types
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -45,7 +46,8 @@ from torch import nn
 from prunekit.errors import PrunekitError
 
 __all__ = ["TIMEOUT_S", "DistributedMismatchError", "init_from_env", "world_size", "rank", "is_writer",
-           "check_same", "sync_state", "broadcast_object", "shutdown", "split_batch", "global_batchnorm", "wrap",
+           "check_same", "sync_state", "broadcast_object", "gather_object", "shutdown", "split_batch", "split_indices",
+           "global_batchnorm", "wrap", "wrap_call",
            "describe", "state_digest"]
 
 #: Seconds a collective waits for the other ranks before the job fails (a dead rank must not hang it).
@@ -114,6 +116,15 @@ def broadcast_object(obj: Any) -> Any:
     return box[0]
 
 
+def gather_object(obj: Any) -> list:
+    """Every rank's ``obj``, in rank order (``[obj]`` with one process)."""
+    if world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def state_digest(model: nn.Module) -> str:
     """A hash of the architecture (every parameter's and buffer's name and shape) and of every mask's values."""
     h = hashlib.sha256()
@@ -150,20 +161,29 @@ def check_same(model: nn.Module, where: str) -> None:
             "differs by rank: give prune.latency_table)")
 
 
-def split_batch(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """This rank's part of a global batch (samples ``rank``, ``rank + N``, …) and the factor its mean loss is
+def split_indices(idx: list[int]) -> tuple[list[int], float]:
+    """This rank's part of a global batch given as sample indices (``idx[rank::N]``) and the factor its mean loss is
     scaled by so that DDP's average over ranks is the global batch's mean loss: ``N · n_rank / n``. One process:
-    the batch itself and 1. A rank left without a sample (a last batch smaller than N) computes on one sample
+    ``idx`` itself and 1. A rank left without a sample (a last batch smaller than N) computes on the first sample
     with factor 0, so that every rank still takes the step."""
     n_ranks = world_size()
     if n_ranks == 1:
-        return x, y, 1.0
+        return idx, 1.0
     global _local_weight
-    idx = torch.arange(rank(), len(x), n_ranks)
-    _local_weight = 1.0 if len(idx) else 0.0  # a stand-in sample adds nothing to BatchNorm's statistics
-    if len(idx) == 0:
-        return x[:1], y[:1], 0.0
-    return x[idx], y[idx], n_ranks * len(idx) / len(x)
+    mine = idx[rank()::n_ranks]
+    _local_weight = 1.0 if mine else 0.0  # a stand-in sample adds nothing to BatchNorm's statistics
+    if not mine:
+        return idx[:1], 0.0
+    return mine, n_ranks * len(mine) / len(idx)
+
+
+def split_batch(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """This rank's part of a global batch of tensors (samples ``rank``, ``rank + N``, …) and its loss factor
+    (:func:`split_indices`)."""
+    if world_size() == 1:
+        return x, y, 1.0
+    idx, share = split_indices(list(range(len(x))))
+    return x[idx], y[idx], share
 
 
 _local_weight = 1.0  # 0 while this rank computes on a stand-in sample (see split_batch)
@@ -216,6 +236,31 @@ def _global_bn_forward(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -
             self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
             self.running_var.mul_(1 - m).add_(var.detach() * (n / max(n - 1, 1)), alpha=m)
     return y
+
+
+class _Call(nn.Module):
+    """``fn(model, *args)`` as a module's forward, so that DistributedDataParallel sees the computation."""
+
+    def __init__(self, model: nn.Module, fn: Callable[..., Any]) -> None:
+        super().__init__()
+        self.model, self.fn = model, fn
+
+    def forward(self, *args: Any) -> Any:
+        return self.fn(self.model, *args)
+
+
+def wrap_call(model: nn.Module, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn(model, *args)`` run through DistributedDataParallel (its backward averages the gradients over the
+    ranks), for loops whose loss is more than ``model(x)``: a text encoder's states and pooling, exit heads, a
+    teacher's targets. Parameters the loss does not reach (BERT's pooler, a frozen backbone) are allowed. One
+    process: ``fn`` applied to ``model``."""
+    if world_size() == 1:
+        return functools.partial(fn, model)
+    from torch.nn.parallel import DistributedDataParallel
+
+    device = next(model.parameters()).device
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(_Call(model, fn), device_ids=ids, find_unused_parameters=True)
 
 
 def wrap(model: nn.Module) -> nn.Module:

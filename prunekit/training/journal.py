@@ -34,6 +34,7 @@ from torch import nn
 
 from prunekit.errors import OutputWriteError
 from prunekit.io.checkpoint import atomic_write_text
+from prunekit.training import distributed
 
 __all__ = ["EVERY", "Journal", "PhaseStart", "active", "identity_of", "journaling"]
 
@@ -148,12 +149,15 @@ class Journal:
     # -- writing -----------------------------------------------------------------------------------------------
     def epoch_end(self, model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator, epoch: int, step: int,
                   history: dict, replayable: bool) -> None:
-        if not (self.writer and self.every == "epoch" and replayable):
+        if not (self.every == "epoch" and replayable):
+            return
+        rng = _every_rank_rng()  # a collective: every rank takes part, rank 0 writes
+        if not self.writer:
             return
         t = time.perf_counter()
         name = f"phase{self.phase}-epoch{epoch + 1}.pt"
         self._save(name, {"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
-                          "rng": _get_rng()})
+                          "rng": rng})
         old = (self.state["current"] or {}).get("file")
         self.state["current"] = {"phase": self.phase, "epoch": epoch, "step": step, "history": history, "file": name}
         self._write_index()
@@ -162,13 +166,16 @@ class Journal:
         self.seconds += time.perf_counter() - t
 
     def phase_end(self, model: nn.Module, history: dict, replayable: bool) -> None:
-        if not self.writer or self.every == "off":
+        if self.every == "off":
+            return
+        rng = _every_rank_rng() if replayable else None
+        if not self.writer:
             return
         t = time.perf_counter()
         name = None
         if replayable:
             name = f"phase{self.phase}-end.pt"
-            self._save(name, {"model": model.state_dict(), "rng": _get_rng()})
+            self._save(name, {"model": model.state_dict(), "rng": rng})
         old = (self.state["current"] or {}).get("file")
         self.state["done"][str(self.phase)] = {"file": name, "history": history}
         self.state["current"] = None
@@ -205,7 +212,19 @@ def _get_rng() -> dict:
     return out
 
 
+def _every_rank_rng() -> dict:
+    """This process's RNG states, and under torchrun every rank's (``ranks``): ranks draw different amounts of
+    random numbers (dropout on their share of a batch), so each resumes with its own."""
+    mine = _get_rng()
+    if distributed.world_size() == 1:
+        return mine
+    return {**mine, "ranks": distributed.gather_object(mine)}
+
+
 def _set_rng(state: dict) -> None:
+    ranks = state.get("ranks")
+    if ranks is not None and len(ranks) == distributed.world_size():
+        state = ranks[distributed.rank()]
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
