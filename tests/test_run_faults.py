@@ -17,6 +17,7 @@ from safetensors import safe_open
 from prunekit.cli.main import main
 from prunekit.io.checkpoint import canonical_safetensors, save_state_dict
 from prunekit.io.outdir import CHECKPOINT_DIR, MARKER, OutputDir
+from tests._stop_at import wait_stopped
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {
@@ -180,12 +181,14 @@ def test_ctrl_c_while_torch_loads_stops_with_one_line(tmp_path):
 
 def test_sigterm_stops_with_one_line_that_says_how_to_resume(tmp_path, monkeypatch):
     recipe = _recipe(tmp_path, {"train": {"epochs": 30}})
-    proc = _cli(["run", recipe, "--out", "out", "--no-progress", "--threads", "1"], tmp_path)
-    deadline = time.time() + 60
-    while '"current": {' not in _read_all(tmp_path.glob(".out.staging-*/.checkpoint/state.json")):
-        assert time.time() < deadline
-        time.sleep(0.05)  # until the first epoch's checkpoint
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
+           "PRUNEKIT_TEST_STOP_AT": 's["current"] is not None'}  # stops itself after the first epoch's checkpoint
+    proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "_stop_at.py"), "run", recipe, "--out", "out",
+                             "--no-progress", "--threads", "1"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert wait_stopped(proc.pid), proc.communicate()[1]
     proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGCONT)  # the signal arrives at the checkpoint's last line
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
