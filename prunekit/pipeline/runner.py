@@ -8,7 +8,8 @@ checkpoints (:class:`~prunekit.training.journal.Journal`); a stop (Ctrl-C, SIGTE
 holds one, and ``resume`` continues there to the same results.
 
 Under torchrun (``WORLD_SIZE`` > 1) every rank runs the stages up to ``dynamic`` (the training ones); rank 0
-alone holds the lock, checkpoints, measures and writes (:mod:`prunekit.training.distributed`).
+alone holds the lock, checkpoints, measures and writes; every rank applies rank 0's pruning decisions
+(:mod:`prunekit.training.distributed`).
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ def _same_threads(log: Journal, choice, resume: bool, quiet: bool):
 
 def _stages(run: Run, log: Journal, recipe: Recipe, writer: bool):
     value = None
-    with journaling(log):
+    with journaling(log), distributed.decisions_from_rank0():
         for name in ORDER:
             log.enter_stage(name)
             value = _timed(run, name, value)

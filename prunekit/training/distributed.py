@@ -18,9 +18,10 @@ What prunekit keeps true across the processes (ranks):
   structural change trains the changed model with a new optimiser; at its end rank 0's parameters and buffers
   (BatchNorm statistics included) are copied to every rank again (:func:`sync_state`).
 - **One set of pruning decisions.** Scores, masks and removed units are computed on every rank from that same
-  state and the same (unsharded) calibration data; before and after every training phase
-  :func:`check_same` compares a hash of the masks and of the architecture across ranks and stops the run on
-  a mismatch (the failure other tools had: ranks silently pruning different weights).
+  state and the same (unsharded) calibration data, and rank 0's masks and removal plans are broadcast and
+  applied on every rank (:func:`agree`: the decision is made once, on rank 0); before and after every training
+  phase :func:`check_same` compares a hash of the masks and of the architecture across ranks and stops the run
+  on a mismatch (the failure other tools had: ranks silently pruning different weights).
 - **Masks stay applied**: the mask hooks re-apply ``W ⊙ M`` before every forward on every rank.
 - **Only rank 0 writes** (the runner's job); the other ranks stop after the last training stage.
 - **No hang**: collectives time out after :data:`TIMEOUT_S` (``PRUNEKIT_DIST_TIMEOUT``), so a dead rank ends
@@ -46,8 +47,8 @@ from torch import nn
 from prunekit.errors import PrunekitError
 
 __all__ = ["TIMEOUT_S", "DistributedMismatchError", "init_from_env", "world_size", "rank", "is_writer",
-           "check_same", "sync_state", "broadcast_object", "gather_object", "shutdown", "split_batch", "split_indices",
-           "global_batchnorm", "wrap", "wrap_call",
+           "check_same", "sync_state", "broadcast_object", "decisions_from_rank0", "agree", "agree_masks",
+           "gather_object", "shutdown", "split_batch", "split_indices", "global_batchnorm", "wrap", "wrap_call",
            "describe", "state_digest"]
 
 #: Seconds a collective waits for the other ranks before the job fails (a dead rank must not hang it).
@@ -116,6 +117,40 @@ def broadcast_object(obj: Any) -> Any:
     return box[0]
 
 
+_deciding_once = False  # inside decisions_from_rank0(): agree() hands every rank rank 0's decision
+
+
+@contextlib.contextmanager
+def decisions_from_rank0() -> Iterator[None]:
+    """Within the block (a pipeline run), every pruning decision that passes :func:`agree` is rank 0's on every
+    rank. Outside it :func:`agree` is a no-op, so that a user's script may call the library on one rank alone."""
+    global _deciding_once
+    before, _deciding_once = _deciding_once, True
+    try:
+        yield
+    finally:
+        _deciding_once = before
+
+
+def agree(decision: Any) -> Any:
+    """Rank 0's ``decision`` (masks, a removal plan) on every rank, inside :func:`decisions_from_rank0` under
+    torchrun; ``decision`` itself otherwise. Every rank computes it (in parallel: the others would wait anyway),
+    rank 0's is broadcast and applied everywhere, so no rank can prune other weights than rank 0 even when its
+    scores differ (a criterion timed anew, a tie broken another way)."""
+    if not _deciding_once or world_size() == 1:
+        return decision
+    return broadcast_object(decision)
+
+
+def agree_masks(masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """:func:`agree` for 0/1 masks (sent as booleans: a quarter of the bytes), returned in their own dtype and
+    device."""
+    if not _deciding_once or world_size() == 1:
+        return masks
+    got = broadcast_object({n: m.detach().to("cpu", torch.bool) for n, m in masks.items()})
+    return {n: got[n].to(m.device, m.dtype) for n, m in masks.items()}
+
+
 def gather_object(obj: Any) -> list:
     """Every rank's ``obj``, in rank order (``[obj]`` with one process)."""
     if world_size() == 1:
@@ -156,9 +191,8 @@ def check_same(model: nn.Module, where: str) -> None:
     bad = [r for r, d in enumerate(digests) if d != digests[0]]
     if bad:
         raise DistributedMismatchError(
-            f"{where}: rank(s) {bad} hold other masks or another architecture than rank 0; every rank must make "
-            "the same pruning decisions (a timing-based choice, such as a latency allocation measured anew, "
-            "differs by rank: give prune.latency_table)")
+            f"{where}: rank(s) {bad} hold other masks or another architecture than rank 0; every rank must apply "
+            "rank 0's pruning decisions (a pruning step that bypasses distributed.agree: report it as a bug)")
 
 
 def split_indices(idx: list[int]) -> tuple[list[int], float]:

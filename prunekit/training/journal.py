@@ -2,7 +2,8 @@
 
 A run is a deterministic sequence of *training phases* (every call of :func:`~prunekit.training.phase.run_phase`:
 the dense training, each fine-tuning after a pruning step, distillation, a regime's retraining, a text model's
-fine-tuning and distillation, exit-head and channel-gate training) with pruning decisions in between. The journal numbers the phases and writes, into the run's staging directory:
+fine-tuning and distillation, exit-head and channel-gate training) with pruning decisions in between. The
+journal numbers the phases and writes, into the run's staging directory:
 
 - at the end of every epoch (``every="epoch"``), the phase's state: model (masks included: they are
   buffers), optimiser, the shuffling generator, torch's global RNG, the step and the history so far;
