@@ -29,6 +29,10 @@ STRUCTURED = {
     "prune": {"method": "structured", "importance": "l1", "budget": {"macs_kept": 0.6}},
     "measure": {"latency_batches": [1], "latency_repeats": 1},
 }
+SOFT_FILTER = {**STRUCTURED, "name": "resume-soft", "prune": {"method": "soft_filter", "sparsity": 0.3}}
+LOTTERY = {**ITERATIVE, "name": "resume-lottery", "train": {"epochs": 3, "lr": 0.05},
+           "prune": {"method": "lottery", "importance": "l1", "sparsity": 0.5, "steps": 1, "rewind": "iteration",
+                     "rewind_step": 5}}
 UNTIMED = ("timings_s", "run_time_s", "threads", "checkpoint", "speedup")
 
 
@@ -104,12 +108,14 @@ def test_killed_mid_fine_tuning_resumes_to_the_same_report(tmp_path, monkeypatch
 @pytest.mark.parametrize("recipe,ready", [
     (ITERATIVE, 's["current"] is not None and len(s["done"]) == 0'),  # mid dense training
     (ITERATIVE, 'len(s["done"]) >= 3 and s["current"] is None'),  # between steps (pruning)
-    (GRADUAL, 'len(s["done"]) >= 1'),  # mid gradual fine-tuning: that phase reruns whole
+    (GRADUAL, 'len(s["done"]) == 1 and s["current"] is not None'),  # mid gradual fine-tuning, after an epoch
+    (SOFT_FILTER, 'len(s["done"]) == 1 and s["current"] is not None'),  # mid soft-filter training
+    (LOTTERY, 's["current"] is not None and len(s["done"]) == 0'),  # mid dense training, after the rewind step
     (STRUCTURED, 's["current"] is not None and len(s["done"]) == 1'),  # mid recovery
-], ids=["dense", "between-steps", "gradual", "structured"])
+], ids=["dense", "between-steps", "gradual", "structured", "soft-filter", "lottery-rewind"])
 def test_killed_anywhere_resumes_to_the_same_report(tmp_path, monkeypatch, recipe, ready):
     monkeypatch.chdir(tmp_path)
-    _resume_matches(tmp_path, recipe, ready)
+    _resume_matches(tmp_path, recipe, ready)  # phases with a per-step hook resume from their last epoch too
 
 
 def test_resume_with_a_changed_recipe_is_refused(tmp_path, monkeypatch, capsys):

@@ -11,9 +11,11 @@ journal numbers the phases and writes, into the run's staging directory:
 
 A resumed run replays the pipeline from the start: a phase that finished is not trained again (its end state
 is loaded), the pruning decisions between phases are recomputed from those same states (so they come out the
-same), and the phase that was cut off continues from its last epoch. Training with a per-step callback (the
-gradual schedule, soft filters, storing the rewind point) keeps state outside the model, so such a phase is
-trained again from its start rather than resumed or skipped. Files load with ``torch.load(weights_only=True)``:
+same), and the phase that was cut off continues from its last epoch. A per-step callback (the gradual
+schedule, soft filters, storing the rewind point) is a :class:`~prunekit.training.phase.StepHook` whose state
+(the trajectory so far, the rewind snapshot) is checkpointed with the model; a callback without one keeps state
+outside the model, so its phase is trained again from its start rather than resumed or skipped. Files load
+with ``torch.load(weights_only=True)``:
 tensors and plain containers, never code. Each write goes to a new name and ``state.json`` (the index, written
 last and atomically) names it, so a kill at any point leaves the previous checkpoint usable.
 """
@@ -118,7 +120,7 @@ class Journal:
                  else f"after {done} training phase(s)")
         return f"{where} (stage {self.state['stage']})"
 
-    def start_phase(self, model: nn.Module, replayable: bool) -> PhaseStart:
+    def start_phase(self, model: nn.Module, replayable: bool, hook: Any = None) -> PhaseStart:
         """Numbers the phase that begins; on a resumed run, loads what it can skip (see :class:`PhaseStart`)."""
         self.phase += 1
         k = str(self.phase)
@@ -127,18 +129,23 @@ class Journal:
             payload = self._read(done["file"])
             model.load_state_dict(payload["model"])
             _set_rng(payload["rng"])
+            if hook is not None and "hook" in payload:
+                hook.load_state_dict(payload["hook"])
             return PhaseStart(self.phase, "skip", history=done["history"])
         if cur is not None and cur["phase"] == self.phase and replayable:
             return PhaseStart(self.phase, "continue", cur["epoch"] + 1, cur["step"], cur["history"])
         return PhaseStart(self.phase, "fresh")
 
-    def restore_epoch(self, model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator) -> None:
-        """Loads the cut-off phase's last epoch checkpoint into ``model``, ``opt`` and ``gen``."""
+    def restore_epoch(self, model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator,
+                      hook: Any = None) -> None:
+        """Loads the cut-off phase's last epoch checkpoint into ``model``, ``opt``, ``gen`` (and ``hook``)."""
         payload = self._read(self.state["current"]["file"])
         model.load_state_dict(payload["model"])
         opt.load_state_dict(payload["optimizer"])
         gen.set_state(payload["generator"])
         _set_rng(payload["rng"])
+        if hook is not None and "hook" in payload:
+            hook.load_state_dict(payload["hook"])
 
     def _read(self, name: str) -> dict:
         try:
@@ -149,7 +156,7 @@ class Journal:
 
     # -- writing -----------------------------------------------------------------------------------------------
     def epoch_end(self, model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator, epoch: int, step: int,
-                  history: dict, replayable: bool) -> None:
+                  history: dict, replayable: bool, hook: Any = None) -> None:
         if not (self.every == "epoch" and replayable):
             return
         rng = _every_rank_rng()  # a collective: every rank takes part, rank 0 writes
@@ -157,8 +164,11 @@ class Journal:
             return
         t = time.perf_counter()
         name = f"phase{self.phase}-epoch{epoch + 1}.pt"
-        self._save(name, {"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
-                          "rng": rng})
+        payload = {"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
+                   "rng": rng}
+        if hook is not None:
+            payload["hook"] = hook.state_dict()
+        self._save(name, payload)
         old = (self.state["current"] or {}).get("file")
         self.state["current"] = {"phase": self.phase, "epoch": epoch, "step": step, "history": history, "file": name}
         self._write_index()
@@ -166,7 +176,7 @@ class Journal:
             (self.dir / old).unlink(missing_ok=True)
         self.seconds += time.perf_counter() - t
 
-    def phase_end(self, model: nn.Module, history: dict, replayable: bool) -> None:
+    def phase_end(self, model: nn.Module, history: dict, replayable: bool, hook: Any = None) -> None:
         if self.every == "off":
             return
         rng = _every_rank_rng() if replayable else None
@@ -176,7 +186,10 @@ class Journal:
         name = None
         if replayable:
             name = f"phase{self.phase}-end.pt"
-            self._save(name, {"model": model.state_dict(), "rng": rng})
+            payload = {"model": model.state_dict(), "rng": rng}
+            if hook is not None:
+                payload["hook"] = hook.state_dict()
+            self._save(name, payload)
         old = (self.state["current"] or {}).get("file")
         self.state["done"][str(self.phase)] = {"file": name, "history": history}
         self.state["current"] = None

@@ -18,7 +18,7 @@ from torch import nn
 from prunekit.data.base import DataSplits, iterate_batches
 from prunekit.errors import ConfigError, TrainingDivergedError
 from prunekit.training import distributed
-from prunekit.training.phase import TrainHistory, run_phase
+from prunekit.training.phase import TrainHistory, run_phase, stateful
 
 __all__ = ["TrainConfig", "EvalResult", "train", "evaluate", "default_device", "seed_everything"]
 
@@ -172,14 +172,16 @@ def train(
 
     Args:
         on_step: called after every optimiser step with ``(step, total_steps)``; gradual pruning
-            uses it.
+            uses it. A :class:`~prunekit.training.phase.StepHook` (its state checkpointed) lets a resumed run
+            continue the phase from its last epoch; another callback makes it train again from its start.
         loss_fn: ``loss_fn(logits, targets, inputs)``; default cross-entropy. Distillation passes
             its own.
         progress: show a progress bar.
     """
-    replayable = on_step is None  # a per-step callback keeps state outside the model: such a phase reruns whole
+    hook = on_step if stateful(on_step) else None  # its state is checkpointed: the phase resumes as any other
+    replayable = on_step is None or hook is not None  # a plain callback keeps state elsewhere: the phase reruns
     return run_phase(model, lambda: _Loop(model, data, cfg, seed, on_step, loss_fn), cfg.epochs, desc, progress,
-                     replayable)
+                     replayable, hook)
 
 
 class _Loop:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from prunekit.training import distributed, journal
 
-__all__ = ["PhaseLoop", "TrainHistory", "run_phase"]
+__all__ = ["PhaseLoop", "StepHook", "TrainHistory", "run_phase", "stateful"]
 
 
 @dataclass
@@ -49,26 +49,61 @@ class PhaseLoop(Protocol):
         """One pass over the data: steps, then ``history`` gains the epoch's figures."""
 
 
+class StepHook:
+    """A per-step callback (``on_step(step, total)``) whose state a checkpoint keeps, so that a phase trained with it
+    resumes from its last epoch like any other: ``fn(step, total, state)`` keeps everything it must remember in
+    ``state`` (plain data and tensors: what ``torch.load(weights_only=True)`` reads back); ``on_load(state)``
+    re-creates what the hook keeps elsewhere (a snapshot it handed to its caller, a generator's state).
+
+    Example (the gradual schedule's trajectory):
+        >>> hook = StepHook(lambda step, total, state: state["records"].append(step), {"records": []})
+    """
+
+    def __init__(self, fn: Callable[[int, int, dict], None], state: dict,
+                 on_load: Callable[[dict], None] | None = None) -> None:
+        self.fn, self.state, self.on_load = fn, state, on_load
+
+    def __call__(self, step: int, total: int) -> None:
+        self.fn(step, total, self.state)
+
+    def state_dict(self) -> dict:
+        return self.state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.state.clear()
+        self.state.update(state)
+        if self.on_load is not None:
+            self.on_load(self.state)
+
+
+def stateful(hook: object) -> bool:
+    """Whether ``hook`` (an ``on_step`` callback) has a state a checkpoint can keep (``state_dict`` and
+    ``load_state_dict``)."""
+    return callable(getattr(hook, "state_dict", None)) and callable(getattr(hook, "load_state_dict", None))
+
+
 def run_phase(model: nn.Module, make_loop: Callable[[], PhaseLoop], epochs: int, desc: str, progress: bool = True,
-              replayable: bool = True) -> TrainHistory:
+              replayable: bool = True, hook: StepHook | None = None) -> TrainHistory:
     """Trains ``model`` for ``epochs`` epochs of the loop ``make_loop()`` builds (only when the phase is trained:
     a resumed run that finished it loads its end state instead).
 
     Args:
         model: what the phase changes (its ``state_dict`` is what a checkpoint restores, masks included).
-        replayable: the loop keeps no state outside the model, optimiser and generator, so a resumed run may
-            skip or continue the phase; otherwise (a per-step callback of a pruning schedule) it is trained again
-            from its start.
+        replayable: the loop keeps no state outside the model, optimiser, generator and ``hook``, so a resumed
+            run may skip or continue the phase; otherwise (a per-step callback without a state to keep) it is
+            trained again from its start.
+        hook: the loop's stateful per-step callback (:class:`StepHook`): its state is checkpointed with the
+            model and restored with it.
     """
     log = journal.active()
-    start = log.start_phase(model, replayable) if log is not None else None
+    start = log.start_phase(model, replayable, hook) if log is not None else None
     distributed.check_same(model, f"before training phase '{desc}'")
     if start is not None and start.mode == "skip":
         return TrainHistory(**start.history)
     loop = make_loop()
     first = 0
     if start is not None and start.mode == "continue":
-        log.restore_epoch(model, loop.opt, loop.gen)
+        log.restore_epoch(model, loop.opt, loop.gen, hook)
         loop.step, loop.history, first = start.step, TrainHistory(**start.history), start.epoch
     bar = tqdm(total=loop.total, initial=loop.step, desc=desc, disable=not progress, leave=False, unit="step")
     model.train()
@@ -77,11 +112,12 @@ def run_phase(model: nn.Module, make_loop: Callable[[], PhaseLoop], epochs: int,
             for epoch in range(first, epochs):
                 loop.epoch(bar)
                 if log is not None and epoch < epochs - 1:
-                    log.epoch_end(model, loop.opt, loop.gen, epoch, loop.step, asdict(loop.history), replayable)
+                    log.epoch_end(model, loop.opt, loop.gen, epoch, loop.step, asdict(loop.history), replayable,
+                                  hook)
     finally:
         bar.close()
     distributed.sync_state(model)
     distributed.check_same(model, f"after training phase '{desc}'")
     if log is not None:
-        log.phase_end(model, asdict(loop.history), replayable)
+        log.phase_end(model, asdict(loop.history), replayable, hook)
     return loop.history
