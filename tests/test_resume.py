@@ -83,7 +83,7 @@ def _cli(tmp_path, *args):
     return proc
 
 
-def _resume_matches(tmp_path, recipe_dict, ready):
+def _assert_resume_matches(tmp_path, recipe_dict, ready):
     recipe = _write(tmp_path, recipe_dict)
     _cli(tmp_path, "run", recipe, "--out", "whole", "--no-progress")
     killed_at = _kill_when(tmp_path, recipe, ready)
@@ -100,7 +100,7 @@ def _resume_matches(tmp_path, recipe_dict, ready):
 
 def test_killed_mid_fine_tuning_resumes_to_the_same_report(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    at = _resume_matches(tmp_path, ITERATIVE, 'len(s["done"]) >= 2 and s["current"] is not None')
+    at = _assert_resume_matches(tmp_path, ITERATIVE, 'len(s["done"]) >= 2 and s["current"] is not None')
     assert len(at["done"]) >= 2  # the kill fell after the dense training and one pruning step
 
 
@@ -115,7 +115,7 @@ def test_killed_mid_fine_tuning_resumes_to_the_same_report(tmp_path, monkeypatch
 ], ids=["dense", "between-steps", "gradual", "structured", "soft-filter", "lottery-rewind"])
 def test_killed_anywhere_resumes_to_the_same_report(tmp_path, monkeypatch, recipe, ready):
     monkeypatch.chdir(tmp_path)
-    _resume_matches(tmp_path, recipe, ready)  # phases with a per-step hook resume from their last epoch too
+    _assert_resume_matches(tmp_path, recipe, ready)  # phases with a per-step hook resume from their last epoch too
 
 
 def test_resume_with_a_changed_recipe_is_refused(tmp_path, monkeypatch, capsys):

@@ -43,7 +43,7 @@ def _recipe(tmp_path, patch=None, base=TINY):
     return str(path)
 
 
-def _fails(argv, capsys, match, code=2):
+def _assert_fails(argv, capsys, match, code=2):
     t = time.perf_counter()
     got = main(argv)
     err = capsys.readouterr().err.strip()
@@ -66,7 +66,7 @@ def _hidden(tmp_path):
 def test_a_second_run_into_the_same_out_is_refused_at_once(tmp_path, capsys):
     out = tmp_path / "out"
     with OutputDir(out):  # a run in progress holds the lock
-        took = _fails(["run", _recipe(tmp_path), "--out", str(out), "--no-progress"], capsys,
+        took = _assert_fails(["run", _recipe(tmp_path), "--out", str(out), "--no-progress"], capsys,
                       f"another prunekit run (pid {os.getpid()}")
     assert took < 5  # refused before data, model or training
     assert not out.exists()
@@ -95,16 +95,16 @@ def test_a_checkpoint_left_behind_needs_resume_or_force(tmp_path, capsys):
     out = tmp_path / "out"
     stale = tmp_path / ".out.staging-ckpt0001"
     (stale / CHECKPOINT_DIR).mkdir(parents=True)
-    _fails(["run", _recipe(tmp_path), "--out", str(out), "--no-progress"], capsys,
+    _assert_fails(["run", _recipe(tmp_path), "--out", str(out), "--no-progress"], capsys,
            "holds the checkpoint of an unfinished run")
     assert stale.is_dir()
-    _fails(["run", _recipe(tmp_path), "--out", str(out), "--no-progress", "--resume"], capsys,
+    _assert_fails(["run", _recipe(tmp_path), "--out", str(out), "--no-progress", "--resume"], capsys,
            "holds no run state")  # a checkpoint folder without a checkpoint in it
     assert stale.is_dir()
 
 
 def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, capsys):
-    _fails(["run", _recipe(tmp_path), "--out", str(tmp_path / "out"), "--resume"], capsys,
+    _assert_fails(["run", _recipe(tmp_path), "--out", str(tmp_path / "out"), "--resume"], capsys,
            "--resume: no checkpoint of an unfinished run into")
 
 
@@ -118,7 +118,7 @@ def test_a_failed_final_move_says_where_the_results_are(tmp_path, capsys, monkey
         return real(self, target)
 
     monkeypatch.setattr(Path, "rename", refuse)
-    _fails(["run", _recipe(tmp_path), "--out", str(out), "--no-progress"], capsys,
+    _assert_fails(["run", _recipe(tmp_path), "--out", str(out), "--no-progress"], capsys,
            "could not move the results into")
     (stage,) = [tmp_path / n for n in _hidden(tmp_path)]
     assert (stage / "report.json").is_file() and (stage / MARKER).is_file()
@@ -130,21 +130,22 @@ def test_a_failed_final_move_says_where_the_results_are(tmp_path, capsys, monkey
     ({"measure": {"latency_batches": [1, 10**9]}}, "recipe.measure.latency_batches: batch 1000000000 needs about"),
 ])
 def test_settings_that_would_fail_late_fail_before_training(tmp_path, capsys, patch, match):
-    took = _fails(["run", _recipe(tmp_path, patch), "--out", str(tmp_path / "out"), "--no-progress"], capsys, match)
+    argv = ["run", _recipe(tmp_path, patch), "--out", str(tmp_path / "out"), "--no-progress"]
+    took = _assert_fails(argv, capsys, match)
     assert took < 8  # no training happened
     assert _hidden(tmp_path) == []
 
 
 def test_structured_exclude_names_are_checked_before_training(tmp_path, capsys):
     recipe = _recipe(tmp_path, {"prune": {"exclude": ["layer9"]}}, base=STRUCTURED)
-    _fails(["run", recipe, "--out", str(tmp_path / "out"), "--no-progress"], capsys,
+    _assert_fails(["run", recipe, "--out", str(tmp_path / "out"), "--no-progress"], capsys,
            "recipe.prune.exclude: the model has no module named 'layer9'")
 
 
 @pytest.mark.parametrize("name,match", [("x" * 250, "its staging directory's name would exceed"),
                                         ("..", "names no directory of its own")])
 def test_output_names_that_cannot_work_are_refused_first(tmp_path, capsys, name, match):
-    _fails(["run", _recipe(tmp_path), "--out", str(tmp_path / name), "--no-progress"], capsys, match)
+    _assert_fails(["run", _recipe(tmp_path), "--out", str(tmp_path / name), "--no-progress"], capsys, match)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
@@ -153,7 +154,7 @@ def test_an_unwritable_output_parent_is_refused_first(tmp_path, capsys):
     ro.mkdir()
     ro.chmod(0o555)
     try:
-        _fails(["run", _recipe(tmp_path), "--out", str(ro / "out"), "--no-progress"], capsys,
+        _assert_fails(["run", _recipe(tmp_path), "--out", str(ro / "out"), "--no-progress"], capsys,
                "choose a --out in a writable directory")
     finally:
         ro.chmod(0o755)
@@ -260,5 +261,5 @@ def test_same_seed_gives_byte_identical_structured_files(tmp_path):
 
 def test_an_output_under_a_file_is_refused_first(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("x")
-    _fails(["run", _recipe(tmp_path), "--out", str(tmp_path / "notes.txt" / "out"), "--no-progress"], capsys,
+    _assert_fails(["run", _recipe(tmp_path), "--out", str(tmp_path / "notes.txt" / "out"), "--no-progress"], capsys,
            "cannot create the output's parent")
