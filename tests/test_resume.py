@@ -30,7 +30,8 @@ STRUCTURED = {
     "measure": {"latency_batches": [1], "latency_repeats": 1},
 }
 SOFT_FILTER = {**STRUCTURED, "name": "resume-soft", "prune": {"method": "soft_filter", "sparsity": 0.3}}
-LOTTERY = {**ITERATIVE, "name": "resume-lottery", "train": {"epochs": 3, "lr": 0.05},
+LOTTERY = {**{k: v for k, v in ITERATIVE.items() if k != "recover"}, "name": "resume-lottery",
+           "train": {"epochs": 3, "lr": 0.05},
            "prune": {"method": "lottery", "importance": "l1", "sparsity": 0.5, "steps": 1, "rewind": "iteration",
                      "rewind_step": 5}}
 UNTIMED = ("timings_s", "run_time_s", "threads", "checkpoint", "speedup")
@@ -109,9 +110,9 @@ def test_killed_mid_fine_tuning_resumes_to_the_same_report(tmp_path, monkeypatch
     (ITERATIVE, 's["current"] is not None and len(s["done"]) == 0'),  # mid dense training
     (ITERATIVE, 'len(s["done"]) >= 3 and s["current"] is None'),  # between steps (pruning)
     (GRADUAL, 'len(s["done"]) == 1 and s["current"] is not None'),  # mid gradual fine-tuning, after an epoch
+    (STRUCTURED, 's["current"] is not None and len(s["done"]) == 1'),  # mid recovery
     (SOFT_FILTER, 'len(s["done"]) == 1 and s["current"] is not None'),  # mid soft-filter training
     (LOTTERY, 's["current"] is not None and len(s["done"]) == 0'),  # mid dense training, after the rewind step
-    (STRUCTURED, 's["current"] is not None and len(s["done"]) == 1'),  # mid recovery
 ], ids=["dense", "between-steps", "gradual", "structured", "soft-filter", "lottery-rewind"])
 def test_killed_anywhere_resumes_to_the_same_report(tmp_path, monkeypatch, recipe, ready):
     monkeypatch.chdir(tmp_path)

@@ -127,10 +127,10 @@ class Journal:
         done, cur = self.state["done"].get(k), self.state["current"]
         if done is not None and done.get("file") and replayable:
             payload = self._read(done["file"])
+            if hook is not None and "hook" in payload:
+                hook.load_state_dict(payload["hook"])  # first: it may install the masks the model state holds
             model.load_state_dict(payload["model"])
             _set_rng(payload["rng"])
-            if hook is not None and "hook" in payload:
-                hook.load_state_dict(payload["hook"])
             return PhaseStart(self.phase, "skip", history=done["history"])
         if cur is not None and cur["phase"] == self.phase and replayable:
             return PhaseStart(self.phase, "continue", cur["epoch"] + 1, cur["step"], cur["history"])
@@ -140,12 +140,12 @@ class Journal:
                       hook: Any = None) -> None:
         """Loads the cut-off phase's last epoch checkpoint into ``model``, ``opt``, ``gen`` (and ``hook``)."""
         payload = self._read(self.state["current"]["file"])
+        if hook is not None and "hook" in payload:
+            hook.load_state_dict(payload["hook"])  # first: it may install the masks the model state holds
         model.load_state_dict(payload["model"])
         opt.load_state_dict(payload["optimizer"])
         gen.set_state(payload["generator"])
         _set_rng(payload["rng"])
-        if hook is not None and "hook" in payload:
-            hook.load_state_dict(payload["hook"])
 
     def _read(self, name: str) -> dict:
         try:

@@ -53,7 +53,9 @@ class StepHook:
     """A per-step callback (``on_step(step, total)``) whose state a checkpoint keeps, so that a phase trained with it
     resumes from its last epoch like any other: ``fn(step, total, state)`` keeps everything it must remember in
     ``state`` (plain data and tensors: what ``torch.load(weights_only=True)`` reads back); ``on_load(state)``
-    re-creates what the hook keeps elsewhere (a snapshot it handed to its caller, a generator's state).
+    re-creates what the hook keeps elsewhere (a snapshot it handed to its caller, a generator's state, masks it
+    installed: a resumed run loads the hook before the model, so that the model has the mask buffers its
+    checkpointed state holds).
 
     Example (the gradual schedule's trajectory):
         >>> hook = StepHook(lambda step, total, state: state["records"].append(step), {"records": []})

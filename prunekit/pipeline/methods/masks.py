@@ -257,14 +257,17 @@ def _gradual(model, data, pruner, spec, finetune, seed, progress, loss_fn=None) 
         if step in events:
             pruner.prune_to(spec.target, lambda s: cubic_sparsity(s, step, t0, spec.steps, dt))
             state["generator"] = pruner.generator.get_state()  # a random criterion draws from it
+            state["masks"] = {n: m.detach().clone() for n, m in pruner.masks.masks().items()}
         if step % steps_per_epoch == 0:
             state["records"].append(record(model, data, pruner.sparsity(), step // steps_per_epoch, None))
 
     def on_load(state: dict) -> None:
         if "generator" in state:
             pruner.generator.set_state(state["generator"])
+        for n, m in state.get("masks", {}).items():  # installed through the pruner, which then knows them
+            pruner.masks.set(n, m)
 
-    # the masks live in the model; the trajectory and the generator in the hook: both are checkpointed
+    # the masks (installed at the first event), the trajectory and the generator are checkpointed in the hook
     hook = StepHook(on_step, {"records": []}, on_load)
     train(model, data, finetune, seed=seed + 1, on_step=hook, progress=progress, desc="gradual", loss_fn=loss_fn)
     records: list[dict] = hook.state["records"]
