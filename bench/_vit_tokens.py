@@ -130,7 +130,8 @@ def render_vit_curve(curves: list[dict]) -> list[str]:
     if not curves:
         return []
     vit = curves[0]["model"]
-    lines = ["", f"## Token merging / keeping on a small ViT trained on MNIST ({len(curves)} seeds)", "",
+    seeds = f"{len(curves)} seed" + ("s" if len(curves) > 1 else "")
+    lines = ["", f"## Token merging / keeping on a small ViT trained on MNIST ({seeds})", "",
              f"ViTMini, {vit['patch']}×{vit['patch']} patches ({vit['tokens']} tokens with the class token), width "
              f"{vit['dim']}, {vit['num_heads']} heads, {vit['depth']} blocks, trained {curves[0]['train']['epochs']} "
              "epoch(s) (Adam). *merge r*: ToMe, r tokens merged in each block (a list: per block); *keep p at i,j*: "

@@ -279,11 +279,14 @@ def main(argv=None) -> int:
     p.add_argument("--name", default="dynamic")
     p.add_argument("--merge", nargs="+", metavar="NAME",
                    help="combine bench/results/NAME.json files (runs split over processes) into --name")
+    p.add_argument("--notes", metavar="FILE", help="with --merge: a JSON list of Markdown notes that replaces theirs")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     if args.merge:
-        write_results(args.name, merge_parts([json.loads((RESULTS / f"{n}.json").read_text()) for n in args.merge],
-                                             args.merge), render)
+        merged = merge_parts([json.loads((RESULTS / f"{n}.json").read_text()) for n in args.merge], args.merge)
+        if args.notes:
+            merged["notes"] = json.loads(open(args.notes, encoding="utf-8").read())
+        write_results(args.name, merged, render)
         return 0
     runs, trained = [], {}
     result = {"runs": runs, "vit_timing": [], "gate_timing": [], "vit_curve": [], "notes": []}
