@@ -23,7 +23,7 @@ from torch import nn
 
 from prunekit.errors import ConfigError, ModelLoadError
 
-__all__ = ["ZOO_SOURCES", "ZooModel", "build", "load", "preprocessing", "shrink_config"]
+__all__ = ["ZooModel", "build", "load", "preprocessing", "shrink_config"]
 
 
 @dataclass
@@ -62,10 +62,6 @@ def load(spec: str, image_size: int | None = None, batch: int = 1, small: bool =
     return _factory(spec, source, name, image_size or 224, batch)
 
 
-#: The zoo prefixes a recipe's ``model`` may name (``hf:`` models in recipes: :mod:`prunekit.models`).
-ZOO_SOURCES = ("torchvision", "timm")
-
-
 def build(spec: str, kwargs: dict[str, Any] | None = None, num_classes: int | None = None) -> nn.Module:
     """A ``torchvision:NAME`` or ``timm:NAME`` model with the builder's keyword arguments (no weights downloaded).
 
@@ -88,7 +84,7 @@ def build(spec: str, kwargs: dict[str, Any] | None = None, num_classes: int | No
             raise ConfigError(f"timm has no model {name!r}; list them with timm.list_models('{name[:4]}*')")
         call = lambda: timm.create_model(name, pretrained=False, **kwargs)  # noqa: E731
     else:
-        raise ConfigError(f"model {spec!r}: the zoo builds {', '.join(s + ':NAME' for s in ZOO_SOURCES)}")
+        raise ConfigError(f"model {spec!r}: the zoo builds torchvision:NAME and timm:NAME")
     try:
         model = call()
     except TypeError as e:

@@ -29,6 +29,7 @@ def test_resnet_recipe_is_2x_structured_distilled_and_static_int8():
     r = load_recipe(shipped_recipe("deploy-resnet-int8"), notice=None)
     base = load_recipe(shipped_recipe("structured-resnet-mnist"), notice=None).to_dict()
     mine = r.to_dict()
+    assert mine["prune"].pop("min_channels") == 16 and base["prune"].pop("min_channels") == 8  # int8 kernels
     assert {k: v for k, v in mine.items() if k not in ("name", "export")} == {
         k: v for k, v in base.items() if k not in ("name", "export")}  # the shipped 2× recipe, plus export
     assert r.prune.options.budget == {"macs_kept": 0.5} and r.recover.method == "distill"

@@ -165,6 +165,28 @@ def test_int8_static_and_dynamic_accuracy_is_measured_in_onnx_runtime(digits, tm
     assert fp.batch == i8.batch == 4 and fp.threads == 1 and fp.repeats == i8.repeats == 5
 
 
+def test_static_int8_keeps_a_one_channel_stem_conv_in_fp32(net, digits, tmp_path):
+    fp32 = export_onnx(net, digits.x_test[:4], tmp_path / "m.onnx", exporter="torchscript")
+    auto = quantize_onnx(fp32.path, tmp_path / "a.onnx", "static", calibration=digits, max_samples=64)
+    full = quantize_onnx(fp32.path, tmp_path / "f.onnx", "static", calibration=digits, max_samples=64, keep_fp32=())
+    assert len(auto.kept_fp32) == 1 and full.kept_fp32 == ()
+    graph = onnx.load(auto.path).graph
+    stem = next(n for n in graph.node if n.name == auto.kept_fp32[0])
+    assert stem.op_type == "Conv" and stem.input[0] == graph.input[0].name  # fp32 input, not a DequantizeLinear
+    weights = {t.name: t for t in graph.initializer}
+    assert weights[stem.input[1]].data_type == onnx.TensorProto.FLOAT and list(weights[stem.input[1]].dims)[1] == 1
+    full_graph = onnx.load(full.path).graph
+    assert all(n.input[0] != full_graph.input[0].name for n in full_graph.node if n.op_type == "Conv")
+    x = digits.x_test[:64]
+    ref = net(x)
+    for q in (auto, full):  # both int8 models still compute the network (random weights: compare to fp32)
+        assert (_ort_outputs(q.path, x) - ref).abs().max() <= 0.1 * ref.abs().max()
+    with pytest.raises(ConfigError, match="does not have"):
+        quantize_onnx(fp32.path, tmp_path / "x.onnx", "static", calibration=digits, keep_fp32=["no_such_node"])
+    with pytest.raises(ConfigError, match="'auto' or a list"):
+        quantize_onnx(fp32.path, tmp_path / "x.onnx", "static", calibration=digits, keep_fp32="all")
+
+
 def test_deploy_reports_the_pruned_int8_model_beside_the_dense_one(digits, tmp_path):
     dense = _trained(digits)
     pruned = copy.deepcopy(dense)

@@ -177,6 +177,7 @@ def test_recipe_method_prunes_after_dense_training(tmp_path):
     assert report["sparsity"] == pytest.approx(0.5, abs=1e-6)
     assert all(v == 0.5 for v in report["layerwise"]["layer_sparsity"].values())
     assert report["layerwise"]["solver"] == "sparsegpt" and report["layerwise"]["calibration_samples"] == 32
+    assert report["saved_nm"]["layers_checked"] == report["saved_nm"]["layers_nm"] == 3
     assert report["pruned"]["accuracy"] > 0.5
 
 

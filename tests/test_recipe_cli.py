@@ -29,8 +29,8 @@ def _write(tmp_path, recipe, name="r.yaml"):
 
 
 #: shipped recipes written after version 2 (no version-1 original)
-NEW_IN_V2 = ["deploy-lenet-int8", "deploy-resnet-int8", "early-exit-resnet-mnist", "minilm-heads-ffn",
-             "torchvision-imagefolder"]
+NEW_IN_V2 = ["deploy-lenet-int8", "deploy-minilm-int8", "deploy-resnet-int8", "early-exit-resnet-mnist",
+             "minilm-heads-ffn", "minilm-wanda-2of4", "torchvision-imagefolder"]
 V1_NAMES = sorted(p.stem for p in (REPO / "tests" / "data" / "recipes_v1").glob("*.yaml"))
 
 

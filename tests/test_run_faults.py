@@ -17,6 +17,7 @@ from safetensors import safe_open
 from prunekit.cli.main import main
 from prunekit.io.checkpoint import canonical_safetensors, save_state_dict
 from prunekit.io.outdir import CHECKPOINT_DIR, MARKER, OutputDir
+from tests._stop_at import wait_stopped
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {
@@ -42,7 +43,7 @@ def _recipe(tmp_path, patch=None, base=TINY):
     return str(path)
 
 
-def _fails(argv, capsys, match, code=2):
+def _assert_fails(argv, capsys, match, code=2):
     t = time.perf_counter()
     got = main(argv)
     err = capsys.readouterr().err.strip()
@@ -65,7 +66,7 @@ def _hidden(tmp_path):
 def test_a_second_run_into_the_same_out_is_refused_at_once(tmp_path, capsys):
     out = tmp_path / "out"
     with OutputDir(out):  # a run in progress holds the lock
-        took = _fails(["run", _recipe(tmp_path), "--out", str(out), "--no-progress"], capsys,
+        took = _assert_fails(["run", _recipe(tmp_path), "--out", str(out), "--no-progress"], capsys,
                       f"another prunekit run (pid {os.getpid()}")
     assert took < 5  # refused before data, model or training
     assert not out.exists()
@@ -94,16 +95,16 @@ def test_a_checkpoint_left_behind_needs_resume_or_force(tmp_path, capsys):
     out = tmp_path / "out"
     stale = tmp_path / ".out.staging-ckpt0001"
     (stale / CHECKPOINT_DIR).mkdir(parents=True)
-    _fails(["run", _recipe(tmp_path), "--out", str(out), "--no-progress"], capsys,
+    _assert_fails(["run", _recipe(tmp_path), "--out", str(out), "--no-progress"], capsys,
            "holds the checkpoint of an unfinished run")
     assert stale.is_dir()
-    _fails(["run", _recipe(tmp_path), "--out", str(out), "--no-progress", "--resume"], capsys,
+    _assert_fails(["run", _recipe(tmp_path), "--out", str(out), "--no-progress", "--resume"], capsys,
            "holds no run state")  # a checkpoint folder without a checkpoint in it
     assert stale.is_dir()
 
 
 def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, capsys):
-    _fails(["run", _recipe(tmp_path), "--out", str(tmp_path / "out"), "--resume"], capsys,
+    _assert_fails(["run", _recipe(tmp_path), "--out", str(tmp_path / "out"), "--resume"], capsys,
            "--resume: no checkpoint of an unfinished run into")
 
 
@@ -117,7 +118,7 @@ def test_a_failed_final_move_says_where_the_results_are(tmp_path, capsys, monkey
         return real(self, target)
 
     monkeypatch.setattr(Path, "rename", refuse)
-    _fails(["run", _recipe(tmp_path), "--out", str(out), "--no-progress"], capsys,
+    _assert_fails(["run", _recipe(tmp_path), "--out", str(out), "--no-progress"], capsys,
            "could not move the results into")
     (stage,) = [tmp_path / n for n in _hidden(tmp_path)]
     assert (stage / "report.json").is_file() and (stage / MARKER).is_file()
@@ -129,21 +130,22 @@ def test_a_failed_final_move_says_where_the_results_are(tmp_path, capsys, monkey
     ({"measure": {"latency_batches": [1, 10**9]}}, "recipe.measure.latency_batches: batch 1000000000 needs about"),
 ])
 def test_settings_that_would_fail_late_fail_before_training(tmp_path, capsys, patch, match):
-    took = _fails(["run", _recipe(tmp_path, patch), "--out", str(tmp_path / "out"), "--no-progress"], capsys, match)
+    argv = ["run", _recipe(tmp_path, patch), "--out", str(tmp_path / "out"), "--no-progress"]
+    took = _assert_fails(argv, capsys, match)
     assert took < 8  # no training happened
     assert _hidden(tmp_path) == []
 
 
 def test_structured_exclude_names_are_checked_before_training(tmp_path, capsys):
     recipe = _recipe(tmp_path, {"prune": {"exclude": ["layer9"]}}, base=STRUCTURED)
-    _fails(["run", recipe, "--out", str(tmp_path / "out"), "--no-progress"], capsys,
+    _assert_fails(["run", recipe, "--out", str(tmp_path / "out"), "--no-progress"], capsys,
            "recipe.prune.exclude: the model has no module named 'layer9'")
 
 
 @pytest.mark.parametrize("name,match", [("x" * 250, "its staging directory's name would exceed"),
                                         ("..", "names no directory of its own")])
 def test_output_names_that_cannot_work_are_refused_first(tmp_path, capsys, name, match):
-    _fails(["run", _recipe(tmp_path), "--out", str(tmp_path / name), "--no-progress"], capsys, match)
+    _assert_fails(["run", _recipe(tmp_path), "--out", str(tmp_path / name), "--no-progress"], capsys, match)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
@@ -152,7 +154,7 @@ def test_an_unwritable_output_parent_is_refused_first(tmp_path, capsys):
     ro.mkdir()
     ro.chmod(0o555)
     try:
-        _fails(["run", _recipe(tmp_path), "--out", str(ro / "out"), "--no-progress"], capsys,
+        _assert_fails(["run", _recipe(tmp_path), "--out", str(ro / "out"), "--no-progress"], capsys,
                "choose a --out in a writable directory")
     finally:
         ro.chmod(0o755)
@@ -178,14 +180,51 @@ def test_ctrl_c_while_torch_loads_stops_with_one_line(tmp_path):
     assert _hidden(tmp_path) == [] and not (tmp_path / "out").exists()
 
 
+KICK = """
+import os, signal, sys
+
+class Kick:  # sends SIGINT to this process when the command starts to import the module named below
+    def find_spec(self, name, path=None, target=None):
+        if name == os.environ["KICK_AT"]:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, Kick())
+"""
+
+
+@pytest.mark.parametrize("module", ["prunekit.errors", "prunekit.cli.main", "prunekit.pipeline"])
+@pytest.mark.parametrize("how", [["-m", "prunekit"], ["-m", "prunekit.cli.main"]])
+def test_ctrl_c_while_the_command_imports_prunekit_stops_with_one_line(tmp_path, module, how):
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(KICK)  # runs before the command's first line
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(REPO)]), "KICK_AT": module,
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, *how, "run", _recipe(tmp_path), "--out", "out", "--no-progress"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr == "prunekit: stopped by SIGINT; nothing was written\n", proc.stderr
+    assert _hidden(tmp_path) == [] and not (tmp_path / "out").exists()
+
+
+def test_importing_prunekit_elsewhere_leaves_signals_alone():
+    code = "import signal, prunekit; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "True", proc.stderr
+
+
 def test_sigterm_stops_with_one_line_that_says_how_to_resume(tmp_path, monkeypatch):
     recipe = _recipe(tmp_path, {"train": {"epochs": 30}})
-    proc = _cli(["run", recipe, "--out", "out", "--no-progress", "--threads", "1"], tmp_path)
-    deadline = time.time() + 60
-    while '"current": {' not in _read_all(tmp_path.glob(".out.staging-*/.checkpoint/state.json")):
-        assert time.time() < deadline
-        time.sleep(0.05)  # until the first epoch's checkpoint
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
+           "PRUNEKIT_TEST_STOP_AT": 's["current"] is not None'}  # stops itself after the first epoch's checkpoint
+    proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "_stop_at.py"), "run", recipe, "--out", "out",
+                             "--no-progress", "--threads", "1"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert wait_stopped(proc.pid), proc.communicate()[1]
     proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGCONT)  # the signal arrives at the checkpoint's last line
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
@@ -222,5 +261,5 @@ def test_same_seed_gives_byte_identical_structured_files(tmp_path):
 
 def test_an_output_under_a_file_is_refused_first(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("x")
-    _fails(["run", _recipe(tmp_path), "--out", str(tmp_path / "notes.txt" / "out"), "--no-progress"], capsys,
+    _assert_fails(["run", _recipe(tmp_path), "--out", str(tmp_path / "notes.txt" / "out"), "--no-progress"], capsys,
            "cannot create the output's parent")

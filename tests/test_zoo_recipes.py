@@ -77,7 +77,7 @@ def test_a_checkpoint_with_another_head_names_keys_and_loads_with_checkpoint_exc
 
 
 @pytest.mark.parametrize("model,match", [
-    ({"name": "torchvision:"}, "names no model"),
+    ({"name": "torchvision:"}, "names nothing after torchvision: .write torchvision:NAME"),
     ({"name": "lenet300", "checkpoint_exclude": ["fc.*"]}, "set model.checkpoint too"),
 ])
 def test_bad_zoo_model_sections(tmp_path, model, match):

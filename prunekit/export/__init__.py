@@ -6,13 +6,16 @@
 - :func:`export_onnx`: an ONNX file, verified against PyTorch in ONNX Runtime before it is kept;
   :func:`quantize_onnx`: its int8 version (static QDQ or dynamic); :func:`evaluate_onnx` and
   :func:`compare_onnx_latency`: accuracy and latency measured in ONNX Runtime; :func:`deploy_onnx`: all
-  of it for a pruned model beside its dense original (the report's ``deployed`` / ``dense_deployed``). These need the
+  of it for a pruned model beside its dense original (the report's ``deployed`` / ``dense_deployed``), for tensor data
+  or (:class:`TextDeploy`) a Hugging Face encoder on tokenised text. These need the
   ``[deploy]`` extra (onnx, onnxruntime, onnxscript), imported only when called.
 - :func:`sparsify_for_cpu`: sparse CSR/BSR kernels for the layers where they are measured faster.
 - :func:`save_sparse_int8` / :func:`load_sparse_int8`: a pruned model's weights as a compressed sparse int8 file.
-- :func:`time_runners`: PyTorch models and ONNX Runtime sessions timed side by side (wall and CPU time).
+- :func:`time_runners` (from :mod:`prunekit.measure`): PyTorch models and ONNX Runtime sessions timed side by side
+  (wall and CPU time).
 """
 
+from prunekit.export.deploy_data import DeployData, ImageDeploy, TextDeploy
 from prunekit.export.fold import fold_batchnorm, foldable_pairs
 from prunekit.export.inference import InferenceConfig, prepare_inference
 from prunekit.export.onnx_deploy import DEPLOY_FILES, TorchVariant, deploy_onnx
@@ -21,10 +24,13 @@ from prunekit.export.onnx_runtime import OnnxEval, compare_onnx_latency, evaluat
 from prunekit.export.quantize import QUANT_MODES, QuantizeResult, quantize_onnx
 from prunekit.export.sparse import KERNELS, SparseDecision, SparseLinear, SparsifyResult, sparsify_for_cpu
 from prunekit.export.sparse_int8 import load_sparse_int8, save_sparse_int8
-from prunekit.export.timing import time_runners
+from prunekit.measure.latency import time_runners  # the one timing loop, re-exported here for deployment
 
 __all__ = [
     "DEPLOY_FILES",
+    "DeployData",
+    "ImageDeploy",
+    "TextDeploy",
     "EXPORTERS",
     "KERNELS",
     "QUANT_MODES",

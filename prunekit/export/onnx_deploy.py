@@ -5,7 +5,7 @@ model (each verified, see :func:`~prunekit.export.export_onnx`), optionally quan
 (:func:`~prunekit.export.quantize_onnx`), measure every file's accuracy *in ONNX Runtime* on the test split, and time
 the ONNX files and the PyTorch models (the dense and the pruned model in eager mode, and any
 :class:`TorchVariant` given, e.g. the pruned model with sparse kernels) side by side, run by run, in one loop per
-batch size (:func:`~prunekit.export.timing.time_runners`: wall and CPU time). The result follows the report
+batch size (:func:`~prunekit.measure.time_runners`: wall and CPU time). The result follows the report
 contract of issue 13: ``deployed`` (the pruned, quantised, exported model) and ``dense_deployed`` (the dense model
 exported the same way, fp32, same runtime), each with ``accuracy``, ``latency_ms`` keyed by batch size,
 ``size_bytes``, ``backend`` and ``path``; ``table`` holds every variant (``cpu_ms``, ``zipped_bytes`` too).
@@ -28,11 +28,12 @@ import torch
 from torch import nn
 
 from prunekit.errors import ConfigError, OutputExistsError
+from prunekit.export.deploy_data import DeployData, ImageDeploy, TextDeploy, as_deploy_data
 from prunekit.export.onnx_export import export_onnx, plain_copy
-from prunekit.export.onnx_runtime import evaluate_onnx, feeds, ort_session
+from prunekit.export.onnx_runtime import feeds, ort_session
 from prunekit.export.quantize import QUANT_MODES, quantize_onnx
 from prunekit.export.sparse import torch_threads
-from prunekit.export.timing import time_runners
+from prunekit.measure.latency import time_runners
 from prunekit.measure.size import dense_bytes, zip_bytes
 
 __all__ = ["DEPLOY_FILES", "TorchVariant", "deploy_onnx", "torch_accuracy", "zipped_size"]
@@ -69,20 +70,12 @@ def zipped_size(payload: bytes | str | Path) -> int:
     return len(zip_bytes(data, "model"))
 
 
-@torch.no_grad()
 def torch_accuracy(model: nn.Module, data: Any, batch_size: int = 256) -> float:
     """Top-1 accuracy of ``model`` on the test split of ``data`` (on the CPU, eval mode)."""
-    was = model.training
-    model.eval()
-    try:
-        correct = sum(int((model(data.x_test[i:i + batch_size]).argmax(-1) == data.y_test[i:i + batch_size]).sum())
-                      for i in range(0, len(data.x_test), batch_size))
-    finally:
-        model.train(was)
-    return correct / len(data.x_test)
+    return ImageDeploy(data, batch_size).torch_metrics(model)["accuracy"]
 
 
-def _torch_row(v: TorchVariant, data: Any, batches: Sequence[int]) -> dict:
+def _torch_row(v: TorchVariant, data: DeployData, batches: Sequence[int]) -> dict:
     model = v.at(batches[0])
     state = model.state_dict()
     if any(k.endswith("_mask") for k in state):  # the masked model: its weights with the masks folded in
@@ -91,14 +84,14 @@ def _torch_row(v: TorchVariant, data: Any, batches: Sequence[int]) -> dict:
                            for k, t in state.items() if t is not None})
     size = v.size_bytes if v.size_bytes is not None else len(payload)
     zipped = zipped_size(Path(v.path)) if v.path else zipped_size(payload)
-    return {"label": v.label, "backend": v.backend, "accuracy": torch_accuracy(model, data), "size_bytes": size,
+    return {"label": v.label, "backend": v.backend, **data.torch_metrics(model), "size_bytes": size,
             "zipped_bytes": zipped, "path": v.path, "latency_ms": {}, "cpu_ms": {}}
 
 
-def _time_all(rows: dict, sessions: dict, variants: dict, x_test, batches, threads, repeats) -> None:
+def _time_all(rows: dict, sessions: dict, variants: dict, data: DeployData, batches, threads, repeats) -> None:
     for b in batches:
-        x = x_test[:1].expand(b, *x_test.shape[1:]).contiguous()
-        runners = {k: functools.partial(v.at(b).eval(), x) for k, v in variants.items()}
+        x = data.batch(b)
+        runners = {k: functools.partial(data.wrap(v.at(b)).eval(), *x) for k, v in variants.items()}
         runners.update({k: functools.partial(s.run, None, feeds(s, x)) for k, s in sessions.items()})
         with torch_threads(threads):
             times = time_runners(runners, batch=b, threads=threads, repeats=repeats)
@@ -117,8 +110,10 @@ def deploy_onnx(model: nn.Module, dense: nn.Module | None, data: Any, directory:
     Args:
         model: the pruned model (masked or physically smaller).
         dense: the dense model it came from, exported the same way (fp32) as the baseline; None: skipped.
-        data: a ``DataSplits``: the test split measures accuracy, the training split calibrates static int8,
-            ``x_test`` gives the example and held-out inputs of the export check.
+        data: a ``DataSplits`` (the test split measures accuracy, the training split calibrates static int8,
+            ``x_test`` gives the example and held-out inputs of the export check) or a
+            :class:`~prunekit.export.deploy_data.DeployData` (e.g. :class:`~prunekit.export.TextDeploy` for a
+            Hugging Face encoder: accuracy and cosine to the dense model's embeddings).
         directory: where the ``.onnx`` files go (:data:`DEPLOY_FILES`).
         int8: ``static``, ``dynamic`` or None (fp32 only).
         batches: batch sizes to time.
@@ -137,19 +132,26 @@ def deploy_onnx(model: nn.Module, dense: nn.Module | None, data: Any, directory:
         QUANT_MODES.get(int8)
     if not batches or any(not isinstance(b, int) or b < 1 for b in batches):
         raise ConfigError(f"batches must be positive integers, got {list(batches)}")
+    data = as_deploy_data(data)
+    if int8 is not None and int8 != "dynamic" and data.calibration() is None:
+        raise ConfigError(f"int8 {int8!r} calibrates on training inputs, which this data does not provide: use "
+                          "int8='dynamic' (transformer encoders)")
     directory = Path(directory)
     paths = {k: directory / v for k, v in DEPLOY_FILES.items() if (k != "int8" or int8) and (k != "dense" or dense)}
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not force:
         raise OutputExistsError(f"{', '.join(existing)} exist(s); pass force=True (--force) to replace")
-    example, root = data.x_test[:8], Path(relative_to or directory)
-    exports = {"pruned": export_onnx(model, example, paths["pruned"], exporter=exporter, force=force).to_dict()}
+    example, root = data.example(), Path(relative_to or directory)
+    if isinstance(data, TextDeploy) and dense is not None and data.reference is None:
+        data.reference = data.embeddings(dense)
+    exp = functools.partial(export_onnx, dynamic_sequence=data.dynamic_sequence, exporter=exporter, force=force)
+    exports = {"pruned": exp(data.wrap(model), example, paths["pruned"]).to_dict()}
     if dense is not None:
-        exports["dense"] = export_onnx(dense, example, paths["dense"], exporter=exporter, force=force).to_dict()
+        exports["dense"] = exp(data.wrap(dense), example, paths["dense"]).to_dict()
     quant = None
     if int8:
-        quant = quantize_onnx(paths["pruned"], paths["int8"], int8, force=force,
-                              calibration=data.x_train[:calibration_samples] if int8 == "static" else None).to_dict()
+        calibration = data.calibration()[:calibration_samples] if int8 == "static" else None
+        quant = quantize_onnx(paths["pruned"], paths["int8"], int8, force=force, calibration=calibration).to_dict()
     eager = f"PyTorch eager fp32, {threads} thread(s)"
     torch_variants = {**({"dense_torch": TorchVariant("dense, PyTorch", dense, eager)} if dense is not None else {}),
                       "pruned_torch": TorchVariant("pruned, PyTorch (masked, dense kernels)", model, eager),
@@ -162,10 +164,10 @@ def deploy_onnx(model: nn.Module, dense: nn.Module | None, data: Any, directory:
         r["path"] = os.path.relpath(r["path"], root) if r["path"] else None
     for k, p in paths.items():
         rows[k] = {"label": labels[k][0], "backend": labels[k][1],
-                   "accuracy": evaluate_onnx(p, data, threads=threads).accuracy, "size_bytes": os.path.getsize(p),
+                   **data.onnx_metrics(ort_session(p, threads)), "size_bytes": os.path.getsize(p),
                    "zipped_bytes": zipped_size(p), "path": os.path.relpath(p, root), "latency_ms": {}, "cpu_ms": {}}
     sessions = {k: ort_session(p, threads) for k, p in paths.items()}
-    _time_all(rows, sessions, torch_variants, data.x_test, batches, threads, repeats)
+    _time_all(rows, sessions, torch_variants, data, batches, threads, repeats)
     order = ["dense_torch", "dense", "pruned_torch", "pruned", "int8", *(variants or {})]
     table = {k: rows[k] for k in order if k in rows}
     out = {"deployed": table["int8" if int8 else "pruned"], "pruned_fp32": table["pruned"], "table": table,

@@ -88,17 +88,27 @@ class ExportResult:
         return {**asdict(self), "max_abs": self.max_abs, "max_rel": self.max_rel}
 
 
+def _dynamic_dims(args, dynamic_batch: bool, dynamic_sequence: bool) -> list[dict[int, str]]:
+    """Per input: its dynamic dimensions by index (0: ``batch``, 1: ``sequence``)."""
+    return [{**({0: "batch"} if dynamic_batch else {}), **({1: "sequence"} if dynamic_sequence and a.dim() > 1 else {})}
+            for a in args]
+
+
 @EXPORTERS.register("dynamo")
-def _dynamo(model, args, path, *, input_names, output_names, dynamic_batch, opset):
+def _dynamo(model, args, path, *, input_names, output_names, dynamic_batch, opset, dynamic_sequence=False):
     require_deploy("onnxscript", "torch's dynamo ONNX exporter")
-    shapes = tuple({0: torch.export.Dim("batch", min=1)} for _ in args) if dynamic_batch else None
+    dims = {"batch": torch.export.Dim("batch", min=1), "sequence": torch.export.Dim("sequence", min=2)}
+    per_input = _dynamic_dims(args, dynamic_batch, dynamic_sequence)
+    shapes = tuple({i: dims[n] for i, n in d.items()} for d in per_input) if any(per_input) else None
     torch.onnx.export(model, args, path, dynamo=True, external_data=False, dynamic_shapes=shapes, verbose=False,
                       input_names=input_names, output_names=output_names, opset_version=opset)
 
 
 @EXPORTERS.register("torchscript")
-def _torchscript(model, args, path, *, input_names, output_names, dynamic_batch, opset):
-    axes = {n: {0: "batch"} for n in (*input_names, *output_names)} if dynamic_batch else None
+def _torchscript(model, args, path, *, input_names, output_names, dynamic_batch, opset, dynamic_sequence=False):
+    axes = {**dict(zip(input_names, _dynamic_dims(args, dynamic_batch, dynamic_sequence), strict=True)),
+            **{n: {0: "batch"} for n in output_names if dynamic_batch}}
+    axes = {k: v for k, v in axes.items() if v} or None
     torch.onnx.export(model, args, path, dynamo=False, input_names=input_names, output_names=output_names,
                       dynamic_axes=axes, opset_version=opset, do_constant_folding=True)
 
@@ -186,7 +196,8 @@ def _check_args(path: Path, force: bool, exporter: str, rtol: float) -> tuple[st
 
 
 def export_onnx(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor], path: str | Path, *,
-                dynamic_batch: bool = True, opset: int | None = None, fold_bn: bool = True,
+                dynamic_batch: bool = True, dynamic_sequence: bool = False, opset: int | None = None,
+                fold_bn: bool = True,
                 check_inputs: torch.Tensor | Sequence[torch.Tensor] | None = None, rtol: float = 1e-4,
                 exporter: str = "auto", force: bool = False) -> ExportResult:
     """Exports ``model`` to ONNX at ``path`` and verifies it in ONNX Runtime (see the module docstring).
@@ -197,6 +208,8 @@ def export_onnx(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.
         example_inputs: one input batch (or a tuple, in the order of ``forward``).
         path: the ``.onnx`` file to write; its directory is created.
         dynamic_batch: make dimension 0 of every input and output dynamic.
+        dynamic_sequence: make dimension 1 of every input dynamic too (token ids and masks of any length); the
+            export is then also checked on inputs of another length.
         opset: ONNX opset; ``None``: the exporter's default (the one used is recorded).
         check_inputs: held-out inputs to verify on, besides the generated ones (at the example's batch
             size + 3, when ``dynamic_batch``, to prove the dynamic axis).
@@ -223,6 +236,9 @@ def export_onnx(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.
     check_sets = [as_tuple(check_inputs)] if check_inputs is not None else []
     batch = example[0].shape[0] + 3 if dynamic_batch else example[0].shape[0]
     check_sets.append(held_out_inputs(example, batch))
+    if dynamic_sequence and example[0].dim() > 1 and example[0].shape[1] > 2:
+        shorter = tuple(t[:, : max(2, t.shape[1] // 2)] if t.dim() > 1 else t for t in example)
+        check_sets.append(held_out_inputs(shorter, batch, seed=4321))
     with torch.no_grad():
         references = [_flat_outputs(twin(*c)) for c in check_sets]
         n_out = len(_flat_outputs(twin(*example)))
@@ -233,7 +249,7 @@ def export_onnx(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.
     for name in order:
         try:
             outputs, opset_used = _try(EXPORTERS.get(name), twin, example, path, input_names, output_names,
-                                       dynamic_batch, opset, check_sets, references, rtol)
+                                       (dynamic_batch, dynamic_sequence), opset, check_sets, references, rtol)
         except PrunekitError as e:
             if isinstance(e, ConfigError) or len(order) == 1:
                 raise
@@ -245,7 +261,7 @@ def export_onnx(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.
                       + "; ".join(f"{a['exporter']}: {a['error']}" for a in attempts))
 
 
-def _try(export: Callable, twin, example, path: Path, input_names, output_names, dynamic_batch, opset,
+def _try(export: Callable, twin, example, path: Path, input_names, output_names, dynamic, opset,
          check_sets, references, rtol) -> tuple[tuple[OutputDiff, ...], int]:
     """One exporter: writes a temporary file beside ``path``, verifies it, renames it to ``path``."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -258,7 +274,7 @@ def _try(export: Callable, twin, example, path: Path, input_names, output_names,
                 for p in twin.parameters():
                     p.requires_grad_(p.is_floating_point())
                 export(twin, example, tmp, input_names=input_names, output_names=output_names,
-                       dynamic_batch=dynamic_batch, opset=opset)
+                       dynamic_batch=dynamic[0], dynamic_sequence=dynamic[1], opset=opset)
         except Exception as e:  # the exporters raise many types; the message is what helps
             raise ExportError(f"{export.__name__.strip('_')} export failed: {type(e).__name__}: "
                               f"{str(e).strip().splitlines()[0] if str(e).strip() else ''} (fix: write that op with "

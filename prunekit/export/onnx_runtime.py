@@ -12,9 +12,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import importlib
-import statistics
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 
 from prunekit.errors import ConfigError, MissingDependencyError
-from prunekit.measure.latency import Latency
+from prunekit.measure.latency import Latency, time_runners
 
 __all__ = ["OnnxEval", "compare_onnx_latency", "evaluate_onnx", "ort_session", "require_deploy", "run_session"]
 
@@ -134,22 +133,7 @@ def compare_onnx_latency(paths: Sequence[str | Path], example: torch.Tensor | Se
         raise ConfigError(f"batch and repeats must be ≥ 1, got batch={batch}, repeats={repeats}")
     x = tuple(t[:1].expand(batch, *t.shape[1:]).contiguous() for t in as_tuple(example))
     sessions = [ort_session(p, threads) for p in paths]
-    inputs = [feeds(s, x) for s in sessions]
-    for _ in range(warmup):
-        for s, f in zip(sessions, inputs, strict=True):
-            s.run(None, f)
-    times: list[list[float]] = [[] for _ in sessions]
-    start = time.perf_counter()
-    while len(times[0]) < repeats or time.perf_counter() - start < min_seconds:
-        for s, f, out in zip(sessions, inputs, times, strict=True):
-            t0 = time.perf_counter()
-            s.run(None, f)
-            out.append((time.perf_counter() - t0) * 1e3)
-    return [_latency(t, batch, threads) for t in times]
-
-
-def _latency(times: list[float], batch: int, threads: int) -> Latency:
-    times = sorted(times)
-    q = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
-    return Latency(median_ms=statistics.median(times), p10_ms=q[0], p90_ms=q[-1], batch=batch, repeats=len(times),
-                   threads=threads, device="onnxruntime-cpu", min_ms=times[0])
+    runners = {i: functools.partial(s.run, None, feeds(s, x)) for i, s in enumerate(sessions)}
+    times = time_runners(runners, batch=batch, threads=threads, warmup=warmup, repeats=repeats,
+                         min_seconds=min_seconds, device="onnxruntime-cpu")
+    return [times[i] for i in range(len(sessions))]

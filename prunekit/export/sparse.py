@@ -33,7 +33,7 @@ from torch import nn
 
 from prunekit.errors import ConfigError, ExportError
 from prunekit.export.onnx_export import plain_copy
-from prunekit.export.timing import time_runners
+from prunekit.measure.latency import time_runners
 from prunekit.registry import Registry
 
 __all__ = ["KERNELS", "SparseDecision", "SparseKernel", "SparseLinear", "SparsifyResult", "bsr_blocksize",
@@ -334,7 +334,7 @@ def sparsify_for_cpu(model: nn.Module, batch_size: int, example_inputs: torch.Te
 @torch.no_grad()
 def _time_models(models: dict[str, nn.Module], example: torch.Tensor, batch: int, repeats: int) -> dict[str, float]:
     """Median CPU ms per forward of each model on ``batch`` copies of the first sample, timed side by side
-    (:func:`~prunekit.export.timing.time_runners`: the CPU-time clock, each timed call after an untimed one)."""
+    (:func:`~prunekit.measure.time_runners`: the CPU-time clock, each timed call after an untimed one)."""
     x = example[:1].expand(batch, *example.shape[1:]).contiguous()
     runners = {k: functools.partial(m.eval(), x) for k, m in models.items()}
     return {k: t.cpu_ms for k, t in time_runners(runners, batch=batch, threads=torch.get_num_threads(),

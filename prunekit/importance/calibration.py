@@ -40,11 +40,15 @@ class Calibration:
         x: inputs, shape (N, *input_shape).
         y: labels, shape (N,), or None for criteria that only need activations.
         batch_size: mini-batch size of the calibration passes.
+        attention_mask: for padded token ids ``x`` of shape (N, L): 1 at real tokens, 0 at padding. The model is
+            then called as ``model(x, attention_mask=mask)``, and the layer-wise solvers
+            (:mod:`prunekit.pruners.layerwise`) leave the padded positions out of their statistics.
     """
 
     x: torch.Tensor
     y: torch.Tensor | None = None
     batch_size: int = 128
+    attention_mask: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.x, torch.Tensor) or self.x.dim() < 2 or len(self.x) == 0:
@@ -53,10 +57,20 @@ class Calibration:
             raise ConfigError(f"Calibration has {len(self.x)} inputs but {len(self.y)} labels")
         if self.batch_size < 1:
             raise ConfigError(f"Calibration.batch_size must be ≥ 1, got {self.batch_size}")
+        m = self.attention_mask
+        if m is not None and (not isinstance(m, torch.Tensor) or tuple(m.shape) != tuple(self.x.shape[:2])):
+            shape = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
+            raise ConfigError(f"Calibration.attention_mask must have the shape (N, L) of the token ids "
+                              f"{tuple(self.x.shape[:2])}, got {shape}")
 
     def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         for s in range(0, len(self.x), self.batch_size):
             yield self.x[s:s + self.batch_size], None if self.y is None else self.y[s:s + self.batch_size]
+
+    def masks(self) -> Iterator[torch.Tensor | None]:
+        """The attention mask of each batch of :meth:`batches` (``None`` each time when there is none)."""
+        for s in range(0, len(self.x), self.batch_size):
+            yield None if self.attention_mask is None else self.attention_mask[s:s + self.batch_size]
 
     @classmethod
     def from_data(cls, x: torch.Tensor, y: torch.Tensor | None, samples: int, seed: int = 0,

@@ -11,17 +11,20 @@ load average are recorded with the result because both change CPU latency.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
+from prunekit.errors import ConfigError
 from prunekit.measure.threads import load_average
 
-__all__ = ["Latency", "Stopwatch", "compare_latency", "measure_latency"]
+__all__ = ["Latency", "Stopwatch", "compare_latency", "measure_latency", "time_runners"]
 
 
 @dataclass(frozen=True)
@@ -96,46 +99,89 @@ def compare_latency(
 
     On a shared machine the load changes over seconds; interleaving exposes every model to the same
     load, so the ratio of their medians is a fair speed-up even when the absolute times are not.
-    Arguments as in :func:`measure_latency`; returns one :class:`Latency` per model.
+    Arguments as in :func:`measure_latency`; returns one :class:`Latency` per model. The timing itself is
+    :func:`time_runners` (each timed run after an untimed one of the same model).
     """
     if batch < 1 or repeats < 1:
         raise ValueError(f"batch and repeats must be ≥ 1, got batch={batch}, repeats={repeats}")
     x = example[:1].expand(batch, *example.shape[1:]).contiguous(memory_format=memory_format)
     device = next((p.device for p in models[0].parameters()), x.device)
     x = x.to(device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     was_training = [m.training for m in models]
-    times: list[list[float]] = [[] for _ in models]
-    cpu: list[list[float]] = [[] for _ in models]
-    thread_cpu: list[list[float]] = [[] for _ in models]
-    load = load_average()
     try:
         for m in models:
             m.eval()
-        for _ in range(warmup):
-            for m in models:
-                m(x)
-        sync()
-        start = time.perf_counter()
-        while len(times[0]) < repeats or time.perf_counter() - start < min_seconds:
-            for m, out, c, tc in zip(models, times, cpu, thread_cpu, strict=True):
-                p0, tc0, t0 = time.process_time(), time.thread_time(), time.perf_counter()
-                m(x)
-                sync()
-                t1, tc1, p1 = time.perf_counter(), time.thread_time(), time.process_time()
-                out.append((t1 - t0) * 1e3)
-                tc.append((tc1 - tc0) * 1e3)
-                c.append((p1 - p0) * 1e3)
+        runners = {i: functools.partial(m, x) for i, m in enumerate(models)}
+        times = time_runners(runners, batch=batch, threads=torch.get_num_threads(), warmup=warmup, repeats=repeats,
+                             min_seconds=min_seconds, device=str(device),
+                             sync=torch.cuda.synchronize if device.type == "cuda" else None)
     finally:
         for m, flag in zip(models, was_training, strict=True):
             m.train(flag)
-    return [_summary(t, c, tc, batch, device, load) for t, c, tc in zip(times, cpu, thread_cpu, strict=True)]
+    return [times[i] for i in range(len(models))]
 
 
-def _summary(times: list[float], cpu: list[float], thread_cpu: list[float], batch: int, device: torch.device,
-             load: float | None) -> Latency:
+def time_runners(runners: Mapping[Any, Callable[[], Any]], *, batch: int, threads: int | None = None,
+                 warmup: int = 3, repeats: int = 20, min_seconds: float = 0.0, device: str = "cpu",
+                 sync: Callable[[], Any] | None = None) -> dict[Any, Latency]:
+    """Times every runner ``repeats`` times (at least; more until ``min_seconds``), alternating run by run: the
+    one timing loop of prunekit (models, torch sparse kernels, ONNX Runtime sessions alike).
+
+    Each runner is a no-argument callable that runs one forward pass on a batch already bound to it. Each turn
+    is one untimed call and then the timed one: the timed call finds the runner's weights in cache, as a server
+    answering request after request would, whatever the runner before it evicted (without it, the first runner
+    of a turn measured 1.5× slower than the same computation later in the turn: LeNet-300-100 dense vs masked,
+    batch 1). Each timed run records its wall time, the CPU time of the process (``time.process_time``: ONNX
+    Runtime with one intra-op thread computes on the calling thread, so its CPU time is counted too) and of the
+    calling thread (``time.thread_time``).
+
+    Args:
+        runners: name → a callable that runs one forward pass of ``batch`` samples.
+        batch: recorded with the result (the runners hold their batch).
+        threads: recorded with the result (the caller sets the thread counts); None: torch's.
+        warmup: untimed calls of each runner first.
+        repeats: timed calls of each runner (at least).
+        min_seconds: keep timing until this much time has passed.
+        device: recorded with the result.
+        sync: called after each run before the clock stops (e.g. ``torch.cuda.synchronize``).
+
+    Returns:
+        name → :class:`Latency` (``median_ms`` wall, ``cpu_ms`` process CPU time per run, ``thread_cpu_ms``).
+    """
+    if not runners:
+        raise ConfigError("nothing to time: give at least one runner")
+    if batch < 1 or repeats < 1 or warmup < 0:
+        raise ConfigError(f"batch and repeats must be ≥ 1 and warmup ≥ 0, got {batch}, {repeats}, {warmup}")
+    sync = sync or (lambda: None)
+    load = load_average()
+    for _ in range(warmup):
+        for run in runners.values():
+            run()
+    sync()
+    wall: dict[Any, list[float]] = {k: [] for k in runners}
+    cpu: dict[Any, list[float]] = {k: [] for k in runners}
+    thread_cpu: dict[Any, list[float]] = {k: [] for k in runners}
+    first = next(iter(runners))
+    start = time.perf_counter()
+    while len(wall[first]) < repeats or time.perf_counter() - start < min_seconds:
+        for name, run in runners.items():
+            run()  # untimed: brings this runner's weights back into cache
+            sync()
+            p0, tc0, t0 = time.process_time(), time.thread_time(), time.perf_counter()
+            run()
+            sync()
+            t1, tc1, p1 = time.perf_counter(), time.thread_time(), time.process_time()
+            wall[name].append((t1 - t0) * 1e3)
+            thread_cpu[name].append((tc1 - tc0) * 1e3)
+            cpu[name].append((p1 - p0) * 1e3)
+    threads = torch.get_num_threads() if threads is None else threads
+    return {k: _summary(wall[k], cpu[k], thread_cpu[k], batch, device, load, threads) for k in runners}
+
+
+def _summary(times: list[float], cpu: list[float], thread_cpu: list[float], batch: int, device: str,
+             load: float | None, threads: int) -> Latency:
     times = sorted(times)
     q = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
     return Latency(median_ms=statistics.median(times), p10_ms=q[0], p90_ms=q[-1], batch=batch,
-                   repeats=len(times), threads=torch.get_num_threads(), device=str(device), min_ms=times[0],
+                   repeats=len(times), threads=threads, device=device, min_ms=times[0],
                    cpu_ms=statistics.median(cpu), thread_cpu_ms=statistics.median(thread_cpu), load_avg=load)

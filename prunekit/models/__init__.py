@@ -2,7 +2,8 @@
 (``package.module:factory``) and checkpoints.
 
 A model name is one of: a built-in name (:data:`MODELS`); ``SOURCE:WHERE`` for a source registered in
-:data:`MODEL_SOURCES` (``hf:PATH``: a local Hugging Face model directory, see :mod:`prunekit.models.hf`);
+:data:`MODEL_SOURCES` (``hf:PATH``: a local Hugging Face model directory, see :mod:`prunekit.models.hf`;
+``torchvision:NAME`` and ``timm:NAME``: zoo models built without weights, see :mod:`prunekit.zoo`);
 anything else with a colon is ``package.module:factory``.
 
 Example:
@@ -20,10 +21,10 @@ from prunekit.errors import ConfigError, ModelLoadError
 from prunekit.io.checkpoint import load_weights_into
 from prunekit.models import hf as _hf  # noqa: F401  (registers the hf: model source)
 from prunekit.models.builtin import MODELS, check_builtin_kwargs
-from prunekit.models.sources import MODEL_SOURCES, ModelSource, check_model_name, split_source
+from prunekit.models.sources import MODEL_SOURCES, ModelSource, check_model_name, source_of, split_source
 
 __all__ = ["MODELS", "MODEL_SOURCES", "ModelSource", "build_model", "check_model_name", "import_factory",
-           "split_source"]
+           "source_of", "split_source"]
 
 
 def import_factory(spec: str):

@@ -1,4 +1,4 @@
-"""Model sources: ``SOURCE:WHERE`` model names (``hf:PATH``, zoo names), one registry entry per source.
+"""Model sources: ``SOURCE:WHERE`` model names (``hf:PATH``, ``torchvision:NAME``, ``timm:NAME``), one registry.
 
 A source knows how to check ``WHERE`` cheaply (a recipe is validated before anything runs) and how to build
 the model. A colon name whose prefix is not a registered source is a user's ``package.module:factory``.
@@ -21,7 +21,7 @@ from prunekit.errors import ConfigError
 from prunekit.models.builtin import MODELS
 from prunekit.registry import Registry
 
-__all__ = ["MODEL_SOURCES", "ModelSource", "check_model_name", "split_source"]
+__all__ = ["MODEL_SOURCES", "ModelSource", "check_model_name", "source_of", "split_source"]
 
 
 @dataclass(frozen=True)
@@ -33,16 +33,40 @@ class ModelSource:
         check: ``check(where)`` raises a one-line ConfigError/ModelLoadError for a bad ``where`` (default: none).
         kind: what the models take: ``image`` (tensors) or ``text`` (token ids from the model's tokenizer).
         summary: one line for errors and docs.
+        where: what follows the prefix (``PATH``, ``NAME``), for errors.
+        zoo: a model-zoo builder (:mod:`prunekit.zoo`): ``num_classes`` is one of its keyword arguments, so a
+            saved model's constructor arguments carry it, and image folders get the family's preprocessing.
     """
 
     build: Callable[..., nn.Module]
     check: Callable[[str], None] | None = None
     kind: str = "image"
     summary: str = ""
+    where: str = "PATH"
+    zoo: bool = False
 
 
-#: Model sources by prefix (``hf``, registered by :mod:`prunekit.models.hf`; the zoos add theirs).
+#: Model sources by prefix: ``torchvision`` and ``timm`` (below), ``hf`` (registered by :mod:`prunekit.models.hf`).
 MODEL_SOURCES: Registry = Registry("model source")
+
+
+def _zoo_source(prefix: str, summary: str) -> ModelSource:
+    def build(where: str, input_shape: tuple[int, ...], num_classes: int, **kwargs) -> nn.Module:
+        from prunekit import zoo  # weights=None; torchvision/timm are imported only when a zoo model is built
+
+        return zoo.build(f"{prefix}:{where}", kwargs, num_classes)
+
+    return ModelSource(build=build, kind="image", summary=summary, where="NAME", zoo=True)
+
+
+MODEL_SOURCES.register("torchvision")(_zoo_source("torchvision", "torchvision.models.get_model(NAME, weights=None)"))
+MODEL_SOURCES.register("timm")(_zoo_source("timm", "timm.create_model(NAME, pretrained=False)"))
+
+
+def source_of(name: str) -> ModelSource | None:
+    """The :class:`ModelSource` of a ``SOURCE:WHERE`` model name, ``None`` for built-in names and factories."""
+    source, _ = split_source(name)
+    return None if source is None else MODEL_SOURCES.get(source)
 
 
 def split_source(name: str) -> tuple[str | None, str]:
@@ -62,9 +86,9 @@ def check_model_name(name: str) -> str:
     """
     source, where = split_source(name)
     if source is not None:
-        if not where.strip():
-            raise ConfigError(f"model {name!r} names nothing after {source}: (write {source}:PATH)")
         spec: ModelSource = MODEL_SOURCES.get(source)
+        if not where.strip():
+            raise ConfigError(f"model {name!r} names nothing after {source}: (write {source}:{spec.where})")
         if spec.check is not None:
             spec.check(where)
         return spec.kind

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from prunekit.errors import ConfigError
-from prunekit.export import deploy_onnx
+from prunekit.export import TextDeploy, deploy_onnx
 from prunekit.export.onnx_deploy import TorchVariant
 from prunekit.export.sparse import torch_threads
 from prunekit.io.checkpoint import atomic_write_text
@@ -46,14 +46,16 @@ def onnx_format(run: Any, saved: Any) -> dict:
     e, m = run.recipe.export, run.recipe.measure
     t = saved.measured.trained
     model, dense = (copy.deepcopy(x).cpu().eval() for x in (t.built.model, t.reference))  # ONNX Runtime runs on CPU
-    data, out_dir = t.built.data, run.stage_dir / ONNX_DIR
+    data, out_dir, batches = t.built.data, run.stage_dir / ONNX_DIR, m.latency_batches
+    if "text" in t.built.plan.state:  # a Hugging Face encoder: tokenised text, timed at batch × sequence tokens
+        data, batches = _text_data(run, t.built.data, t.built.plan.state["text"])
     run.log(f"exporting to ONNX{f' with int8 {e.int8}' if e.int8 else ''}, verified in ONNX Runtime")
     variants, extra = {}, {}
     if e.sparse_kernels:
         variants["sparse_torch"], extra["sparse_kernels"] = _sparse_variant(run, model, data)
     if e.sparse_int8:
         variants["sparse_int8"], extra["sparse_int8"] = _sparse_int8_variant(model, out_dir)
-    rep = deploy_onnx(model, dense, data, out_dir, int8=e.int8, batches=m.latency_batches, threads=e.threads,
+    rep = deploy_onnx(model, dense, data, out_dir, int8=e.int8, batches=batches, threads=e.threads,
                       repeats=m.latency_repeats, relative_to=run.stage_dir, exporter=e.exporter, variants=variants)
     # prunekit wrote it, so `prunekit export RUN_DIR --force` may replace it later
     (out_dir / MARKER).write_text("prunekit output directory: prunekit --force may replace it\n")
@@ -61,6 +63,16 @@ def onnx_format(run: Any, saved: Any) -> dict:
     report = {"deployed": rep["deployed"], "dense_deployed": rep["dense_deployed"],
               "deploy": {**{k: rep[k] for k in ("pruned_fp32", "table", "exports", "quantize", "threads")}, **extra}}
     return {"files": files, "report": report}
+
+
+def _text_data(run: Any, splits: Any, state: Any) -> tuple[TextDeploy, list[int]]:
+    """The test texts (labels for a classifier) and the latency example of a text run; its batch sizes as the
+    measure stage times them (the image default [1, 256] becomes [1, 32])."""
+    from prunekit.pipeline.text import text_batches, text_section
+
+    labels = splits.test.labels if splits.kind == "classification" and state.loaded.model.head is not None else None
+    seq = text_section(run.recipe).latency_sequence
+    return TextDeploy(state.test, labels, state.example, seq), text_batches(run.recipe.measure)
 
 
 def _sparse_variant(run: Any, model: Any, data: Any) -> tuple[TorchVariant, dict]:
@@ -138,7 +150,10 @@ def _onnx_markdown(report: dict) -> str:
             cells.append(f"{speed:.2f}×")
         zipped = f"{r['zipped_bytes'] / 1e3:.1f} KB" if r.get("zipped_bytes") else "–"
         path = f"`{r['path']}`" if r.get("path") else "–"
-        out.append(f"| {r['label']} | {r['backend']} | {r['accuracy']:.2%} | {' | '.join(cells)} | "
+        acc = "–" if r.get("accuracy") is None else f"{r['accuracy']:.2%}"
+        if r.get("cosine_to_dense") is not None:
+            acc += f" (cosine to dense {r['cosine_to_dense']:.4f})"
+        out.append(f"| {r['label']} | {r['backend']} | {acc} | {' | '.join(cells)} | "
                    f"{r['size_bytes'] / 1e3:.1f} KB | {zipped} | {path} |")
     exports = report.get("deploy", {}).get("exports", {})
     if exports:

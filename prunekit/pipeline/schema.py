@@ -37,7 +37,7 @@ from prunekit.errors import ConfigError, RecipeError
 from prunekit.export import InferenceConfig
 from prunekit.export.onnx_export import EXPORTERS as ONNX_EXPORTERS
 from prunekit.export.quantize import QUANT_MODES
-from prunekit.models import check_model_name
+from prunekit.models import check_model_name, source_of
 from prunekit.models.builtin import check_builtin_kwargs
 from prunekit.pipeline.methods import PRUNE_METHODS, PruneMethod
 from prunekit.pipeline.text import TextSection
@@ -45,7 +45,6 @@ from prunekit.pipeline.validate import from_dict, to_dict
 from prunekit.recovery import RECOVERY, DistillConfig, RecoveryConfig
 from prunekit.registry import Registry
 from prunekit.training import TrainConfig
-from prunekit.zoo import ZOO_SOURCES
 
 __all__ = ["Recipe", "ModelSection", "DataSection", "TextSection", "PruneSection", "RecoverSection", "MeasureSection",
            "ExportSection", "EXPORTERS", "RECIPE_VERSION", "load_recipe", "parse_recipe", "read_yaml"]
@@ -72,12 +71,7 @@ class ModelSection:
     checkpoint_exclude: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        source, sep, where = self.name.partition(":")
-        if source in ZOO_SOURCES:
-            if not where.strip():
-                raise ConfigError(f"model {self.name!r} names no model: write {source}:NAME")
-        else:
-            check_model_name(self.name)  # built-in names, hf:PATH (checked on disk), package.module:factory
+        check_model_name(self.name)  # built-in names, SOURCE:WHERE (hf:PATH checked on disk), package.module:factory
         if ":" not in self.name:
             check_builtin_kwargs(self.name, self.kwargs)
         if self.checkpoint_exclude and not self.checkpoint:
@@ -87,8 +81,6 @@ class ModelSection:
     @property
     def kind(self) -> str:
         """``image`` (built-ins and zoo models), ``text`` (token ids: ``hf:PATH``) or ``custom`` (a user's factory)."""
-        if self.name.partition(":")[0] in ZOO_SOURCES:
-            return "image"
         return check_model_name(self.name)
 
 
@@ -291,7 +283,8 @@ class Recipe:
 
     def data_options(self) -> dict[str, Any]:
         """``data.options``, on top of a zoo model's own preprocessing where the data is an image folder."""
-        if self.data.name.partition(":")[0] == "imagefolder" and self.model.name.partition(":")[0] in ZOO_SOURCES:
+        source = source_of(self.model.name)
+        if self.data.name.partition(":")[0] == "imagefolder" and source is not None and source.zoo:
             from prunekit.zoo import preprocessing
 
             return {**preprocessing(self.model.name), **self.data.options}

@@ -21,14 +21,13 @@ import torch
 import yaml
 from torch import nn
 
-from prunekit import zoo
 from prunekit.data import DataSplits, TextSplits, load_dataset
 from prunekit.dynamic import build_dynamic, measure_dynamic, save_dynamic
 from prunekit.export import prepare_inference
 from prunekit.io.checkpoint import atomic_write_text, load_weights_into
 from prunekit.measure import Stopwatch, ThreadChoice
 from prunekit.measure.summary import measure_model, time_side_by_side
-from prunekit.models import build_model
+from prunekit.models import build_model, source_of
 from prunekit.pipeline.deploy import deploy_markdown  # also registers the onnx export format
 from prunekit.pipeline.methods import PruneContext, PruneOutcome, PrunePlan
 from prunekit.pipeline.report import REPORTERS, report_kind
@@ -39,7 +38,6 @@ from prunekit.recovery import recover
 from prunekit.registry import Registry
 from prunekit.structured.serialize import save_pruned
 from prunekit.training import default_device, train
-from prunekit.zoo import ZOO_SOURCES
 
 __all__ = ["Run", "Stage", "STAGES", "ORDER", "Loaded", "Built", "Trained", "Pruned", "Recovered", "Measured",
            "Saved", "Exported", "Reported", "check_chain"]
@@ -119,6 +117,7 @@ class Saved:
     measured: Measured
     directory: Path
     files: list[str] = field(default_factory=list)
+    report: dict = field(default_factory=dict)  # the method's checks of the written files (PruneMethod.verify)
 
 
 @dataclass
@@ -183,10 +182,7 @@ def build(run: Run, inp: Loaded) -> Built:
 
 def _build_model(r: Recipe, data: DataSplits) -> nn.Module:
     m = r.model
-    if m.name.partition(":")[0] not in ZOO_SOURCES:
-        model = build_model(m.name, data.input_shape, data.num_classes, m.kwargs)
-    else:
-        model = zoo.build(m.name, m.kwargs, data.num_classes)
+    model = build_model(m.name, data.input_shape, data.num_classes, m.kwargs)
     if m.checkpoint:
         load_weights_into(model, m.checkpoint, exclude=m.checkpoint_exclude)
     return model
@@ -312,12 +308,14 @@ def save(run: Run, inp: Measured) -> Saved:
     """The pruned model (``pruned.json`` + ``model.safetensors``), the recipe as run and the method's files."""
     r, d = run.recipe, run.stage_dir
     data = inp.trained.built.data
+    verify = r.prune.spec.verify
     if isinstance(data, TextSplits):  # a plain Hugging Face directory (model/), the head, the recipe
         files = text_save(run, inp.trained.built.model, inp.trained.built.plan.state["text"], data, d)
         atomic_write_text(d / "recipe.yaml", yaml.safe_dump(r.to_dict(), sort_keys=False))
-        return Saved(inp, d, [*files, "recipe.yaml"])
+        return Saved(inp, d, [*files, "recipe.yaml"], verify(r, inp.outcome, d) if verify else {})
     kwargs = dict(r.model.kwargs)
-    if r.model.name.partition(":")[0] in ZOO_SOURCES:  # the head was sized from the data
+    source = source_of(r.model.name)
+    if source is not None and source.zoo:  # the head was sized from the data
         kwargs.setdefault("num_classes", data.num_classes)
     save_pruned(inp.trained.built.model, d, constructor=r.model.name, kwargs=kwargs,
                 input_shape=data.input_shape, num_classes=data.num_classes, info={"recipe": r.name})
@@ -328,14 +326,14 @@ def save(run: Run, inp: Measured) -> Saved:
     for name, obj in inp.outcome.files.items():
         atomic_write_text(d / name, json.dumps(obj, indent=2))
         files.append(name)
-    return Saved(inp, d, files)
+    return Saved(inp, d, files, verify(r, inp.outcome, d) if verify else {})
 
 
 @stage("export", Saved, Exported)
 def export(run: Run, inp: Saved) -> Exported:
     """Writes each format of ``export.formats`` beside the saved model; an exporter is
     ``fn(run, saved) -> {"files": [...], "report": {...}}`` and its report keys go into report.json."""
-    files, report = [], {}
+    files, report = [], dict(inp.report)
     for name in run.recipe.export.formats:
         out = EXPORTERS.get(name)(run, inp)
         files += list(out.get("files", []))

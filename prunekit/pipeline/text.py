@@ -172,6 +172,8 @@ def text_train(run: Any, model: TextModel, data: TextSplits, state: TextState) -
 def text_recover(run: Any, student: TextModel, teacher: TextModel, data: TextSplits, state: TextState):
     """Fine-tunes (labels) or distils (``recover.method: distill``) the pruned model; returns the history."""
     r, rec = run.recipe, run.recipe.recover
+    if rec.epochs == 0:  # no recovery (one-shot pruning as its papers measure it): nothing to check or train
+        return None
     cfg = rec.train_config()
     val = (state.val, data.val.labels) if data.kind == "classification" else None
     if rec.method != "distill":
@@ -242,11 +244,17 @@ def example_ids(state: TextState, sequence: int) -> torch.Tensor:
     return token_example(vocab, sequence, special)
 
 
+def text_batches(measure: Any) -> list[int]:
+    """The batch sizes a text model is timed at: ``measure.latency_batches``, the image default [1, 256] read as
+    [1, 32] (256 sequences of 128 tokens is not a latency a text encoder is served at)."""
+    return [1, 32] if list(measure.latency_batches) == _DEFAULT_IMAGE_BATCHES else list(measure.latency_batches)
+
+
 def text_measure(run: Any, dense: dict, model: TextModel, reference: TextModel, state: TextState) -> dict:
     """The pruned model's figures, then dense and pruned timed alternately at each batch size."""
     pruned = measure_text(run, model, state)
     m = run.recipe.measure
-    batches = [1, 32] if list(m.latency_batches) == _DEFAULT_IMAGE_BATCHES else list(m.latency_batches)
+    batches = text_batches(m)
     example = state.example.to(default_device())
     time_side_by_side([reference.eval(), model.eval()], [dense, pruned], example, batches, m.latency_repeats)
     for rec in (dense, pruned):

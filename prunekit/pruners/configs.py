@@ -85,6 +85,16 @@ def _patterns(owner: str, value: Any) -> tuple:
     return tuple(value)
 
 
+def _nm_fixed_sparsity(owner: str, nm: tuple, sparsity: float | None) -> float:
+    """The sparsity 1 − N/M that granularity 'nm' fixes; a different ``sparsity`` given beside it is an error."""
+    check_nm("nm", (1, nm[1] if len(nm) == 2 else 1), nm)
+    want = nm_sparsity(nm)
+    if sparsity is not None and abs(sparsity - want) > 1e-9:
+        raise ConfigError(f"{owner}: granularity 'nm' {nm[0]}:{nm[1]} fixes sparsity at 1 − N/M = {want:g}; got "
+                          f"sparsity={sparsity}: leave sparsity out or set it to {want:g}")
+    return want
+
+
 def _importance(owner: str, value: Any, kind: str) -> None:
     try:
         get(value, kind)
@@ -165,11 +175,7 @@ class UnstructuredConfig:
         object.__setattr__(self, "nm", tuple(self.nm))
         object.__setattr__(self, "ratios", dict(self.ratios))
         if self.granularity == "nm":
-            check_nm("nm", (1, self.nm[1] if len(self.nm) == 2 else 1), self.nm)
-            want = nm_sparsity(self.nm)
-            if self.sparsity is not None and abs(self.sparsity - want) > 1e-9:
-                raise ConfigError(f"{own}: granularity 'nm' {self.nm[0]}:{self.nm[1]} fixes sparsity at 1 − N/M = "
-                                  f"{want:g}; got sparsity={self.sparsity}: leave sparsity out or set it to {want:g}")
+            _nm_fixed_sparsity(own, self.nm, self.sparsity)
         elif self.allocation in ("uniform", "global", "row"):
             if self.allocation == "row" and self.granularity != "element":
                 raise ConfigError(f"{own}: allocation 'row' ranks single weights within each output row; it needs "
@@ -330,12 +336,7 @@ class LayerwiseConfig:
         object.__setattr__(self, "exclude", _patterns(own, self.exclude))
         object.__setattr__(self, "nm", tuple(self.nm))
         if self.granularity == "nm":
-            check_nm("nm", (1, self.nm[1] if len(self.nm) == 2 else 1), self.nm)
-            want = nm_sparsity(self.nm)
-            if self.sparsity is not None and abs(self.sparsity - want) > 1e-9:
-                raise ConfigError(f"{own}: granularity 'nm' {self.nm[0]}:{self.nm[1]} fixes sparsity at 1 − N/M = "
-                                  f"{want:g}; got sparsity={self.sparsity}: leave sparsity out or set it to {want:g}")
-            object.__setattr__(self, "sparsity", want)
+            object.__setattr__(self, "sparsity", _nm_fixed_sparsity(own, self.nm, self.sparsity))
             if self.blocksize % self.nm[1]:
                 raise ConfigError(f"{own}.blocksize={self.blocksize} must be a multiple of M={self.nm[1]}")
         elif self.sparsity is None:

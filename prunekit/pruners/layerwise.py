@@ -11,6 +11,9 @@ The procedure of SparseGPT (Frantar & Alistarh 2023, §4) and Wanda (Sun et al. 
    the next block's inputs, so later layers compensate for the error of earlier ones;
 3. Linear layers outside the blocks (a pooler, a head) are pruned last, from one pass of the pruned model.
 
+Padded token batches carry their attention mask (``Calibration.attention_mask``): the model sees it, and the
+statistics leave out the padded positions, so Wanda's ‖X_i‖ and SparseGPT's XᵀX are those of the real tokens.
+
 A model without a list of repeated blocks (≥ 2 children of one ModuleList/Sequential holding Linear
 layers) is one block: one pass prunes all its layers (``LayerwiseReport.blocks`` is None).
 
@@ -136,9 +139,14 @@ def _first(out: Any) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else out[0]
 
 
-def _batches(calibration: Calibration, device) -> Iterator[torch.Tensor]:
-    for xb, _ in calibration.batches():
-        yield xb.to(device)
+def _batches(calibration: Calibration, device) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Each calibration batch with its attention mask (None without one)."""
+    for (xb, _), mb in zip(calibration.batches(), calibration.masks(), strict=True):
+        yield xb.to(device), None if mb is None else mb.to(device)
+
+
+def _call(model: nn.Module, xb: torch.Tensor, mb: torch.Tensor | None) -> Any:
+    return model(xb) if mb is None else model(xb, attention_mask=mb)
 
 
 def _capture(model: nn.Module, first: nn.Module, calibration: Calibration, device) -> list[tuple[tuple, dict]]:
@@ -152,9 +160,9 @@ def _capture(model: nn.Module, first: nn.Module, calibration: Calibration, devic
 
     handle = first.register_forward_pre_hook(hook, with_kwargs=True)
     try:
-        for xb in _batches(calibration, device):
+        for xb, mb in _batches(calibration, device):
             try:
-                model(xb)
+                _call(model, xb, mb)
             except _Stop:
                 continue
             raise PruningError("the first block never ran on the calibration batch; name the blocks with blocks= "
@@ -164,13 +172,13 @@ def _capture(model: nn.Module, first: nn.Module, calibration: Calibration, devic
     return kept
 
 
-def _check_chain(model: nn.Module, name: str, blocks: nn.Module, x: torch.Tensor) -> None:
+def _check_chain(model: nn.Module, name: str, blocks: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> None:
     """Raises unless each block's output is the next block's input (on one dense calibration batch)."""
     seen: list[tuple[torch.Tensor, torch.Tensor]] = []
     hooks = [(b, lambda _m, a, kw, out: seen.append((_hidden(a, kw), _first(out)))) for b in blocks]
     handles = [b.register_forward_hook(fn, with_kwargs=True) for b, fn in hooks]
     try:
-        model(x)
+        _call(model, x, mask)
     finally:
         for h in handles:
             h.remove()
@@ -202,10 +210,12 @@ def _prune(layers: dict[str, nn.Linear], stats: dict[str, LayerStats], config: L
         report.tokens[n] = st.tokens
 
 
-def _stat_hooks(layers: dict[str, nn.Linear], stats: dict[str, LayerStats], needs: frozenset[str]):
+def _stat_hooks(layers: dict[str, nn.Linear], stats: dict[str, LayerStats], needs: frozenset[str], current: dict):
+    """Hooks recording each layer's inputs; ``current["mask"]`` is the attention mask of the batch running (padded
+    positions are left out: :meth:`LayerStats.add`)."""
     def make(n):
         def hook(_module, args):
-            stats.setdefault(n, LayerStats()).add(args[0], "hessian" in needs, "sq_sum" in needs)
+            stats.setdefault(n, LayerStats()).add(args[0], "hessian" in needs, "sq_sum" in needs, current.get("mask"))
         return hook
     return [(m, make(n)) for n, m in layers.items()] if needs else []
 
@@ -214,9 +224,11 @@ def _full_pass(model, layers, calibration, config, masks, report, device) -> Non
     stats: dict[str, LayerStats] = {}
     needs = LAYER_SOLVERS.get(config.solver).needs
     if needs:
-        with recording(_stat_hooks(layers, stats, needs)):
-            for xb in _batches(calibration, device):
-                model(xb)
+        current: dict = {}
+        with recording(_stat_hooks(layers, stats, needs, current)):
+            for xb, mb in _batches(calibration, device):
+                current["mask"] = mb
+                _call(model, xb, mb)
     _prune(layers, stats, config, masks, report)
 
 
@@ -227,9 +239,9 @@ def _sequential(model, layers, calibration, config, masks, report, device) -> No
         return
     name, blocks = found
     report.blocks = name
-    first = next(iter(calibration.batches()))[0].to(device)
-    _check_chain(model, name, blocks, first)
+    _check_chain(model, name, blocks, *next(_batches(calibration, device)))
     inputs = _capture(model, blocks[0], calibration, device)
+    attention = [mb for _, mb in _batches(calibration, device)]
     needs = LAYER_SOLVERS.get(config.solver).needs
     inside: set[str] = set()
     for block in blocks:
@@ -237,8 +249,10 @@ def _sequential(model, layers, calibration, config, masks, report, device) -> No
         inside |= set(own)
         stats: dict[str, LayerStats] = {}
         if own and needs:
-            with recording(_stat_hooks(own, stats, needs)):
-                for args, kwargs in inputs:
+            current: dict = {}
+            with recording(_stat_hooks(own, stats, needs, current)):
+                for (args, kwargs), mb in zip(inputs, attention, strict=True):
+                    current["mask"] = mb
                     block(*args, **kwargs)
         _prune(own, stats, config, masks, report)
         inputs = [_with_hidden(a, kw, _first(block(*a, **kw))) for a, kw in inputs]
@@ -256,6 +270,8 @@ def prune_layerwise(model: nn.Module, config: LayerwiseConfig,
         config: the solver, the sparsity or N:M pattern, the comparison group, …
         calibration: inputs the model is called with (``model(x)``, e.g. token ids of shape (N, L)) in
             mini-batches of ``calibration.batch_size``; labels are not used. Needed by ``wanda`` and ``sparsegpt``.
+            With ``calibration.attention_mask`` the model is called as ``model(x, attention_mask=mask)`` and the
+            statistics of every layer whose input has one row per token count the real tokens only.
 
     Raises:
         ConfigError: calibration missing for a solver that needs it, a Linear whose input size is not a

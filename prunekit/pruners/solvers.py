@@ -49,8 +49,15 @@ class LayerStats:
     sq_sum: torch.Tensor | None = None
     hessian: torch.Tensor | None = None
 
-    def add(self, x: torch.Tensor, hessian: bool, sq_sum: bool) -> None:
-        """Accumulates the inputs ``x`` (…, inputs) of one forward."""
+    def add(self, x: torch.Tensor, hessian: bool, sq_sum: bool, keep: torch.Tensor | None = None) -> None:
+        """Accumulates the inputs ``x`` (…, inputs) of one forward.
+
+        ``keep``: a (batch, tokens) 0/1 mask of the real tokens; where ``x`` is (batch, tokens, inputs) only
+        those rows count (padding would otherwise add rows that the model never uses). An ``x`` of another
+        shape (a pooled or first-token input) counts whole.
+        """
+        if keep is not None and tuple(x.shape[:-1]) == tuple(keep.shape):
+            x = x[keep.to(torch.bool)]
         x = x.detach().reshape(-1, x.shape[-1]).to(torch.float64)
         self.tokens += len(x)
         if sq_sum:

@@ -258,10 +258,12 @@ def _build_builtin(name: str, kwargs: dict, m: dict, where: str) -> nn.Module:
 
 def _build_zoo(name: str, kwargs: dict) -> nn.Module:
     from prunekit import zoo
+    from prunekit.models import source_of
 
     if not kwargs:
         return zoo.load(name).model
-    if name.partition(":")[0] in zoo.ZOO_SOURCES:
+    source = source_of(name)
+    if source is not None and source.zoo:
         return zoo.build(name, kwargs)  # weights=None and the zoo's offline builder arguments
     raise ModelLoadError(f"{name}: hf models take no kwargs here; pass the model itself (model=...)")
 

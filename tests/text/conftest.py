@@ -27,15 +27,16 @@ def make_rows(n: int = 240, seed: int = 0) -> list[dict]:
 
 
 def write_tiny_bert(directory, sentence_transformers: bool = True, tokenizer: bool = True, heads: int = 4,
-                    positions: int = 64) -> None:
-    """A randomly initialised 2-layer BERT (hidden 32, ``heads`` heads, FFN 64) with a word-level vocabulary."""
+                    positions: int = 64, intermediate: int = 64) -> None:
+    """A randomly initialised 2-layer BERT (hidden 32, ``heads`` heads, FFN ``intermediate``) with a word-level
+    vocabulary."""
     from transformers import BertConfig, BertModel, BertTokenizer
 
     directory.mkdir(parents=True, exist_ok=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *_POS, *_NEG, *_FILL]
     torch.manual_seed(0)
     config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=heads,
-                        intermediate_size=64, max_position_embeddings=positions)
+                        intermediate_size=intermediate, max_position_embeddings=positions)
     BertModel(config).save_pretrained(directory)
     if tokenizer:
         vocab_file = directory / "vocab.txt"

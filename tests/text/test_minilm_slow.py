@@ -45,3 +45,22 @@ def test_half_heads_and_ffn_removed():
     assert sum(p.numel() for p in model.parameters()) < before - 5_000_000
     out = model(example)
     assert out.shape == (1, 384) and torch.isfinite(out).all()
+
+
+def test_shipped_wanda_recipe_one_shot_on_lee(tmp_path):
+    """The shipped minilm-wanda-2of4 prune section on the pretrained encoder, one-shot (no training: embedding
+    task on lee-sts): every Linear of the 6 blocks is 2:4 in the saved weights, and the embedding stays close."""
+    import yaml
+
+    from prunekit.pipeline import parse_recipe, run_recipe
+
+    shipped = yaml.safe_load(open("recipes/minilm-wanda-2of4.yaml"))
+    raw = {"version": 2, "name": "wanda-lee", "data": "lee-sts", "model": shipped["model"],
+           "text": {"task": "embedding", "max_length": 128, "latency_sequence": 128}, "train": {"epochs": 0},
+           "prune": shipped["prune"], "recover": {"epochs": 0},
+           "measure": {"latency_batches": [1], "latency_repeats": 1}}
+    rep = run_recipe(parse_recipe(raw, notice=None), tmp_path / "run", progress=False, quiet=True)
+    assert rep["saved_nm"]["layers_checked"] == rep["saved_nm"]["layers_nm"] == 36
+    assert rep["layerwise"]["dense_layers"] == ["encoder.pooler.*"]
+    assert rep["layerwise"]["calibration_tokens"] <= rep["layerwise"]["calibration_padded_tokens"]
+    assert 0.5 < rep["pruned"]["cosine_to_dense"]["lee-sts"] < 1.0

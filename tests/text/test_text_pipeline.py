@@ -84,7 +84,7 @@ def test_embedding_recipe_distils_embeddings(tiny_bert, pairs_jsonl, tmp_path):
     assert rep["speedup_cpu"].keys() == {"1", "4"}
 
 
-def _fails_before_training(raw, tmp_path, monkeypatch, exc, match):
+def _assert_early_fail(raw, tmp_path, monkeypatch, exc, match):
     import prunekit.pipeline.text as text
 
     def no_training(*a, **k):
@@ -98,21 +98,28 @@ def _fails_before_training(raw, tmp_path, monkeypatch, exc, match):
 
 def test_max_length_beyond_positions(tiny_bert, reviews_csv, tmp_path, monkeypatch):
     raw = _raw(tiny_bert, reviews_csv, text={"max_length": 100})
-    _fails_before_training(raw, tmp_path, monkeypatch, ConfigError, r"max_length 100 is beyond the 64 positions.*≤ 64")
+    _assert_early_fail(raw, tmp_path, monkeypatch, ConfigError, r"max_length 100 is beyond the 64 positions.*≤ 64")
 
 
 def test_too_many_heads(tiny_bert, reviews_csv, tmp_path, monkeypatch):
     raw = _raw(tiny_bert, reviews_csv, prune={"method": "transformer", "heads_kept": 5})
-    _fails_before_training(raw, tmp_path, monkeypatch, ConfigError, r"heads_kept 5 is more heads than a layer.*\(4\)")
+    _assert_early_fail(raw, tmp_path, monkeypatch, ConfigError, r"heads_kept 5 is more heads than a layer.*\(4\)")
+
+
+def test_every_head_of_a_layer_as_a_fraction_is_refused_at_parse(tiny_bert, reviews_csv):
+    with pytest.raises(RecipeError, match=r"sparsity\['heads'\]=1.0 would remove every head .* a layer keeps at "
+                                          r"least one: give a fraction below 1"):
+        parse_recipe(_raw(tiny_bert, reviews_csv, prune={"method": "transformer",
+                                                         "sparsity": {"heads": 1.0, "channels": 0.5}}), notice=None)
 
 
 def test_classification_needs_class_labels(tiny_bert, pairs_jsonl, tmp_path, monkeypatch):
     raw = _raw(tiny_bert, pairs_jsonl)
-    _fails_before_training(raw, tmp_path, monkeypatch, ConfigError, "needs class labels.*text.task: embedding")
+    _assert_early_fail(raw, tmp_path, monkeypatch, ConfigError, "needs class labels.*text.task: embedding")
 
 
 def test_recipe_level_refusals(tiny_bert, reviews_csv, tmp_path):
-    with pytest.raises(RecipeError, match="does not prune text models; choose one of: transformer"):
+    with pytest.raises(RecipeError, match="does not prune text models; choose one of: layerwise, transformer"):
         parse_recipe(_raw(tiny_bert, reviews_csv, prune={"method": "structured", "importance": "l2"}), notice=None)
     with pytest.raises(RecipeError, match="do not fit"):
         parse_recipe({**_raw(tiny_bert, reviews_csv), "data": "digits"}, notice=None)

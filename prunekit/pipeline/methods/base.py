@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -101,6 +102,8 @@ class PruneMethod:
             :class:`~prunekit.data.TextSplits` and ``plan.state["text"]`` the tokenised text,
             see :mod:`prunekit.pipeline.text`).
         summary: one line for ``--help`` and errors.
+        verify: ``verify(recipe, outcome, directory) -> dict`` checks the saved model files against what the method
+            promised (e.g. an N:M pattern) after the save stage; its dict goes into report.json.
     """
 
     name: str
@@ -112,6 +115,7 @@ class PruneMethod:
     needs_dense_run: bool = False
     summary: str = ""
     text: bool = False
+    verify: Callable[[Any, PruneOutcome, Path], dict] | None = None
 
 
 #: Prune methods by ``prune.method`` name.

@@ -147,17 +147,14 @@ def _prepare(recipe, model: nn.Module, data: DataSplits) -> PrunePlan:
 
 
 def _run(ctx: PruneContext) -> PruneOutcome:
-    from prunekit import zoo
     from prunekit.models import build_model
 
     r, opts = ctx.recipe, ctx.recipe.prune.options
     snapshot = ctx.plan.state.get("snapshot", ctx.snapshot) if opts.rewind == "iteration" else ctx.snapshot
     cfg = LotteryConfig(opts.sparsity, opts.steps, opts.rewind, opts.rewind_step, opts.control, r.seed + 10_000)
     m, d = r.model, ctx.data
-    if m.name.partition(":")[0] in zoo.ZOO_SOURCES:  # never the checkpoint: the control is a fresh initialisation
-        factory = lambda: zoo.build(m.name, m.kwargs, d.num_classes)  # noqa: E731
-    else:
-        factory = lambda: build_model(m.name, d.input_shape, d.num_classes, m.kwargs)  # noqa: E731
+    # never the checkpoint: the control is a fresh initialisation
+    factory = lambda: build_model(m.name, d.input_shape, d.num_classes, m.kwargs)  # noqa: E731
     res = run_lottery(ctx.model, d, ctx.plan.pruner, r.train, cfg, snapshot, factory, r.seed, ctx.progress)
     extra = {"lottery": {"rewind": cfg.rewind, "rewind_step": cfg.rewind_step, "rounds": cfg.rounds}}
     if res.control is not None:

@@ -66,14 +66,8 @@ class TransformerOptions:
             sparsity = heads if abs(heads - channels) < 1e-9 else {"heads": heads, "channels": channels}
         if isinstance(sparsity, (int, float)) and not 0 <= sparsity < 1:
             raise ConfigError(f"prune.sparsity must be a fraction in [0, 1) of the units removed, got {sparsity}")
-        try:
-            return StructuredConfig(sparsity=sparsity, importance=self.importance, allocation=self.allocation,
-                                    exclude=exclude)
-        except ConfigError as e:
-            if isinstance(sparsity, dict):
-                raise ConfigError(f"{e} (a fraction per kind of unit needs a prunekit whose StructuredConfig takes "
-                                  "one; give one sparsity for heads and FFN alike)") from None
-            raise
+        return StructuredConfig(sparsity=sparsity, importance=self.importance, allocation=self.allocation,
+                                exclude=exclude)
 
 
 def _num_heads(model: Any) -> int:
