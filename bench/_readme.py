@@ -261,13 +261,19 @@ def deploy() -> tuple[str, list[str]]:
 def minilm_recipe() -> tuple[str, list[str]]:
     rows = load("minilm_recipe.json")["rows"]
     parts = []
-    for r in rows:
+    for r in (r for r in rows if r.get("recipe", "minilm-heads-ffn") == "minilm-heads-ffn"):
         lee = next(iter(r["spearman_drop"]))
         parts.append(f"seed {r['seed']}: RT accuracy {100 * r['dense']['accuracy']:.2f} → "
                      f"{100 * r['pruned']['accuracy']:.2f}%, {lee} Spearman {r['dense']['spearman'][lee]:.4f} → "
                      f"{r['pruned']['spearman'][lee]:.4f}, {r['speedup_cpu']['32']:.2f}× faster at batch 32 × 128 "
                      f"tokens (CPU time), {r['macs_reduction']:.2f}× fewer MACs, whole recipe "
                      f"{r['run_time_s']['wall'] / 60:.1f} min wall at {r['threads']['threads']} threads")
+    for r in (r for r in rows if r.get("recipe") == "minilm-wanda-2of4"):
+        lee = next(iter(r["spearman_drop"]))
+        parts.append(f"Wanda 2:4 + distillation, seed {r['seed']}: RT {100 * r['dense']['accuracy']:.2f} → "
+                     f"{100 * r['pruned']['accuracy']:.2f}%, {lee} Spearman {r['dense']['spearman'][lee]:.4f} → "
+                     f"{r['pruned']['spearman'][lee]:.4f}, {r['saved_nm']['layers_nm']}/"
+                     f"{r['saved_nm']['layers_checked']} saved weights 2:4")
     return "all-MiniLM-L6-v2 12→6 heads + 50% FFN, distilled: " + "; ".join(parts), ["minilm_recipe.json"]
 
 
@@ -285,7 +291,8 @@ ROWS: list[tuple[str, str, Callable[[], tuple[str, list[str]]]]] = [
     ("BN re-estimation after pruning", "`python bench/bn_recalibration.py`", bn_recalibration),
     ("pruning regimes", "`python bench/regimes.py`", regimes),
     ("deployment (prune → quantise → export)", "`python bench/deploy.py`; `prunekit run deploy-lenet-int8`", deploy),
-    ("MiniLM heads + FFN recipe", "`prunekit run minilm-heads-ffn`; `python bench/minilm_recipe.py`", minilm_recipe),
+    ("MiniLM recipes", "`prunekit run minilm-heads-ffn`, `minilm-wanda-2of4`; `python bench/minilm_recipe.py`",
+     minilm_recipe),
     ("one-shot Wanda / SparseGPT", "`python bench/oneshot.py`", oneshot),
 ]
 
