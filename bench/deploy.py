@@ -198,13 +198,14 @@ def minilm_section(m: dict | None) -> list[str]:
         cells = []
         for b in batches:
             cells += [f"{r['cpu_ms'][b]:.2f}", f"{t['dense']['cpu_ms'][b] / r['cpu_ms'][b]:.2f}×"]
-        out.append(f"| {r['label']} | {r['backend']} | {acc} | {cos} | {' | '.join(cells)} | "
+        label = r["label"].replace(" (masked, dense kernels)", "")  # physically pruned: no masks
+        out.append(f"| {label} | {r['backend']} | {acc} | {cos} | {' | '.join(cells)} | "
                    f"{r['size_bytes'] / 1e6:.1f} MB |")
     if rep:
         p = rep.get("pruned", {})
         out += ["", f"The run's own report (PyTorch): dense {rep['dense']['accuracy']:.2%}, pruned "
-                f"{p.get('accuracy', 0):.2%}; pruned embeddings' cosine to the dense model's "
-                f"{p.get('cosine_to_dense', {})}."]
+                f"{p.get('accuracy', 0):.2%}; pruned embeddings' cosine to the dense model's: "
+                + ", ".join(f"{k} {v:.3f}" for k, v in (p.get("cosine_to_dense") or {}).items()) + "."]
     return out
 
 
