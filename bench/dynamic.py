@@ -5,9 +5,13 @@ token merging / keeping on vit_mini/MNIST); prune a copy of the dense model stat
 groups, global allocation) to the dynamic model's mean MACs per input and fine-tune it; then time all three at
 batch 1 over every test input, alternated input by input (CPU time of the timing thread, 1 thread), and over the
 split in batches of 256 (early exits served by shrinking the batch at each exit). ``--vit-timing`` times
-token merging (r = 8) on random-init ``vit_b_16`` (torchvision) and ``deit_small`` (timm) at batch 1 and 8.
+token merging (r = 8) on random-init ``vit_b_16`` (torchvision) and ``deit_small`` (timm) at batch 1 and 32, beside a
+static structured copy at the same MACs; ``--vit-curve`` trains a small ViT on MNIST per seed and measures every
+token schedule of ``bench/_vit_tokens.py`` (accuracy, MACs, batch-1 latency).
 
     OMP_NUM_THREADS=1 python bench/dynamic.py --seeds 0 1 2
+    OMP_NUM_THREADS=1 python bench/dynamic.py --seeds 0 1 2 --cases --vit-curve --name dynamic_vitcurve
+    python bench/dynamic.py --merge dynamic dynamic_vitcurve      # later parts replace earlier rows of a seed
 """
 
 from __future__ import annotations
@@ -21,10 +25,18 @@ import time
 
 import torch
 from _common import RESULTS, render_footer, write_results
+from _static_match import static_at_macs
+from _vit_tokens import render_vit_curve, run_vit_curve
 
-import prunekit as pk
 from prunekit.data import load_dataset
-from prunekit.dynamic import DynamicConfig, EarlyExitConfig, TokenKeepConfig, TokenMergeConfig, build_dynamic
+from prunekit.dynamic import (
+    ChannelGateConfig,
+    DynamicConfig,
+    EarlyExitConfig,
+    TokenKeepConfig,
+    TokenMergeConfig,
+    build_dynamic,
+)
 from prunekit.dynamic.base import DYNAMIC_METHODS
 from prunekit.dynamic.measure import time_batched, time_per_input
 from prunekit.measure import count_macs
@@ -47,25 +59,18 @@ CASES = {
         model="vit_mini", data="mnist",
         train=TrainConfig(epochs=10, lr=0.002, batch_size=64, optimizer="adam", weight_decay=0.05),
         dynamic=DynamicConfig(token_keep=TokenKeepConfig(keep_rate=0.5, blocks=[1, 3]))),
+    "channel_gate/resnet_mini/mnist": dict(
+        model="resnet_mini", data="mnist", train=TrainConfig(epochs=4, lr=0.05, batch_size=64),
+        dynamic=DynamicConfig(channel_gate=ChannelGateConfig(keep=0.5, epochs=2, lr=0.01))),
 }
+
+
+#: fine-tuning of the static model after pruning (the CNN cases)
+STATIC_FINETUNE = TrainConfig(epochs=2, lr=0.01, batch_size=64)
 
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def _static(dense, data, macs_kept: float, seed: int) -> tuple[torch.nn.Module | None, dict]:
-    """Structured pruning of a copy of ``dense`` to ``macs_kept`` of its MACs, then 2 epochs of fine-tuning."""
-    model = copy.deepcopy(dense)
-    cfg = pk.StructuredConfig(budget=pk.Budget(macs_kept=macs_kept), importance="l2", allocation="global",
-                              max_ratio=0.95)
-    try:
-        pk.prune_(model, cfg, example_inputs=data.x_val[:1])
-    except pk.PrunekitError as e:
-        return None, {"error": str(e), "macs_kept": macs_kept}
-    before = evaluate(model, data.x_test, data.y_test).accuracy
-    train(model, data, TrainConfig(epochs=2, lr=0.01, batch_size=64), seed=seed + 1, progress=False)
-    return model.eval(), {"macs_kept": macs_kept, "accuracy_before_finetune": before}
 
 
 def run_case(name: str, case: dict, seed: int, trained: dict) -> dict:
@@ -84,7 +89,7 @@ def run_case(name: str, case: dict, seed: int, trained: dict) -> dict:
     desc = DYNAMIC_METHODS.get(method).describe(dyn, data.x_test, data.y_test)
     dense_macs = count_macs(reference, data.x_test[:1]).dense
     ratio = desc["mean_macs"] / dense_macs
-    static, static_info = _static(reference, data, min(ratio, 0.99), seed)
+    static, static_info = static_at_macs(reference, data.x_val[:1], min(ratio, 0.99), data, STATIC_FINETUNE, seed)
     models = [reference, dyn] + ([static] if static is not None else [])
     one = time_per_input(models, data.x_test)
     batched = time_batched(models, data.x_test, 256, repeats=2)
@@ -102,8 +107,9 @@ def run_case(name: str, case: dict, seed: int, trained: dict) -> dict:
     return out
 
 
-def vit_timing(repeats: int) -> list[dict]:
-    """Random-init vit_b_16 / deit_small: dense vs r = 8 token merging, alternated, batch 1 and 8."""
+def vit_timing(repeats: int, batches: tuple[int, ...] = (1, 32)) -> list[dict]:
+    """Random-init vit_b_16 / deit_small: dense, r = 8 token merging and a static structured copy at ToMe's MACs,
+    alternated (the order rotates each repeat), at each batch size; CPU time of the process per batch (median)."""
     import timm
     from torchvision.models import vit_b_16
 
@@ -116,23 +122,34 @@ def vit_timing(repeats: int) -> list[dict]:
         dense = make().eval()
         x = torch.randn(1, 3, 224, 224)
         tome = token_model(dense, x, "token_merge", TokenMergeConfig(r=8))
-        for batch in (1, 4):
+        dense_macs, tome_macs = count_macs(dense, x).dense, count_macs(tome, x).dense
+        static, info = static_at_macs(dense, x, tome_macs / dense_macs)
+        if static is None:
+            _log(f"{name}: static pruning refused: {info['error']}")
+        models = [dense, tome] + ([static] if static is not None else [])
+        for batch in batches:
             xb = x.expand(batch, -1, -1, -1).contiguous()
-            cpu: list[list[float]] = [[], []]
+            cpu: list[list[float]] = [[] for _ in models]
             with torch.no_grad():
-                for m in (dense, tome):
+                for m in models:
                     m(xb)
                 for i in range(repeats):
-                    for j in ((0, 1) if i % 2 == 0 else (1, 0)):
+                    for j in [(i + k) % len(models) for k in range(len(models))]:
                         c0 = time.process_time()
-                        (dense, tome)[j](xb)
+                        models[j](xb)
                         cpu[j].append((time.process_time() - c0) * 1e3)
-            d, t = statistics.median(cpu[0]), statistics.median(cpu[1])
-            rows.append({"model": name, "batch": batch, "r": 8, "dense_ms": d, "tome_ms": t, "speedup": d / t,
-                         "throughput_gain": d / t, "tokens": tome.last_tokens, "repeats": repeats,
-                         "dense_gmacs": count_macs(dense, x).dense / 1e9, "tome_gmacs": count_macs(tome, x).dense / 1e9,
-                         "clock": "process_time (median per batch)", "threads": torch.get_num_threads()})
-            _log(f"{name} batch {batch}: {d:.1f} → {t:.1f} ms ({d / t:.2f}×)")
+            med = [statistics.median(c) for c in cpu]
+            row = {"model": name, "batch": batch, "r": 8, "dense_ms": med[0], "tome_ms": med[1],
+                   "speedup": med[0] / med[1], "throughput_gain": med[0] / med[1], "tokens": tome.last_tokens,
+                   "repeats": repeats, "dense_gmacs": dense_macs / 1e9, "tome_gmacs": tome_macs / 1e9,
+                   "macs_bound": dense_macs / tome_macs, "clock": "process_time (median per batch)",
+                   "threads": torch.get_num_threads(), "all_ms": cpu}
+            if static is not None:
+                row.update(static_ms=med[2], static_speedup=med[0] / med[2],
+                           static_gmacs=count_macs(static, x).dense / 1e9)
+            rows.append(row)
+            _log(f"{name} batch {batch}: {med[0]:.1f} → {med[1]:.1f} ms ({med[0] / med[1]:.2f}×); static "
+                 f"{row.get('static_speedup', float('nan')):.2f}×")
     return rows
 
 
@@ -195,11 +212,19 @@ def render(result: dict) -> str:
             d = r["describe"]
             lines.append(f"| {r['case']} | {r['seed']} | {', '.join(d['exit_names'])} | {d['exit_histogram']} | "
                          f"{', '.join(f'{t:g}' for t in d['thresholds'])} |")
-    tok = [r for r in result["runs"] if r["method"] != "early_exit"]
+    tok = [r for r in result["runs"] if r["method"] in ("token_merge", "token_keep")]
     if tok:
         lines += ["", "## Tokens per block (input, then after each block)", ""]
         for r in tok[:2]:
             lines.append(f"- {r['case']}: {r['describe']['tokens_per_block']}")
+    gates = [r for r in result["runs"] if r["method"] == "channel_gate"]
+    if gates:
+        lines += ["", "## Channel gating after training (channels computed per input, of each gated conv)", ""]
+        for r in gates:
+            kept = r["describe"]["channels_kept"]
+            total = r["describe"]["channels_total"]
+            lines.append(f"- seed {r['seed']}: " + ", ".join(f"{k} {kept[k]}/{total[k]}" for k in kept))
+    lines += render_vit_curve(result.get("vit_curve", []))
     if result.get("gate_timing"):
         lines += ["", "## Channel gating on resnet_mini at batch 1 (gathered weights; random init, timing only)", "",
                   "| keep | dense ms | gated ms | speed-up | MACs dense → gated |", "|---|---|---|---|---|"]
@@ -208,13 +233,37 @@ def render(result: dict) -> str:
                          f"{g['dense_macs'] / 1e6:.2f} M → {g['gated_macs'] / 1e6:.2f} M |")
     if result.get("vit_timing"):
         lines += ["", "## Token merging on ImageNet-sized ViTs (random init, r = 8)", "",
-                  "| model | batch | dense ms | ToMe ms | speed-up (throughput) | GMACs dense → ToMe | tokens |",
-                  "|---|---|---|---|---|---|---|"]
+                  "CPU time per batch (median of the repeats; dense, ToMe and static alternated). *MACs bound*: "
+                  "dense MACs ÷ ToMe MACs, the speed-up if time followed MACs. *Static*: the dense model pruned "
+                  "structurally (L2, global) to ToMe's MACs.", "",
+                  "| model | batch | dense ms | ToMe ms | speed-up (throughput) | MACs bound | static ms | static "
+                  "speed-up | GMACs dense → ToMe | tokens |", "|---|---|---|---|---|---|---|---|---|---|"]
         for v in result["vit_timing"]:
+            bound = v.get("macs_bound", v["dense_gmacs"] / v["tome_gmacs"])
+            st = (f"{v['static_ms']:.1f} | {v['static_speedup']:.2f}×" if "static_ms" in v else "– | –")
             lines.append(f"| {v['model']} | {v['batch']} | {v['dense_ms']:.1f} | {v['tome_ms']:.1f} | "
-                         f"{v['speedup']:.2f}× | {v['dense_gmacs']:.2f} → {v['tome_gmacs']:.2f} | "
-                         f"{v['tokens'][0]} → {v['tokens'][-1]} |")
+                         f"{v['speedup']:.2f}× | {bound:.2f}× | {st} | {v['dense_gmacs']:.2f} → "
+                         f"{v['tome_gmacs']:.2f} | {v['tokens'][0]} → {v['tokens'][-1]} |")
     return "\n".join(lines) + "\n" + render_footer(result)
+
+
+def merge_parts(parts: list[dict], names: list[str]) -> dict:
+    """Combines results files (runs split over processes): a later part's run of the same case and seed, and its
+    non-empty ``vit_timing`` / ``gate_timing`` / ``vit_curve`` seeds, replace an earlier part's."""
+    runs: dict[tuple, dict] = {}
+    out: dict = {"vit_timing": [], "gate_timing": [], "notes": [], "parts": {}}
+    curves: dict[int, dict] = {}
+    for name, q in zip(names, parts, strict=True):
+        for r in q["runs"]:
+            runs[(r["case"], r["seed"])] = r
+        for key in ("vit_timing", "gate_timing"):
+            if q.get(key):
+                out[key] = q[key]
+        for c in q.get("vit_curve", []):
+            curves[c["seed"]] = c
+        out["notes"] += [n for n in q.get("notes", []) if n not in out["notes"]]
+        out["parts"].update(q.get("parts") or {name: q["provenance"]})
+    return {"runs": list(runs.values()), **out, "vit_curve": [curves[k] for k in sorted(curves)]}
 
 
 def main(argv=None) -> int:
@@ -224,28 +273,33 @@ def main(argv=None) -> int:
     p.add_argument("--vit-timing", action="store_true", help="also time r = 8 ToMe on vit_b_16 and deit_small")
     p.add_argument("--vit-repeats", type=int, default=6)
     p.add_argument("--gate-timing", action="store_true", help="also time channel gating on resnet_mini at batch 1")
+    p.add_argument("--vit-curve", action="store_true",
+                   help="also train the small ViT on MNIST per seed and measure every token schedule")
+    p.add_argument("--vit-epochs", type=int, default=None, help="dense ViT training epochs (default: _vit_tokens)")
     p.add_argument("--name", default="dynamic")
     p.add_argument("--merge", nargs="+", metavar="NAME",
                    help="combine bench/results/NAME.json files (runs split over processes) into --name")
+    p.add_argument("--notes", metavar="FILE", help="with --merge: a JSON list of Markdown notes that replaces theirs")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     if args.merge:
-        parts = [json.loads((RESULTS / f"{n}.json").read_text()) for n in args.merge]
-        result = {"runs": [r for q in parts for r in q["runs"]],
-                  "vit_timing": [v for q in parts for v in q["vit_timing"]],
-                  "gate_timing": [v for q in parts for v in q.get("gate_timing", [])],
-                  "notes": [n for q in parts for n in q.get("notes", [])],
-                  "parts": {n: q["provenance"] for n, q in zip(args.merge, parts, strict=True)}}
-        write_results(args.name, result, render)
+        merged = merge_parts([json.loads((RESULTS / f"{n}.json").read_text()) for n in args.merge], args.merge)
+        if args.notes:
+            merged["notes"] = json.loads(open(args.notes, encoding="utf-8").read())
+        write_results(args.name, merged, render)
         return 0
     runs, trained = [], {}
-    result = {"runs": runs, "vit_timing": [], "gate_timing": [], "notes": []}
+    result = {"runs": runs, "vit_timing": [], "gate_timing": [], "vit_curve": [], "notes": []}
     if args.gate_timing:
         result["gate_timing"] = gate_timing()
         write_results(args.name, result, render)
     if args.vit_timing:
         result["vit_timing"] = vit_timing(args.vit_repeats)
         write_results(args.name, result, render)
+    if args.vit_curve:
+        for seed in args.seeds:
+            result["vit_curve"].append(run_vit_curve(seed, args.vit_epochs))
+            write_results(args.name, result, render)
     for seed in args.seeds:
         for name in args.cases:
             runs.append(run_case(name, CASES[name], seed, trained))

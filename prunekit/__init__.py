@@ -12,11 +12,15 @@ The public API (:mod:`prunekit.api`) is loaded on first use (PEP 562), so that i
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from prunekit import _interrupt
 
-from prunekit._version import __version__
-from prunekit.errors import (
+_interrupt.install_if_command()  # first: a Ctrl-C while the command loads ends it with one line (see _interrupt)
+
+import importlib  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
+
+from prunekit._version import __version__  # noqa: E402
+from prunekit.errors import (  # noqa: E402
     ConfigError,
     DataError,
     ModelLoadError,

@@ -164,3 +164,53 @@ def test_two_nodes_on_loopback(tmp_path):
     assert len(written) == 1  # rank 0 alone writes (whichever launcher got it)
     report = json.loads((tmp_path / written[0] / "report.json").read_text())
     assert report["distributed"]["world_size"] == 2 and report["sparsity"] == pytest.approx(0.75, abs=1e-3)
+
+
+AGREE = """
+import json, sys, torch
+from torch import nn
+import prunekit as pk
+from prunekit.training import distributed
+
+distributed.init_from_env()
+shared = sys.argv[1] == "agree"
+
+
+def kept_rows(before, after):  # which of the first layer's original units survived
+    return [i for i, row in enumerate(before) if any(torch.equal(row, r) for r in after)]
+
+
+out = {}
+for kind in ("masks", "units"):
+    torch.manual_seed(distributed.rank())  # each rank its own weights, so its own scores
+    net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    w = net[0].weight.detach().clone()
+    x = torch.randn(4, 8)
+    if shared:
+        with distributed.decisions_from_rank0():
+            r = pk.prune_(net, pk.UnstructuredConfig(sparsity=0.5, importance="l1") if kind == "masks"
+                          else pk.StructuredConfig(sparsity=0.5, importance="l1"), example_inputs=x)
+    else:
+        r = pk.prune_(net, pk.UnstructuredConfig(sparsity=0.5, importance="l1") if kind == "masks"
+                      else pk.StructuredConfig(sparsity=0.5, importance="l1"), example_inputs=x)
+    mine = ({n: m.flatten().tolist() for n, m in r.masks.items()} if kind == "masks"
+            else kept_rows(w, net[0].weight.detach()))
+    out[kind] = distributed.gather_object(mine)
+if distributed.rank() == 0:
+    print(json.dumps(out), flush=True)
+distributed.shutdown()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["agree", "alone"])
+def test_pruning_decisions_are_rank_0s_on_every_rank(tmp_path, mode):
+    script = tmp_path / "agree.py"
+    script.write_text(AGREE)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           str(script), mode], env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    for kind in ("masks", "units"):
+        rank0, rank1 = got[kind]
+        assert (rank0 == rank1) is (mode == "agree"), kind  # the check can fail: alone, the ranks' scores differ

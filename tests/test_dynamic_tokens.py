@@ -124,3 +124,29 @@ def test_a_saved_token_model_loads_back(tmp_path):
     back = load_dynamic(tmp_path)
     assert back.per_block == [4, 4, 2, 2, 0, 0] and back.method == "token_merge"
     assert outputs_equal(back, tm, x)
+
+
+def test_unit_sizes_may_be_left_out_of_a_merge():
+    torch.manual_seed(1)
+    x, k = torch.randn(2, 13, 5), torch.randn(2, 13, 3)
+    a, sa = bipartite_merge(x, k, None, r=4, protect=1)
+    b, sb = bipartite_merge(x, k, torch.ones(2, 13, 1), r=4, protect=1)
+    assert torch.equal(sa, sb) and torch.allclose(a, b)
+
+
+def test_token_methods_compose_with_heads_removed_by_structured_pruning():
+    import prunekit as pk
+
+    torch.manual_seed(0)
+    model = build_model("vit_mini", (1, 28, 28), 10).eval()
+    x = torch.randn(3, 1, 28, 28)
+    pk.prune_(model, pk.StructuredConfig(budget=pk.Budget(macs_kept=0.5), importance="l2"), example_inputs=x[:1])
+    heads = [b.attn.num_heads for b in model.blocks]
+    assert min(heads) < 4  # whole heads went: the attention is narrower than the residual stream
+    with torch.no_grad():
+        ref = model(x)
+        assert torch.allclose(token_model(model, x, "token_merge", TokenMergeConfig(r=0))(x), ref, atol=1e-6)
+        assert torch.allclose(token_model(model, x, "token_keep", TokenKeepConfig(keep_rate=1.0, blocks=[1]))(x), ref,
+                              atol=1e-6)
+        y = token_model(model, x, "token_merge", TokenMergeConfig(r=4))(x)
+    assert y.shape == ref.shape and torch.isfinite(y).all()

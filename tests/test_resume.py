@@ -6,13 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from prunekit.cli.main import main
+from tests._stop_at import wait_stopped
 
 REPO = Path(__file__).resolve().parents[1]
 ITERATIVE = {
@@ -29,6 +29,11 @@ STRUCTURED = {
     "prune": {"method": "structured", "importance": "l1", "budget": {"macs_kept": 0.6}},
     "measure": {"latency_batches": [1], "latency_repeats": 1},
 }
+SOFT_FILTER = {**STRUCTURED, "name": "resume-soft", "prune": {"method": "soft_filter", "sparsity": 0.3}}
+LOTTERY = {**{k: v for k, v in ITERATIVE.items() if k != "recover"}, "name": "resume-lottery",
+           "train": {"epochs": 3, "lr": 0.05},
+           "prune": {"method": "lottery", "importance": "l1", "sparsity": 0.5, "steps": 1, "rewind": "iteration",
+                     "rewind_step": 5}}
 UNTIMED = ("timings_s", "run_time_s", "threads", "checkpoint", "speedup")
 
 
@@ -55,18 +60,15 @@ def _state(tmp_path, out="out"):
     return None
 
 
-def _kill_when(tmp_path, recipe, ready, out="out"):
-    """Starts the run in a subprocess, SIGKILLs it once ``ready(state.json)`` holds; returns the state."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "prunekit", "run", recipe, "--out", out, "--no-progress"],
-                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        state = _state(tmp_path, out)
-        if state is not None and ready(state):
-            break
-        time.sleep(0.01)
-    assert proc.poll() is None, f"the run ended before the kill point: {proc.stderr.read()}"
+def _kill_when(tmp_path, recipe, ready, out="out", extra=()):
+    """Starts the run in a subprocess that stops itself right after its journal writes a state for which
+    ``ready`` (an expression on ``s``, the state.json dict) holds, SIGKILLs it there; returns that state."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PRUNEKIT_TEST_STOP_AT": ready}
+    proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "_stop_at.py"), "run", recipe, "--out", out,
+                             "--no-progress", *extra], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    stopped = wait_stopped(proc.pid)
+    assert stopped, f"the run ended before the kill point: {proc.stderr.read()}"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     return _state(tmp_path, out)
@@ -99,25 +101,27 @@ def _assert_resume_matches(tmp_path, recipe_dict, ready):
 
 def test_killed_mid_fine_tuning_resumes_to_the_same_report(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    at = _assert_resume_matches(tmp_path, ITERATIVE, lambda s: len(s["done"]) >= 2 and s["current"] is not None)
+    at = _assert_resume_matches(tmp_path, ITERATIVE, 'len(s["done"]) >= 2 and s["current"] is not None')
     assert len(at["done"]) >= 2  # the kill fell after the dense training and one pruning step
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe,ready", [
-    (ITERATIVE, lambda s: s["current"] is not None and len(s["done"]) == 0),  # mid dense training
-    (ITERATIVE, lambda s: len(s["done"]) >= 3 and s["current"] is None),  # between steps (pruning)
-    (GRADUAL, lambda s: len(s["done"]) >= 1),  # mid gradual fine-tuning: that phase reruns whole
-    (STRUCTURED, lambda s: s["current"] is not None and len(s["done"]) == 1),  # mid recovery
-], ids=["dense", "between-steps", "gradual", "structured"])
+    (ITERATIVE, 's["current"] is not None and len(s["done"]) == 0'),  # mid dense training
+    (ITERATIVE, 'len(s["done"]) >= 3 and s["current"] is None'),  # between steps (pruning)
+    (GRADUAL, 'len(s["done"]) == 1 and s["current"] is not None'),  # mid gradual fine-tuning, after an epoch
+    (STRUCTURED, 's["current"] is not None and len(s["done"]) == 1'),  # mid recovery
+    (SOFT_FILTER, 'len(s["done"]) == 1 and s["current"] is not None'),  # mid soft-filter training
+    (LOTTERY, 's["current"] is not None and len(s["done"]) == 0'),  # mid dense training, after the rewind step
+], ids=["dense", "between-steps", "gradual", "structured", "soft-filter", "lottery-rewind"])
 def test_killed_anywhere_resumes_to_the_same_report(tmp_path, monkeypatch, recipe, ready):
     monkeypatch.chdir(tmp_path)
-    _assert_resume_matches(tmp_path, recipe, ready)
+    _assert_resume_matches(tmp_path, recipe, ready)  # phases with a per-step hook resume from their last epoch too
 
 
 def test_resume_with_a_changed_recipe_is_refused(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    _kill_when(tmp_path, _write(tmp_path, ITERATIVE), lambda s: s["current"] is not None)
+    _kill_when(tmp_path, _write(tmp_path, ITERATIVE), 's["current"] is not None')
     changed = _write(tmp_path, {**ITERATIVE, "recover": {"epochs": 3, "lr": 0.02}}, "changed.yaml")
     assert main(["run", changed, "--out", "out", "--no-progress", "--resume"]) == 2
     err = capsys.readouterr().err

@@ -17,6 +17,7 @@ from safetensors import safe_open
 from prunekit.cli.main import main
 from prunekit.io.checkpoint import canonical_safetensors, save_state_dict
 from prunekit.io.outdir import CHECKPOINT_DIR, MARKER, OutputDir
+from tests._stop_at import wait_stopped
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {
@@ -179,14 +180,51 @@ def test_ctrl_c_while_torch_loads_stops_with_one_line(tmp_path):
     assert _hidden(tmp_path) == [] and not (tmp_path / "out").exists()
 
 
+KICK = """
+import os, signal, sys
+
+class Kick:  # sends SIGINT to this process when the command starts to import the module named below
+    def find_spec(self, name, path=None, target=None):
+        if name == os.environ["KICK_AT"]:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, Kick())
+"""
+
+
+@pytest.mark.parametrize("module", ["prunekit.errors", "prunekit.cli.main", "prunekit.pipeline"])
+@pytest.mark.parametrize("how", [["-m", "prunekit"], ["-m", "prunekit.cli.main"]])
+def test_ctrl_c_while_the_command_imports_prunekit_stops_with_one_line(tmp_path, module, how):
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(KICK)  # runs before the command's first line
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(REPO)]), "KICK_AT": module,
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, *how, "run", _recipe(tmp_path), "--out", "out", "--no-progress"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr == "prunekit: stopped by SIGINT; nothing was written\n", proc.stderr
+    assert _hidden(tmp_path) == [] and not (tmp_path / "out").exists()
+
+
+def test_importing_prunekit_elsewhere_leaves_signals_alone():
+    code = "import signal, prunekit; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "True", proc.stderr
+
+
 def test_sigterm_stops_with_one_line_that_says_how_to_resume(tmp_path, monkeypatch):
     recipe = _recipe(tmp_path, {"train": {"epochs": 30}})
-    proc = _cli(["run", recipe, "--out", "out", "--no-progress", "--threads", "1"], tmp_path)
-    deadline = time.time() + 60
-    while '"current": {' not in _read_all(tmp_path.glob(".out.staging-*/.checkpoint/state.json")):
-        assert time.time() < deadline
-        time.sleep(0.05)  # until the first epoch's checkpoint
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
+           "PRUNEKIT_TEST_STOP_AT": 's["current"] is not None'}  # stops itself after the first epoch's checkpoint
+    proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "_stop_at.py"), "run", recipe, "--out", "out",
+                             "--no-progress", "--threads", "1"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert wait_stopped(proc.pid), proc.communicate()[1]
     proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGCONT)  # the signal arrives at the checkpoint's last line
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err

@@ -24,6 +24,7 @@ from prunekit.graph import DependencyGraph, split_inputs
 from prunekit.importance import Calibration, ImportanceConfig, score_groups
 from prunekit.measure import count_macs, count_params, measure_latency
 from prunekit.structured import prune_groups
+from prunekit.training import distributed
 
 __all__ = ["BudgetResult", "prune_to_budget", "LATENCY_ITERATIONS"]
 
@@ -97,6 +98,7 @@ def prune_to_budget(model: nn.Module, example: Any, budget: Budget,
                                     latency_repeats)
     else:
         alloc = allocate(graph, budget, **kw)
+    alloc.plan = distributed.agree(alloc.plan)  # under torchrun: rank 0's plan (a latency search differs by rank)
     prune_groups(graph, alloc.plan)
     pruned = _measure(model, example, lat_batch, latency_repeats)
     if budget.metric == "latency_ms":

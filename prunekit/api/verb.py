@@ -35,6 +35,7 @@ from prunekit.pruners import LayerwiseConfig, StructuredConfig, UnstructuredConf
 from prunekit.pruners.selection import importance_config, select_units
 from prunekit.sensitivity import SensitivityConfig, analyze
 from prunekit.structured import prune_with_fallback
+from prunekit.training import distributed
 
 __all__ = ["HANDLERS", "list_criteria", "prune_"]
 
@@ -113,7 +114,7 @@ def _to_sparsity(model, config, example_inputs, calibration):
     if not graph.prunable_groups(config.exact_only):
         raise_no_groups(graph, config.exact_only)
     sizes = {g.name: g.size for g in graph.prunable_groups(config.exact_only)}
-    plan = select_units(graph, config, calibration)
+    plan = distributed.agree(select_units(graph, config, calibration))  # under torchrun: rank 0's plan
     skipped = prune_with_fallback(graph, plan)
     return {k: len(v) for k, v in plan.items() if k not in skipped}, sizes, skipped, None
 

@@ -25,6 +25,8 @@ from prunekit.dynamic.chain import Chain
 from prunekit.dynamic.confidence import CONFIDENCE, check_thresholds
 from prunekit.dynamic.heads import HEADS, build_head
 from prunekit.errors import ConfigError
+from prunekit.training import distributed
+from prunekit.training.phase import TrainHistory, run_phase
 
 __all__ = ["EarlyExitConfig", "EarlyExitModel", "attach_exits", "train_exits"]
 
@@ -209,45 +211,59 @@ def _feature_shapes(chain: Chain, example: torch.Tensor, points: list[int]) -> d
     return shapes
 
 
-def train_exits(model: EarlyExitModel, data: DataSplits, cfg: EarlyExitConfig, seed: int = 0) -> list[float]:
+def train_exits(model: EarlyExitModel, data: DataSplits, cfg: EarlyExitConfig, seed: int = 0,
+                progress: bool = False) -> list[float]:
     """Trains the heads (``frozen``: backbone fixed, distilled from the final head) or everything (``joint``);
-    returns the mean loss of each epoch."""
-    gen = torch.Generator().manual_seed(seed)
+    returns the mean loss of each epoch. A training phase like any other (checkpointed and resumable inside a run;
+    under torchrun each rank computes on its share of every global batch, :mod:`prunekit.training.phase`)."""
     torch.manual_seed(seed)
-    frozen = cfg.train == "frozen"
-    params = list(model.heads.parameters()) if frozen else list(model.parameters())
-    opt = torch.optim.Adam(params, lr=cfg.lr) if frozen else \
-        torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=1e-4)
-    steps = math.ceil(len(data.x_train) / cfg.batch_size) * cfg.epochs
-    device = next(model.parameters()).device
-    step, losses = 0, []
     grad_flags = [(p, p.requires_grad) for p in model.chain.parameters()]
     try:
-        if frozen:
+        if cfg.train == "frozen":
             for p, _ in grad_flags:
                 p.requires_grad_(False)
-        for _ in range(cfg.epochs):
-            model.train()
-            if frozen:
-                model.chain.eval()  # BatchNorm statistics stay the static model's
-            total = 0.0
-            for xb, yb in iterate_batches(data.x_train, data.y_train, cfg.batch_size, True, gen):
-                xb, yb = xb.to(device), yb.to(device)
-                for g in opt.param_groups:
-                    g["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1)))
-                outs = model.forward_all(xb)
-                loss = _exit_loss(outs, yb, cfg)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
-                total += float(loss.detach())
-            losses.append(total / max(1, math.ceil(len(data.x_train) / cfg.batch_size)))
+        hist = run_phase(model, lambda: _ExitLoop(model, data, cfg, seed), cfg.epochs, "exit heads", progress)
     finally:
         for p, flag in grad_flags:
             p.requires_grad_(flag)
         model.eval()
-    return losses
+    return hist.epoch_loss
+
+
+class _ExitLoop:
+    """The state of the heads' training (see :class:`~prunekit.training.phase.PhaseLoop`)."""
+
+    def __init__(self, model: EarlyExitModel, data: DataSplits, cfg: EarlyExitConfig, seed: int) -> None:
+        self.model, self.data, self.cfg = model, data, cfg
+        self.gen = torch.Generator().manual_seed(seed)
+        frozen = cfg.train == "frozen"
+        params = list(model.heads.parameters()) if frozen else list(model.parameters())
+        self.opt = torch.optim.Adam(params, lr=cfg.lr) if frozen else \
+            torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=1e-4)
+        self.steps_per_epoch = math.ceil(len(data.x_train) / cfg.batch_size)
+        self.total = self.steps_per_epoch * cfg.epochs
+        self.device = next(model.parameters()).device
+        self.step, self.history = 0, TrainHistory()
+        self.net = distributed.wrap_call(model, lambda m, x, y: _exit_loss(m.forward_all(x), y, cfg))
+
+    def epoch(self, bar) -> None:
+        cfg = self.cfg
+        self.model.train()
+        if cfg.train == "frozen":
+            self.model.chain.eval()  # BatchNorm statistics stay the static model's
+        total = 0.0
+        for xb, yb in iterate_batches(self.data.x_train, self.data.y_train, cfg.batch_size, True, self.gen):
+            xb, yb, share = distributed.split_batch(xb, yb)  # this rank's part of the global batch
+            for g in self.opt.param_groups:
+                g["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * self.step / max(self.total, 1)))
+            loss = self.net(xb.to(self.device), yb.to(self.device))
+            self.opt.zero_grad(set_to_none=True)
+            (loss * share if share != 1.0 else loss).backward()
+            self.opt.step()
+            self.step += 1
+            total += float(loss.detach())
+            bar.update(1)
+        self.history.epoch_loss.append(total / max(1, self.steps_per_epoch))
 
 
 def _exit_loss(outs: list[torch.Tensor], y: torch.Tensor, cfg: EarlyExitConfig) -> torch.Tensor:

@@ -32,6 +32,25 @@ def _stats(cpu: list[float], wall: list[float]) -> dict:
             "wall_mean_ms": statistics.fmean(wall), "wall_median_ms": statistics.median(wall), "n": len(cpu)}
 
 
+def _alternate(models: Sequence[nn.Module], inputs: Sequence[torch.Tensor], passes: int = 1
+               ) -> tuple[list[list[float]], list[list[float]], str]:
+    """Runs every model on every input, the models' order reversed at each input; returns per model the CPU and
+    wall milliseconds of each call, and the CPU clock's name."""
+    cpu: list[list[float]] = [[] for _ in models]
+    wall: list[list[float]] = [[] for _ in models]
+    clock, clock_name = _clock()
+    for _ in range(passes):
+        for n, r in enumerate(inputs):
+            order = range(len(models)) if n % 2 == 0 else reversed(range(len(models)))
+            for j in order:
+                c0, w0 = clock(), time.perf_counter()
+                models[j](r)
+                w1, c1 = time.perf_counter(), clock()
+                cpu[j].append((c1 - c0) * 1e3)
+                wall[j].append((w1 - w0) * 1e3)
+    return cpu, wall, clock_name
+
+
 @torch.no_grad()
 def time_per_input(models: Sequence[nn.Module], x: torch.Tensor, warmup: int = 20,
                    memory_format: torch.memory_format = torch.contiguous_format) -> list[dict]:
@@ -47,18 +66,8 @@ def time_per_input(models: Sequence[nn.Module], x: torch.Tensor, warmup: int = 2
     for r in rows[:warmup]:
         for m in models:
             m(r)
-    cpu: list[list[float]] = [[] for _ in models]
-    wall: list[list[float]] = [[] for _ in models]
-    clock, clock_name = _clock()
     load0 = load_average()
-    for n, r in enumerate(rows):
-        order = range(len(models)) if n % 2 == 0 else reversed(range(len(models)))
-        for j in order:
-            c0, w0 = clock(), time.perf_counter()
-            models[j](r)
-            w1, c1 = time.perf_counter(), clock()
-            cpu[j].append((c1 - c0) * 1e3)
-            wall[j].append((w1 - w0) * 1e3)
+    cpu, wall, clock_name = _alternate(models, rows)
     meta = {"threads": torch.get_num_threads(), "clock": clock_name, "load_avg": [load0, load_average()],
             "order": "alternated input by input"}
     return [{**_stats(c, w), **meta} for c, w in zip(cpu, wall, strict=True)]
@@ -74,19 +83,8 @@ def time_batched(models: Sequence[nn.Module], x: torch.Tensor, batch: int, repea
     chunks = [x[i:i + batch].to(device) for i in range(0, len(x), batch)]
     for m in models:
         m(chunks[0])
-    cpu: list[list[float]] = [[] for _ in models]
-    wall: list[list[float]] = [[] for _ in models]
-    clock, clock_name = _clock()
     load0 = load_average()
-    for _ in range(repeats):
-        for n, c in enumerate(chunks):
-            order = range(len(models)) if n % 2 == 0 else reversed(range(len(models)))
-            for j in order:
-                c0, w0 = clock(), time.perf_counter()
-                models[j](c)
-                w1, c1 = time.perf_counter(), clock()
-                cpu[j].append((c1 - c0) * 1e3)
-                wall[j].append((w1 - w0) * 1e3)
+    cpu, wall, clock_name = _alternate(models, chunks, repeats)
     out = []
     for c, w in zip(cpu, wall, strict=True):
         total_cpu, total_wall = sum(c) / repeats, sum(w) / repeats

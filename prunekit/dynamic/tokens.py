@@ -68,8 +68,8 @@ class _QkvOps:
     @staticmethod
     def qkv(b: nn.Module, x: torch.Tensor):
         a = b.attn
-        n, t, c = x.shape
-        q, k, v = a.qkv(b.norm1(x)).reshape(n, t, 3, a.num_heads, c // a.num_heads).permute(2, 0, 3, 1, 4)
+        qkv = a.qkv(b.norm1(x))  # its width, not x's: heads may have been pruned (composes with static pruning)
+        q, k, v = qkv.reshape(*x.shape[:2], 3, a.num_heads, qkv.shape[-1] // (3 * a.num_heads)).permute(2, 0, 3, 1, 4)
         if hasattr(a, "q_norm"):
             q, k = a.q_norm(q), a.k_norm(k)
         return q, k, v
@@ -98,9 +98,9 @@ class _TorchvisionOps:
     @staticmethod
     def qkv(b: nn.Module, x: torch.Tensor):
         a = b.self_attention
-        n, t, c = x.shape
         qkv = F.linear(b.ln_1(x), a.in_proj_weight, a.in_proj_bias)
-        return qkv.reshape(n, t, 3, a.num_heads, c // a.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+        return qkv.reshape(*x.shape[:2], 3, a.num_heads, qkv.shape[-1] // (3 * a.num_heads)).permute(
+            2, 0, 3, 1, 4).unbind(0)
 
     @staticmethod
     def attn_out(b: nn.Module, o: torch.Tensor) -> torch.Tensor:
@@ -120,12 +120,13 @@ def _ops_for(block: nn.Module):
 
 
 # --- the two reductions -------------------------------------------------------------------------------------------
-def bipartite_merge(x: torch.Tensor, k: torch.Tensor, size: torch.Tensor, r: int, protect: int
+def bipartite_merge(x: torch.Tensor, k: torch.Tensor, size: torch.Tensor | None, r: int, protect: int
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """ToMe's bipartite soft matching: merges the ``r`` A tokens most similar to a B token into it.
 
     Args:
-        x: tokens (N, T, C); ``k``: their keys averaged over heads (N, T, D); ``size``: patches per token (N, T, 1).
+        x: tokens (N, T, C); ``k``: their keys averaged over heads (N, T, D); ``size``: patches per token (N, T, 1),
+            or None when every token is one patch.
         protect: the first ``protect`` tokens (class, registers) neither merge nor receive.
     Returns:
         ``(x, size)`` with ``T - r`` tokens: the unmerged A tokens in their order (so the class token stays first),
@@ -133,22 +134,21 @@ def bipartite_merge(x: torch.Tensor, k: torch.Tensor, size: torch.Tensor, r: int
     """
     n, _, c = x.shape
     k = k / k.norm(dim=-1, keepdim=True)
-    a, b = k[:, ::2], k[:, 1::2]
-    scores = a @ b.transpose(-1, -2)
+    scores = k[:, ::2] @ k[:, 1::2].transpose(-1, -2)
     if protect:
         scores[:, : (protect + 1) // 2, :] = -math.inf  # A rows 2i < protect
         scores[:, :, : protect // 2] = -math.inf  # B columns 2j + 1 < protect
     best, match = scores.max(-1)
     order = best.argsort(-1, descending=True)[..., None]
     src, keep = order[:, :r], order[:, r:].sort(1).values
-    dst = match[..., None].gather(1, src)
-    weighted = x * size
-    xa, xb, sa, sb = weighted[:, ::2], weighted[:, 1::2], size[:, ::2], size[:, 1::2]
-    xb = xb.scatter_reduce(1, dst.expand(n, r, c), xa.gather(1, src.expand(n, r, c)), reduce="sum")
-    sb = sb.scatter_reduce(1, dst, sa.gather(1, src), reduce="sum")
-    out_x = torch.cat([xa.gather(1, keep.expand(-1, -1, c)), xb], 1)
-    out_s = torch.cat([sa.gather(1, keep), sb], 1)
-    return out_x / out_s, out_s
+    # (size·x, size) travel as one tensor, so one gather and one scatter move both: at batch 1 on a CPU the
+    # merge's cost is mostly per-op overhead, not arithmetic
+    xs = F.pad(x, (0, 1), value=1.0) if size is None else torch.cat([x * size, size], -1)
+    a, b = xs[:, ::2], xs[:, 1::2]
+    b = b.scatter_add(1, match[..., None].gather(1, src).expand(n, r, c + 1), a.gather(1, src.expand(n, r, c + 1)))
+    out = torch.cat([a.gather(1, keep.expand(-1, -1, c + 1)), b], 1)
+    out_s = out[..., c:]
+    return out[..., :c] / out_s, out_s
 
 
 def keep_attentive(x: torch.Tensor, cls_attn: torch.Tensor, size: torch.Tensor, keep: int
@@ -198,19 +198,18 @@ class TokenModel(nn.Module):
         return self.chain.tail(h)
 
     def _block(self, block, ops, h, size, i):
-        if size is None:
-            size = h.new_ones(h.shape[0], h.shape[1], 1)
         q, k, v = ops.qkv(block, h)
-        bias = size.log()[:, None, None, :, 0].to(q.dtype)  # proportional attention: + log s_j on key j
+        # proportional attention: + log s_j on key j (none while every token is one patch: log 1 = 0)
+        bias = None if size is None else size.log()[:, None, None, :, 0].to(q.dtype)
         h = h + ops.attn_out(block, F.scaled_dot_product_attention(q, k, v, attn_mask=bias))
         if self.method == "token_merge" and self.per_block[i]:
             h, size = bipartite_merge(h, k.mean(1), size, int(self.per_block[i]), self.protect)
         elif self.method == "token_keep" and self.per_block[i] < 1:
-            logits = (q[:, :, :1] @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1]) + bias[:, :, :, :]
-            cls_attn = logits.softmax(-1).mean(1)[:, 0, 1:]
+            logits = (q[:, :, :1] @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+            cls_attn = (logits if bias is None else logits + bias).softmax(-1).mean(1)[:, 0, 1:]
             keep = max(1, math.ceil(self.per_block[i] * (h.shape[1] - 1)))
             if keep < h.shape[1] - 1:
-                h, size = keep_attentive(h, cls_attn, size, keep)
+                h, size = keep_attentive(h, cls_attn, h.new_ones(*h.shape[:2], 1) if size is None else size, keep)
         return ops.mlp(block, h), size
 
 

@@ -144,10 +144,12 @@ class _Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x):
-        b, n, c = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        b, n, _ = x.shape
+        qkv = self.qkv(x)
+        inner = qkv.shape[-1] // 3  # heads × head_dim: narrower than x once structured pruning removed heads
+        q, k, v = qkv.reshape(b, n, 3, self.num_heads, inner // self.num_heads).permute(2, 0, 3, 1, 4)
         out = nn.functional.scaled_dot_product_attention(q, k, v)
-        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+        return self.proj(out.transpose(1, 2).reshape(b, n, inner))
 
 
 class ViTBlock(nn.Module):

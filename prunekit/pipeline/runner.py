@@ -7,8 +7,9 @@ it, and that replaces ``out`` only when all of them succeeded. The staging direc
 checkpoints (:class:`~prunekit.training.journal.Journal`); a stop (Ctrl-C, SIGTERM, an error) keeps it when it
 holds one, and ``resume`` continues there to the same results.
 
-Under torchrun (``WORLD_SIZE`` > 1) every rank runs the stages up to ``recover`` (the training ones); rank 0
-alone holds the lock, checkpoints, measures and writes (:mod:`prunekit.training.distributed`).
+Under torchrun (``WORLD_SIZE`` > 1) every rank runs the stages up to ``dynamic`` (the training ones); rank 0
+alone holds the lock, checkpoints, measures and writes; every rank applies rank 0's pruning decisions
+(:mod:`prunekit.training.distributed`).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from prunekit.training.journal import Journal, identity_of, journaling
 
 __all__ = ["run_recipe"]
 
-#: The last stage every rank runs (the later ones measure and write: rank 0 only).
-LAST_SHARED_STAGE = "recover"
+#: The last stage every rank runs (it trains exit heads or gates; the later ones measure and write: rank 0 only).
+LAST_SHARED_STAGE = "dynamic"
 
 
 def run_recipe(recipe: Recipe, out: str | Path, force: bool = False, progress: bool = True,
@@ -121,7 +122,7 @@ def _same_threads(log: Journal, choice, resume: bool, quiet: bool):
 
 def _stages(run: Run, log: Journal, recipe: Recipe, writer: bool):
     value = None
-    with journaling(log):
+    with journaling(log), distributed.decisions_from_rank0():
         for name in ORDER:
             log.enter_stage(name)
             value = _timed(run, name, value)

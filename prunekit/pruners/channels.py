@@ -23,6 +23,7 @@ from prunekit import structured
 from prunekit.errors import PruningError
 from prunekit.graph import DependencyGraph
 from prunekit.measure import count_macs, count_params
+from prunekit.training import distributed
 
 __all__ = ["dead_units", "remove_dead_channels", "structural_macs"]
 
@@ -68,7 +69,7 @@ def remove_dead_channels(model: nn.Module, example: torch.Tensor) -> dict[str, i
         raise PruningError("the model still carries masks: call make_permanent() on its pruner before "
                            "removing channels")
     graph = DependencyGraph.build(model, example)
-    plan = dead_units(graph, model)
+    plan = distributed.agree(dead_units(graph, model))  # under torchrun: rank 0's plan
     structured.prune_groups(graph, plan)
     return {k: len(v) for k, v in plan.items()}
 

@@ -19,12 +19,11 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
 from prunekit.errors import ConfigError
+from prunekit.training.phase import StepHook
 
 __all__ = ["WeightSnapshot", "REWINDS", "capture_at_step"]
 
@@ -60,11 +59,17 @@ class WeightSnapshot:
                     getattr(module, name[: -len("_mask")]).mul_(buf)
 
 
-def capture_at_step(step: int, model: nn.Module, box: dict) -> Callable[[int, int], None]:
-    """An ``on_step`` callback for :func:`train` that stores θ_step in ``box['snapshot']``."""
+def capture_at_step(step: int, model: nn.Module, box: dict) -> StepHook:
+    """An ``on_step`` callback for :func:`train` that stores θ_step in ``box['snapshot']`` (checkpointed with the
+    training phase, so a resumed run has it even when it continues after step ``step``)."""
 
-    def on_step(s: int, _total: int) -> None:
+    def on_step(s: int, _total: int, state: dict) -> None:
         if s == step:
             box["snapshot"] = WeightSnapshot.capture(model, step)
+            state["snapshot"] = box["snapshot"].tensors
 
-    return on_step
+    def on_load(state: dict) -> None:
+        if state.get("snapshot") is not None:
+            box["snapshot"] = WeightSnapshot(state["snapshot"], step)
+
+    return StepHook(on_step, {"snapshot": None}, on_load)

@@ -30,6 +30,7 @@ from prunekit.masks import MaskSet
 from prunekit.pruners.allocations import kth_mask
 from prunekit.pruners.unstructured import check_sparsity
 from prunekit.registry import Registry
+from prunekit.training import distributed
 
 __all__ = ["REGULARIZERS", "Regularizer", "RegularizerConfig", "regularized_loss", "bn_channel_masks",
            "BN_TYPES"]
@@ -119,7 +120,7 @@ def bn_channel_masks(model: nn.Module, target: float, masks: MaskSet | None = No
         raise ConfigError("bn_channel pruning needs BatchNorm layers with affine scales; this model has none")
     masks = masks or MaskSet(model)
     pooled = torch.cat([m.weight.detach().abs().cpu() for m in bns.values()])
-    keep = kth_mask(pooled, round(target * pooled.numel()))
+    keep = distributed.agree_masks({"all": kth_mask(pooled, round(target * pooled.numel()))})["all"]
     start = 0
     for n, m in bns.items():
         k = keep[start : start + m.num_features].clone()

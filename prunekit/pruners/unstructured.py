@@ -23,6 +23,7 @@ from prunekit.masks import MaskSet
 from prunekit.pruners.allocations import ALLOCATIONS
 from prunekit.pruners.configs import UnstructuredConfig
 from prunekit.pruners.granularity import GRANULARITIES, check_nm, nm_mask, nm_sparsity
+from prunekit.training import distributed
 
 __all__ = ["UnstructuredPruner", "PRUNABLE_TYPES", "check_sparsity"]
 
@@ -135,6 +136,7 @@ class UnstructuredPruner:
                               target, step_fn or (lambda s: s),
                               ratios=self.config.ratios, threshold=self.config.threshold)
             new = {n: g.expand(m, current[n].shape) * current[n] for n, m in group_new.items()}
+        new = distributed.agree_masks(new)  # under torchrun: rank 0's masks on every rank
         for n, m in new.items():
             self.masks.set(n, m)
         if g.name == "filter":

@@ -18,9 +18,10 @@ What prunekit keeps true across the processes (ranks):
   structural change trains the changed model with a new optimiser; at its end rank 0's parameters and buffers
   (BatchNorm statistics included) are copied to every rank again (:func:`sync_state`).
 - **One set of pruning decisions.** Scores, masks and removed units are computed on every rank from that same
-  state and the same (unsharded) calibration data; before and after every training phase
-  :func:`check_same` compares a hash of the masks and of the architecture across ranks and stops the run on
-  a mismatch (the failure other tools had: ranks silently pruning different weights).
+  state and the same (unsharded) calibration data, and rank 0's masks and removal plans are broadcast and
+  applied on every rank (:func:`agree`: the decision is made once, on rank 0); before and after every training
+  phase :func:`check_same` compares a hash of the masks and of the architecture across ranks and stops the run
+  on a mismatch (the failure other tools had: ranks silently pruning different weights).
 - **Masks stay applied**: the mask hooks re-apply ``W ⊙ M`` before every forward on every rank.
 - **Only rank 0 writes** (the runner's job); the other ranks stop after the last training stage.
 - **No hang**: collectives time out after :data:`TIMEOUT_S` (``PRUNEKIT_DIST_TIMEOUT``), so a dead rank ends
@@ -30,11 +31,12 @@ What prunekit keeps true across the processes (ranks):
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import types
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -45,7 +47,8 @@ from torch import nn
 from prunekit.errors import PrunekitError
 
 __all__ = ["TIMEOUT_S", "DistributedMismatchError", "init_from_env", "world_size", "rank", "is_writer",
-           "check_same", "sync_state", "broadcast_object", "shutdown", "split_batch", "global_batchnorm", "wrap",
+           "check_same", "sync_state", "broadcast_object", "decisions_from_rank0", "agree", "agree_masks",
+           "gather_object", "shutdown", "split_batch", "split_indices", "global_batchnorm", "wrap", "wrap_call",
            "describe", "state_digest"]
 
 #: Seconds a collective waits for the other ranks before the job fails (a dead rank must not hang it).
@@ -114,6 +117,49 @@ def broadcast_object(obj: Any) -> Any:
     return box[0]
 
 
+_deciding_once = False  # inside decisions_from_rank0(): agree() hands every rank rank 0's decision
+
+
+@contextlib.contextmanager
+def decisions_from_rank0() -> Iterator[None]:
+    """Within the block (a pipeline run), every pruning decision that passes :func:`agree` is rank 0's on every
+    rank. Outside it :func:`agree` is a no-op, so that a user's script may call the library on one rank alone."""
+    global _deciding_once
+    before, _deciding_once = _deciding_once, True
+    try:
+        yield
+    finally:
+        _deciding_once = before
+
+
+def agree(decision: Any) -> Any:
+    """Rank 0's ``decision`` (masks, a removal plan) on every rank, inside :func:`decisions_from_rank0` under
+    torchrun; ``decision`` itself otherwise. Every rank computes it (in parallel: the others would wait anyway),
+    rank 0's is broadcast and applied everywhere, so no rank can prune other weights than rank 0 even when its
+    scores differ (a criterion timed anew, a tie broken another way)."""
+    if not _deciding_once or world_size() == 1:
+        return decision
+    return broadcast_object(decision)
+
+
+def agree_masks(masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """:func:`agree` for 0/1 masks (sent as booleans: a quarter of the bytes), returned in their own dtype and
+    device."""
+    if not _deciding_once or world_size() == 1:
+        return masks
+    got = broadcast_object({n: m.detach().to("cpu", torch.bool) for n, m in masks.items()})
+    return {n: got[n].to(m.device, m.dtype) for n, m in masks.items()}
+
+
+def gather_object(obj: Any) -> list:
+    """Every rank's ``obj``, in rank order (``[obj]`` with one process)."""
+    if world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def state_digest(model: nn.Module) -> str:
     """A hash of the architecture (every parameter's and buffer's name and shape) and of every mask's values."""
     h = hashlib.sha256()
@@ -145,25 +191,33 @@ def check_same(model: nn.Module, where: str) -> None:
     bad = [r for r, d in enumerate(digests) if d != digests[0]]
     if bad:
         raise DistributedMismatchError(
-            f"{where}: rank(s) {bad} hold other masks or another architecture than rank 0; every rank must make "
-            "the same pruning decisions (a timing-based choice, such as a latency allocation measured anew, "
-            "differs by rank: give prune.latency_table)")
+            f"{where}: rank(s) {bad} hold other masks or another architecture than rank 0; every rank must apply "
+            "rank 0's pruning decisions (a pruning step that bypasses distributed.agree: report it as a bug)")
 
 
-def split_batch(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """This rank's part of a global batch (samples ``rank``, ``rank + N``, …) and the factor its mean loss is
+def split_indices(idx: list[int]) -> tuple[list[int], float]:
+    """This rank's part of a global batch given as sample indices (``idx[rank::N]``) and the factor its mean loss is
     scaled by so that DDP's average over ranks is the global batch's mean loss: ``N · n_rank / n``. One process:
-    the batch itself and 1. A rank left without a sample (a last batch smaller than N) computes on one sample
+    ``idx`` itself and 1. A rank left without a sample (a last batch smaller than N) computes on the first sample
     with factor 0, so that every rank still takes the step."""
     n_ranks = world_size()
     if n_ranks == 1:
-        return x, y, 1.0
+        return idx, 1.0
     global _local_weight
-    idx = torch.arange(rank(), len(x), n_ranks)
-    _local_weight = 1.0 if len(idx) else 0.0  # a stand-in sample adds nothing to BatchNorm's statistics
-    if len(idx) == 0:
-        return x[:1], y[:1], 0.0
-    return x[idx], y[idx], n_ranks * len(idx) / len(x)
+    mine = idx[rank()::n_ranks]
+    _local_weight = 1.0 if mine else 0.0  # a stand-in sample adds nothing to BatchNorm's statistics
+    if not mine:
+        return idx[:1], 0.0
+    return mine, n_ranks * len(mine) / len(idx)
+
+
+def split_batch(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """This rank's part of a global batch of tensors (samples ``rank``, ``rank + N``, …) and its loss factor
+    (:func:`split_indices`)."""
+    if world_size() == 1:
+        return x, y, 1.0
+    idx, share = split_indices(list(range(len(x))))
+    return x[idx], y[idx], share
 
 
 _local_weight = 1.0  # 0 while this rank computes on a stand-in sample (see split_batch)
@@ -216,6 +270,31 @@ def _global_bn_forward(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -
             self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
             self.running_var.mul_(1 - m).add_(var.detach() * (n / max(n - 1, 1)), alpha=m)
     return y
+
+
+class _Call(nn.Module):
+    """``fn(model, *args)`` as a module's forward, so that DistributedDataParallel sees the computation."""
+
+    def __init__(self, model: nn.Module, fn: Callable[..., Any]) -> None:
+        super().__init__()
+        self.model, self.fn = model, fn
+
+    def forward(self, *args: Any) -> Any:
+        return self.fn(self.model, *args)
+
+
+def wrap_call(model: nn.Module, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn(model, *args)`` run through DistributedDataParallel (its backward averages the gradients over the
+    ranks), for loops whose loss is more than ``model(x)``: a text encoder's states and pooling, exit heads, a
+    teacher's targets. Parameters the loss does not reach (BERT's pooler, a frozen backbone) are allowed. One
+    process: ``fn`` applied to ``model``."""
+    if world_size() == 1:
+        return functools.partial(fn, model)
+    from torch.nn.parallel import DistributedDataParallel
+
+    device = next(model.parameters()).device
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(_Call(model, fn), device_ids=ids, find_unused_parameters=True)
 
 
 def wrap(model: nn.Module) -> nn.Module:

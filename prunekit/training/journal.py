@@ -1,8 +1,9 @@
 """Checkpoints that let a killed run continue to the same results (``prunekit run … --resume``).
 
-A run is a deterministic sequence of *training phases* (every call of :func:`~prunekit.training.train`: the
-dense training, each fine-tuning after a pruning step, distillation, a regime's retraining) with pruning
-decisions in between. The journal numbers the phases and writes, into the run's staging directory:
+A run is a deterministic sequence of *training phases* (every call of :func:`~prunekit.training.phase.run_phase`:
+the dense training, each fine-tuning after a pruning step, distillation, a regime's retraining, a text model's
+fine-tuning and distillation, exit-head and channel-gate training) with pruning decisions in between. The
+journal numbers the phases and writes, into the run's staging directory:
 
 - at the end of every epoch (``every="epoch"``), the phase's state: model (masks included: they are
   buffers), optimiser, the shuffling generator, torch's global RNG, the step and the history so far;
@@ -10,9 +11,11 @@ decisions in between. The journal numbers the phases and writes, into the run's 
 
 A resumed run replays the pipeline from the start: a phase that finished is not trained again (its end state
 is loaded), the pruning decisions between phases are recomputed from those same states (so they come out the
-same), and the phase that was cut off continues from its last epoch. Training with a per-step callback (the
-gradual schedule, soft filters, storing the rewind point) keeps state outside the model, so such a phase is
-trained again from its start rather than resumed or skipped. Files load with ``torch.load(weights_only=True)``:
+same), and the phase that was cut off continues from its last epoch. A per-step callback (the gradual
+schedule, soft filters, storing the rewind point) is a :class:`~prunekit.training.phase.StepHook` whose state
+(the trajectory so far, the rewind snapshot) is checkpointed with the model; a callback without one keeps state
+outside the model, so its phase is trained again from its start rather than resumed or skipped. Files load
+with ``torch.load(weights_only=True)``:
 tensors and plain containers, never code. Each write goes to a new name and ``state.json`` (the index, written
 last and atomically) names it, so a kill at any point leaves the previous checkpoint usable.
 """
@@ -34,6 +37,7 @@ from torch import nn
 
 from prunekit.errors import OutputWriteError
 from prunekit.io.checkpoint import atomic_write_text
+from prunekit.training import distributed
 
 __all__ = ["EVERY", "Journal", "PhaseStart", "active", "identity_of", "journaling"]
 
@@ -116,13 +120,15 @@ class Journal:
                  else f"after {done} training phase(s)")
         return f"{where} (stage {self.state['stage']})"
 
-    def start_phase(self, model: nn.Module, replayable: bool) -> PhaseStart:
+    def start_phase(self, model: nn.Module, replayable: bool, hook: Any = None) -> PhaseStart:
         """Numbers the phase that begins; on a resumed run, loads what it can skip (see :class:`PhaseStart`)."""
         self.phase += 1
         k = str(self.phase)
         done, cur = self.state["done"].get(k), self.state["current"]
         if done is not None and done.get("file") and replayable:
             payload = self._read(done["file"])
+            if hook is not None and "hook" in payload:
+                hook.load_state_dict(payload["hook"])  # first: it may install the masks the model state holds
             model.load_state_dict(payload["model"])
             _set_rng(payload["rng"])
             return PhaseStart(self.phase, "skip", history=done["history"])
@@ -130,9 +136,12 @@ class Journal:
             return PhaseStart(self.phase, "continue", cur["epoch"] + 1, cur["step"], cur["history"])
         return PhaseStart(self.phase, "fresh")
 
-    def restore_epoch(self, model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator) -> None:
-        """Loads the cut-off phase's last epoch checkpoint into ``model``, ``opt`` and ``gen``."""
+    def restore_epoch(self, model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator,
+                      hook: Any = None) -> None:
+        """Loads the cut-off phase's last epoch checkpoint into ``model``, ``opt``, ``gen`` (and ``hook``)."""
         payload = self._read(self.state["current"]["file"])
+        if hook is not None and "hook" in payload:
+            hook.load_state_dict(payload["hook"])  # first: it may install the masks the model state holds
         model.load_state_dict(payload["model"])
         opt.load_state_dict(payload["optimizer"])
         gen.set_state(payload["generator"])
@@ -147,13 +156,19 @@ class Journal:
 
     # -- writing -----------------------------------------------------------------------------------------------
     def epoch_end(self, model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator, epoch: int, step: int,
-                  history: dict, replayable: bool) -> None:
-        if not (self.writer and self.every == "epoch" and replayable):
+                  history: dict, replayable: bool, hook: Any = None) -> None:
+        if not (self.every == "epoch" and replayable):
+            return
+        rng = _every_rank_rng()  # a collective: every rank takes part, rank 0 writes
+        if not self.writer:
             return
         t = time.perf_counter()
         name = f"phase{self.phase}-epoch{epoch + 1}.pt"
-        self._save(name, {"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
-                          "rng": _get_rng()})
+        payload = {"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
+                   "rng": rng}
+        if hook is not None:
+            payload["hook"] = hook.state_dict()
+        self._save(name, payload)
         old = (self.state["current"] or {}).get("file")
         self.state["current"] = {"phase": self.phase, "epoch": epoch, "step": step, "history": history, "file": name}
         self._write_index()
@@ -161,14 +176,20 @@ class Journal:
             (self.dir / old).unlink(missing_ok=True)
         self.seconds += time.perf_counter() - t
 
-    def phase_end(self, model: nn.Module, history: dict, replayable: bool) -> None:
-        if not self.writer or self.every == "off":
+    def phase_end(self, model: nn.Module, history: dict, replayable: bool, hook: Any = None) -> None:
+        if self.every == "off":
+            return
+        rng = _every_rank_rng() if replayable else None
+        if not self.writer:
             return
         t = time.perf_counter()
         name = None
         if replayable:
             name = f"phase{self.phase}-end.pt"
-            self._save(name, {"model": model.state_dict(), "rng": _get_rng()})
+            payload = {"model": model.state_dict(), "rng": rng}
+            if hook is not None:
+                payload["hook"] = hook.state_dict()
+            self._save(name, payload)
         old = (self.state["current"] or {}).get("file")
         self.state["done"][str(self.phase)] = {"file": name, "history": history}
         self.state["current"] = None
@@ -205,7 +226,19 @@ def _get_rng() -> dict:
     return out
 
 
+def _every_rank_rng() -> dict:
+    """This process's RNG states, and under torchrun every rank's (``ranks``): ranks draw different amounts of
+    random numbers (dropout on their share of a batch), so each resumes with its own."""
+    mine = _get_rng()
+    if distributed.world_size() == 1:
+        return mine
+    return {**mine, "ranks": distributed.gather_object(mine)}
+
+
 def _set_rng(state: dict) -> None:
+    ranks = state.get("ranks")
+    if ranks is not None and len(ranks) == distributed.world_size():
+        state = ranks[distributed.rank()]
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from prunekit.data.base import DataSplits, iterate_batches
 from prunekit.errors import ConfigError, TrainingDivergedError
-from prunekit.training import distributed, journal
+from prunekit.training import distributed
+from prunekit.training.phase import TrainHistory, run_phase, stateful
 
 __all__ = ["TrainConfig", "EvalResult", "train", "evaluate", "default_device", "seed_everything"]
 
@@ -76,12 +76,6 @@ class TrainConfig:
 class EvalResult:
     accuracy: float
     loss: float
-
-
-@dataclass
-class TrainHistory:
-    epoch_loss: list[float] = field(default_factory=list)
-    val_accuracy: list[float] = field(default_factory=list)
 
 
 def default_device() -> torch.device:
@@ -178,36 +172,16 @@ def train(
 
     Args:
         on_step: called after every optimiser step with ``(step, total_steps)``; gradual pruning
-            uses it.
+            uses it. A :class:`~prunekit.training.phase.StepHook` (its state checkpointed) lets a resumed run
+            continue the phase from its last epoch; another callback makes it train again from its start.
         loss_fn: ``loss_fn(logits, targets, inputs)``; default cross-entropy. Distillation passes
             its own.
         progress: show a progress bar.
     """
-    replayable = on_step is None  # a per-step callback keeps state outside the model: such a phase reruns whole
-    log = journal.active()
-    start = log.start_phase(model, replayable) if log is not None else None
-    distributed.check_same(model, f"before training phase '{desc}'")
-    if start is not None and start.mode == "skip":
-        return TrainHistory(**start.history)
-    loop = _Loop(model, data, cfg, seed, on_step, loss_fn)
-    if start is not None and start.mode == "continue":
-        log.restore_epoch(model, loop.opt, loop.gen)
-        loop.step, loop.history = start.step, TrainHistory(**start.history)
-    bar = tqdm(total=loop.total, initial=loop.step, desc=desc, disable=not progress, leave=False, unit="step")
-    model.train()
-    try:
-        with distributed.global_batchnorm(model):
-            for epoch in range(start.epoch if start is not None else 0, cfg.epochs):
-                loop.epoch(bar)
-                if log is not None and epoch < cfg.epochs - 1:
-                    log.epoch_end(model, loop.opt, loop.gen, epoch, loop.step, asdict(loop.history), replayable)
-    finally:
-        bar.close()
-    distributed.sync_state(model)
-    distributed.check_same(model, f"after training phase '{desc}'")
-    if log is not None:
-        log.phase_end(model, asdict(loop.history), replayable)
-    return loop.history
+    hook = on_step if stateful(on_step) else None  # its state is checkpointed: the phase resumes as any other
+    replayable = on_step is None or hook is not None  # a plain callback keeps state elsewhere: the phase reruns
+    return run_phase(model, lambda: _Loop(model, data, cfg, seed, on_step, loss_fn), cfg.epochs, desc, progress,
+                     replayable, hook)
 
 
 class _Loop:

@@ -21,7 +21,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from prunekit.data.tokens import Encoded
-from prunekit.training.loop import TrainConfig, TrainHistory, _diverged, _lr_factor, _optimizer
+from prunekit.training import distributed
+from prunekit.training.loop import TrainConfig, _diverged, _lr_factor, _optimizer
+from prunekit.training.phase import TrainHistory, run_phase
 
 __all__ = ["predict", "embed", "text_accuracy", "train_text"]
 
@@ -69,42 +71,57 @@ def train_text(model: nn.Module, enc: Encoded, labels: torch.Tensor | None, cfg:
                progress: bool = True, desc: str = "train") -> TrainHistory:
     """Trains ``model`` on tokenised text; records the mean loss and (with ``val`` labels) accuracy per epoch.
 
-    Without ``loss_fn`` the loss is cross-entropy of ``model(**inputs)`` on ``labels``.
+    Without ``loss_fn`` the loss is cross-entropy of ``model(**inputs)`` on ``labels``. A training phase like any
+    other (:func:`~prunekit.training.phase.run_phase`): checkpointed and resumable inside a run; under torchrun
+    every rank draws the same length-bucketed global batches (``cfg.batch_size`` texts) and computes on its
+    share of each (texts ``rank``, ``rank + N``, … of the batch, of similar lengths), in DistributedDataParallel.
     """
     if loss_fn is None and labels is None:
         raise ValueError("train_text needs labels or a loss_fn")
-    device = _device(model)
-    gen = torch.Generator().manual_seed(seed)
-    opt = _optimizer(model, cfg)
-    steps_per_epoch = math.ceil(len(enc) / cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    history = TrainHistory()
-    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="step")
-    step = 0
-    model.train()
-    for _ in range(cfg.epochs):
+    return run_phase(model, lambda: _TextLoop(model, enc, labels, cfg, seed, loss_fn, val), cfg.epochs, desc,
+                     progress)
+
+
+def _cross_entropy(labels: torch.Tensor) -> TextLoss:
+    def loss(model: nn.Module, inputs: dict[str, torch.Tensor], idx: list[int]) -> torch.Tensor:
+        return F.cross_entropy(model(**inputs), labels[idx].to(inputs["input_ids"].device))
+
+    return loss
+
+
+class _TextLoop:
+    """One text training phase's state (see :class:`~prunekit.training.phase.PhaseLoop`)."""
+
+    def __init__(self, model, enc, labels, cfg, seed, loss_fn, val) -> None:
+        self.model, self.enc, self.cfg, self.val = model, enc, cfg, val
+        self.device = _device(model)
+        self.gen = torch.Generator().manual_seed(seed)  # the same on every rank: each takes its share of a batch
+        self.opt = _optimizer(model, cfg)
+        self.steps_per_epoch = math.ceil(len(enc) / cfg.batch_size)
+        self.total = self.steps_per_epoch * cfg.epochs
+        self.history = TrainHistory()
+        self.step = 0
+        self.net = distributed.wrap_call(model, loss_fn or _cross_entropy(labels))
+
+    def epoch(self, bar) -> None:
+        cfg, opt = self.cfg, self.opt
         running = 0.0
-        for idx, batch in enc.batches(cfg.batch_size, True, gen, device):
+        for batch_idx in self.enc.order(cfg.batch_size, True, self.gen):
+            idx, share = distributed.split_indices(batch_idx)  # this rank's texts of the global batch
             for group in opt.param_groups:
-                group["lr"] = cfg.lr * _lr_factor(cfg.schedule, step / max(total, 1))
-            if loss_fn is not None:
-                loss = loss_fn(model, batch, idx)
-            else:
-                loss = F.cross_entropy(model(**batch), labels[idx].to(device))  # type: ignore[index]
+                group["lr"] = cfg.lr * _lr_factor(cfg.schedule, self.step / max(self.total, 1))
+            loss = self.net(self.enc.collate(idx, self.device), idx)
             value = float(loss.detach())
             if not math.isfinite(value):
-                bar.close()
-                raise _diverged(value, step, steps_per_epoch, cfg, opt)
+                raise _diverged(value, self.step, self.steps_per_epoch, cfg, opt)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * share if share != 1.0 else loss).backward()
             opt.step()
-            step += 1
+            self.step += 1
             running += value
             bar.update(1)
-        history.epoch_loss.append(running / steps_per_epoch)
-        if val is not None:
-            history.val_accuracy.append(text_accuracy(model, val[0], val[1], cfg.batch_size)[0])
-            bar.set_postfix(loss=f"{history.epoch_loss[-1]:.3f}", val_acc=f"{history.val_accuracy[-1]:.3f}")
-        model.train()
-    bar.close()
-    return history
+        self.history.epoch_loss.append(running / self.steps_per_epoch)
+        if self.val is not None:
+            self.history.val_accuracy.append(text_accuracy(self.model, self.val[0], self.val[1], cfg.batch_size)[0])
+            bar.set_postfix(loss=f"{self.history.epoch_loss[-1]:.3f}", val_acc=f"{self.history.val_accuracy[-1]:.3f}")
+        self.model.train()

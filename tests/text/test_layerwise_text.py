@@ -16,7 +16,7 @@ from prunekit.pipeline import parse_recipe, run_recipe
 from prunekit.pruners import LayerwiseConfig, prune_layerwise
 from prunekit.pruners.granularity import is_nm, nm_mask
 from prunekit.pruners.sparsegpt import sparsegpt_prune
-from tests.text.test_text_pipeline import _fails_before_training, _raw
+from tests.text.test_text_pipeline import _assert_early_fail, _raw
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -176,7 +176,7 @@ def test_2_4_on_a_text_model_whose_ffn_input_is_not_a_multiple_of_4(tmp_path, re
     d = tmp_path / "odd"
     write_tiny_bert(d, intermediate=62)
     raw = _raw(d, reviews_csv, prune=_LAYERWISE)
-    _fails_before_training(raw, tmp_path, monkeypatch, ConfigError,
+    _assert_early_fail(raw, tmp_path, monkeypatch, ConfigError,
                            r"'encoder\.encoder\.layer\.0\.output\.dense\.weight' has input size 62.*exclude that layer")
 
 

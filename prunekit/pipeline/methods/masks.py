@@ -37,6 +37,7 @@ from prunekit.pruners.unstructured import UnstructuredPruner, check_sparsity
 from prunekit.recovery import recovery_loss
 from prunekit.recovery.bn import reestimate_bn
 from prunekit.training import TrainConfig, evaluate, train
+from prunekit.training.phase import StepHook
 
 __all__ = ["MaskOptions", "Regularize", "OneShotOptions", "IterativeOptions", "GradualOptions", "ScheduleSpec",
            "run_schedule", "record", "prepare_masks", "DEFAULT_CALIBRATION_SAMPLES"]
@@ -251,15 +252,25 @@ def _gradual(model, data, pruner, spec, finetune, seed, progress, loss_fn=None) 
     span = max(1, int(spec.gradual_end * total) - t0)
     dt = max(1, span // spec.steps)
     events = {t0 + i * dt for i in range(1, spec.steps + 1)}
-    records: list[dict] = []
 
-    def on_step(step: int, _total: int) -> None:
+    def on_step(step: int, _total: int, state: dict) -> None:
         if step in events:
             pruner.prune_to(spec.target, lambda s: cubic_sparsity(s, step, t0, spec.steps, dt))
+            state["generator"] = pruner.generator.get_state()  # a random criterion draws from it
+            state["masks"] = {n: m.detach().clone() for n, m in pruner.masks.masks().items()}
         if step % steps_per_epoch == 0:
-            records.append(record(model, data, pruner.sparsity(), step // steps_per_epoch, None))
+            state["records"].append(record(model, data, pruner.sparsity(), step // steps_per_epoch, None))
 
-    train(model, data, finetune, seed=seed + 1, on_step=on_step, progress=progress, desc="gradual", loss_fn=loss_fn)
+    def on_load(state: dict) -> None:
+        if "generator" in state:
+            pruner.generator.set_state(state["generator"])
+        for n, m in state.get("masks", {}).items():  # installed through the pruner, which then knows them
+            pruner.masks.set(n, m)
+
+    # the masks (installed at the first event), the trajectory and the generator are checkpointed in the hook
+    hook = StepHook(on_step, {"records": []}, on_load)
+    train(model, data, finetune, seed=seed + 1, on_step=hook, progress=progress, desc="gradual", loss_fn=loss_fn)
+    records: list[dict] = hook.state["records"]
     if abs(pruner.sparsity() - spec.target) > 1e-3 and pruner.config.scope != "ratios":
         pruner.prune_to(spec.target)  # the last event fell after the run's final step
         records.append(record(model, data, pruner.sparsity(), len(records) + 1, None))

@@ -19,6 +19,7 @@ from prunekit.pruners.soft_filter import SoftFilterConfig, filter_pruner, zero_l
 from prunekit.pruners.unstructured import UnstructuredPruner, check_sparsity
 from prunekit.recovery import recovery_loss
 from prunekit.training import TrainConfig, evaluate, train
+from prunekit.training.phase import StepHook
 
 __all__ = ["SoftFilterOptions", "soft_filter_train"]
 
@@ -51,17 +52,19 @@ def soft_filter_train(model: nn.Module, data: DataSplits, train_cfg: TrainConfig
     pruner = filter_pruner(model, cfg.ratio, cfg.exclude)
     names = list(pruner.names)
     steps_per_epoch = -(-len(data.x_train) // train_cfg.batch_size)
-    records: list[dict] = []
 
-    def on_step(step: int, _total: int) -> None:
+    def on_step(step: int, _total: int, state: dict) -> None:
         if step % steps_per_epoch == 0:
             zero_lowest_filters(model, names, cfg.ratio)
-            records.append({"step": step // steps_per_epoch, "sparsity": cfg.ratio, "val_accuracy_pruned": None,
-                            "val_accuracy": evaluate(model, data.x_val, data.y_val).accuracy,
-                            "test_accuracy": evaluate(model, data.x_test, data.y_test).accuracy})
+            state["records"].append({"step": step // steps_per_epoch, "sparsity": cfg.ratio,
+                                     "val_accuracy_pruned": None,
+                                     "val_accuracy": evaluate(model, data.x_val, data.y_val).accuracy,
+                                     "test_accuracy": evaluate(model, data.x_test, data.y_test).accuracy})
 
     zero_lowest_filters(model, names, cfg.ratio)
-    train(model, data, train_cfg, seed=seed, on_step=on_step, progress=progress, desc="soft filter", loss_fn=loss_fn)
+    hook = StepHook(on_step, {"records": []})  # the per-epoch records are checkpointed with the model
+    train(model, data, train_cfg, seed=seed, on_step=hook, progress=progress, desc="soft filter", loss_fn=loss_fn)
+    records: list[dict] = hook.state["records"]
     pruner.prune_to(cfg.ratio)  # the zero filters score lowest: the mask fixes exactly them
     return pruner, records
 
