@@ -13,20 +13,19 @@ and the rest go on; every input gets the answer it would get alone at batch 1.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunekit.data.base import DataSplits, iterate_batches
+from prunekit.data.base import DataSplits
+from prunekit.dynamic._loop import CosineLoop
 from prunekit.dynamic.chain import Chain
 from prunekit.dynamic.confidence import CONFIDENCE, check_thresholds
 from prunekit.dynamic.heads import HEADS, build_head
 from prunekit.errors import ConfigError
-from prunekit.training import distributed
-from prunekit.training.phase import TrainHistory, run_phase
+from prunekit.training.phase import run_phase
 
 __all__ = ["EarlyExitConfig", "EarlyExitModel", "attach_exits", "train_exits"]
 
@@ -230,40 +229,21 @@ def train_exits(model: EarlyExitModel, data: DataSplits, cfg: EarlyExitConfig, s
     return hist.epoch_loss
 
 
-class _ExitLoop:
-    """The state of the heads' training (see :class:`~prunekit.training.phase.PhaseLoop`)."""
+class _ExitLoop(CosineLoop):
+    """The heads' training: Adam on the heads (frozen backbone, its BatchNorm statistics kept) or SGD on all."""
 
     def __init__(self, model: EarlyExitModel, data: DataSplits, cfg: EarlyExitConfig, seed: int) -> None:
-        self.model, self.data, self.cfg = model, data, cfg
-        self.gen = torch.Generator().manual_seed(seed)
-        frozen = cfg.train == "frozen"
-        params = list(model.heads.parameters()) if frozen else list(model.parameters())
-        self.opt = torch.optim.Adam(params, lr=cfg.lr) if frozen else \
+        self.frozen = cfg.train == "frozen"
+        params = list(model.heads.parameters()) if self.frozen else list(model.parameters())
+        opt = torch.optim.Adam(params, lr=cfg.lr) if self.frozen else \
             torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=1e-4)
-        self.steps_per_epoch = math.ceil(len(data.x_train) / cfg.batch_size)
-        self.total = self.steps_per_epoch * cfg.epochs
-        self.device = next(model.parameters()).device
-        self.step, self.history = 0, TrainHistory()
-        self.net = distributed.wrap_call(model, lambda m, x, y: _exit_loss(m.forward_all(x), y, cfg))
+        super().__init__(model, data, cfg.batch_size, cfg.epochs, cfg.lr, seed, opt,
+                         lambda m, x, y: _exit_loss(m.forward_all(x), y, cfg))
 
-    def epoch(self, bar) -> None:
-        cfg = self.cfg
+    def train_mode(self) -> None:
         self.model.train()
-        if cfg.train == "frozen":
+        if self.frozen:
             self.model.chain.eval()  # BatchNorm statistics stay the static model's
-        total = 0.0
-        for xb, yb in iterate_batches(self.data.x_train, self.data.y_train, cfg.batch_size, True, self.gen):
-            xb, yb, share = distributed.split_batch(xb, yb)  # this rank's part of the global batch
-            for g in self.opt.param_groups:
-                g["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * self.step / max(self.total, 1)))
-            loss = self.net(xb.to(self.device), yb.to(self.device))
-            self.opt.zero_grad(set_to_none=True)
-            (loss * share if share != 1.0 else loss).backward()
-            self.opt.step()
-            self.step += 1
-            total += float(loss.detach())
-            bar.update(1)
-        self.history.epoch_loss.append(total / max(1, self.steps_per_epoch))
 
 
 def _exit_loss(outs: list[torch.Tensor], y: torch.Tensor, cfg: EarlyExitConfig) -> torch.Tensor:

@@ -25,12 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunekit.data.base import DataSplits, iterate_batches
+from prunekit.data.base import DataSplits
+from prunekit.dynamic._loop import CosineLoop
 from prunekit.dynamic.chain import Chain
 from prunekit.errors import ConfigError, PruningError
 from prunekit.models.builtin import BasicBlock
-from prunekit.training import distributed
-from prunekit.training.phase import TrainHistory, run_phase
+from prunekit.training.phase import run_phase
 
 __all__ = ["ChannelGateConfig", "GatedModel", "gate_channels", "train_gates"]
 
@@ -156,32 +156,10 @@ def train_gates(model: GatedModel, data: DataSplits, cfg: ChannelGateConfig, see
     return hist.epoch_loss
 
 
-class _GateLoop:
-    """The state of the gated fine-tuning (see :class:`~prunekit.training.phase.PhaseLoop`)."""
+class _GateLoop(CosineLoop):
+    """The gated fine-tuning: SGD on the network and its predictors, cross-entropy."""
 
     def __init__(self, model: GatedModel, data: DataSplits, cfg: ChannelGateConfig, seed: int) -> None:
-        self.model, self.data, self.cfg = model, data, cfg
-        self.gen = torch.Generator().manual_seed(seed)
-        self.opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=1e-4)
-        self.steps_per_epoch = math.ceil(len(data.x_train) / cfg.batch_size)
-        self.total = self.steps_per_epoch * cfg.epochs
-        self.schedule_steps = self.steps_per_epoch * max(cfg.epochs, 1)
-        self.device = next(model.parameters()).device
-        self.step, self.history = 0, TrainHistory()
-        self.net = distributed.wrap_call(model, lambda m, x, y: F.cross_entropy(m(x), y))
-
-    def epoch(self, bar) -> None:
-        self.model.train()
-        total = 0.0
-        for xb, yb in iterate_batches(self.data.x_train, self.data.y_train, self.cfg.batch_size, True, self.gen):
-            xb, yb, share = distributed.split_batch(xb, yb)  # this rank's part of the global batch
-            for g in self.opt.param_groups:
-                g["lr"] = self.cfg.lr * 0.5 * (1 + math.cos(math.pi * self.step / self.schedule_steps))
-            loss = self.net(xb.to(self.device), yb.to(self.device))
-            self.opt.zero_grad(set_to_none=True)
-            (loss * share if share != 1.0 else loss).backward()
-            self.opt.step()
-            self.step += 1
-            total += float(loss.detach())
-            bar.update(1)
-        self.history.epoch_loss.append(total / self.steps_per_epoch)
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=1e-4)
+        super().__init__(model, data, cfg.batch_size, cfg.epochs, cfg.lr, seed, opt,
+                         lambda m, x, y: F.cross_entropy(m(x), y))

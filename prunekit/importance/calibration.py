@@ -188,7 +188,10 @@ def collect_stats(model: nn.Module, graph: DependencyGraph, calibration: Calibra
                   needs: frozenset[str]) -> CalibrationStats:
     """One pass over ``calibration`` recording what ``needs`` asks for; the model is left unchanged.
 
-    BatchNorm statistics are not updated: the pass runs in eval mode (gradients flow all the same).
+    BatchNorm statistics are not updated: the pass runs in eval mode (gradients flow all the same). With
+    ``calibration.attention_mask`` the model is called as ``model(x, attention_mask=mask)``, so padded positions
+    reach neither the attention nor a masked pooling, and the gradients are those of the real tokens (the
+    activation statistics still average over every position).
     """
     stats = CalibrationStats()
     want_grads = "gradients" in needs
@@ -201,8 +204,8 @@ def collect_stats(model: nn.Module, graph: DependencyGraph, calibration: Calibra
     model.eval()
     try:
         with recording(hooks), torch.set_grad_enabled(want_grads):
-            for xb, yb in calibration.batches():
-                out = model(xb.to(device))
+            for (xb, yb), mb in zip(calibration.batches(), calibration.masks(), strict=True):
+                out = model(xb.to(device)) if mb is None else model(xb.to(device), attention_mask=mb.to(device))
                 if yb is not None:
                     labels.append(yb.cpu().numpy())
                 if want_grads:

@@ -204,3 +204,26 @@ def test_one_shot_embedding_recipe_without_recovery(tiny_bert, ragged_csv, tmp_p
     assert rep["layerwise"]["dense_layers"] == ["encoder.pooler.*"]
     assert set(rep["layerwise"]["layer_sparsity"].values()) == {0.5}
     assert 0.3 < rep["pruned"]["cosine_to_dense"][f"text:{ragged_csv}"] < 1.0
+
+
+def test_gradient_criteria_do_not_see_what_is_in_the_padded_positions(tiny_bert):
+    from prunekit.graph import DependencyGraph
+    from prunekit.importance.calibration import collect_stats
+    from prunekit.models.hf import load_text_model
+
+    model = load_text_model(f"hf:{tiny_bert}", "classification", 2).model.eval()
+    _, ids, mask = _padded_batch(tiny_bert)
+    other = ids.clone()
+    other[mask == 0] = 7  # other tokens where the padding is
+    y = torch.tensor([0, 1] * 4)
+    graph = DependencyGraph.build(model, ids[:1])
+
+    def taylor(x, m):
+        stats = collect_stats(model, graph, Calibration(x, y, batch_size=4, attention_mask=m),
+                              frozenset({"gradients", "labels"}))
+        return stats.taylor
+
+    a, b = taylor(ids, mask), taylor(other, mask)
+    assert a and all(abs(a[k] - b[k]).max() <= 1e-6 * (1 + abs(a[k]).max()) for k in a)
+    unmasked = taylor(ids, None), taylor(other, None)  # without the mask the padding changes the scores
+    assert any(abs(unmasked[0][k] - unmasked[1][k]).max() > 1e-4 * (1 + abs(unmasked[0][k]).max()) for k in a)

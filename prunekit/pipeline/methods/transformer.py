@@ -90,7 +90,7 @@ def _calibration(ctx: PruneContext, n: int) -> Calibration:
     idx = torch.randperm(len(state.train), generator=gen)[:n].tolist()
     batch = state.train.collate(idx)
     labels = ctx.data.train.labels[idx] if ctx.data.kind == "classification" else None
-    return Calibration(batch["input_ids"], labels, batch_size=32)
+    return Calibration(batch["input_ids"], labels, batch_size=32, attention_mask=batch["attention_mask"])
 
 
 def _run(ctx: PruneContext) -> PruneOutcome:
