@@ -160,10 +160,11 @@ def render(result: dict) -> str:
                          f"{r['speedup_cpu']['1']:.2f}× / {r['speedup_cpu']['32']:.2f}× | "
                          f"{t.get('wall', 0) / 60:.1f} / {t.get('cpu', 0) / 60:.1f} min |")
         lines.append("")
-    if result.get("recovery_bench"):  # copied from text_recovery.json (--recovery-json), with its provenance
+    parts = result.get("recovery_benches") or ([result["recovery_bench"]] if result.get("recovery_bench") else [])
+    for part in parts:  # copied from text_recovery.py results (--recovery-json), each with its provenance
         from text_recovery import sections
 
-        lines += sections(result["recovery_bench"])
+        lines += sections(part)
     if result.get("sweep_provenance"):
         from _common import provenance_line
 
@@ -186,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep-sweep", action="store_true", help="reuse the sweep (and its provenance) of the "
                     "committed bench/results/transformers.json; only the recipe rows and notes change")
     ap.add_argument("--note", action="append", default=[])
-    ap.add_argument("--recovery-json", default=None, help="a bench/text_recovery.py result whose recovery and "
-                    "latency parts (each with its provenance) are rendered into this page")
+    ap.add_argument("--recovery-json", nargs="*", default=[], help="bench/text_recovery.py results whose recovery "
+                    "and latency parts (each with its provenance) are rendered into this page, in this order")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.variants = [(s, "uniform") for s in args.sparsities] + [(s, "global") for s in args.global_sparsities]
@@ -197,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     if old:
         result["sweep_provenance"] = old.get("sweep_provenance") or old.get("provenance")
     if args.recovery_json:
-        extra = json.loads(open(args.recovery_json).read())
-        result["recovery_bench"] = {k: extra[k] for k in ("recovery", "latency") if k in extra}
+        extras = [json.loads(open(path).read()) for path in args.recovery_json]
+        result["recovery_benches"] = [{k: x[k] for k in ("recovery", "latency") if k in x} for x in extras]
     result["sweep"].setdefault("sequence", args.sequence)
     write_results("transformers", result, render)
     return 0

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import statistics
 import sys
@@ -152,9 +153,9 @@ def run_seed(seed: int, args, t: Texts, base) -> dict:
     out["dense"].update(params=count_params(dense).total, macs=count_macs(dense, example).dense)
     print(json.dumps({"seed": seed, "dense": out["dense"]}), flush=True)
     rows = []
-    for allocation in args.allocations:
+    for sparsity, allocation in itertools.product(args.sparsity, args.allocations):
         pruned = copy.deepcopy(dense)
-        prune_(pruned, StructuredConfig(sparsity=args.sparsity, importance="l2", allocation=allocation,
+        prune_(pruned, StructuredConfig(sparsity=sparsity, importance="l2", allocation=allocation,
                                         exclude=pruned.kept_whole()), example_inputs=example)
         before, _ = metrics(pruned, t, dense_emb)
         shape = {"params": count_params(pruned).total, "macs": count_macs(pruned, example).dense}
@@ -162,7 +163,7 @@ def run_seed(seed: int, args, t: Texts, base) -> dict:
             m = copy.deepcopy(pruned)
             cpu = _recover(kind, m, dense, t, args, seed)
             after, _ = metrics(m, t, dense_emb)
-            row = {"variant": f"{args.sparsity:.0%} {allocation}", "allocation": allocation, "recovery": kind,
+            row = {"variant": f"{sparsity:.0%} {allocation}", "allocation": allocation, "recovery": kind,
                    "before": before, "after": after, "recover_cpu_s": cpu, **shape}
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -192,12 +193,12 @@ def latency(args) -> dict:
     dense = loaded.model.eval()
     example = token_example(dense.encoder.config.vocab_size, args.sequence, tuple(loaded.tokenizer.all_special_ids))
     models, names = [dense], ["dense"]
-    for allocation in args.allocations:
+    for sparsity, allocation in itertools.product(args.sparsity, args.allocations):
         m = copy.deepcopy(dense)
-        prune_(m, StructuredConfig(sparsity=args.sparsity, importance="l2", allocation=allocation,
+        prune_(m, StructuredConfig(sparsity=sparsity, importance="l2", allocation=allocation,
                                    exclude=m.kept_whole()), example_inputs=example)
         models.append(m.eval())
-        names.append(f"{args.sparsity:.0%} {allocation}")
+        names.append(f"{sparsity:.0%} {allocation}")
     rows = []
     for threads in args.thread_counts:
         torch.set_num_threads(threads)
@@ -220,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--recover-epochs", type=int, default=1)
     ap.add_argument("--recover-lr", type=float, default=1e-4)
-    ap.add_argument("--sparsity", type=float, default=0.5)
+    ap.add_argument("--sparsity", type=float, nargs="+", default=[0.5],
+                    help="fractions of heads and FFN neurons removed (each one a set of rows)")
     ap.add_argument("--allocations", nargs="*", default=["uniform", "global"])
     ap.add_argument("--recoveries", nargs="*", default=["finetune", "distill"])
     ap.add_argument("--oneshot", nargs="*", default=["wanda", "sparsegpt"])
@@ -274,7 +276,9 @@ def _ms(vals: list[float], scale: float = 1.0, digits: int = 2) -> str:
 def _recovery_lines(rec: dict) -> list[str]:
     seeds, a = rec["seeds"], rec["args"]
     n, sz = len(seeds), rec["sizes"]
-    lines = [f"## Recovery: fine-tune vs distillation ({n} seed{'s' * (n > 1)}: "
+    at = a.get("sparsity", 0.5)
+    at = ", ".join(f"{x:.0%}" for x in (at if isinstance(at, list) else [at]))
+    lines = [f"## Recovery at {at} of heads and FFN neurons: fine-tune vs distillation ({n} seed{'s' * (n > 1)}: "
              f"{', '.join(str(s['seed']) for s in seeds)})", "",
              f"Dense: all-MiniLM-L6-v2 + a linear head fine-tuned for {a['epochs']} epoch(s) on a fixed subset of "
              f"**{sz['train_subset']:,} of the {sz['train_full']:,} training snippets** (full-data training takes "
