@@ -3,12 +3,12 @@ latency of every schedule beside the dense model, one seed per call (used by ``b
 
 The ViT: ``ViTMini`` with a convolutional stem down to 2×2 patches (196 patches + a class token: the token count of
 ViT-B/16 at 224²), width 128, 4 heads, 4 blocks, MLP 256 — 148 M MACs per image. With vit_mini's default 4×4 patches
-(50 tokens, width 64) a block is a handful of tiny matmuls whose cost is mostly per-op overhead at batch 1, so removing
-tokens saves little time whatever it saves in MACs; at 197 tokens × 128 the attention and MLP arithmetic is most of a
-block. The stem (3×3 conv to 32 channels, stride-2 3×3 conv to 64, 1×1 conv to 128; Xiao et al. 2021) replaces the
-one 2×2 patch convolution, and AdamW replaces Adam with L2 decay: stop 20's patch-embedding ViT, trained 4 epochs with Adam, was
-left at 59% / 48% test accuracy (2 seeds), too under-trained for "within 1 pt" to mean much. Four blocks, not six,
-and 6 epochs: what trains 3 seeds in the time a shared 2-core CPU allows.
+(50 tokens, width 64) a block is a handful of tiny matmuls whose cost is mostly per-op overhead at batch 1, so
+removing tokens saves little time whatever it saves in MACs; at 197 tokens × 128 the attention and MLP arithmetic is
+most of a block. The stem (3×3 conv to 32 channels, stride-2 3×3 conv to 64, 1×1 conv to 128; Xiao et al. 2021)
+replaces the one 2×2 patch convolution, and AdamW replaces Adam with L2 decay: stop 20's patch-embedding ViT,
+trained 4 epochs with Adam, was left at 59% / 48% test accuracy (2 seeds), too under-trained for "within 1 pt" to
+mean much. Four blocks, not six, and 6 epochs: what trains 3 seeds in the time a shared 2-core CPU allows.
 """
 
 from __future__ import annotations
@@ -139,7 +139,8 @@ def render_vit_curve(curves: list[dict]) -> list[str]:
              f"ViTMini, {vit['patch']}×{vit['patch']} patches ({vit['tokens']} tokens with the class token), "
              f"{vit.get('stem', 'patch')} stem, width {vit['dim']}, {vit['num_heads']} heads, {vit['depth']} blocks, "
              f"trained {curves[0]['train']['epochs']} epoch(s) ({curves[0]['train']['optimizer']}, weight decay "
-             f"{curves[0]['train']['weight_decay']}). *merge r*: ToMe, r tokens merged in each block (a list: per block); *keep p at i,j*: "
+             f"{curves[0]['train']['weight_decay']}). *merge r*: ToMe, r tokens merged in each block (a list: per "
+             "block); *keep p at i,j*: "
              "EViT, after the attention of blocks i and j the fraction p of the patch tokens the class token attends "
              "to most is kept and the rest fused into one. *+ft*: fine-tuned "
              f"{curves[0]['finetune']['epochs']} epoch(s) with the schedule on. Batch-1 ms: mean CPU time per test "
