@@ -237,7 +237,7 @@ def main(argv=None) -> None:
     p.add_argument("--ft-epochs", type=int, default=10, help="F: fine-tuning budget of every method")
     p.add_argument("--ft-lr", type=float, default=0.01)
     p.add_argument("--lr", type=float, default=0.05, help="dense (and lottery round) learning rate")
-    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
+    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam", "adamw"])
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--kd-temperature", type=float, default=4.0)

@@ -1,12 +1,16 @@
 """Bad data, checkpoints and model arguments (issue 16): one clear error before work starts, never a model
 trained on silently wrong data or weights."""
 
+import math
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from prunekit.data import load_dataset
-from prunekit.errors import ConfigError, DataError, ModelLoadError
+from prunekit.errors import ConfigError, DataError, ModelLoadError, RecipeError
 from prunekit.models import build_model
 
 
@@ -73,6 +77,16 @@ def test_a_checkpoint_with_another_head_names_the_keys_and_loads_without_it(tmp_
 def test_unknown_model_kwargs_are_a_config_error():
     with pytest.raises(ConfigError, match="takes no keyword argument.*'bogus'"):
         build_model("lenet300", (1, 28, 28), 10, {"bogus": 1})
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_a_non_finite_model_kwarg_is_refused_naming_it(value):
+    from prunekit.pipeline import parse_recipe
+
+    raw = yaml.safe_load((Path(__file__).parents[1] / "recipes" / "torchvision-imagefolder.yaml").read_text())
+    raw["model"]["kwargs"] = {**raw["model"].get("kwargs", {}), "dropout": value}
+    with pytest.raises(RecipeError, match=f"model.kwargs.dropout is {value}: give a finite number"):
+        parse_recipe(raw, "t", notice=None)
 
 
 def test_a_run_diverging_from_weight_decay_names_that_setting(digits):

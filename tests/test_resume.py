@@ -34,6 +34,8 @@ LOTTERY = {**{k: v for k, v in ITERATIVE.items() if k != "recover"}, "name": "re
            "train": {"epochs": 3, "lr": 0.05},
            "prune": {"method": "lottery", "importance": "l1", "sparsity": 0.5, "steps": 1, "rewind": "iteration",
                      "rewind_step": 5}}
+ADAMW_WARMUP = {**ITERATIVE, "name": "resume-adamw",  # warm-up: 1.2 of the 4 epochs
+                "train": {"epochs": 4, "lr": 0.003, "optimizer": "adamw", "weight_decay": 0.05, "warmup": 0.3}}
 UNTIMED = ("timings_s", "run_time_s", "threads", "checkpoint", "speedup")
 
 
@@ -113,7 +115,8 @@ def test_killed_mid_fine_tuning_resumes_to_the_same_report(tmp_path, monkeypatch
     (STRUCTURED, 's["current"] is not None and len(s["done"]) == 1'),  # mid recovery
     (SOFT_FILTER, 'len(s["done"]) == 1 and s["current"] is not None'),  # mid soft-filter training
     (LOTTERY, 's["current"] is not None and len(s["done"]) == 0'),  # mid dense training, after the rewind step
-], ids=["dense", "between-steps", "gradual", "structured", "soft-filter", "lottery-rewind"])
+    (ADAMW_WARMUP, 's["current"] is not None and len(s["done"]) == 0'),  # after epoch 1, inside the warm-up
+], ids=["dense", "between-steps", "gradual", "structured", "soft-filter", "lottery-rewind", "adamw-warmup"])
 def test_killed_anywhere_resumes_to_the_same_report(tmp_path, monkeypatch, recipe, ready):
     monkeypatch.chdir(tmp_path)
     _assert_resume_matches(tmp_path, recipe, ready)  # phases with a per-step hook resume from their last epoch too

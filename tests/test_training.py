@@ -93,6 +93,8 @@ def test_a_non_finite_loss_reports_its_exact_step_and_epoch(digits):
 
 @pytest.mark.parametrize(("key", "value", "says"), [
     ("momentum", 1.0, r"momentum must be in \[0, 1\)"), ("momentum", -0.1, r"momentum must be in \[0, 1\)"),
+    ("warmup", 1.0, r"warmup must be .* in \[0, 1\).*got 1\.0"), ("warmup", -0.1, r"warmup must be .*got -0\.1"),
+    ("warmup", float("nan"), r"warmup must be .*got nan"), ("optimizer", "adam_w", "choose one of: adam, adamw, sgd"),
     ("weight_decay", -1e-4, "weight_decay must be a finite number ≥ 0"),
     ("lr", float("nan"), "lr must be a finite number > 0"), ("lr", float("inf"), "lr must be a finite number > 0"),
     ("lr", 0.0, "lr must be a finite number > 0"), ("lr", -0.1, "lr must be a finite number > 0"),
@@ -108,3 +110,61 @@ def test_bad_training_settings_refused_naming_key_and_range(key, value, says):
     for section in ("train", "recover"):
         with pytest.raises((ConfigError, RecipeError), match=f"{key}.*finite|{says}"):
             parse_recipe({**base, section: {"epochs": 1, key: value}})
+
+
+def _zero_input_run(optimizer: str, weight_decay: float) -> torch.Tensor:
+    """Trains a linear layer whose last input is always 0 (so that column's gradient is 0); returns that column."""
+    from prunekit.data.base import DataSplits
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 4, generator=gen)
+    x[:, 3] = 0.0
+    y = (x[:, 0] > 0).long()
+    data = DataSplits("toy", x, y, x, y, x, y, num_classes=2)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    with torch.no_grad():
+        model.weight[:, 3] = 1.0
+    train(model, data, TrainConfig(epochs=2, batch_size=8, lr=0.01, optimizer=optimizer, weight_decay=weight_decay,
+                                   schedule="constant"), progress=False)  # 8 steps
+    return model.weight[:, 3].detach()
+
+
+def test_adamw_decays_a_weight_without_gradient_by_lr_times_decay_per_step_and_adam_does_not():
+    adamw = _zero_input_run("adamw", 0.1)
+    assert torch.allclose(adamw, torch.full((2,), (1 - 0.01 * 0.1) ** 8), rtol=1e-6, atol=0)  # decoupled: w·(1-lr·wd)
+    adam = _zero_input_run("adam", 0.1)  # L2: the decay is a gradient, normalised by Adam to a step of ~lr
+    assert torch.all(adam < 0.95) and torch.all(adam > 0.9)
+    assert torch.equal(_zero_input_run("adamw", 0.0), torch.ones(2))  # no decay, no gradient: unchanged
+
+
+def test_warmup_rises_linearly_to_lr_then_the_schedule_runs_over_the_remaining_steps():
+    from prunekit.training.loop import _lr_factor, learning_rate
+
+    cfg = TrainConfig(lr=0.1, warmup=0.1)  # 100 steps: 10 of warm-up
+    rates = [learning_rate(cfg, s, 100) for s in range(100)]
+    assert rates[0] == pytest.approx(0.01) and rates[9] == pytest.approx(0.1)
+    assert all(b - a == pytest.approx(0.01) for a, b in zip(rates[:9], rates[1:10], strict=True))
+    assert rates[10] == pytest.approx(0.1) and rates[99] == pytest.approx(0.1 * _lr_factor("cosine", 89 / 90))
+    assert all(b < a for a, b in zip(rates[10:], rates[11:], strict=False))  # cosine decay after the warm-up
+    step = TrainConfig(lr=0.1, warmup=0.2, schedule="step")  # 50 steps: 10 of warm-up, ×0.1 at half of the other 40
+    assert learning_rate(step, 29, 50) == pytest.approx(0.1) and learning_rate(step, 30, 50) == pytest.approx(0.01)
+    plain = TrainConfig(lr=0.05)  # no warm-up: the very rates of the schedule alone (earlier runs reproduce)
+    assert all(learning_rate(plain, s, 37) == 0.05 * _lr_factor("cosine", s / 37) for s in range(37))
+
+
+def test_warmup_changes_training_and_recipes_take_adamw_and_warmup(digits):
+    from prunekit.pipeline import parse_recipe
+
+    def run(warmup):
+        torch.manual_seed(0)
+        model = build_model("lenet300", digits.input_shape, 10)
+        train(model, digits, TrainConfig(epochs=1, lr=0.05, warmup=warmup), progress=False)
+        return model[1].weight.detach().clone()
+
+    assert not torch.equal(run(0.5), run(0.0))
+    settings = {"epochs": 1, "optimizer": "adamw", "warmup": 0.05, "weight_decay": 0.05}
+    recipe = parse_recipe({"version": 2, "name": "t", "data": "digits", "model": "lenet300", "train": settings,
+                           "prune": {"method": "one_shot", "sparsity": 0.5}, "recover": settings})
+    for cfg in (recipe.train, recipe.recover.train_config()):
+        assert (cfg.optimizer, cfg.warmup, cfg.weight_decay) == ("adamw", 0.05, 0.05)

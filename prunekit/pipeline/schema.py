@@ -23,6 +23,7 @@ names the key, the bad value and the valid choices. Version-1 recipes convert on
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -72,6 +73,9 @@ class ModelSection:
 
     def __post_init__(self) -> None:
         check_model_name(self.name)  # built-in names, SOURCE:WHERE (hf:PATH checked on disk), package.module:factory
+        for key, value in self.kwargs.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"model.kwargs.{key} is {value}: give a finite number")
         if ":" not in self.name:
             check_builtin_kwargs(self.name, self.kwargs)
         if self.checkpoint_exclude and not self.checkpoint:

@@ -31,10 +31,15 @@ class TrainConfig:
         epochs: passes over the training split.
         lr: peak learning rate.
         batch_size: mini-batch size.
-        optimizer: ``sgd`` (with Nesterov momentum) or ``adam``.
+        optimizer: ``sgd`` (with Nesterov momentum), ``adam`` or ``adamw``.
         momentum: SGD momentum.
-        weight_decay: L2 penalty coefficient.
+        weight_decay: the decay coefficient. ``sgd`` and ``adam`` add it as an L2 penalty to the gradient
+            (``g + weight_decay·w``; with ``adam`` the penalty is rescaled by the adaptive step, so a large value such
+            as 0.05 can stall training); ``adamw`` decouples it (Loshchilov & Hutter 2019): after the Adam step,
+            ``w ← w - lr·weight_decay·w``, whatever the gradient.
         schedule: ``cosine`` (to zero over the run), ``constant`` or ``step`` (×0.1 at 50%, 75%).
+        warmup: the fraction of the run's steps (in [0, 1)) over which the learning rate first rises linearly from
+            ``lr / W`` to ``lr`` (``W`` warm-up steps); ``schedule`` then runs over the remaining steps. 0 = none.
         augment: ``none``, or ``shift``: translate each training input by up to ``shift_pixels``
             along each spatial axis (filled with the input's minimum, i.e. the background).
         shift_pixels: the largest translation of ``shift``.
@@ -49,6 +54,7 @@ class TrainConfig:
     schedule: str = "cosine"
     augment: str = "none"
     shift_pixels: int = 2
+    warmup: float = 0.0
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1:
@@ -62,8 +68,12 @@ class TrainConfig:
                 and self.weight_decay >= 0):
             raise ConfigError(f"weight_decay must be a finite number ≥ 0 (0 = none, 1e-4 typical), "
                               f"got {self.weight_decay!r}")
-        if self.optimizer not in ("sgd", "adam"):
-            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of: adam, sgd")
+        if self.optimizer not in ("sgd", "adam", "adamw"):
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of: adam, adamw, sgd")
+        if not (isinstance(self.warmup, (int, float)) and not isinstance(self.warmup, bool)
+                and 0 <= self.warmup < 1):
+            raise ConfigError(f"warmup must be a fraction of the run's steps in [0, 1) (0 = none, 0.05 typical), "
+                              f"got {self.warmup!r}")
         if self.schedule not in ("cosine", "constant", "step"):
             raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of: constant, cosine, step")
         if self.augment not in ("none", "shift"):
@@ -110,10 +120,22 @@ def _lr_factor(schedule: str, progress: float) -> float:
     return 1.0
 
 
+def learning_rate(cfg: TrainConfig, step: int, total: int) -> float:
+    """The learning rate of 0-based optimiser step ``step`` of a run of ``total`` steps: ``round(warmup · total)``
+    warm-up steps rising linearly to ``lr``, then ``schedule`` over the rest. A pure function of the step, so a
+    resumed run sets the rates an uninterrupted one would."""
+    warm = round(cfg.warmup * total)
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    return cfg.lr * _lr_factor(cfg.schedule, (step - warm) / max(total - warm, 1))
+
+
 def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.optimizer == "adam":
+    if cfg.optimizer == "adam":  # weight decay as an L2 term of the gradient (kept: earlier results used it)
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":  # decoupled weight decay
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                            nesterov=cfg.momentum > 0)
 
@@ -207,7 +229,7 @@ class _Loop:
             xb, yb, share = distributed.split_batch(xb, yb)  # this rank's part of the global batch
             xb, yb = xb.to(self.device), yb.to(self.device)
             for group in opt.param_groups:
-                group["lr"] = cfg.lr * _lr_factor(cfg.schedule, self.step / max(self.total, 1))
+                group["lr"] = learning_rate(cfg, self.step, self.total)
             logits = self.net(xb)
             loss = self.loss_fn(logits, yb, xb) if self.loss_fn else F.cross_entropy(logits, yb)
             value = float(loss.detach())

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from prunekit.data.tokens import Encoded
 from prunekit.training import distributed
-from prunekit.training.loop import TrainConfig, _diverged, _lr_factor, _optimizer
+from prunekit.training.loop import TrainConfig, _diverged, _optimizer, learning_rate
 from prunekit.training.phase import TrainHistory, run_phase
 
 __all__ = ["predict", "embed", "text_accuracy", "train_text"]
@@ -109,7 +109,7 @@ class _TextLoop:
         for batch_idx in self.enc.order(cfg.batch_size, True, self.gen):
             idx, share = distributed.split_indices(batch_idx)  # this rank's texts of the global batch
             for group in opt.param_groups:
-                group["lr"] = cfg.lr * _lr_factor(cfg.schedule, self.step / max(self.total, 1))
+                group["lr"] = learning_rate(cfg, self.step, self.total)
             loss = self.net(self.enc.collate(idx, self.device), idx)
             value = float(loss.detach())
             if not math.isfinite(value):
