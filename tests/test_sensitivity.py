@@ -86,9 +86,8 @@ def test_cli_criteria_come_from_the_registry_and_misfits_list_what_fits(tmp_path
 
 def test_cli_takes_zoo_model_names_through_the_model_source_registry(tmp_path, capsys):
     pytest.importorskip("torchvision")
-    from tests.test_zoo_recipes import _folder
-
     from prunekit.cli.main import main
+    from tests.test_zoo_recipes import _folder
 
     folder = _folder(tmp_path, n=6)
     out = tmp_path / "o"
