@@ -4,8 +4,9 @@ PyTorch vs ONNX Runtime, every variant timed side by side at batch 1 and 32 × 1
 The pruned classifier comes from a finished ``minilm-heads-ffn`` run (``--run DIR``: its ``model/`` directory, the
 encoder fine-tuned on Rotten Tomatoes, pruned and distilled, and ``head.safetensors``). That directory is written in
 the stock transformers layout, where removed heads come back as zero-weight heads (see
-:mod:`prunekit.structured.hf`); they are removed again here (:func:`prunekit.structured.hf.prune_heads`, exact: the
-outputs are checked equal) so that every backend computes 6 heads. Without ``--run`` the shipped MiniLM is pruned
+:mod:`prunekit.structured.hf`); prunekit's loader removes them again (:func:`prunekit.pipeline.text.load_saved_text`,
+as ``prunekit export RUN_DIR`` does; exact: the outputs are checked equal here too) so that every backend computes 6
+heads. Without ``--run`` the shipped MiniLM is pruned
 here, un-recovered (latency only; its accuracy is not the recipe's).
 
 The dense baseline for latency is the shipped MiniLM with a classification head (same architecture as the run's
@@ -38,44 +39,35 @@ from prunekit.export import TextDeploy, deploy_onnx
 from prunekit.measure import count_macs, count_params
 from prunekit.measure.text import token_example
 from prunekit.models.hf import load_text_model
-from prunekit.structured.hf import prune_heads
 
 OUT = RESULTS / "deploy_runs" / "minilm.json"
 
 
-def _zero_heads(model: torch.nn.Module) -> dict[int, list[int]]:
-    """Per BERT layer: the heads whose query, key and value weights are all zero (padding of the stock layout)."""
-    out = {}
-    for i, layer in enumerate(model.encoder.encoder.layer):
-        att = layer.attention.self
-        size = att.attention_head_size
-        qkv = (att.query, att.key, att.value)
-        zero = [h for h in range(att.query.weight.shape[0] // size)
-                if all(float(w.weight[h * size:(h + 1) * size].abs().sum()) == 0 for w in qkv)]
-        if zero:
-            out[i] = zero
-    return out
+def _heads(model: torch.nn.Module) -> int:
+    return sum(layer.attention.self.num_attention_heads for layer in model.encoder.encoder.layer)
 
 
 def _from_run(run: Path, batch: dict) -> tuple[torch.nn.Module, dict]:
     from safetensors.torch import load_file
 
+    from prunekit.pipeline import load_recipe
+    from prunekit.pipeline.text import load_saved_text
+
     labels = json.loads((run / "labels.json").read_text())["labels"]
-    model = load_text_model(str(run / "model"), "classification", len(labels)).model.eval()
-    model.head.load_state_dict(load_file(str(run / "head.safetensors")))
-    heads = _zero_heads(model)
+    stock = load_text_model(str(run / "model"), "classification", len(labels)).model.eval()  # zero heads padded in
+    stock.head.load_state_dict(load_file(str(run / "head.safetensors")))
+    model = load_saved_text(run, load_recipe(run / "recipe.yaml", notice=None)).model.eval()  # as prunekit loads it
     with torch.no_grad():
-        before = model(**batch)
-        prune_heads(model.encoder, heads, batch)
-        diff = float((model(**batch) - before).abs().max())
+        diff = float((model(**batch) - stock(**batch)).abs().max())
     if diff > 1e-4:
         raise SystemExit(f"removing the zero heads changed the outputs by {diff:.2e}")
+    heads = _heads(stock) - _heads(model)
     report = json.loads((run / "report.json").read_text())
     figures = {k: report[k] for k in ("dense", "pruned", "accuracy_drop_pt", "macs_reduction") if k in report}
     for side in ("dense", "pruned"):
         figures[side] = {k: figures[side].get(k) for k in ("accuracy", "cosine_to_dense", "spearman", "params",
                                                            "macs", "layers", "latency_cpu_ms")}
-    return model, {"run": str(run), "zero_heads_removed": sum(len(v) for v in heads.values()),
+    return model, {"run": str(run), "zero_heads_removed": heads,
                    "max_abs_diff_after_removal": diff, "run_report": figures}
 
 

@@ -82,3 +82,28 @@ def test_cli_criteria_come_from_the_registry_and_misfits_list_what_fits(tmp_path
     assert main(["sensitivity", "--importance", "taylor", "--samples", "0", "--out", str(tmp_path / "o")]) == 2
     assert "criterion 'taylor' needs calibration data" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # refused before any training
+
+
+def test_cli_takes_zoo_model_names_through_the_model_source_registry(tmp_path, capsys):
+    pytest.importorskip("torchvision")
+    from prunekit.cli.main import main
+    from tests.test_zoo_recipes import _folder
+
+    folder = _folder(tmp_path, n=6)
+    out = tmp_path / "o"
+    assert main(["sensitivity", "--model", "torchvision:mobilenet_v3_small", "--data", f"imagefolder:{folder}",
+                 "--epochs", "0", "--ratios", "0.5", "--max-samples", "4", "--samples", "0", "--out", str(out),
+                 "--threads", "1"]) == 0
+    saved = json.loads((out / "sensitivity.json").read_text())
+    assert saved["model"] == "torchvision:mobilenet_v3_small" and "features.0.0" in saved["curves"]
+    assert all(len(c["accuracy"]) == 1 and 0 <= c["accuracy"][0] <= 1 for c in saved["curves"].values())
+    # a zoo model on data it cannot take (1-channel 8x8 digits): one line before any training
+    assert main(["sensitivity", "--model", "torchvision:resnet18", "--data", "digits", "--out",
+                 str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "--model torchvision:resnet18 cannot take the inputs of --data digits (shape [1, 1, 8, 8])" in err
+    assert not (tmp_path / "bad").exists()
+    assert main(["sensitivity", "--model", "torchvision:", "--out", str(tmp_path / "bad")]) == 2
+    assert "names nothing after torchvision:" in capsys.readouterr().err
+    assert main(["sensitivity", "--model", f"hf:{tmp_path / 'none'}", "--out", str(tmp_path / "bad")]) == 2
+    assert "is not a directory" in capsys.readouterr().err

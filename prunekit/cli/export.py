@@ -11,7 +11,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a run's saved model (ONNX, optionally int8), verified in ONNX Runtime",
                        description="Exports the model saved in RUN_DIR (by `prunekit run`), checks ONNX Runtime's "
                                    "outputs against PyTorch's, optionally quantises it to int8, and measures its "
-                                   "accuracy (the run's test split) and latency in ONNX Runtime. Needs the deploy "
+                                   "accuracy (the run's test split) and latency in ONNX Runtime. A text run (hf: "
+                                   "model) is exported with its pruned head counts: inputs input_ids and "
+                                   "attention_mask, outputs the logits and the sentence embedding. Needs the deploy "
                                    "extra: pip install 'prunekit[deploy]'.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `prunekit run`")
     p.add_argument("--format", default="onnx", choices=["onnx"], help="export format (default: onnx)")
@@ -35,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
     lat = ", ".join(f"batch {b}: {ms:.3f} ms" for b, ms in d["latency_ms"].items())
     diffs = ", ".join(f"max rel diff {e['max_rel']:.1e} ({e['exporter']}, opset {e['opset']})"
                       for e in rep["exports"].values())
-    print(f"exported {d['path']} ({d['backend']}): accuracy {d['accuracy']:.2%} in ONNX Runtime, {lat}, "
-          f"{d['size_bytes']:,} bytes; export check: {diffs}")
+    quality = [f"accuracy {d['accuracy']:.2%}"] if d.get("accuracy") is not None else []
+    if d.get("cosine_to_dense") is not None:  # a text run: the embedding against the saved PyTorch model's
+        quality.append(f"embedding cosine {d['cosine_to_dense']:.4f} to PyTorch")
+    print(f"exported {d['path']} ({d['backend']}): {', '.join(quality) or 'no accuracy (no labels)'} in ONNX "
+          f"Runtime, {lat}, {d['size_bytes']:,} bytes; export check: {diffs}")
     return 0

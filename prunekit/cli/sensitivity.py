@@ -15,7 +15,7 @@ from prunekit.importance import Calibration, ImportanceConfig, check_needs, get,
 from prunekit.io.checkpoint import atomic_write_text
 from prunekit.io.outdir import check_output_dir, staged_output
 from prunekit.measure import threads
-from prunekit.models import build_model
+from prunekit.models import build_model, check_model_name, data_options
 from prunekit.report import have_matplotlib
 from prunekit.sensitivity import DEFAULT_RATIOS, SensitivityConfig, analyze, analyze_weights, plot_sensitivity
 from prunekit.training import TrainConfig, train
@@ -28,6 +28,21 @@ def _ratios(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"--ratios: expected comma-separated numbers, got {text!r}") from None
 
 
+def _check_inputs(model: torch.nn.Module, x: torch.Tensor, args: argparse.Namespace) -> None:
+    """One forward before any training, so a model that cannot take the data's inputs fails in one line."""
+    was = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    except Exception as e:
+        first = (str(e).splitlines() or [""])[0]
+        raise ConfigError(f"--model {args.model} cannot take the inputs of --data {args.data} (shape "
+                          f"{list(x.shape)}): {type(e).__name__}: {first}; give data the model takes (a torchvision "
+                          f"or timm model: --data imagefolder:DIR, which gets the model's own preprocessing)") from None
+    finally:
+        model.train(was)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "sensitivity", help="prune each group alone at increasing ratios; write a table, JSON and a plot",
@@ -35,8 +50,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--unstructured, every layer's weights) removes the lowest-scoring fraction of units alone at each "
         "ratio and records validation accuracy and loss. Writes sensitivity.md, sensitivity.json and "
         "sensitivity.png to --out.")
-    p.add_argument("--model", default="resnet_mini", help="built-in model name")
-    p.add_argument("--data", default="digits", help="built-in dataset name")
+    p.add_argument("--model", default="resnet_mini",
+                   help="a model name as recipes take it: built-in (lenet300, lenet5, resnet_mini, cnn1d), "
+                        "torchvision:NAME or timm:NAME (built without weights; load yours with --checkpoint), or "
+                        "package.module:factory")
+    p.add_argument("--data", default="digits",
+                   help="a dataset name: built-in (digits, mnist, mnist1d), imagefolder:DIR (with a torchvision/timm "
+                        "model's own preprocessing) or tensors:FILE")
     p.add_argument("--checkpoint", help="weights to load instead of training")
     p.add_argument("--epochs", type=int, default=3, help="dense training epochs (without --checkpoint)")
     p.add_argument("--lr", type=float, default=0.05, help="dense training learning rate")
@@ -63,10 +83,15 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--samples must be ≥ 0, got {args.samples}")
     if args.samples == 0:
         check_needs(args.importance, None, True, kind)  # raises with the criterion's needs
+    if check_model_name(args.model) == "text":  # named by the model-source registry (hf:PATH)
+        raise ConfigError(f"prunekit sensitivity does not yet measure text models ({args.model!r} is one: it has no "
+                          "tokenised evaluation); prune its heads and FFN neurons in a recipe instead (prune.method: "
+                          "transformer, see docs/recipes.md)")
     check_output_dir(args.out, args.force)  # fail before any training
-    data = load_dataset(args.data)
+    data = load_dataset(args.data, **data_options(args.model, args.data))  # a zoo model's preprocessing
     torch.manual_seed(args.seed)
     model = build_model(args.model, data.input_shape, data.num_classes, None, args.checkpoint)
+    _check_inputs(model, data.x_train[:1], args)
     if args.checkpoint is None and args.epochs:
         train(model, data, TrainConfig(epochs=args.epochs, lr=args.lr), seed=args.seed, progress=False)
     model.eval()

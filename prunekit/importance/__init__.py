@@ -30,7 +30,14 @@ synflow                  ✓       example_inputs, at_init               Tanaka 
 
 from prunekit.importance.activation import wanda_scores
 from prunekit.importance.base import DATA_NEEDS, NEEDS, Importance, ScoreInputs, WeightInputs
-from prunekit.importance.calibration import Calibration, CalibrationStats, collect_stats, recording
+from prunekit.importance.calibration import (
+    Calibration,
+    CalibrationStats,
+    call_model,
+    collect_stats,
+    real_tokens,
+    recording,
+)
 from prunekit.importance.masking import zeroed
 from prunekit.importance.registry import IMPORTANCE, KINDS, get, names
 from prunekit.importance.score import (
@@ -43,5 +50,6 @@ from prunekit.importance.score import (
 )
 
 __all__ = ["DATA_NEEDS", "IMPORTANCE", "KINDS", "NEEDS", "NORMALIZATIONS", "REDUCTIONS", "Calibration",
-           "CalibrationStats", "Importance", "ImportanceConfig", "ScoreInputs", "WeightInputs", "check_needs",
-           "collect_stats", "get", "names", "recording", "score_groups", "score_weights", "wanda_scores", "zeroed"]
+           "CalibrationStats", "Importance", "ImportanceConfig", "ScoreInputs", "WeightInputs", "call_model",
+           "check_needs", "collect_stats", "get", "names", "real_tokens", "recording", "score_groups", "score_weights",
+           "wanda_scores", "zeroed"]

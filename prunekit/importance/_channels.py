@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from prunekit.errors import ConfigError
-from prunekit.importance.calibration import recording
+from prunekit.importance.calibration import call_model, real_tokens, recording
 
 __all__ = ["MINI", "channel_index", "is_norm_scale", "layer_inputs", "norms_after", "owner", "scaled"]
 
@@ -73,23 +73,31 @@ def _input_channels(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def layer_inputs(model: nn.Module, names: list[str], x: torch.Tensor, samples: bool = False) -> dict[str, dict]:
+def layer_inputs(model: nn.Module, names: list[str], x: torch.Tensor, samples: bool = False,
+                 keywords: dict[str, torch.Tensor] | None = None) -> dict[str, dict]:
     """Per input channel of each layer ``names`` over the inputs ``x`` (eval mode, mini-batches):
     ``zeros`` (fraction of exact zeros), ``mean_abs`` (mean |a|), ``sq_sum`` (Σ a² over samples and
     positions: the squared L2 norm of the channel's inputs) and, with ``samples``, ``means``
-    (per-sample channel means, shape (N, channels))."""
+    (per-sample channel means, shape (N, channels)). ``keywords`` (whole-batch keyword inputs: ``attention_mask``,
+    ``token_type_ids``) go to the model (:func:`~prunekit.importance.calibration.call_model`); with an attention
+    mask only real tokens count (:func:`~prunekit.importance.calibration.real_tokens`; each weighs as one sample)."""
     acc: dict[str, dict] = {n: {"zeros": 0.0, "mean_abs": 0.0, "sq_sum": 0.0, "count": 0, "means": []} for n in names}
+    current: dict = {}
 
     def make(name):
         def hook(module, args):
-            c = _input_channels(module, args[0].detach().float())
+            inp, keep = args[0].detach().float(), current.get("mask")
+            c = _input_channels(module, real_tokens(inp, keep))
             a = acc[name]
             a["zeros"] = a["zeros"] + (c == 0).float().mean((0, 2)) * len(c)
             a["mean_abs"] = a["mean_abs"] + c.abs().mean((0, 2)) * len(c)
             a["sq_sum"] = a["sq_sum"] + c.pow(2).sum((0, 2))
             a["count"] += len(c)
             if samples:
-                a["means"].append(c.mean(2).cpu().numpy())
+                real = real_tokens(inp, keep)
+                means = c.mean(2) if real is inp else torch.stack(
+                    [r.mean(0) for r in (real_tokens(inp[b:b + 1], keep[b:b + 1]) for b in range(len(inp)))])
+                a["means"].append(means.cpu().numpy())
         return hook
 
     device = next(model.parameters()).device
@@ -98,7 +106,9 @@ def layer_inputs(model: nn.Module, names: list[str], x: torch.Tensor, samples: b
     try:
         with recording([(owner(model, n), make(n)) for n in names]):
             for s in range(0, len(x), MINI):
-                model(x[s:s + MINI].to(device))
+                kw = {k: v[s:s + MINI].to(device) for k, v in (keywords or {}).items()}
+                current["mask"] = kw.get("attention_mask")
+                call_model(model, x[s:s + MINI].to(device), kw)
     finally:
         model.train(was)
     out = {}

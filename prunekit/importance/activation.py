@@ -100,22 +100,22 @@ def wanda_scores(weight: torch.Tensor, sq_sum: torch.Tensor) -> torch.Tensor:
 
 
 def _wanda_weight(w: WeightInputs) -> dict[str, torch.Tensor]:
-    stats = layer_inputs(w.model, w.names, w.batch[0])
+    stats = layer_inputs(w.model, w.names, w.batch[0], keywords=w.keywords)
     return scaled(w.model, w.names, {n: s["sq_sum"].sqrt() for n, s in stats.items()}, 1)
 
 
 def _apoz_weight(w: WeightInputs) -> dict[str, torch.Tensor]:
-    stats = layer_inputs(w.model, w.names, w.batch[0])
+    stats = layer_inputs(w.model, w.names, w.batch[0], keywords=w.keywords)
     return scaled(w.model, w.names, {n: 1.0 - s["zeros"] for n, s in stats.items()}, 1)
 
 
 def _mean_activation_weight(w: WeightInputs) -> dict[str, torch.Tensor]:
-    stats = layer_inputs(w.model, w.names, w.batch[0])
+    stats = layer_inputs(w.model, w.names, w.batch[0], keywords=w.keywords)
     return scaled(w.model, w.names, {n: s["mean_abs"] for n, s in stats.items()}, 1)
 
 
 def _mi_weight(w: WeightInputs) -> dict[str, torch.Tensor]:
-    stats = layer_inputs(w.model, w.names, w.batch[0], samples=True)
+    stats = layer_inputs(w.model, w.names, w.batch[0], samples=True, keywords=w.keywords)
     labels = w.batch[1].cpu().numpy().astype(np.int64)
     factors = {n: torch.tensor([histogram_mi(s["means"][:, i], labels, MI_BINS)
                                 for i in range(s["means"].shape[1])], dtype=torch.float32)

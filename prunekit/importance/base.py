@@ -63,6 +63,8 @@ class WeightInputs:
         model: the model; ``names`` are its Linear/Conv parameters to score.
         batch: ``(x, y)`` calibration batch (``y`` None when only inputs are known), or None.
         generator: the one seeded RNG of ``random`` and of sampling.
+        keywords: keyword inputs of the whole batch (``attention_mask``: the model sees it and input statistics
+            count real tokens only; ``token_type_ids``), as :class:`~prunekit.importance.Calibration` holds them.
     """
 
     model: nn.Module
@@ -70,6 +72,7 @@ class WeightInputs:
     batch: tuple[torch.Tensor, torch.Tensor | None] | None = None
     generator: torch.Generator = field(default_factory=lambda: torch.Generator().manual_seed(0))
     seed: int = 0
+    keywords: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def params(self) -> dict[str, torch.Tensor]:
         every = dict(self.model.named_parameters())

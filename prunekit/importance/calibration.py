@@ -9,7 +9,8 @@ criterion declares it needs:
   in absolute value (the gradient of a mask on the unit, Michel et al. 2019).
 - ``activations``: for every layer that *reads* a group's channels (a member on dim 1 of a weight),
   the input it receives, reduced per channel: the fraction of exact zeros (APoZ), the mean |a|, and
-  per-sample channel means (for the mutual information with the labels).
+  per-sample channel means (for the mutual information with the labels). With an attention mask (padded
+  token batches) only the real tokens count (:func:`real_tokens`, the rule the layer-wise solvers use too).
 
 Forward hooks live inside :func:`recording`, a context manager that removes them on exit, also
 when the forward raises.
@@ -18,8 +19,10 @@ when the forward raises.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +32,7 @@ from torch import nn
 from prunekit.errors import ConfigError
 from prunekit.graph import DependencyGraph, Member
 
-__all__ = ["Calibration", "CalibrationStats", "collect_stats", "recording", "consumers"]
+__all__ = ["Calibration", "CalibrationStats", "call_model", "collect_stats", "recording", "consumers", "real_tokens"]
 
 
 @dataclass(frozen=True)
@@ -41,14 +44,18 @@ class Calibration:
         y: labels, shape (N,), or None for criteria that only need activations.
         batch_size: mini-batch size of the calibration passes.
         attention_mask: for padded token ids ``x`` of shape (N, L): 1 at real tokens, 0 at padding. The model is
-            then called as ``model(x, attention_mask=mask)``, and the layer-wise solvers
-            (:mod:`prunekit.pruners.layerwise`) leave the padded positions out of their statistics.
+            then called as ``model(x, attention_mask=mask)``, and every input statistic (activation criteria, the
+            layer-wise solvers of :mod:`prunekit.pruners.layerwise`) leaves the padded positions out.
+        token_type_ids: for sentence pairs tokenised together (N, L): 0 for the first sentence's tokens, 1 for the
+            second's (what a tokenizer returns for ``tokenizer(a, b)``); passed as ``token_type_ids=`` to a model
+            whose forward takes it (BERT), left out for one that does not.
     """
 
     x: torch.Tensor
     y: torch.Tensor | None = None
     batch_size: int = 128
     attention_mask: torch.Tensor | None = None
+    token_type_ids: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.x, torch.Tensor) or self.x.dim() < 2 or len(self.x) == 0:
@@ -57,11 +64,22 @@ class Calibration:
             raise ConfigError(f"Calibration has {len(self.x)} inputs but {len(self.y)} labels")
         if self.batch_size < 1:
             raise ConfigError(f"Calibration.batch_size must be ≥ 1, got {self.batch_size}")
-        m = self.attention_mask
-        if m is not None and (not isinstance(m, torch.Tensor) or tuple(m.shape) != tuple(self.x.shape[:2])):
-            shape = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
-            raise ConfigError(f"Calibration.attention_mask must have the shape (N, L) of the token ids "
-                              f"{tuple(self.x.shape[:2])}, got {shape}")
+        for key, m in self.keyword_tensors().items():
+            if not isinstance(m, torch.Tensor) or tuple(m.shape) != tuple(self.x.shape[:2]):
+                shape = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
+                raise ConfigError(f"Calibration.{key} must have the shape (N, L) of the token ids "
+                                  f"{tuple(self.x.shape[:2])}, got {shape}")
+
+    def keyword_tensors(self) -> dict[str, torch.Tensor]:
+        """The keyword inputs given (``attention_mask``, ``token_type_ids``), whole."""
+        return {k: v for k, v in (("attention_mask", self.attention_mask), ("token_type_ids", self.token_type_ids))
+                if v is not None}
+
+    def keywords(self) -> Iterator[dict[str, torch.Tensor]]:
+        """The keyword inputs of each batch of :meth:`batches` (an empty dict each time when there are none)."""
+        whole = self.keyword_tensors()
+        for s in range(0, len(self.x), self.batch_size):
+            yield {k: v[s:s + self.batch_size] for k, v in whole.items()}
 
     def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         for s in range(0, len(self.x), self.batch_size):
@@ -78,6 +96,21 @@ class Calibration:
         """A seeded random subset of ``samples`` examples of ``(x, y)``."""
         idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:samples]
         return cls(x[idx], None if y is None else y[idx], batch_size)
+
+
+def call_model(model: nn.Module, x: torch.Tensor, keywords: dict[str, torch.Tensor]) -> Any:
+    """``model(x, **keywords)`` on ``x``'s device: ``attention_mask`` always, ``token_type_ids`` only where the
+    model's forward takes it (a parameter of that name, or ``**kwargs``)."""
+    kw = {k: v.to(x.device) for k, v in keywords.items() if k == "attention_mask" or _takes(model, k)}
+    return model(x, **kw)
+
+
+def _takes(model: nn.Module, name: str) -> bool:
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 @dataclass
@@ -128,6 +161,24 @@ def consumers(graph: DependencyGraph, members: list[Member]) -> list[tuple[Membe
     return out
 
 
+def real_tokens(x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """The rows of a layer input ``x`` that belong to real tokens: with ``keep``, a (batch, tokens) 0/1 attention
+    mask, an ``x`` of shape (batch, tokens, features) becomes (real tokens, features); an ``x`` of another shape
+    (a pooled or first-token input) is returned whole, as is every ``x`` without a mask. Padded positions hold
+    what the model computes for tokens it never attends to, so no input statistic may count them."""
+    if keep is not None and x.dim() == keep.dim() + 1 and tuple(x.shape[:-1]) == tuple(keep.shape):
+        return x[keep.to(device=x.device, dtype=torch.bool)]
+    return x
+
+
+def _sample_means(x: torch.Tensor, keep: torch.Tensor, unit: torch.Tensor, size: int) -> torch.Tensor:
+    """Per sample and unit, the mean of the unit's channels over the sample's real positions (mi's features)."""
+    rows = [real_tokens(x[b:b + 1], keep[b:b + 1]) for b in range(len(x))]  # (real tokens of sample b, channels)
+    means = torch.stack([r.mean(0) if len(r) else r.new_zeros(r.shape[-1]) for r in rows])  # (batch, channels)
+    counts = torch.bincount(unit, minlength=size).clamp_min(1).float()
+    return torch.zeros(len(x), size).index_add_(1, unit, means) / counts
+
+
 def _channels(x: torch.Tensor, n: int) -> torch.Tensor | None:
     """``x`` as (batch, n, rest): channels on dim 1 for conv-like inputs, on the last dim otherwise."""
     if x.dim() >= 3 and x.shape[1] == n:
@@ -137,7 +188,9 @@ def _channels(x: torch.Tensor, n: int) -> torch.Tensor | None:
     return None
 
 
-def _activation_hooks(graph: DependencyGraph, stats: CalibrationStats, want_samples: bool):
+def _activation_hooks(graph: DependencyGraph, stats: CalibrationStats, want_samples: bool, current: dict):
+    """Hooks reducing each consumer's input per unit; ``current["mask"]`` is the attention mask of the batch running
+    (padded positions are left out: :func:`real_tokens`; then every real token weighs as one sample)."""
     hooks = []
     for g in graph.prunable_groups(False):
         for m, module in consumers(graph, g.members):
@@ -145,8 +198,9 @@ def _activation_hooks(graph: DependencyGraph, stats: CalibrationStats, want_samp
             unit = torch.tensor(m.unit)  # a copy: the graph's arrays are read-only
 
             def hook(_mod, args, key=key, unit=unit, size=g.size):
-                x = args[0] if args and isinstance(args[0], torch.Tensor) else None
-                c = None if x is None else _channels(x.detach().float(), len(unit))
+                x = args[0].detach().float() if args and isinstance(args[0], torch.Tensor) else None
+                keep = current.get("mask")
+                c = None if x is None else _channels(real_tokens(x, keep), len(unit))
                 if c is None:
                     return
                 per_unit = torch.zeros(c.shape[0], size, c.shape[2]).index_add_(1, unit, c)
@@ -157,7 +211,9 @@ def _activation_hooks(graph: DependencyGraph, stats: CalibrationStats, want_samp
                 stats.mean_abs[key] = stats.mean_abs.get(key, 0) + mean_abs.numpy() * len(c)
                 stats.count[key] = stats.count.get(key, 0) + len(c)
                 if want_samples:
-                    stats.samples.setdefault(key, []).append((per_unit.mean(2) / counts).numpy())
+                    means = per_unit.mean(2) / counts if real_tokens(x, keep) is x else \
+                        _sample_means(x, keep, unit, size)
+                    stats.samples.setdefault(key, []).append(means.numpy())
 
             hooks.append((module, hook))
     return hooks
@@ -189,14 +245,16 @@ def collect_stats(model: nn.Module, graph: DependencyGraph, calibration: Calibra
     """One pass over ``calibration`` recording what ``needs`` asks for; the model is left unchanged.
 
     BatchNorm statistics are not updated: the pass runs in eval mode (gradients flow all the same). With
-    ``calibration.attention_mask`` the model is called as ``model(x, attention_mask=mask)``, so padded positions
-    reach neither the attention nor a masked pooling, and the gradients are those of the real tokens (the
-    activation statistics still average over every position).
+    ``calibration.attention_mask`` the model is called as ``model(x, attention_mask=mask)`` (and with
+    ``token_type_ids=`` where it has them and takes them: :func:`call_model`), so padded positions
+    reach neither the attention nor a masked pooling, the gradients are those of the real tokens, and the
+    activation statistics average over the real tokens only.
     """
     stats = CalibrationStats()
     want_grads = "gradients" in needs
     want_acts = "activations" in needs
-    hooks = _activation_hooks(graph, stats, "labels" in needs) if want_acts else []
+    current: dict = {}
+    hooks = _activation_hooks(graph, stats, "labels" in needs, current) if want_acts else []
     device = next(model.parameters()).device
     was_training = model.training
     saved_grads = {n: p.grad for n, p in model.named_parameters()}
@@ -204,8 +262,9 @@ def collect_stats(model: nn.Module, graph: DependencyGraph, calibration: Calibra
     model.eval()
     try:
         with recording(hooks), torch.set_grad_enabled(want_grads):
-            for (xb, yb), mb in zip(calibration.batches(), calibration.masks(), strict=True):
-                out = model(xb.to(device)) if mb is None else model(xb.to(device), attention_mask=mb.to(device))
+            for (xb, yb), kw in zip(calibration.batches(), calibration.keywords(), strict=True):
+                current["mask"] = kw.get("attention_mask")
+                out = call_model(model, xb.to(device), kw)
                 if yb is not None:
                     labels.append(yb.cpu().numpy())
                 if want_grads:

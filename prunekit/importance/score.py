@@ -126,7 +126,8 @@ def score_weights(model: nn.Module, names_: list[str], criterion: str,
     """Single-weight scores (unstructured pruning) of the Linear/Conv parameters ``names_``.
 
     Args:
-        calibration: a :class:`Calibration` or an ``(x, y)`` batch, for criteria that need data.
+        calibration: a :class:`Calibration` (its attention mask and token types too) or an ``(x, y)`` batch, for
+            criteria that need data.
         example_inputs: an input batch, for criteria that only need the input shape.
         generator: the RNG of ``random`` (default: a new one seeded with ``seed``).
 
@@ -134,13 +135,14 @@ def score_weights(model: nn.Module, names_: list[str], criterion: str,
         ConfigError: the criterion has no single-weight form or needs data that was not given.
     """
     spec = get(criterion, "weight")
+    keywords: dict[str, torch.Tensor] = {}
     if isinstance(calibration, Calibration):
-        calibration = (calibration.x, calibration.y)
+        calibration, keywords = (calibration.x, calibration.y), calibration.keyword_tensors()
     batch = calibration
     if batch is None and example_inputs is not None:
         batch = (example_inputs, None)
     cal = None if calibration is None else Calibration(calibration[0], calibration[1])
     check_needs(spec, cal, example_inputs, "weight")
-    inputs = WeightInputs(model, list(names_), batch, generator or torch.Generator().manual_seed(seed), seed)
+    inputs = WeightInputs(model, list(names_), batch, generator or torch.Generator().manual_seed(seed), seed, keywords)
     scores = spec.weight(inputs)
     return {n: scores[n].detach().float().cpu() for n in names_}

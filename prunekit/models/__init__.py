@@ -21,10 +21,17 @@ from prunekit.errors import ConfigError, ModelLoadError
 from prunekit.io.checkpoint import load_weights_into
 from prunekit.models import hf as _hf  # noqa: F401  (registers the hf: model source)
 from prunekit.models.builtin import MODELS, check_builtin_kwargs
-from prunekit.models.sources import MODEL_SOURCES, ModelSource, check_model_name, source_of, split_source
+from prunekit.models.sources import (
+    MODEL_SOURCES,
+    ModelSource,
+    check_model_name,
+    data_options,
+    source_of,
+    split_source,
+)
 
-__all__ = ["MODELS", "MODEL_SOURCES", "ModelSource", "build_model", "check_model_name", "import_factory",
-           "source_of", "split_source"]
+__all__ = ["MODELS", "MODEL_SOURCES", "ModelSource", "build_model", "check_model_name", "data_options",
+           "import_factory", "source_of", "split_source"]
 
 
 def import_factory(spec: str):

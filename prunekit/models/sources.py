@@ -21,7 +21,7 @@ from prunekit.errors import ConfigError
 from prunekit.models.builtin import MODELS
 from prunekit.registry import Registry
 
-__all__ = ["MODEL_SOURCES", "ModelSource", "check_model_name", "source_of", "split_source"]
+__all__ = ["MODEL_SOURCES", "ModelSource", "check_model_name", "data_options", "source_of", "split_source"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,17 @@ def source_of(name: str) -> ModelSource | None:
     """The :class:`ModelSource` of a ``SOURCE:WHERE`` model name, ``None`` for built-in names and factories."""
     source, _ = split_source(name)
     return None if source is None else MODEL_SOURCES.get(source)
+
+
+def data_options(model: str, data: str, options: dict | None = None) -> dict:
+    """The options to load dataset ``data`` with for model ``model``: an image folder gets a zoo model's own
+    preprocessing (resize, crop, mean/std; see :func:`prunekit.zoo.preprocessing`), which ``options`` override."""
+    source = source_of(model)
+    if data.partition(":")[0] == "imagefolder" and source is not None and source.zoo:
+        from prunekit.zoo import preprocessing
+
+        return {**preprocessing(model), **(options or {})}
+    return dict(options or {})
 
 
 def split_source(name: str) -> tuple[str | None, str]:

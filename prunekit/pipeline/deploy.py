@@ -48,7 +48,8 @@ def onnx_format(run: Any, saved: Any) -> dict:
     model, dense = (copy.deepcopy(x).cpu().eval() for x in (t.built.model, t.reference))  # ONNX Runtime runs on CPU
     data, out_dir, batches = t.built.data, run.stage_dir / ONNX_DIR, m.latency_batches
     if "text" in t.built.plan.state:  # a Hugging Face encoder: tokenised text, timed at batch × sequence tokens
-        data, batches = _text_data(run, t.built.data, t.built.plan.state["text"])
+        state = t.built.plan.state["text"]
+        data, batches = _text_data(run.recipe, t.built.data, state.test, state.example, model.head is not None)
     run.log(f"exporting to ONNX{f' with int8 {e.int8}' if e.int8 else ''}, verified in ONNX Runtime")
     variants, extra = {}, {}
     if e.sparse_kernels:
@@ -65,14 +66,14 @@ def onnx_format(run: Any, saved: Any) -> dict:
     return {"files": files, "report": report}
 
 
-def _text_data(run: Any, splits: Any, state: Any) -> tuple[TextDeploy, list[int]]:
-    """The test texts (labels for a classifier) and the latency example of a text run; its batch sizes as the
-    measure stage times them (the image default [1, 256] becomes [1, 32])."""
+def _text_data(recipe: Any, splits: Any, test: Any, example: Any, head: bool) -> tuple[TextDeploy, list[int]]:
+    """The tokenised test texts (labels for a classifier) and the latency example of a text run; its batch sizes
+    as the measure stage times them (the image default [1, 256] becomes [1, 32])."""
     from prunekit.pipeline.text import text_batches, text_section
 
-    labels = splits.test.labels if splits.kind == "classification" and state.loaded.model.head is not None else None
-    seq = text_section(run.recipe).latency_sequence
-    return TextDeploy(state.test, labels, state.example, seq), text_batches(run.recipe.measure)
+    labels = splits.test.labels if splits.kind == "classification" and head else None
+    seq = text_section(recipe).latency_sequence
+    return TextDeploy(test, labels, example, seq), text_batches(recipe.measure)
 
 
 def _sparse_variant(run: Any, model: Any, data: Any) -> tuple[TorchVariant, dict]:
@@ -204,8 +205,42 @@ def _model_dir(run_dir: Path) -> Path:
     for d in (run_dir, run_dir / "model"):
         if (d / "pruned.json").is_file():
             return d
-    raise ConfigError(f"{str(run_dir)!r} holds no saved model (no pruned.json): give a directory written by "
-                      "`prunekit run` or prunekit.save_pruned")
+    raise ConfigError(f"{str(run_dir)!r} holds no saved model (no pruned.json, no model/config.json): give a "
+                      "directory written by `prunekit run` or prunekit.save_pruned")
+
+
+def _run_recipe(run_dir: Path) -> Any:
+    recipe_file = next((p for p in (run_dir / "recipe.yaml", run_dir / "model" / "recipe.yaml") if p.is_file()), None)
+    if recipe_file is None:
+        raise ConfigError(f"{str(run_dir)!r} has no recipe.yaml, so the data to calibrate and evaluate on is unknown: "
+                          "give the directory `prunekit run` wrote")
+    return load_recipe(recipe_file, notice=None)
+
+
+def _saved_run(run_dir: Path, recipe: Any) -> tuple[Any, Any, list[int], dict]:
+    """The model a run saved, the data :func:`deploy_onnx` measures it on, the batch sizes to time, and notes for
+    deploy.json. A text run (``hf:`` model) is loaded as the recipe's export stage has it: the encoder with the
+    pruned widths (zero-padded heads removed again), its head, the tokenised test split."""
+    from prunekit.data import load_dataset
+    from prunekit.models import source_of
+
+    source = source_of(recipe.model.name)
+    if source is None or source.kind != "text":
+        from prunekit.structured.serialize import load_pruned
+
+        model = load_pruned(_model_dir(run_dir)).cpu().eval()
+        data = load_dataset(recipe.data.name, **recipe.data_options())  # with the zoo model's preprocessing
+        return model, data, list(recipe.measure.latency_batches), {}
+    from prunekit.pipeline.text import load_saved_text, saved_test_inputs
+
+    loaded = load_saved_text(run_dir, recipe)
+    model = loaded.model.cpu().eval()
+    data = load_dataset(recipe.data.name, **recipe.data_options())
+    test, example = saved_test_inputs(recipe, data, loaded)
+    text, batches = _text_data(recipe, data, test, example, model.head is not None)
+    text.reference = text.embeddings(model)  # no dense model in a run directory: fidelity to the saved model
+    return model, text, batches, {"cosine_to_dense": "cosine to the saved model's own PyTorch embeddings (the run "
+                                                     "directory holds no dense model)"}
 
 
 def export_run(run_dir: str | Path, fmt: str = "onnx", *, int8: str | None = None, out: str | Path | None = None,
@@ -214,28 +249,25 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", *, int8: str | None = Non
 
     The data and latency batch sizes come from the run's ``recipe.yaml``. ``out`` is written whole or not at all
     (an existing non-empty one only with ``force``); it receives the ONNX files and ``deploy.json`` (accuracy in
-    ONNX Runtime, latency, sizes, the verification of every export).
+    ONNX Runtime, latency, sizes, the verification of every export). A text run (``hf:`` model) is exported as its
+    recipe's ``export`` stage exports it (inputs ``input_ids``, ``attention_mask``; outputs the logits and the
+    sentence embedding), with the pruned head counts; ``cosine_to_dense`` is then measured against the saved
+    model's own PyTorch embeddings, as the run directory holds no dense model.
     """
-    from prunekit.data import load_dataset
-    from prunekit.structured.serialize import load_pruned
-
     if fmt != "onnx":
         raise ConfigError(f"export_run writes the onnx format, got {fmt!r} (sparse_cpu is a recipe export format: it "
                           "times torch kernels inside a run)")
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"run directory {str(run_dir)!r} does not exist")
-    model_dir = _model_dir(run_dir)
-    recipe_file = next((p for p in (model_dir / "recipe.yaml", run_dir / "recipe.yaml") if p.is_file()), None)
-    if recipe_file is None:
-        raise ConfigError(f"{str(run_dir)!r} has no recipe.yaml, so the data to calibrate and evaluate on is unknown")
-    recipe = load_recipe(recipe_file, notice=None)
-    model = load_pruned(model_dir).cpu().eval()
-    data = load_dataset(recipe.data.name, **recipe.data_options())  # with the zoo model's preprocessing
+    if not (run_dir / "model" / "config.json").is_file():  # a text run's Hugging Face directory, else pruned.json
+        _model_dir(run_dir)
+    recipe = _run_recipe(run_dir)
+    model, data, batches, notes = _saved_run(run_dir, recipe)
     out = Path(out) if out is not None else run_dir / ONNX_DIR
     with staged_output(out, force) as stage:
-        rep = deploy_onnx(model, None, data, stage, int8=int8, batches=recipe.measure.latency_batches,
-                          threads=threads, repeats=recipe.measure.latency_repeats, exporter=exporter)
-        rep = {**rep, "run_dir": str(run_dir), "format": fmt}
+        rep = deploy_onnx(model, None, data, stage, int8=int8, batches=batches, threads=threads,
+                          repeats=recipe.measure.latency_repeats, exporter=exporter)
+        rep = {**rep, "run_dir": str(run_dir), "format": fmt, **({"notes": notes} if notes else {})}
         atomic_write_text(stage / "deploy.json", json.dumps(rep, indent=2))
     return rep

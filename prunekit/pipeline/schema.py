@@ -38,7 +38,7 @@ from prunekit.errors import ConfigError, RecipeError
 from prunekit.export import InferenceConfig
 from prunekit.export.onnx_export import EXPORTERS as ONNX_EXPORTERS
 from prunekit.export.quantize import QUANT_MODES
-from prunekit.models import check_model_name, source_of
+from prunekit.models import check_model_name, data_options
 from prunekit.models.builtin import check_builtin_kwargs
 from prunekit.pipeline.methods import PRUNE_METHODS, PruneMethod
 from prunekit.pipeline.text import TextSection
@@ -287,12 +287,7 @@ class Recipe:
 
     def data_options(self) -> dict[str, Any]:
         """``data.options``, on top of a zoo model's own preprocessing where the data is an image folder."""
-        source = source_of(self.model.name)
-        if self.data.name.partition(":")[0] == "imagefolder" and source is not None and source.zoo:
-            from prunekit.zoo import preprocessing
-
-            return {**preprocessing(self.model.name), **self.data.options}
-        return dict(self.data.options)
+        return data_options(self.model.name, self.data.name, self.data.options)
 
     def to_dict(self) -> dict[str, Any]:
         keys = ("version", "name", "seed", "data", "model", "train", "prune", "recover", "dynamic", "measure",

@@ -13,6 +13,11 @@
 - save: the pruned encoder as a plain Hugging Face / sentence-transformers directory (``model/``, written by
   :func:`prunekit.structured.save_hf`: it loads with ``AutoModel.from_pretrained`` and ``SentenceTransformer``
   without prunekit), plus the classification head (``head.safetensors``, ``labels.json``).
+
+A saved directory brings removed heads back as zero heads (transformers 5 configs give every layer the same head
+count; see :mod:`prunekit.structured.hf`). prunekit removes them again whenever it loads a model directory
+(:func:`load_text`: a recipe's ``hf:PATH``, ``prunekit export RUN_DIR``), so what it prunes further, times and
+exports has the pruned widths.
 """
 
 from __future__ import annotations
@@ -35,13 +40,15 @@ from prunekit.measure.macs import count_macs
 from prunekit.measure.size import size_on_disk
 from prunekit.measure.summary import time_side_by_side
 from prunekit.measure.text import mean_cosine, pair_cosines, spearman, token_example
-from prunekit.models.hf import TEXT_TASKS, LoadedText, TextModel, load_text_model
+from prunekit.models.hf import TEXT_TASKS, LoadedText, Pooling, TextModel, load_text_model
 from prunekit.recovery.text import distill_text
 from prunekit.structured import save_hf
+from prunekit.structured.hf import remove_padding
 from prunekit.training import default_device
 from prunekit.training.text import embed, text_accuracy, train_text
 
-__all__ = ["TextSection", "TextState", "text_build", "text_train", "text_recover", "text_measure", "text_save"]
+__all__ = ["TextSection", "TextState", "load_saved_text", "load_text", "saved_test_inputs", "text_build",
+           "text_train", "text_recover", "text_measure", "text_save"]
 
 _DEFAULT_IMAGE_BATCHES = [1, 256]
 
@@ -104,6 +111,45 @@ class TextState:
     dense_embeddings: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+def load_text(where: str, task: str = "embedding", num_classes: int = 0, max_length: int | None = None,
+              attn_implementation: str | None = None) -> LoadedText:
+    """:func:`~prunekit.models.hf.load_text_model`, then the zero heads and FFN neurons that a stock-layout save
+    padded in removed again (:func:`~prunekit.structured.hf.remove_padding`; exact, checked)."""
+    loaded = load_text_model(where, task, num_classes, max_length, attn_implementation)
+    encoder = loaded.model.encoder
+    if getattr(encoder.config, "prunekit_padding", None):
+        n = min(8, loaded.max_positions or 8)
+        ids = example_ids(loaded, n)
+        remove_padding(encoder, {"input_ids": ids, "attention_mask": torch.ones_like(ids)})
+    return loaded
+
+
+def load_saved_text(run_dir: Path, recipe: Any) -> LoadedText:
+    """The text model a run saved (``model/``, and for classification ``head.safetensors`` and ``labels.json``),
+    with the pruned widths (:func:`load_text`) and the pooling it was trained with."""
+    ts = text_section(recipe)
+    model_dir = run_dir / "model"
+    if not (model_dir / "config.json").is_file():
+        raise ConfigError(f"{str(run_dir)!r} is a text run without its model (no model/config.json): give the "
+                          "directory `prunekit run` wrote for a hf: recipe")
+    info = {}
+    if (run_dir / "labels.json").is_file():
+        info = json.loads((run_dir / "labels.json").read_text(encoding="utf-8"))
+    if ts.task == "classification":
+        if not (run_dir / "head.safetensors").is_file() or "labels" not in info:
+            raise ConfigError(f"{str(run_dir)!r}: a classification run keeps its head in head.safetensors and its "
+                              "label names in labels.json; one of them is missing")
+        loaded = load_text(str(model_dir), "classification", len(info["labels"]), ts.max_length)
+        from safetensors.torch import load_file
+
+        loaded.model.head.load_state_dict(load_file(str(run_dir / "head.safetensors")))
+    else:
+        loaded = load_text(str(model_dir), "embedding", 0, ts.max_length)
+    if "pooling" in info:
+        loaded.model.pooling = Pooling(**info["pooling"])
+    return loaded
+
+
 def text_section(recipe: Any) -> TextSection:
     return getattr(recipe, "text", None) or TextSection()
 
@@ -119,6 +165,14 @@ def _eval_set(name: str, data: TextSplits, tok: Any, max_length: int, progress: 
                    pairs)
 
 
+def saved_test_inputs(recipe: Any, data: TextSplits, loaded: LoadedText) -> tuple[Encoded, torch.Tensor]:
+    """The test split tokenised and the latency example, as :func:`text_build` makes them for a run (for a model
+    loaded back from its run directory)."""
+    ts = text_section(recipe)
+    enc = _eval_set(recipe.data.name, data, loaded.tokenizer, ts.max_length, False).enc
+    return enc, example_ids(loaded, ts.latency_sequence)
+
+
 def check_task(task: str, data: TextSplits) -> None:
     if task == "classification" and data.kind != "classification":
         raise ConfigError(f"text.task classification needs class labels, but {data.name!r} holds {data.kind} "
@@ -131,8 +185,7 @@ def text_build(run: Any, data: TextSplits) -> tuple[TextModel, TextState]:
     r, ts = run.recipe, text_section(run.recipe)
     check_task(ts.task, data)
     attention = r.recover is not None and r.recover.distill is not None and r.recover.distill.attention_weight > 0
-    loaded = load_text_model(r.model.name, ts.task, data.num_classes, ts.max_length,
-                             "eager" if attention else None)
+    loaded = load_text(r.model.name, ts.task, data.num_classes, ts.max_length, "eager" if attention else None)
     tok, p = loaded.tokenizer, run.progress
     enc = {s: tokenize(tok, getattr(data, s).texts, ts.max_length, p, f"tokenise {s}") for s in ("train", "val")}
     evals = [_eval_set(r.data.name, data, tok, ts.max_length, p)]
@@ -146,7 +199,7 @@ def text_build(run: Any, data: TextSplits) -> tuple[TextModel, TextState]:
     if distill is not None and distill.text == "all" and data.unlabelled:
         unlabelled = tokenize(tok, data.unlabelled, ts.max_length, p, "tokenise unlabelled")
     state = TextState(loaded, enc["train"], enc["val"], evals[0].enc, evals, unlabelled)
-    state.example = example_ids(state, ts.latency_sequence)
+    state.example = example_ids(loaded, ts.latency_sequence)
     return loaded.model.to(default_device()), state
 
 
@@ -237,10 +290,11 @@ def encoder_shape(model: TextModel) -> list[dict[str, int]]:
     return shape
 
 
-def example_ids(state: TextState, sequence: int) -> torch.Tensor:
-    tok = state.loaded.tokenizer
+def example_ids(loaded: LoadedText, sequence: int) -> torch.Tensor:
+    """``(1, sequence)`` token ids that are not special tokens (graph capture, MACs, latency)."""
+    tok = loaded.tokenizer
     special = tuple(int(i) for i in getattr(tok, "all_special_ids", []) or [])
-    vocab = int(state.loaded.model.encoder.config.vocab_size)
+    vocab = int(loaded.model.encoder.config.vocab_size)
     return token_example(vocab, sequence, special)
 
 

@@ -11,7 +11,8 @@ The procedure of SparseGPT (Frantar & Alistarh 2023, §4) and Wanda (Sun et al. 
    the next block's inputs, so later layers compensate for the error of earlier ones;
 3. Linear layers outside the blocks (a pooler, a head) are pruned last, from one pass of the pruned model.
 
-Padded token batches carry their attention mask (``Calibration.attention_mask``): the model sees it, and the
+Padded token batches carry their attention mask (``Calibration.attention_mask``, and sentence pairs their
+``token_type_ids``): the model sees them, and the
 statistics leave out the padded positions, so Wanda's ‖X_i‖ and SparseGPT's XᵀX are those of the real tokens.
 
 A model without a list of repeated blocks (≥ 2 children of one ModuleList/Sequential holding Linear
@@ -37,7 +38,7 @@ import torch
 from torch import nn
 
 from prunekit.errors import ConfigError, PruningError
-from prunekit.importance import Calibration, recording
+from prunekit.importance import Calibration, call_model, recording
 from prunekit.masks import MaskSet
 from prunekit.pruners.configs import LayerwiseConfig
 from prunekit.pruners.granularity import check_nm
@@ -139,14 +140,14 @@ def _first(out: Any) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else out[0]
 
 
-def _batches(calibration: Calibration, device) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-    """Each calibration batch with its attention mask (None without one)."""
-    for (xb, _), mb in zip(calibration.batches(), calibration.masks(), strict=True):
-        yield xb.to(device), None if mb is None else mb.to(device)
+def _batches(calibration: Calibration, device) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    """Each calibration batch with its keyword inputs (attention mask, token types; empty without them)."""
+    for (xb, _), kw in zip(calibration.batches(), calibration.keywords(), strict=True):
+        yield xb.to(device), {k: v.to(device) for k, v in kw.items()}
 
 
-def _call(model: nn.Module, xb: torch.Tensor, mb: torch.Tensor | None) -> Any:
-    return model(xb) if mb is None else model(xb, attention_mask=mb)
+def _call(model: nn.Module, xb: torch.Tensor, kw: dict[str, torch.Tensor]) -> Any:
+    return call_model(model, xb, kw)
 
 
 def _capture(model: nn.Module, first: nn.Module, calibration: Calibration, device) -> list[tuple[tuple, dict]]:
@@ -160,9 +161,9 @@ def _capture(model: nn.Module, first: nn.Module, calibration: Calibration, devic
 
     handle = first.register_forward_pre_hook(hook, with_kwargs=True)
     try:
-        for xb, mb in _batches(calibration, device):
+        for xb, kw in _batches(calibration, device):
             try:
-                _call(model, xb, mb)
+                _call(model, xb, kw)
             except _Stop:
                 continue
             raise PruningError("the first block never ran on the calibration batch; name the blocks with blocks= "
@@ -172,13 +173,13 @@ def _capture(model: nn.Module, first: nn.Module, calibration: Calibration, devic
     return kept
 
 
-def _check_chain(model: nn.Module, name: str, blocks: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> None:
+def _check_chain(model: nn.Module, name: str, blocks: nn.Module, x: torch.Tensor, kw: dict[str, torch.Tensor]) -> None:
     """Raises unless each block's output is the next block's input (on one dense calibration batch)."""
     seen: list[tuple[torch.Tensor, torch.Tensor]] = []
     hooks = [(b, lambda _m, a, kw, out: seen.append((_hidden(a, kw), _first(out)))) for b in blocks]
     handles = [b.register_forward_hook(fn, with_kwargs=True) for b, fn in hooks]
     try:
-        _call(model, x, mask)
+        _call(model, x, kw)
     finally:
         for h in handles:
             h.remove()
@@ -226,9 +227,9 @@ def _full_pass(model, layers, calibration, config, masks, report, device) -> Non
     if needs:
         current: dict = {}
         with recording(_stat_hooks(layers, stats, needs, current)):
-            for xb, mb in _batches(calibration, device):
-                current["mask"] = mb
-                _call(model, xb, mb)
+            for xb, kw in _batches(calibration, device):
+                current["mask"] = kw.get("attention_mask")
+                _call(model, xb, kw)
     _prune(layers, stats, config, masks, report)
 
 
@@ -241,7 +242,7 @@ def _sequential(model, layers, calibration, config, masks, report, device) -> No
     report.blocks = name
     _check_chain(model, name, blocks, *next(_batches(calibration, device)))
     inputs = _capture(model, blocks[0], calibration, device)
-    attention = [mb for _, mb in _batches(calibration, device)]
+    attention = [kw.get("attention_mask") for _, kw in _batches(calibration, device)]
     needs = LAYER_SOLVERS.get(config.solver).needs
     inside: set[str] = set()
     for block in blocks:
@@ -271,7 +272,8 @@ def prune_layerwise(model: nn.Module, config: LayerwiseConfig,
         calibration: inputs the model is called with (``model(x)``, e.g. token ids of shape (N, L)) in
             mini-batches of ``calibration.batch_size``; labels are not used. Needed by ``wanda`` and ``sparsegpt``.
             With ``calibration.attention_mask`` the model is called as ``model(x, attention_mask=mask)`` and the
-            statistics of every layer whose input has one row per token count the real tokens only.
+            statistics of every layer whose input has one row per token count the real tokens only; with
+            ``calibration.token_type_ids`` (sentence pairs) also ``token_type_ids=`` where the model takes it.
 
     Raises:
         ConfigError: calibration missing for a solver that needs it, a Linear whose input size is not a

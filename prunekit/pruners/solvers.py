@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from prunekit.importance import wanda_scores
+from prunekit.importance import real_tokens, wanda_scores
 from prunekit.pruners.allocations import kth_mask, row_mask
 from prunekit.pruners.granularity import nm_mask
 from prunekit.pruners.sparsegpt import sparsegpt_prune
@@ -56,8 +56,7 @@ class LayerStats:
         those rows count (padding would otherwise add rows that the model never uses). An ``x`` of another
         shape (a pooled or first-token input) counts whole.
         """
-        if keep is not None and tuple(x.shape[:-1]) == tuple(keep.shape):
-            x = x[keep.to(torch.bool)]
+        x = real_tokens(x, keep)
         x = x.detach().reshape(-1, x.shape[-1]).to(torch.float64)
         self.tokens += len(x)
         if sq_sum:

@@ -45,3 +45,22 @@ def zero_members(members: Members, plan: Mapping[str, Sequence[int]], model: nn.
                 continue
             pos = torch.from_numpy(np.flatnonzero(np.isin(unit, idx))).to(t.device)
             t.index_fill_(dim, pos, 1.0 if tname.endswith("running_var") else 0.0)
+
+
+@torch.no_grad()
+def all_zero_units(graph: DependencyGraph, name: str) -> np.ndarray:
+    """The units of group ``name`` that :func:`zero_units` would leave as they are: every slice zero (a BatchNorm's
+    ``running_var`` one). Removing such a unit of an ``exact`` group leaves the outputs unchanged."""
+    g = graph.group(name)
+    target = dict(graph.model.named_parameters(remove_duplicate=False))
+    target.update(dict(graph.model.named_buffers(remove_duplicate=False)))
+    zero = np.ones(g.size, dtype=bool)
+    for m in g.members:
+        t = target.get(m.name)
+        if t is None:
+            continue
+        neutral = 1.0 if m.name.endswith("running_var") else 0.0
+        moved = t.detach().movedim(m.dim, 0).reshape(t.shape[m.dim], -1)
+        nonzero = (moved != neutral).any(1).cpu().numpy()
+        np.logical_and.at(zero, np.asarray(m.unit, dtype=np.int64), ~nonzero)  # m.unit: the unit of each position
+    return zero

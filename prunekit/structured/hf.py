@@ -51,7 +51,8 @@ from prunekit.graph import DependencyGraph, split_inputs
 from prunekit.structured.pruner import prune_groups
 from prunekit.structured.serialize import _FFN_SUFFIXES, hf_config_for
 
-__all__ = ["LAYOUTS", "HFSaved", "attention_layers", "compact_layout", "hf_layout", "prune_heads", "save_hf"]
+__all__ = ["LAYOUTS", "HFSaved", "attention_layers", "compact_layout", "hf_layout", "prune_heads", "remove_padding",
+           "save_hf"]
 
 #: How :func:`save_hf` writes what a stock config cannot say (see the module docstring).
 LAYOUTS = ("stock", "compact")
@@ -125,6 +126,45 @@ def prune_heads(model: nn.Module, heads: Mapping[int | str, Iterable[int]], exam
             plan[name] = idx
     prune_groups(graph, plan)
     return {k: len(v) for k, v in plan.items()}
+
+
+def remove_padding(model: nn.Module, example_inputs: Any, atol: float = 1e-4) -> dict[str, int]:
+    """Removes again, in place, the zero heads and FFN neurons that :func:`save_hf` (``layout="stock"``) padded in.
+
+    transformers 5 builds every layer of a tower with the config's head count, so a directory saved in the stock
+    layout brings a pruned layer's removed heads back as zero heads (``config.prunekit_padding`` lists the padded
+    tensors): exact, but computed. Removing them restores the pruned shapes and the pruned cost. Only units whose
+    every weight and bias is zero, in groups holding a padded tensor, are removed (a padded unit that training
+    made non-zero since is a real unit now and stays); the outputs on ``example_inputs`` are checked unchanged.
+
+    Returns:
+        Units removed per group (empty when the model was not padded).
+
+    Raises:
+        PruningError: the outputs changed by more than ``atol`` (cannot happen for all-zero units: a bug).
+    """
+    from prunekit.structured.equivalence import all_zero_units
+
+    config = getattr(model, "config", None)
+    padded = set(getattr(config, "prunekit_padding", None) or {})
+    if not padded:
+        return {}
+    graph = DependencyGraph.build(model, example_inputs)
+    plan: dict[str, np.ndarray] = {}
+    for g in graph.prunable_groups():
+        if not any(m.name in padded for m in g.members):
+            continue
+        idx = np.flatnonzero(all_zero_units(graph, g.name) & ~g.pinned)[: g.size - 1]
+        if idx.size:
+            plan[g.name] = idx
+    before = copy.deepcopy(model).eval()
+    prune_groups(graph, plan)
+    diff = _max_diff(model, before, example_inputs)
+    if not diff <= atol:  # removing all-zero units of exact groups cannot change outputs: a bug if it did
+        raise PruningError(f"removing the zero-padded units changed the outputs by {diff:.3g} (> {atol}); "
+                           f"please report this, with the model directory")
+    del config.prunekit_padding  # the modules hold the pruned shapes again
+    return {k: int(len(v)) for k, v in plan.items()}
 
 
 def _layer_name(key: int | str, layers: list[str]) -> str:

@@ -116,7 +116,8 @@ def _text_calibration(ctx: PruneContext, samples: int, batch_size: int) -> Calib
     enc = ctx.plan.state["text"].train
     idx = torch.randperm(len(enc), generator=torch.Generator().manual_seed(ctx.recipe.seed))[:samples].tolist()
     batch = enc.collate(idx)
-    return Calibration(batch["input_ids"], None, batch_size, attention_mask=batch["attention_mask"])
+    return Calibration(batch["input_ids"], None, batch_size, attention_mask=batch["attention_mask"],
+                       token_type_ids=batch.get("token_type_ids"))  # sentence pairs tokenised together
 
 
 def _run(ctx: PruneContext) -> PruneOutcome:

@@ -90,7 +90,8 @@ def _calibration(ctx: PruneContext, n: int) -> Calibration:
     idx = torch.randperm(len(state.train), generator=gen)[:n].tolist()
     batch = state.train.collate(idx)
     labels = ctx.data.train.labels[idx] if ctx.data.kind == "classification" else None
-    return Calibration(batch["input_ids"], labels, batch_size=32, attention_mask=batch["attention_mask"])
+    return Calibration(batch["input_ids"], labels, batch_size=32, attention_mask=batch["attention_mask"],
+                       token_type_ids=batch.get("token_type_ids"))
 
 
 def _run(ctx: PruneContext) -> PruneOutcome:
