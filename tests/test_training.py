@@ -139,18 +139,25 @@ def test_adamw_decays_a_weight_without_gradient_by_lr_times_decay_per_step_and_a
 
 
 def test_warmup_rises_linearly_to_lr_then_the_schedule_runs_over_the_remaining_steps():
-    from prunekit.training.loop import _lr_factor, learning_rate
+    import math
+
+    from prunekit.training.loop import learning_rate
+
+    def cosine(progress):  # the formula earlier runs used, to the bit
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     cfg = TrainConfig(lr=0.1, warmup=0.1)  # 100 steps: 10 of warm-up
     rates = [learning_rate(cfg, s, 100) for s in range(100)]
     assert rates[0] == pytest.approx(0.01) and rates[9] == pytest.approx(0.1)
     assert all(b - a == pytest.approx(0.01) for a, b in zip(rates[:9], rates[1:10], strict=True))
-    assert rates[10] == pytest.approx(0.1) and rates[99] == pytest.approx(0.1 * _lr_factor("cosine", 89 / 90))
+    assert rates[10] == pytest.approx(0.1) and rates[99] == pytest.approx(0.1 * cosine(89 / 90))
     assert all(b < a for a, b in zip(rates[10:], rates[11:], strict=False))  # cosine decay after the warm-up
     step = TrainConfig(lr=0.1, warmup=0.2, schedule="step")  # 50 steps: 10 of warm-up, ×0.1 at half of the other 40
     assert learning_rate(step, 29, 50) == pytest.approx(0.1) and learning_rate(step, 30, 50) == pytest.approx(0.01)
     plain = TrainConfig(lr=0.05)  # no warm-up: the very rates of the schedule alone (earlier runs reproduce)
-    assert all(learning_rate(plain, s, 37) == 0.05 * _lr_factor("cosine", s / 37) for s in range(37))
+    assert all(learning_rate(plain, s, 37) == 0.05 * cosine(s / 37) for s in range(37))
+    steps = TrainConfig(lr=0.05, schedule="step")
+    assert [learning_rate(steps, s, 8) for s in range(8)] == [0.05] * 4 + [0.05 * 0.1] * 2 + [0.05 * 0.01] * 2
 
 
 def test_warmup_changes_training_and_recipes_take_adamw_and_warmup(digits):
@@ -168,3 +175,25 @@ def test_warmup_changes_training_and_recipes_take_adamw_and_warmup(digits):
                            "prune": {"method": "one_shot", "sparsity": 0.5}, "recover": settings})
     for cfg in (recipe.train, recipe.recover.train_config()):
         assert (cfg.optimizer, cfg.warmup, cfg.weight_decay) == ("adamw", 0.05, 0.05)
+
+
+def test_every_phase_loop_stops_at_a_non_finite_loss_before_it_reaches_the_weights(digits):
+    from prunekit.dynamic._loop import CosineLoop
+    from prunekit.errors import TrainingDivergedError
+    from prunekit.training.phase import run_phase
+
+    calls = []
+
+    def loss(m, x, y):  # finite for 4 steps, then NaN
+        calls.append(1)
+        value = torch.nn.functional.cross_entropy(m(x), y)
+        return value * float("nan") if len(calls) == 5 else value
+
+    torch.manual_seed(0)
+    model = build_model("lenet300", digits.input_shape, 10)
+    make = lambda: CosineLoop(model, digits, 64, 2, 0.1, 0, torch.optim.SGD(model.parameters(), lr=0.1), loss)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(TrainingDivergedError, match=r"loss is nan at step 5 of 40 with learning rate 0\.09"):
+        run_phase(model, make, 2, "exits", progress=False)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))  # 4 steps taken

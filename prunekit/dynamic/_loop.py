@@ -14,7 +14,7 @@ from torch import nn
 
 from prunekit.data.base import DataSplits, iterate_batches
 from prunekit.training import distributed
-from prunekit.training.phase import TrainHistory
+from prunekit.training.phase import TrainHistory, optimizer_step, scheduled_lr
 
 
 class CosineLoop:
@@ -40,13 +40,7 @@ class CosineLoop:
         total = 0.0
         for xb, yb in iterate_batches(self.data.x_train, self.data.y_train, self.batch_size, True, self.gen):
             xb, yb, share = distributed.split_batch(xb, yb)  # this rank's part of the global batch
-            for g in self.opt.param_groups:
-                g["lr"] = self.lr * 0.5 * (1 + math.cos(math.pi * self.step / max(self.total, 1)))
             loss = self.net(xb.to(self.device), yb.to(self.device))
-            self.opt.zero_grad(set_to_none=True)
-            (loss * share if share != 1.0 else loss).backward()
-            self.opt.step()
-            self.step += 1
-            total += float(loss.detach())
+            total += optimizer_step(self, loss, share, scheduled_lr(self.lr, "cosine", self.step, self.total))
             bar.update(1)
         self.history.epoch_loss.append(total / max(1, self.steps_per_epoch))

@@ -18,7 +18,7 @@ from torch import nn
 from prunekit.data.base import DataSplits, iterate_batches
 from prunekit.errors import ConfigError, TrainingDivergedError
 from prunekit.training import distributed
-from prunekit.training.phase import TrainHistory, run_phase, stateful
+from prunekit.training.phase import SCHEDULES, TrainHistory, optimizer_step, run_phase, scheduled_lr, stateful
 
 __all__ = ["TrainConfig", "EvalResult", "train", "evaluate", "default_device", "seed_everything"]
 
@@ -74,8 +74,8 @@ class TrainConfig:
                 and 0 <= self.warmup < 1):
             raise ConfigError(f"warmup must be a fraction of the run's steps in [0, 1) (0 = none, 0.05 typical), "
                               f"got {self.warmup!r}")
-        if self.schedule not in ("cosine", "constant", "step"):
-            raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of: constant, cosine, step")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
         if self.augment not in ("none", "shift"):
             raise ConfigError(f"unknown augment {self.augment!r}; choose one of: none, shift")
         if self.shift_pixels < 0:
@@ -112,22 +112,10 @@ def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch
     return out
 
 
-def _lr_factor(schedule: str, progress: float) -> float:
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    if schedule == "step":
-        return 0.01 if progress >= 0.75 else 0.1 if progress >= 0.5 else 1.0
-    return 1.0
-
-
 def learning_rate(cfg: TrainConfig, step: int, total: int) -> float:
-    """The learning rate of 0-based optimiser step ``step`` of a run of ``total`` steps: ``round(warmup · total)``
-    warm-up steps rising linearly to ``lr``, then ``schedule`` over the rest. A pure function of the step, so a
-    resumed run sets the rates an uninterrupted one would."""
-    warm = round(cfg.warmup * total)
-    if step < warm:
-        return cfg.lr * (step + 1) / warm
-    return cfg.lr * _lr_factor(cfg.schedule, (step - warm) / max(total - warm, 1))
+    """The learning rate of 0-based optimiser step ``step`` of a run of ``total`` steps
+    (:func:`~prunekit.training.phase.scheduled_lr`: ``cfg.warmup``, then ``cfg.schedule``)."""
+    return scheduled_lr(cfg.lr, cfg.schedule, step, total, cfg.warmup)
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -219,27 +207,19 @@ class _Loop:
         self.history = TrainHistory()
         self.step = 0
         self.net = distributed.wrap(model)  # a new DDP wrapper each phase: after structural pruning, the new model
+        self.diverged = lambda value: _diverged(value, self.step, self.steps_per_epoch, cfg, self.opt)
 
     def epoch(self, bar) -> None:
-        cfg, data, opt = self.cfg, self.data, self.opt
+        cfg, data = self.cfg, self.data
         running = 0.0
         for xb, yb in iterate_batches(data.x_train, data.y_train, cfg.batch_size, True, self.gen):
             if cfg.augment == "shift":
                 xb = random_shift(xb, cfg.shift_pixels, self.gen)
             xb, yb, share = distributed.split_batch(xb, yb)  # this rank's part of the global batch
             xb, yb = xb.to(self.device), yb.to(self.device)
-            for group in opt.param_groups:
-                group["lr"] = learning_rate(cfg, self.step, self.total)
             logits = self.net(xb)
             loss = self.loss_fn(logits, yb, xb) if self.loss_fn else F.cross_entropy(logits, yb)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise _diverged(value, self.step, self.steps_per_epoch, cfg, opt)
-            opt.zero_grad(set_to_none=True)
-            (loss * share if share != 1.0 else loss).backward()
-            opt.step()
-            self.step += 1
-            running += value
+            running += optimizer_step(self, loss, share, learning_rate(cfg, self.step, self.total), self.diverged)
             if self.on_step:
                 self.on_step(self.step, self.total)
             bar.update(1)

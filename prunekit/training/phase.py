@@ -11,10 +11,15 @@ optimiser, the shuffling generator, one epoch); :func:`run_phase` does the rest 
 - inside a run, numbers the phase in the run's journal, skips it when a resumed run finished it, continues it
   from its last epoch when it was cut off, and checkpoints every epoch and its end
   (:mod:`~prunekit.training.journal`).
+
+Every loop takes its optimiser steps with :func:`optimizer_step` (the step's learning rate, the finite-loss check,
+this rank's share of the gradient) and its learning rates from :func:`scheduled_lr`, a pure function of the step:
+a resumed phase sets the very rates of an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
@@ -23,9 +28,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from prunekit.errors import TrainingDivergedError
 from prunekit.training import distributed, journal
 
-__all__ = ["PhaseLoop", "StepHook", "TrainHistory", "run_phase", "stateful"]
+__all__ = ["SCHEDULES", "PhaseLoop", "StepHook", "TrainHistory", "optimizer_step", "run_phase", "scheduled_lr",
+           "stateful"]
+
+#: Learning-rate schedules after the warm-up: ``cosine`` (to zero over the steps), ``constant``, ``step`` (×0.1 at
+#: 50% of the steps, ×0.01 at 75%).
+SCHEDULES = ("constant", "cosine", "step")
 
 
 @dataclass
@@ -47,6 +58,45 @@ class PhaseLoop(Protocol):
 
     def epoch(self, bar: tqdm) -> None:
         """One pass over the data: steps, then ``history`` gains the epoch's figures."""
+
+
+def scheduled_lr(peak: float, schedule: str, step: int, total: int, warmup: float = 0.0) -> float:
+    """The learning rate of 0-based optimiser step ``step`` of ``total``: ``W = round(warmup · total)`` warm-up steps
+    rising linearly (``peak·(step + 1)/W``) to ``peak``, then ``schedule`` (:data:`SCHEDULES`) over the other steps,
+    e.g. cosine: ``peak · ½(1 + cos(π·(step - W)/(total - W)))``."""
+    warm = round(warmup * total)
+    if step < warm:
+        return peak * (step + 1) / warm
+    progress = (step - warm) / max(total - warm, 1)
+    if schedule == "cosine":
+        return peak * (0.5 * (1.0 + math.cos(math.pi * progress)))
+    if schedule == "step":
+        return peak * (0.01 if progress >= 0.75 else 0.1 if progress >= 0.5 else 1.0)
+    return float(peak)
+
+
+def optimizer_step(loop: PhaseLoop, loss: torch.Tensor, share: float, lr: float,
+                   diverged: Callable[[float], Exception] | None = None) -> float:
+    """One optimiser step of ``loop`` on this rank's ``loss``: sets the learning rate ``lr``, refuses a non-finite
+    loss before it reaches the weights (``diverged(value)`` is the error, by default one naming the step and the
+    rate), back-propagates the rank's ``share`` of the global batch's loss (under DDP the gradients of all ranks
+    add up to the global batch's), steps and counts the step. Returns the loss's value."""
+    for group in loop.opt.param_groups:
+        group["lr"] = lr
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise (diverged or (lambda v: _diverged(loop, v, lr)))(value)
+    loop.opt.zero_grad(set_to_none=True)
+    (loss * share if share != 1.0 else loss).backward()
+    loop.opt.step()
+    loop.step += 1
+    return value
+
+
+def _diverged(loop: PhaseLoop, value: float, lr: float) -> TrainingDivergedError:
+    return TrainingDivergedError(f"training diverged: the loss is {value} at step {loop.step + 1} of {loop.total} "
+                                 f"with learning rate {lr:.4g}. Fix: lower the learning rate (lr), "
+                                 "or check the data and the loss.")
 
 
 class StepHook:

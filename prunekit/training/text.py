@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from prunekit.data.tokens import Encoded
 from prunekit.training import distributed
 from prunekit.training.loop import TrainConfig, _diverged, _optimizer, learning_rate
-from prunekit.training.phase import TrainHistory, run_phase
+from prunekit.training.phase import TrainHistory, optimizer_step, run_phase
 
 __all__ = ["predict", "embed", "text_accuracy", "train_text"]
 
@@ -102,23 +102,15 @@ class _TextLoop:
         self.history = TrainHistory()
         self.step = 0
         self.net = distributed.wrap_call(model, loss_fn or _cross_entropy(labels))
+        self.diverged = lambda value: _diverged(value, self.step, self.steps_per_epoch, cfg, self.opt)
 
     def epoch(self, bar) -> None:
-        cfg, opt = self.cfg, self.opt
+        cfg = self.cfg
         running = 0.0
         for batch_idx in self.enc.order(cfg.batch_size, True, self.gen):
             idx, share = distributed.split_indices(batch_idx)  # this rank's texts of the global batch
-            for group in opt.param_groups:
-                group["lr"] = learning_rate(cfg, self.step, self.total)
             loss = self.net(self.enc.collate(idx, self.device), idx)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise _diverged(value, self.step, self.steps_per_epoch, cfg, opt)
-            opt.zero_grad(set_to_none=True)
-            (loss * share if share != 1.0 else loss).backward()
-            opt.step()
-            self.step += 1
-            running += value
+            running += optimizer_step(self, loss, share, learning_rate(cfg, self.step, self.total), self.diverged)
             bar.update(1)
         self.history.epoch_loss.append(running / self.steps_per_epoch)
         if self.val is not None:
