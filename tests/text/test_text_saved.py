@@ -141,3 +141,26 @@ def test_cli_export_of_an_embedding_run_and_a_text_run_without_its_head(tiny_ber
 
         export_run(cls)
     assert not (cls / "onnx").exists()
+
+
+def test_a_saved_text_model_is_pruned_further_from_its_pruned_widths(tiny_bert, reviews_csv, tmp_path):
+    from transformers import AutoModel
+
+    first = tmp_path / "first"
+    _run(tiny_bert, reviews_csv, first, task="embedding")  # 4 → 2 heads, saved padded back to 4
+    raw = {"version": 2, "name": "again", "data": f"text:{reviews_csv}", "model": f"hf:{first / 'model'}",
+           "train": {"epochs": 0}, "prune": {"method": "transformer", "heads_kept": 2, "sparsity": 0.5},
+           "recover": {"method": "distill", "epochs": 0}, "measure": {"latency_batches": [1], "latency_repeats": 1},
+           "text": {"task": "embedding", "max_length": 16, "latency_sequence": 16}}
+    rep = run_recipe(parse_recipe(raw, notice=None), tmp_path / "again", progress=False, quiet=True)
+    assert [x["heads"] for x in rep["dense"]["layers"]] == [2, 2]  # the zero heads were not counted as heads
+    # heads_kept counts the heads the layers have (2), not the config's 4: all kept, half the FFN neurons go
+    assert [x["heads"] for x in rep["pruned"]["layers"]] == [2, 2] and [x["ffn"] for x in rep["pruned"]["layers"]] \
+        == [16, 16]
+    # a model whose layers keep different head counts: heads_kept cannot say one count for all
+    odd = AutoModel.from_pretrained(tiny_bert).eval()
+    prune_heads(odd, {0: [1, 3], 1: [0]}, _batch())
+    save_hf(odd, tmp_path / "odd", source=tiny_bert, example_inputs=_batch())
+    raw["model"] = f"hf:{tmp_path / 'odd'}"
+    with pytest.raises(ConfigError, match="this model's layers have 2, 3 heads"):
+        run_recipe(parse_recipe(raw, notice=None), tmp_path / "odd-run", progress=False, quiet=True)

@@ -70,17 +70,25 @@ class TransformerOptions:
                                 exclude=exclude)
 
 
-def _num_heads(model: Any) -> int:
+def _num_heads(model: Any, uniform: bool = False) -> int:
+    """Heads per attention layer, read from the layers (a model saved pruned and loaded back by prunekit has fewer
+    heads than its config says, and maybe other counts per layer: then a head count to keep is refused)."""
     config = getattr(getattr(model, "encoder", model), "config", None)
     heads = getattr(config, "num_attention_heads", None)
     if not isinstance(heads, int):
         raise ConfigError("prune.method transformer needs a text encoder (model: hf:PATH) whose config names "
                           "num_attention_heads")
-    return heads
+    layers = sorted({m.num_attention_heads for m in model.modules()
+                     if isinstance(getattr(m, "num_attention_heads", None), int) and hasattr(m, "query")})
+    if len(layers) > 1 and uniform:
+        raise ConfigError(f"prune.heads_kept keeps the same number of heads in every layer, but this model's layers "
+                          f"have {', '.join(map(str, layers))} heads: give prune.sparsity: {{heads: FRACTION}}")
+    return layers[0] if len(layers) == 1 else heads
 
 
 def _prepare(recipe: Any, model: Any, data: Any) -> PrunePlan:
-    recipe.prune.options.config(_num_heads(model))  # too many heads etc. fail before training
+    opts = recipe.prune.options
+    opts.config(_num_heads(model, opts.heads_kept is not None))  # too many heads etc. fail before training
     return PrunePlan()
 
 
@@ -96,7 +104,7 @@ def _calibration(ctx: PruneContext, n: int) -> Calibration:
 
 def _run(ctx: PruneContext) -> PruneOutcome:
     opts: TransformerOptions = ctx.recipe.prune.options
-    config = opts.config(_num_heads(ctx.model), ctx.model.kept_whole())
+    config = opts.config(_num_heads(ctx.model, opts.heads_kept is not None), ctx.model.kept_whole())
     state = ctx.plan.state["text"]
     example = state.example
     cal = None
