@@ -167,3 +167,18 @@ def test_vit_mini_conv_stem_keeps_one_token_per_patch_and_token_methods_apply():
         build_model("vit_mini", (1, 28, 28), 10, {"stem": "convolutional"})
     with pytest.raises(ConfigError, match="dim=30 is not divisible by num_heads=4"):
         build_model("vit_mini", (1, 28, 28), 10, {"dim": 30})
+
+
+def test_blocks_the_token_path_cannot_reproduce_are_refused_not_run():
+    model = build_model("vit_mini", (1, 28, 28), 10).eval()
+    attn = model.blocks[1].attn
+    attn.forward = lambda x, f=attn.forward: f(x) + 0.5  # e.g. a relative position bias the token path lacks
+    with pytest.raises(PruningError, match=r"block blocks\.1 .* computes something the token methods"):
+        token_model(model, torch.randn(1, 1, 28, 28), "token_merge", TokenMergeConfig(r=2))
+
+
+def test_a_timm_vit_whose_blocks_take_rotary_embeddings_is_refused_with_a_clear_error():
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("eva02_tiny_patch14_224", pretrained=False, img_size=56).eval()
+    with pytest.raises(PruningError, match="does not reproduce the model's forward"):
+        token_model(model, torch.randn(1, 3, 56, 56), "token_keep", TokenKeepConfig(keep_rate=0.5, blocks=[1]))

@@ -149,8 +149,9 @@ def _is_timm_vit(m: nn.Module) -> bool:
 
 def _timm_vit_stem(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
     x = m._pos_embed(m.patch_embed(x))
-    x = m.patch_drop(x) if hasattr(m, "patch_drop") else x
-    return m.norm_pre(x) if hasattr(m, "norm_pre") else x
+    for step in ("patch_drop", "norm_pre"):  # absent, or None in some timm families (EVA)
+        x = getattr(m, step)(x) if callable(getattr(m, step, None)) else x
+    return x
 
 
 _register("timm_vit", Layout(
@@ -256,14 +257,20 @@ class Chain(nn.Module):
         """Raises :class:`PruningError` unless the chain computes what ``model`` computes on ``example``."""
         was = self.model.training
         self.model.eval()
+        refusal = (f"{type(self.model).__name__}: layout {self.layout_name!r} does not reproduce the model's forward "
+                   "(its forward does more than stem → blocks → head, e.g. passes rotary embeddings or masks to its "
+                   "blocks), so a dynamic method would change its answers; wrap the model as an nn.Sequential of "
+                   "blocks")
         try:
-            want, got = self.model(example), self.forward(example)
+            want = self.model(example)
+            try:
+                got = self.forward(example)
+            except Exception as e:  # the layout's reading of the model does not even run
+                raise PruningError(f"{refusal} ({type(e).__name__}: {e})") from e
         finally:
             self.model.train(was)
         if want.shape != got.shape or not torch.allclose(want, got, rtol=1e-4, atol=1e-5):
-            raise PruningError(f"{type(self.model).__name__}: layout {self.layout_name!r} does not reproduce the "
-                               "model's forward (its forward does more than stem → blocks → head), so exits would "
-                               "change its answers; wrap the model as an nn.Sequential of blocks")
+            raise PruningError(refusal)
 
     def feature_kind(self, h: torch.Tensor) -> str:
         """What a block emits (see :class:`Layout`); ``auto`` layouts decide by rank."""

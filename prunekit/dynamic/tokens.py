@@ -253,4 +253,24 @@ def token_model(model: nn.Module, example: torch.Tensor, method: str, options) -
         if bad:
             raise ConfigError(f"token_keep.blocks {bad} are not block indices of this model (0..{depth - 1})")
         per = [options.keep_rate if i in options.blocks else 1.0 for i in range(depth)]
-    return TokenModel(chain, method, per, protect).eval()
+    tm = TokenModel(chain, method, per, protect).eval()
+    _check_blocks(tm, example[:1])
+    return tm
+
+
+@torch.no_grad()
+def _check_blocks(tm: TokenModel, example: torch.Tensor) -> None:
+    """Refuses a model whose blocks the token path cannot reproduce: with every token one patch, the path's
+    attention + MLP must equal each block's own forward (a block with e.g. a relative position bias differs)."""
+    h = tm.chain.stem(example)
+    for i, (block, ops) in enumerate(zip(tm.chain.blocks, tm._ops, strict=True)):
+        want = block(h)
+        q, k, v = ops.qkv(block, h)
+        got = ops.mlp(block, h + ops.attn_out(block, F.scaled_dot_product_attention(q, k, v)))
+        if not torch.allclose(got, want, rtol=1e-4, atol=1e-5):
+            raise PruningError(f"{type(tm.chain.model).__name__}: block {tm.chain.names[i]} "
+                               f"({type(block).__name__}) computes something the token methods' attention does not "
+                               "(e.g. a relative position bias or rotary embedding), so merging or keeping tokens "
+                               "would change its answers; supported: plain ViT/DeiT blocks (timm Block, vit_mini, "
+                               "torchvision EncoderBlock)")
+        h = want
