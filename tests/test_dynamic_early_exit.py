@@ -53,6 +53,28 @@ def _tv_resnet():
     return resnet18(num_classes=10)
 
 
+def _tv(name: str, **kwargs):
+    def make():
+        import torchvision.models as tv
+
+        return getattr(tv, name)(num_classes=10, **kwargs)
+    return make
+
+
+def _tv_convnext():
+    from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+
+    return ConvNeXt([CNBlockConfig(16, 32, 1), CNBlockConfig(32, None, 1)], num_classes=10)
+
+
+def _timm(name: str):
+    def make():
+        import timm
+
+        return timm.create_model(name, pretrained=False, num_classes=10)
+    return make
+
+
 FAMILIES = {
     "resnet_mini": (lambda: build_model("resnet_mini", (1, 8, 8), 10), (1, 8, 8), "resnet_mini"),
     "cnn1d": (lambda: build_model("cnn1d", (1, 40), 10), (1, 40), "sequential"),
@@ -61,7 +83,20 @@ FAMILIES = {
     "timm_resnet10t": (_timm_resnet, (3, 32, 32), "resnet"),
     "torchvision_vit": (_tv_vit, (3, 32, 32), "torchvision_vit"),
     "timm_vit": (_timm_vit, (3, 32, 32), "timm_vit"),
+    "torchvision_mobilenet_v3_small": (_tv("mobilenet_v3_small"), (3, 32, 32), "torchvision_features"),
+    "torchvision_mobilenet_v2": (_tv("mobilenet_v2", width_mult=0.25), (3, 32, 32), "torchvision_features"),
+    "torchvision_convnext": (_tv_convnext, (3, 32, 32), "torchvision_features"),
+    "torchvision_regnet": (_tv("regnet_y_400mf"), (3, 32, 32), "torchvision_regnet"),
+    "timm_mobilenetv3": (_timm("mobilenetv3_small_050"), (3, 32, 32), "timm_efficientnet"),
+    "timm_efficientnet": (_timm("efficientnet_b0"), (3, 32, 32), "timm_efficientnet"),
 }
+
+
+def test_a_model_whose_forward_the_layout_misreads_is_refused():
+    from torchvision.models import squeezenet1_1  # features + classifier, but its classifier is a conv head
+
+    with pytest.raises(PruningError, match="does not reproduce the model's forward"):
+        attach_exits(squeezenet1_1(num_classes=10).eval(), torch.randn(2, 3, 64, 64), 10, EarlyExitConfig())
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))

@@ -121,6 +121,65 @@ _register("resnet", Layout(
 ))
 
 
+# --- torchvision CNNs with a `features` trunk: MobileNet v2/v3, EfficientNet v1/v2, ConvNeXt, VGG, AlexNet ------
+def _is_tv_features(m: nn.Module) -> bool:
+    return isinstance(getattr(m, "features", None), nn.Sequential) and isinstance(
+        getattr(m, "classifier", None), nn.Module) and len(m.features) >= 2
+
+
+def _tv_features_tail(m: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    h = m.avgpool(h) if hasattr(m, "avgpool") else nn.functional.adaptive_avg_pool2d(h, 1)  # MobileNetV2: functional
+    if not any(isinstance(c, nn.Flatten) for c in m.classifier.modules()):  # ConvNeXt flattens inside its classifier
+        h = torch.flatten(h, 1)
+    return m.classifier(h)
+
+
+_register("torchvision_features", Layout(
+    matches=_is_tv_features,
+    blocks=lambda m: [(f"features.{n}", b) for n, b in m.features.named_children()],
+    stem=lambda m, x: x,
+    tail=_tv_features_tail,
+    features="image",
+))
+
+
+# --- torchvision RegNet: stem, trunk_output stages of blocks ---------------------------------------------------
+def _is_tv_regnet(m: nn.Module) -> bool:
+    return all(hasattr(m, a) for a in ("stem", "trunk_output", "avgpool", "fc"))
+
+
+_register("torchvision_regnet", Layout(
+    matches=_is_tv_regnet,
+    blocks=lambda m: [(f"trunk_output.{s}.{n}", b) for s, stage in m.trunk_output.named_children()
+                      for n, b in stage.named_children()],
+    stem=lambda m, x: m.stem(x),
+    tail=lambda m, h: m.fc(torch.flatten(m.avgpool(h), 1)),
+    features="image",
+))
+
+
+# --- timm EfficientNet / MobileNet (conv_stem, bn1, blocks of stages) ----------------------------------------
+def _is_timm_effnet(m: nn.Module) -> bool:
+    return all(hasattr(m, a) for a in ("conv_stem", "bn1", "blocks", "forward_head")) and \
+        isinstance(m.blocks, nn.Sequential)
+
+
+def _timm_effnet_tail(m: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    if hasattr(m, "bn2"):  # EfficientNet: conv_head + bn2 end the features; MobileNetV3 runs conv_head in its head
+        h = m.bn2(m.conv_head(h))
+    return m.forward_head(h)
+
+
+_register("timm_efficientnet", Layout(
+    matches=_is_timm_effnet,
+    blocks=lambda m: [(f"blocks.{s}.{n}", b) for s, stage in m.blocks.named_children()
+                      for n, b in stage.named_children()],
+    stem=lambda m, x: m.bn1(m.conv_stem(x)),
+    tail=_timm_effnet_tail,
+    features="image",
+))
+
+
 # --- torchvision VisionTransformer -------------------------------------------------------------------------
 def _is_tv_vit(m: nn.Module) -> bool:
     return hasattr(m, "class_token") and hasattr(m, "_process_input") and hasattr(m, "encoder") and \
