@@ -65,7 +65,7 @@ def _pick(rows: list[dict], dense: dict, budget_pt: float = 1.0) -> dict | None:
     return min(ok, key=lambda r: r["macs"]) if ok else None
 
 
-def run_vit_curve(seed: int, epochs: int | None = None) -> dict:
+def run_vit_curve(seed: int, epochs: int | None = None, finetune_epochs: int | None = None) -> dict:
     """Trains the small ViT under ``seed``; measures dense, every schedule (training-free and fine-tuned) and a
     static structured model at the MACs of the cheapest schedule that stays within 1 pt on validation."""
     data = load_dataset("mnist")
@@ -73,6 +73,7 @@ def run_vit_curve(seed: int, epochs: int | None = None) -> dict:
     torch.manual_seed(seed)
     dense = ViTMini(data.input_shape, data.num_classes, **VIT)
     cfg = TRAIN if epochs is None else TrainConfig(**{**TRAIN.__dict__, "epochs": epochs})
+    ft = FINETUNE if finetune_epochs is None else TrainConfig(**{**FINETUNE.__dict__, "epochs": finetune_epochs})
     history = train(dense, data, cfg, seed=seed, progress=False)
     dense.eval()
     _log(f"vit seed {seed}: training loss per epoch {[round(v, 3) for v in history.epoch_loss]}")
@@ -87,7 +88,7 @@ def run_vit_curve(seed: int, epochs: int | None = None) -> dict:
     for name in FINETUNED:
         method, opts = VARIANTS[name]
         tm = token_model(copy.deepcopy(dense), x1, method, opts)
-        train(tm, data, FINETUNE, seed=seed + 1, progress=False)
+        train(tm, data, ft, seed=seed + 1, progress=False)
         tm.eval()
         rows.append({"name": f"{name} +ft", "method": method, "finetuned": True, "per_block": tm.per_block,
                      **_facts(tm, data, x1), "tokens": tm.last_tokens})
@@ -98,7 +99,7 @@ def run_vit_curve(seed: int, epochs: int | None = None) -> dict:
     chosen = _pick(rows[1:], rows[0])
     static_info: dict = {"matched": None}
     if chosen is not None:
-        static, static_info = static_at_macs(dense, x1, chosen["macs"] / rows[0]["macs"], data, FINETUNE, seed)
+        static, static_info = static_at_macs(dense, x1, chosen["macs"] / rows[0]["macs"], data, ft, seed)
         static_info["matched"] = chosen["name"]
         if static is not None:
             rows.append({"name": "static (structured)", "method": "static", "finetuned": True,
@@ -115,7 +116,7 @@ def run_vit_curve(seed: int, epochs: int | None = None) -> dict:
         rows[i]["batch256"] = t
     _log(f"vit seed {seed}: " + ", ".join(f"{r['name']} {r['speedup_b1']:.2f}x" for r in rows[1:]))
     return {"seed": seed, "model": {"class": "ViTMini", **VIT, "tokens": 197}, "train": cfg.__dict__,
-            "finetune": FINETUNE.__dict__, "chosen": chosen["name"] if chosen else None, "static_info": static_info,
+            "finetune": ft.__dict__, "chosen": chosen["name"] if chosen else None, "static_info": static_info,
             "rows": rows}
 
 

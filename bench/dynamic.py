@@ -276,6 +276,8 @@ def main(argv=None) -> int:
     p.add_argument("--vit-curve", action="store_true",
                    help="also train the small ViT on MNIST per seed and measure every token schedule")
     p.add_argument("--vit-epochs", type=int, default=None, help="dense ViT training epochs (default: _vit_tokens)")
+    p.add_argument("--vit-finetune-epochs", type=int, default=None,
+                   help="fine-tuning epochs of the token schedules and the static ViT (default: _vit_tokens)")
     p.add_argument("--name", default="dynamic")
     p.add_argument("--merge", nargs="+", metavar="NAME",
                    help="combine bench/results/NAME.json files (runs split over processes) into --name")
@@ -298,7 +300,7 @@ def main(argv=None) -> int:
         write_results(args.name, result, render)
     if args.vit_curve:
         for seed in args.seeds:
-            result["vit_curve"].append(run_vit_curve(seed, args.vit_epochs))
+            result["vit_curve"].append(run_vit_curve(seed, args.vit_epochs, args.vit_finetune_epochs))
             write_results(args.name, result, render)
     for seed in args.seeds:
         for name in args.cases:
