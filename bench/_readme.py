@@ -277,6 +277,46 @@ def minilm_recipe() -> tuple[str, list[str]]:
     return "all-MiniLM-L6-v2 12→6 heads + 50% FFN, distilled: " + "; ".join(parts), ["minilm_recipe.json"]
 
 
+def dynamic() -> tuple[str, list[str]]:
+    d = load("dynamic.json")
+
+    def case(name: str) -> dict[str, list[dict]]:
+        runs = [r for r in d["runs"] if r["case"] == name]
+        return {k: [r[k] for r in runs] for k in ("dense", "dynamic", "static")}
+
+    def speed(c: dict, who: str) -> list[float]:
+        return [a["batch1"]["mean_ms"] / b["batch1"]["mean_ms"] for a, b in zip(c["dense"], c[who], strict=True)]
+
+    def acc(c: dict, who: str) -> str:
+        return " / ".join(_pt(b["accuracy"] - a["accuracy"]) for a, b in zip(c["dense"], c[who], strict=True))
+
+    parts = []
+    ex = case("early_exit/resnet_mini/mnist")
+    if ex["dense"]:
+        parts.append(f"early exits, resnet_mini ({len(ex['dense'])} seeds): {_rng(speed(ex, 'dynamic'))} faster at "
+                     f"batch 1 (target ≥ 2×), {acc(ex, 'dynamic')} pt; static pruning at the same mean MACs "
+                     f"{_rng(speed(ex, 'static'))}, {acc(ex, 'static')} pt")
+    curves = d.get("vit_curve", [])
+    ft = [r for c in curves for r in c["rows"] if r["name"] == "keep 0.15 at 0 +ft"]
+    if ft and len(ft) == len(curves):
+        dense = [c["rows"][0] for c in curves]
+        dense_acc = 100 * statistics.fmean(r["test_accuracy"] for r in dense)
+        loss = " / ".join(_pt(r["test_accuracy"] - q["test_accuracy"]) for q, r in zip(dense, ft, strict=True))
+        parts.append(f"small ViT / MNIST ({len(curves)} seeds, dense {dense_acc:.2f}%): EViT keep 15% after block 0, "
+                     f"fine-tuned, {statistics.fmean(r['speedup_b1'] for r in ft):.2f}× at batch 1 on the mean "
+                     f"(target ≥ 1.5× at ≤ 1 pt), {loss} pt")
+    for t in d.get("vit_timing", []):
+        if t["model"] == "vit_b_16" and t["batch"] == 32:
+            parts.append(f"vit_b_16 ToMe r = {t['r']}: {t['throughput_gain']:.2f}× throughput at batch 32 (target ≥ "
+                         f"1.6×; MACs bound {t['macs_bound']:.2f}×)")
+    gate = case("channel_gate/resnet_mini/mnist")
+    if gate["dense"]:
+        parts.append(f"channel gating, resnet_mini ({len(gate['dense'])} seeds): {_rng(speed(gate, 'dynamic'))} at "
+                     f"batch 1, {acc(gate, 'dynamic')} pt; static {_rng(speed(gate, 'static'))}, "
+                     f"{acc(gate, 'static')} pt")
+    return "; ".join(parts) + " (CPU time, 1 thread)", ["dynamic.json"]
+
+
 #: (benchmark, command, headline builder), in the README's order.
 ROWS: list[tuple[str, str, Callable[[], tuple[str, list[str]]]]] = [
     ("Han et al. 2015 Table 1", "`python bench/han.py`", han),
@@ -294,6 +334,7 @@ ROWS: list[tuple[str, str, Callable[[], tuple[str, list[str]]]]] = [
     ("MiniLM recipes", "`prunekit run minilm-heads-ffn`, `minilm-wanda-2of4`; `python bench/minilm_recipe.py`",
      minilm_recipe),
     ("one-shot Wanda / SparseGPT", "`python bench/oneshot.py`", oneshot),
+    ("dynamic vs static pruning", "`python bench/dynamic.py`; `prunekit run early-exit-resnet-mnist`", dynamic),
 ]
 
 

@@ -150,3 +150,20 @@ def test_token_methods_compose_with_heads_removed_by_structured_pruning():
                               atol=1e-6)
         y = token_model(model, x, "token_merge", TokenMergeConfig(r=4))(x)
     assert y.shape == ref.shape and torch.isfinite(y).all()
+
+
+def test_vit_mini_conv_stem_keeps_one_token_per_patch_and_token_methods_apply():
+    opts = {"patch": 2, "dim": 32, "depth": 2, "num_heads": 2, "stem": "conv"}
+    model = build_model("vit_mini", (1, 28, 28), 10, opts).eval()
+    x = torch.randn(3, 1, 28, 28)
+    assert model.embed(x).shape == (3, 14 * 14 + 1, 32)
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in model.patch_embed) == 3  # 3×3, stride-2 3×3, 1×1
+    tm = token_model(model, x[:1], "token_keep", TokenKeepConfig(keep_rate=0.25, blocks=[0]))
+    assert tm(x).shape == (3, 10) and tm.last_tokens == [197, 51, 51]  # class + 49 kept + 1 fused
+    assert outputs_equal(token_model(model, x[:1], "token_merge", TokenMergeConfig(r=0)), model, x)
+    with pytest.raises(ConfigError, match="power of two; got patch=3"):
+        build_model("vit_mini", (1, 27, 27), 10, {"patch": 3, "stem": "conv"})
+    with pytest.raises(ConfigError, match="stem must be 'patch' or 'conv'"):
+        build_model("vit_mini", (1, 28, 28), 10, {"stem": "convolutional"})
+    with pytest.raises(ConfigError, match="dim=30 is not divisible by num_heads=4"):
+        build_model("vit_mini", (1, 28, 28), 10, {"dim": 30})
