@@ -15,6 +15,7 @@ that stream and loses 0.1 pt after fine-tuning).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -26,7 +27,7 @@ from prunekit.errors import ConfigError
 from prunekit.graph import DependencyGraph
 from prunekit.importance import zeroed
 from prunekit.recovery.bn import recalibrated_bn
-from prunekit.training import evaluate
+from prunekit.training import EvalResult, evaluate
 
 __all__ = ["Curve", "Sensitivity", "SensitivityConfig", "analyze", "analyze_weights", "DEFAULT_RATIOS"]
 
@@ -101,29 +102,39 @@ class Sensitivity:
         return "\n".join(lines) + "\n"
 
 
-def _subset(x: torch.Tensor, y: torch.Tensor, cfg: SensitivityConfig) -> tuple[torch.Tensor, torch.Tensor]:
+#: ``evaluate(model, x, y) -> EvalResult`` (accuracy and loss); :func:`prunekit.training.evaluate` for tensors.
+Evaluate = Callable[[nn.Module, Any, Any], EvalResult]
+
+
+def _subset(x: Any, y: torch.Tensor, cfg: SensitivityConfig) -> tuple[Any, torch.Tensor]:
     if len(x) <= cfg.max_samples:
         return x, y
+    if not isinstance(x, torch.Tensor):
+        raise ConfigError(f"{len(x)} held-out examples but max_samples {cfg.max_samples}: subset them before (only "
+                          "tensor inputs are subset here)")
     idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.max_samples]
     return x[idx], y[idx]
 
 
-def analyze(graph: DependencyGraph, x: torch.Tensor, y: torch.Tensor, scores: dict[str, np.ndarray],
+def analyze(graph: DependencyGraph, x: Any, y: torch.Tensor, scores: dict[str, np.ndarray],
             config: SensitivityConfig = SensitivityConfig(), criterion: str = "l2",
-            recalibration: torch.Tensor | None = None) -> Sensitivity:
-    """Curves of every prunable group of ``graph``, units removed lowest ``scores`` first.
+            recalibration: torch.Tensor | None = None, evaluate: Evaluate = evaluate,
+            groups: list | None = None) -> Sensitivity:
+    """Curves of every prunable group of ``graph`` (or of ``groups``), units removed lowest ``scores`` first.
 
     The model is unchanged afterwards (units are zeroed and restored, BatchNorm statistics too).
 
     Args:
         recalibration: training inputs (a few hundred) on which BatchNorm statistics are re-estimated
             before every evaluation (see the module docstring); ``None``: the model's own statistics.
+        evaluate: accuracy and loss of the model on ``(x, y)``; e.g. tokenised text and
+            :func:`prunekit.training.text.text_accuracy` for a text classifier.
     """
     x, y = _subset(x, y, config)
     with recalibrated_bn(graph.model, recalibration):
         base = evaluate(graph.model, x, y)
     out = Sensitivity(criterion, base.accuracy, base.loss, recalibrated=recalibration is not None)
-    for g in graph.prunable_groups():
+    for g in graph.prunable_groups() if groups is None else groups:
         s = np.where(g.pinned, np.inf, np.asarray(scores[g.name], dtype=np.float64))
         order = np.argsort(s, kind="stable")
         acc, loss = [], []
@@ -137,8 +148,9 @@ def analyze(graph: DependencyGraph, x: torch.Tensor, y: torch.Tensor, scores: di
     return out
 
 
-def analyze_weights(model: nn.Module, x: torch.Tensor, y: torch.Tensor, scores: dict[str, torch.Tensor],
-                    config: SensitivityConfig = SensitivityConfig(), criterion: str = "l2") -> Sensitivity:
+def analyze_weights(model: nn.Module, x: Any, y: torch.Tensor, scores: dict[str, torch.Tensor],
+                    config: SensitivityConfig = SensitivityConfig(), criterion: str = "l2",
+                    evaluate: Evaluate = evaluate) -> Sensitivity:
     """Unstructured sensitivity: per parameter in ``scores``, mask its lowest-scoring fraction r alone."""
     x, y = _subset(x, y, config)
     base = evaluate(model, x, y)

@@ -164,3 +164,21 @@ def test_a_saved_text_model_is_pruned_further_from_its_pruned_widths(tiny_bert, 
     raw["model"] = f"hf:{tmp_path / 'odd'}"
     with pytest.raises(ConfigError, match="this model's layers have 2, 3 heads"):
         run_recipe(parse_recipe(raw, notice=None), tmp_path / "odd-run", progress=False, quiet=True)
+
+
+def test_sensitivity_scans_a_text_model_named_hf_path(tiny_bert, reviews_csv, tmp_path, capsys):
+    """``prunekit sensitivity --model hf:PATH``: the classifier fine-tuned on the text, each head group and FFN group
+    pruned alone (BERT's pooler not scanned: the text model never reads it), calibration with the attention mask."""
+    out = tmp_path / "sens"
+    assert main(["sensitivity", "--model", f"hf:{tiny_bert}", "--data", f"text:{reviews_csv}", "--epochs", "3",
+                 "--lr", "0.003", "--ratios", "0.5,0.75", "--max-samples", "24", "--samples", "16",
+                 "--importance", "taylor", "--max-length", "16", "--out", str(out), "--threads", "1"]) == 0
+    saved = json.loads((out / "sensitivity.json").read_text())
+    assert saved["dense_accuracy"] > 0.8  # fine-tuned: a chance-level head would make every curve meaningless
+    layers = [f"encoder.encoder.layer.{i}" for i in (0, 1)]
+    assert set(saved["curves"]) == {f"{p}.{s}" for p in layers for s in ("attention.self.query", "intermediate.dense")}
+    assert {c["size"] for c in saved["curves"].values()} == {4, 64}  # 4 heads, 64 FFN neurons
+    losses = [v for c in saved["curves"].values() for v in c["loss"]]
+    assert any(abs(v - saved["dense_loss"]) > 1e-4 for v in losses)  # pruning a group alone is measured
+    assert main(["sensitivity", "--model", f"hf:{tiny_bert}", "--data", "digits", "--out", str(tmp_path / "x")]) == 2
+    assert "is a text model: give labelled text" in capsys.readouterr().err
