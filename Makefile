@@ -10,7 +10,7 @@ TORCH   ?= torch==2.14.1 torchvision==0.29.1
 FIND    := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo test test-slow test-timing lint docs clean
+.PHONY: demo test test-slow test-timing fuzz lint docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -30,6 +30,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS) -m "slow and not timing"
+
+# the hypothesis fuzzers with fresh random examples (the default suite draws a fixed set)
+fuzz: $(STAMP)
+	PRUNEKIT_FUZZ=1 $(PY) -m pytest tests/test_recipe_fuzz.py -p no:cacheprovider
 
 test-timing: $(STAMP)
 	$(PY) -m pytest -m timing
