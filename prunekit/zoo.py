@@ -4,6 +4,8 @@
 ``timm:NAME``         ``timm.create_model(NAME, pretrained=False)``
 ``hf:MODEL_TYPE``     a transformers model from ``AutoConfig.for_model(MODEL_TYPE)`` shrunk to a tiny
                       size (any model type: the size fields are found by name, not from a list of models)
+``hf:DIR``            the model in a local Hugging Face directory (as recipes read ``hf:PATH``); its own
+                      code is never run
 ``pkg.module:factory`` ``factory()`` from an importable module
 
 Image sizes come from the model's own config where it has one (timm ``pretrained_cfg``, a
@@ -16,6 +18,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -310,15 +313,27 @@ def _fit_windows(config: Any) -> None:
 
 def _hf(spec: str, model_type: str, batch: int) -> ZooModel:
     tr = _need("transformers", "hf")
-    try:
-        config = tr.AutoConfig.for_model(model_type)
-    except ValueError as e:
-        raise ConfigError(f"transformers has no model type {model_type!r}") from e
-    shrink_config(config)
-    try:
-        model = tr.AutoModel.from_config(config).eval()
-    except Exception as e:
-        raise ModelLoadError(f"cannot build a transformers {model_type!r} model from its config: {e}") from e
+    directory = Path(model_type).expanduser()
+    if directory.is_dir():  # a local Hugging Face directory, as recipes, sensitivity and export read hf:PATH
+        if not (directory / "config.json").is_file():
+            raise ModelLoadError(f"model {spec!r}: {str(directory)!r} has no config.json; it is not a Hugging Face "
+                                 "model directory (write one with model.save_pretrained(DIR))")
+        try:  # local files only, and never the directory's own code (trust_remote_code stays off)
+            model = tr.AutoModel.from_pretrained(directory, local_files_only=True, trust_remote_code=False).eval()
+        except Exception as e:
+            raise ModelLoadError(f"cannot load the transformers model in {str(directory)!r}: {e}") from e
+    else:
+        try:
+            config = tr.AutoConfig.for_model(model_type)
+        except ValueError as e:
+            raise ConfigError(f"transformers has no model type {model_type!r}, and {model_type!r} is not a local "
+                              "model directory: give a model type (e.g. hf:bert, a tiny random config) or the "
+                              "path of a directory written by save_pretrained") from e
+        shrink_config(config)
+        try:
+            model = tr.AutoModel.from_config(config).eval()
+        except Exception as e:
+            raise ModelLoadError(f"cannot build a transformers {model_type!r} model from its config: {e}") from e
     inputs = hf_inputs(model, batch)
     kind = ("audio" if {"input_values", "input_features"} & set(inputs) else
             "multimodal" if {"input_ids", "pixel_values"} <= set(inputs) else

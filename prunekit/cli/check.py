@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "check",
         help="prune a model's channels/heads structurally and check forward, shapes and equivalence",
-        description="MODEL is torchvision:NAME, timm:NAME, hf:MODEL_TYPE (a tiny random config) or "
+        description="MODEL is torchvision:NAME, timm:NAME, hf:MODEL_TYPE (a tiny random config), hf:DIR (a local "
+        "Hugging Face directory) or "
         "package.module:factory. Removes the fraction SPARSITY of the units of every exactly-prunable group, then "
         "checks "
         "that the pruned model equals the unpruned one with the same structures zeroed.",

@@ -182,3 +182,20 @@ def test_sensitivity_scans_a_text_model_named_hf_path(tiny_bert, reviews_csv, tm
     assert any(abs(v - saved["dense_loss"]) > 1e-4 for v in losses)  # pruning a group alone is measured
     assert main(["sensitivity", "--model", f"hf:{tiny_bert}", "--data", "digits", "--out", str(tmp_path / "x")]) == 2
     assert "is a text model: give labelled text" in capsys.readouterr().err
+
+
+def test_check_reads_hf_dir_as_the_local_model_like_recipes_do(tiny_bert, tmp_path, capsys):
+    from transformers import BertModel
+
+    from prunekit import zoo
+
+    zm = zoo.load(f"hf:{tiny_bert}")
+    saved = BertModel.from_pretrained(tiny_bert).embeddings.word_embeddings.weight
+    assert zm.kind == "text" and torch.equal(zm.model.embeddings.word_embeddings.weight, saved)  # its weights
+    assert main(["check", f"hf:{tiny_bert}", "--sparsity", "0.5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["equivalent"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(Exception, match="has no config.json"):
+        zoo.load(f"hf:{tmp_path / 'empty'}")
+    with pytest.raises(ConfigError, match="no model type 'nosuchtype', and 'nosuchtype' is not a local model dir"):
+        zoo.load("hf:nosuchtype")
