@@ -165,6 +165,46 @@ def test_budgeted_allocations_that_evaluate_use_the_calibration_data(data, alloc
     assert r.macs_kept == pytest.approx(0.6, rel=0.02) and r.allocation["allocation"]["strategy"] == allocation
 
 
+class _MaskedPool(nn.Module):
+    """Token ids → embedding → mean over the real tokens (all tokens without a mask) → MLP."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.fc1, self.fc2 = nn.Embedding(12, 8), nn.Linear(8, 32), nn.Linear(32, 2)
+
+    def forward(self, x, attention_mask=None):
+        h = self.emb(x)
+        if attention_mask is not None:
+            m = attention_mask[..., None].to(h.dtype)
+            pooled = (h * m).sum(1) / m.sum(1).clamp_min(1)
+        else:
+            pooled = h.mean(1)
+        return self.fc2(torch.relu(self.fc1(pooled)))
+
+
+def test_sensitivity_allocation_evaluates_text_with_its_attention_mask(monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(1, 12, (64, 10), generator=g)
+    mask = (torch.arange(10) < torch.randint(2, 10, (64, 1), generator=g)).long()
+    x = x * mask  # padding id 0 after each text's length
+    net = _MaskedPool().eval()
+    with torch.no_grad():
+        d = net(x, attention_mask=mask) @ torch.tensor([-1.0, 1.0])
+        net.fc2.bias[1] -= d.median() + 1e-4  # the classes split about evenly
+        y = net(x, attention_mask=mask).argmax(1)  # labels the masked model gets all right
+    cal = pk.Calibration(x, y, attention_mask=mask)
+    assert cal.evaluate(net).accuracy == 1.0 and pk.training.evaluate(net, x, y).accuracy < 1.0
+    seen = []
+    real = pk.api.verb.analyze
+    monkeypatch.setattr(pk.api.verb, "analyze", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    cfg = pk.StructuredConfig(budget=pk.Budget(macs_kept=0.7), allocation="sensitivity",
+                              sensitivity_ratios=(0.25, 0.5))
+    pk.prune_(net, cfg, example_inputs=x[:4], calibration=cal)
+    assert len(seen) == 1 and seen[0].dense_accuracy == 1.0  # scored with the mask, as the model is used
+    with pytest.raises(ConfigError, match="scores the calibration sample itself"):
+        cal.evaluate(net, x[:8], y[:8])
+
+
 # ----------------------------------------------------------------------------- every criterion, both kinds
 @pytest.mark.parametrize("name", names("weight"))
 def test_every_weight_criterion_prunes_through_prune_(data, name):

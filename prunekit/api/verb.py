@@ -124,8 +124,10 @@ def _to_budget(model, config, example_inputs, calibration):
     if config.allocation == "sensitivity":
         graph = DependencyGraph.build(model, example_inputs[:1], exclude=config.exclude)
         scores = score_groups(graph, importance_config(config), calibration)
+        # every calibration input, in order (max_samples = N): the evaluator pairs them with their attention mask
         sens = analyze(graph, calibration.x, calibration.y, scores,
-                       SensitivityConfig(config.sensitivity_ratios, len(calibration.x), config.seed), config.importance)
+                       SensitivityConfig(config.sensitivity_ratios, len(calibration.x), config.seed), config.importance,
+                       evaluate=calibration.evaluate)
     alloc_config = AllocationConfig(config.allocation, config.min_channels, config.max_ratio, config.round_to,
                                     config.population, config.generations, config.seed)
     proxy = (calibration.x, calibration.y) if config.allocation == "search" else None

@@ -90,6 +90,31 @@ class Calibration:
         for s in range(0, len(self.x), self.batch_size):
             yield None if self.attention_mask is None else self.attention_mask[s:s + self.batch_size]
 
+    def evaluate(self, model: nn.Module, x: torch.Tensor | None = None, y: torch.Tensor | None = None):
+        """Top-1 accuracy and mean cross-entropy of ``model`` on this sample, called with its keyword inputs
+        (attention mask, token types) batch by batch: what ``prunekit.training.evaluate`` computes for inputs that
+        need them. ``x``/``y`` (the evaluator signature of :func:`prunekit.sensitivity.analyze`) must be this
+        sample's own inputs and labels."""
+        from prunekit.training import EvalResult
+
+        if (x is not None and x is not self.x) or (y is not None and y is not self.y) or self.y is None:
+            raise ConfigError("Calibration.evaluate scores the calibration sample itself (with labels): its x and y "
+                              "go with its attention mask and token types row by row")
+        was = model.training
+        model.eval()
+        correct, loss = 0, 0.0
+        try:
+            with torch.no_grad():
+                for (xb, yb), kw in zip(self.batches(), self.keywords(), strict=True):
+                    out = call_model(model, xb, kw)
+                    logits = getattr(out, "logits", out)
+                    yb = yb.to(logits.device)
+                    loss += float(F.cross_entropy(logits, yb, reduction="sum"))
+                    correct += int((logits.argmax(-1) == yb).sum())
+        finally:
+            model.train(was)
+        return EvalResult(accuracy=correct / len(self.x), loss=loss / len(self.x))
+
     @classmethod
     def from_data(cls, x: torch.Tensor, y: torch.Tensor | None, samples: int, seed: int = 0,
                   batch_size: int = 128) -> Calibration:
