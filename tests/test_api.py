@@ -182,7 +182,8 @@ class _MaskedPool(nn.Module):
         return self.fc2(torch.relu(self.fc1(pooled)))
 
 
-def test_sensitivity_allocation_evaluates_text_with_its_attention_mask(monkeypatch):
+@pytest.mark.parametrize("allocation", ["sensitivity", "search"])
+def test_evaluating_allocations_score_text_with_its_attention_mask(monkeypatch, allocation):
     g = torch.Generator().manual_seed(0)
     x = torch.randint(1, 12, (64, 10), generator=g)
     mask = (torch.arange(10) < torch.randint(2, 10, (64, 1), generator=g)).long()
@@ -194,13 +195,15 @@ def test_sensitivity_allocation_evaluates_text_with_its_attention_mask(monkeypat
         y = net(x, attention_mask=mask).argmax(1)  # labels the masked model gets all right
     cal = pk.Calibration(x, y, attention_mask=mask)
     assert cal.evaluate(net).accuracy == 1.0 and pk.training.evaluate(net, x, y).accuracy < 1.0
-    seen = []
-    real = pk.api.verb.analyze
-    monkeypatch.setattr(pk.api.verb, "analyze", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
-    cfg = pk.StructuredConfig(budget=pk.Budget(macs_kept=0.7), allocation="sensitivity",
-                              sensitivity_ratios=(0.25, 0.5))
+    seen = []  # the accuracy of every evaluation of the model as it came (nothing zeroed yet: the first)
+    real = pk.Calibration.evaluate
+    monkeypatch.setattr(pk.Calibration, "evaluate", lambda self, *a: seen.append(real(self, *a)) or seen[-1])
+    cfg = pk.StructuredConfig(budget=pk.Budget(macs_kept=0.7), allocation=allocation,
+                              sensitivity_ratios=(0.25, 0.5), population=3, generations=1)
     pk.prune_(net, cfg, example_inputs=x[:4], calibration=cal)
-    assert len(seen) == 1 and seen[0].dense_accuracy == 1.0  # scored with the mask, as the model is used
+    assert seen  # candidates are scored with the mask, as the model is used (before: the plain evaluator)
+    if allocation == "sensitivity":  # its first evaluation is of the unpruned model: all right with the mask
+        assert seen[0].accuracy == 1.0
     with pytest.raises(ConfigError, match="scores the calibration sample itself"):
         cal.evaluate(net, x[:8], y[:8])
 

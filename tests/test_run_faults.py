@@ -160,17 +160,24 @@ def test_an_unwritable_output_parent_is_refused_first(tmp_path, capsys):
         ro.chmod(0o755)
 
 
+def _default_sigint() -> None:
+    """A child's SIGINT as a terminal gives it: a runner that starts the suite in the background (``cmd &``,
+    nohup) passes SIGINT on as ignored, and Python then installs no handler of its own."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli(args, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "prunekit.cli.main", *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
 
 
 def test_ctrl_c_while_torch_loads_stops_with_one_line(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     start = "import sys, prunekit.cli.main as m; print('loaded', flush=True); sys.exit(m.main())"  # the console script
     proc = subprocess.Popen([sys.executable, "-c", start, "run", _recipe(tmp_path), "--out", "out", "--no-progress"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
     assert proc.stdout.readline() == "loaded\n"
     time.sleep(0.5)  # inside main(), which loads torch (seconds)
     proc.send_signal(signal.SIGINT)
@@ -202,7 +209,8 @@ def test_ctrl_c_while_the_command_imports_prunekit_stops_with_one_line(tmp_path,
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(REPO)]), "KICK_AT": module,
            "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, *how, "run", _recipe(tmp_path), "--out", "out", "--no-progress"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+                          preexec_fn=_default_sigint)
     assert proc.returncode == 130, proc.stderr
     assert proc.stderr == "prunekit: stopped by SIGINT; nothing was written\n", proc.stderr
     assert _hidden(tmp_path) == [] and not (tmp_path / "out").exists()
@@ -211,7 +219,7 @@ def test_ctrl_c_while_the_command_imports_prunekit_stops_with_one_line(tmp_path,
 def test_importing_prunekit_elsewhere_leaves_signals_alone():
     code = "import signal, prunekit; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
     proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO)},
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, preexec_fn=_default_sigint)
     assert proc.stdout.strip() == "True", proc.stderr
 
 
@@ -221,7 +229,7 @@ def test_sigterm_stops_with_one_line_that_says_how_to_resume(tmp_path, monkeypat
            "PRUNEKIT_TEST_STOP_AT": 's["current"] is not None'}  # stops itself after the first epoch's checkpoint
     proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "_stop_at.py"), "run", recipe, "--out", "out",
                              "--no-progress", "--threads", "1"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
     assert wait_stopped(proc.pid), proc.communicate()[1]
     proc.send_signal(signal.SIGTERM)
     proc.send_signal(signal.SIGCONT)  # the signal arrives at the checkpoint's last line

@@ -70,15 +70,16 @@ def normalised_scores(graph: DependencyGraph, raw: dict[str, np.ndarray]) -> dic
 
 
 def proxy_evaluator(graph: DependencyGraph, x: torch.Tensor, y: torch.Tensor, cost: CostModel,
-                    recalibration: torch.Tensor | None = None) -> Callable[[Counts], float]:
+                    recalibration: torch.Tensor | None = None, evaluate_fn=evaluate) -> Callable[[Counts], float]:
     """Fast accuracy proxy: accuracy − 0.001·loss of the model with the planned units zeroed.
 
     With ``recalibration`` (training inputs), BatchNorm statistics are re-estimated on them for each
-    candidate first (adaptive BN, see :mod:`prunekit.recovery.bn`).
+    candidate first (adaptive BN, see :mod:`prunekit.recovery.bn`). ``evaluate_fn(model, x, y)`` scores a
+    candidate (e.g. :meth:`Calibration.evaluate`, which passes an attention mask).
     """
     def proxy(counts: Counts) -> float:
         with zeroed(graph, cost.removed_units(counts)), recalibrated_bn(graph.model, recalibration):
-            r = evaluate(graph.model, x, y)
+            r = evaluate_fn(graph.model, x, y)
         return r.accuracy - 1e-3 * r.loss
 
     return proxy
@@ -122,7 +123,7 @@ def latency_table_for(graph: DependencyGraph, config: AllocationConfig, table: L
 
 def allocate(graph: DependencyGraph, budget: Budget, config: AllocationConfig | None = None,
              importance: ImportanceConfig | str = "l2", calibration: Calibration | None = None,
-             sensitivity=None, proxy_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+             sensitivity=None, proxy_data: tuple[torch.Tensor, torch.Tensor] | Calibration | None = None,
              scores: dict[str, np.ndarray] | None = None,
              recalibration: torch.Tensor | None = None, latency_table: LatencyTable | None = None) -> Allocation:
     """Chooses the units to remove so that the pruned model meets a MACs or params ``budget``.
@@ -130,7 +131,8 @@ def allocate(graph: DependencyGraph, budget: Budget, config: AllocationConfig | 
     Args:
         sensitivity: a :class:`prunekit.sensitivity.Sensitivity` (needed by ``strategy="sensitivity"``; the
             ``search`` starts one candidate from the sensitivity allocation when it is given).
-        proxy_data: ``(x, y)`` held-out batch for the ``search`` proxy.
+        proxy_data: ``(x, y)`` held-out batch for the ``search`` proxy, or a labelled :class:`Calibration`
+            (scored with its attention mask and token types).
         scores: precomputed unit scores (default: computed with ``importance``).
         recalibration: training inputs (a few hundred) on which the ``search`` proxy re-estimates
             BatchNorm statistics of every candidate before scoring it (EagleEye's adaptive BN). Without
@@ -170,7 +172,9 @@ def allocate(graph: DependencyGraph, budget: Budget, config: AllocationConfig | 
         problem.curve_penalty = _sensitivity_penalty(graph, sensitivity)
         if config.strategy == "sensitivity":
             problem.penalty = problem.curve_penalty
-    if proxy_data is not None:
+    if isinstance(proxy_data, Calibration):  # token ids with their attention mask / token types
+        problem.proxy = proxy_evaluator(graph, proxy_data.x, proxy_data.y, cost, recalibration, proxy_data.evaluate)
+    elif proxy_data is not None:
         problem.proxy = proxy_evaluator(graph, proxy_data[0], proxy_data[1], cost, recalibration)
     counts = ALLOCATORS.get(config.strategy)(problem)
     passes = [counts]

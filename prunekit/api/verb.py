@@ -130,7 +130,7 @@ def _to_budget(model, config, example_inputs, calibration):
                        evaluate=calibration.evaluate)
     alloc_config = AllocationConfig(config.allocation, config.min_channels, config.max_ratio, config.round_to,
                                     config.population, config.generations, config.seed)
-    proxy = (calibration.x, calibration.y) if config.allocation == "search" else None
+    proxy = calibration if config.allocation == "search" else None  # scored with its attention mask
     res = prune_to_budget(model, example_inputs, config.budget, alloc_config, importance_config(config), calibration,
                           sens, proxy, config.exclude)
     a = res.allocation
