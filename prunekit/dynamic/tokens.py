@@ -198,10 +198,9 @@ class TokenModel(nn.Module):
         return self.chain.tail(h)
 
     def _block(self, block, ops, h, size, i):
-        q, k, v = ops.qkv(block, h)
         # proportional attention: + log s_j on key j (none while every token is one patch: log 1 = 0)
-        bias = None if size is None else size.log()[:, None, None, :, 0].to(q.dtype)
-        h = h + ops.attn_out(block, F.scaled_dot_product_attention(q, k, v, attn_mask=bias))
+        bias = None if size is None else size.log()[:, None, None, :, 0].to(h.dtype)
+        h, q, k = _attend(block, ops, h, bias)
         if self.method == "token_merge" and self.per_block[i]:
             h, size = bipartite_merge(h, k.mean(1), size, int(self.per_block[i]), self.protect)
         elif self.method == "token_keep" and self.per_block[i] < 1:
@@ -211,6 +210,12 @@ class TokenModel(nn.Module):
             if keep < h.shape[1] - 1:
                 h, size = keep_attentive(h, cls_attn, h.new_ones(*h.shape[:2], 1) if size is None else size, keep)
         return ops.mlp(block, h), size
+
+
+def _attend(block: nn.Module, ops, h: torch.Tensor, bias: torch.Tensor | None):
+    """``h`` + the block's attention (``bias`` added to its logits); also returns the queries and keys."""
+    q, k, v = ops.qkv(block, h)
+    return h + ops.attn_out(block, F.scaled_dot_product_attention(q, k, v, attn_mask=bias)), q, k
 
 
 def _prefix_tokens(model: nn.Module) -> int:
@@ -265,8 +270,7 @@ def _check_blocks(tm: TokenModel, example: torch.Tensor) -> None:
     h = tm.chain.stem(example)
     for i, (block, ops) in enumerate(zip(tm.chain.blocks, tm._ops, strict=True)):
         want = block(h)
-        q, k, v = ops.qkv(block, h)
-        got = ops.mlp(block, h + ops.attn_out(block, F.scaled_dot_product_attention(q, k, v)))
+        got = ops.mlp(block, _attend(block, ops, h, None)[0])
         if not torch.allclose(got, want, rtol=1e-4, atol=1e-5):
             raise PruningError(f"{type(tm.chain.model).__name__}: block {tm.chain.names[i]} "
                                f"({type(block).__name__}) computes something the token methods' attention does not "

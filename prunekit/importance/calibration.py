@@ -95,25 +95,12 @@ class Calibration:
         (attention mask, token types) batch by batch: what ``prunekit.training.evaluate`` computes for inputs that
         need them. ``x``/``y`` (the evaluator signature of :func:`prunekit.sensitivity.analyze`) must be this
         sample's own inputs and labels."""
-        from prunekit.training import EvalResult
+        from prunekit.training import evaluate
 
         if (x is not None and x is not self.x) or (y is not None and y is not self.y) or self.y is None:
             raise ConfigError("Calibration.evaluate scores the calibration sample itself (with labels): its x and y "
                               "go with its attention mask and token types row by row")
-        was = model.training
-        model.eval()
-        correct, loss = 0, 0.0
-        try:
-            with torch.no_grad():
-                for (xb, yb), kw in zip(self.batches(), self.keywords(), strict=True):
-                    out = call_model(model, xb, kw)
-                    logits = getattr(out, "logits", out)
-                    yb = yb.to(logits.device)
-                    loss += float(F.cross_entropy(logits, yb, reduction="sum"))
-                    correct += int((logits.argmax(-1) == yb).sum())
-        finally:
-            model.train(was)
-        return EvalResult(accuracy=correct / len(self.x), loss=loss / len(self.x))
+        return evaluate(model, self.x, self.y, self.batch_size, model_keywords(model, self.keyword_tensors()))
 
     @classmethod
     def from_data(cls, x: torch.Tensor, y: torch.Tensor | None, samples: int, seed: int = 0,
@@ -123,11 +110,15 @@ class Calibration:
         return cls(x[idx], None if y is None else y[idx], batch_size)
 
 
+def model_keywords(model: nn.Module, keywords: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The ``keywords`` ``model`` is given: ``attention_mask`` always, ``token_type_ids`` only where its forward
+    takes it (a parameter of that name, or ``**kwargs``)."""
+    return {k: v for k, v in keywords.items() if k == "attention_mask" or _takes(model, k)}
+
+
 def call_model(model: nn.Module, x: torch.Tensor, keywords: dict[str, torch.Tensor]) -> Any:
-    """``model(x, **keywords)`` on ``x``'s device: ``attention_mask`` always, ``token_type_ids`` only where the
-    model's forward takes it (a parameter of that name, or ``**kwargs``)."""
-    kw = {k: v.to(x.device) for k, v in keywords.items() if k == "attention_mask" or _takes(model, k)}
-    return model(x, **kw)
+    """``model(x, **keywords)`` on ``x``'s device, with the keywords :func:`model_keywords` keeps."""
+    return model(x, **{k: v.to(x.device) for k, v in model_keywords(model, keywords).items()})
 
 
 def _takes(model: nn.Module, name: str) -> bool:

@@ -148,15 +148,19 @@ def _suspect(cfg: TrainConfig) -> str:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> EvalResult:
-    """Top-1 accuracy (a fraction in [0, 1]) and mean cross-entropy of ``model`` on ``(x, y)``."""
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512,
+             keywords: dict[str, torch.Tensor] | None = None) -> EvalResult:
+    """Top-1 accuracy (a fraction in [0, 1]) and mean cross-entropy of ``model`` on ``(x, y)``; ``keywords``
+    (e.g. an attention mask, one row per input) are sliced with the batch and passed by name."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     correct, loss_sum = 0, 0.0
-    for xb, yb in iterate_batches(x, y, batch_size):
+    for start, (xb, yb) in zip(range(0, len(x), batch_size), iterate_batches(x, y, batch_size), strict=True):
+        kw = {k: v[start:start + batch_size].to(device) for k, v in (keywords or {}).items()}
         xb, yb = xb.to(device), yb.to(device)
-        logits = model(xb)
+        out = model(xb, **kw)
+        logits = getattr(out, "logits", out)  # a Hugging Face classifier's output, or the logits themselves
         loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
         correct += int((logits.argmax(1) == yb).sum())
     model.train(was_training)
